@@ -1,0 +1,143 @@
+//! `swqos`: the operator CLI. It talks to the dataplane through the shared-memory segment only
+//! and does not link DPDK.
+//!
+//! Exit status: 0 when everything was accepted, 1 when any transaction was rejected or the run
+//! failed midway, 2 for bad usage, configuration or a segment that cannot be used.
+
+mod input;
+mod submit;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use swqos_shm::Client;
+
+/// Command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "swqos",
+    version,
+    about = "Operator CLI for the swqos data plane"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Submit signed transactions and print `accepted <signature>` or `rejected <reason>` for
+    /// each, in input order.
+    Submit {
+        /// The dataplane's TOML configuration (for the shared-memory path).
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+        /// Send to this lane (repeatable); default: every lane.
+        #[arg(long = "lane", value_name = "NAME")]
+        lanes: Vec<String>,
+        /// Print JSON lines with per-lane outcomes and latencies.
+        #[arg(long)]
+        json: bool,
+        /// Skip validation in the client and leave it to the dataplane (for testing it).
+        #[arg(long)]
+        no_client_check: bool,
+        /// Seconds to wait for completions after the last submission.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+        /// JSONL (objects with a `base64` or `base58` field) or lines of base64/base58;
+        /// `-` or nothing for stdin.
+        file: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Submit {
+            config,
+            lanes,
+            json,
+            no_client_check,
+            timeout,
+            file,
+        } => submit_command(config, lanes, json, !no_client_check, timeout, file),
+    }
+}
+
+fn submit_command(
+    config: PathBuf,
+    lane_names: Vec<String>,
+    json: bool,
+    client_check: bool,
+    timeout: f64,
+    file: Option<PathBuf>,
+) -> ExitCode {
+    let config = match dpdk_config::Config::load(&config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let input: Box<dyn BufRead> = match file.as_deref() {
+        None => Box::new(BufReader::new(std::io::stdin())),
+        Some(p) if p.as_os_str() == "-" => Box::new(BufReader::new(std::io::stdin())),
+        Some(p) => match std::fs::File::open(p) {
+            Ok(f) => Box::new(BufReader::new(f)),
+            Err(e) => {
+                eprintln!("error: {}: {e}", p.display());
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let client = match Client::attach(&config.shm.path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut lanes = 0u64;
+    for name in &lane_names {
+        match client.lane_id(name) {
+            Some(id) => lanes |= 1 << id,
+            None => {
+                eprintln!(
+                    "error: unknown lane `{name}`; the dataplane has: {}",
+                    client.lane_names().join(", ")
+                );
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if lane_names.is_empty() {
+        lanes = client.all_lanes();
+    }
+    if lanes == 0 {
+        eprintln!("error: the dataplane has no lanes configured");
+        return ExitCode::from(2);
+    }
+    let opts = submit::SubmitOptions {
+        lanes,
+        client_check,
+        json,
+        timeout: Duration::from_secs_f64(timeout.max(0.0)),
+    };
+    let stdout = std::io::stdout().lock();
+    match submit::run(client, input, stdout, &opts) {
+        Ok(t) => {
+            eprintln!("{} accepted, {} rejected", t.accepted, t.rejected);
+            if t.rejected == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

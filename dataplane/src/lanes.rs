@@ -1,0 +1,147 @@
+//! The lane table: for each configured lane, a prebuilt frame template and how its checksums are
+//! filled (by the NIC when the port offers the offload, in software otherwise).
+
+use std::ops::Deref;
+
+use dpdk_config::{Config, LaneKind};
+use swqos_wire::ethernet::EthernetAddress;
+use swqos_wire::udp_lane::{ChecksumMode, FrameError, UdpLaneTemplate, UDP_FRAME_HEADER_LEN};
+
+/// Time-to-live of the frames we send.
+const TTL: u8 = 64;
+
+/// Mbuf metadata for a port that computes checksums itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Offload {
+    /// `RTE_MBUF_F_TX_*` flags.
+    pub flags: u64,
+    /// Ethernet header length.
+    pub l2_len: u8,
+    /// IPv4 header length.
+    pub l3_len: u16,
+    /// UDP header length.
+    pub l4_len: u8,
+}
+
+/// What a port can do for our checksums (from its `tx_offload_capa`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortChecksums {
+    /// The NIC fills the IPv4 header checksum.
+    pub ipv4: bool,
+    /// The NIC fills the UDP checksum.
+    pub udp: bool,
+}
+
+/// One lane, ready for the per-packet path.
+#[derive(Debug, Clone)]
+pub struct Lane {
+    /// Configured name.
+    pub name: String,
+    /// Config index of the port it sends on.
+    pub port: usize,
+    template: UdpLaneTemplate,
+    mode: ChecksumMode,
+    /// Mbuf offload metadata, when the NIC fills any checksum.
+    pub offload: Option<Offload>,
+}
+
+impl Lane {
+    /// Bytes of headers before the transaction.
+    #[inline]
+    pub fn header_len(&self) -> usize {
+        UDP_FRAME_HEADER_LEN
+    }
+
+    /// Writes the frame for `tx` into `frame` (exactly `header_len() + tx.len()` bytes).
+    #[inline]
+    pub fn write(
+        &self,
+        frame: &mut [u8],
+        tx: &[u8],
+        payload_sum: u32,
+        ip_ident: u16,
+    ) -> Result<(), FrameError> {
+        self.template
+            .write(frame, tx, payload_sum, ip_ident, self.mode)
+    }
+}
+
+/// All lanes, indexed by lane id (their order in the config).
+#[derive(Debug, Clone, Default)]
+pub struct LaneTable(Vec<Lane>);
+
+impl Deref for LaneTable {
+    type Target = [Lane];
+    fn deref(&self) -> &[Lane] {
+        &self.0
+    }
+}
+
+impl LaneTable {
+    /// Builds the table from the config, each port's MAC and its checksum offloads.
+    pub fn new(config: &Config, port_macs: &[[u8; 6]], offloads: &[PortChecksums]) -> LaneTable {
+        let lanes = config
+            .lanes
+            .iter()
+            .map(|lane| {
+                let LaneKind::Udp(udp) = &lane.kind;
+                let cs = offloads[lane.port];
+                let mode = if cs.ipv4 || cs.udp {
+                    ChecksumMode::Offload {
+                        ip: cs.ipv4,
+                        udp: cs.udp,
+                    }
+                } else {
+                    ChecksumMode::Software
+                };
+                let offload = (cs.ipv4 || cs.udp).then_some(Offload {
+                    flags: dpdk::offload::mbuf::TX_IPV4
+                        | if cs.ipv4 {
+                            dpdk::offload::mbuf::TX_IP_CKSUM
+                        } else {
+                            0
+                        }
+                        | if cs.udp {
+                            dpdk::offload::mbuf::TX_UDP_CKSUM
+                        } else {
+                            0
+                        },
+                    l2_len: 14,
+                    l3_len: 20,
+                    l4_len: 8,
+                });
+                Lane {
+                    name: lane.name.clone(),
+                    port: lane.port,
+                    template: UdpLaneTemplate::new(
+                        EthernetAddress(port_macs[lane.port]),
+                        EthernetAddress(udp.dst_mac),
+                        udp.src_ip,
+                        udp.dst_ip,
+                        udp.src_port,
+                        udp.dst_port,
+                        TTL,
+                    ),
+                    mode,
+                    offload,
+                }
+            })
+            .collect();
+        LaneTable(lanes)
+    }
+
+    /// A description of each lane for the startup log.
+    pub fn describe(config: &Config) -> Vec<String> {
+        config
+            .lanes
+            .iter()
+            .map(|l| {
+                let LaneKind::Udp(u) = &l.kind;
+                format!(
+                    "lane {} udp {}:{} -> {}:{} via port {}",
+                    l.name, u.src_ip, u.src_port, u.dst_ip, u.dst_port, config.ports[l.port].name
+                )
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,13 @@
+//! The DPDK poll-mode data plane.
+//!
+//! [`runtime::run`] is the process from start to exit. Each submit/TX lcore runs
+//! [`tx::TxWorker::poll`] in a loop: it pops submissions from the shared-memory rings, writes one
+//! Ethernet/IPv4/UDP frame per lane straight into an mbuf and bursts them. RX lcores run
+//! [`rx::RxWorker::poll`]. Everything slow lives elsewhere (the `swqos` control plane and CLI).
+
+pub mod hugepages;
+pub mod lanes;
+pub mod report;
+pub mod runtime;
+pub mod rx;
+pub mod tx;

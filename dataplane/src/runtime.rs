@@ -1,0 +1,459 @@
+//! The dataplane process from start to exit, in the order it happens:
+//! config checks, EAL, mempools, ports, the shared segment, lcore launch, the main loop
+//! (heartbeat, signals, progress), then drain, join, report and an orderly teardown.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dpdk::{Eal, LcoreId, Mempool, Port, PortConf};
+use dpdk_config::{Config, LcoreRole, PortDevice};
+use swqos_shm::layout::{LaneInfo, LaneKind as ShmLaneKind, Layout, State, MAX_TX_SIZE};
+use swqos_shm::ring::{CompletionProducer, SubmitConsumer};
+use swqos_shm::stats::{self, role, Counter, StatsWriter};
+use swqos_shm::Segment;
+use tracing::{info, warn};
+
+use crate::hugepages::{self, Decision, HugepageState};
+use crate::lanes::{LaneTable, PortChecksums};
+use crate::report::Report;
+use crate::rx::RxWorker;
+use crate::tx::{RingPair, TxPath, TxWorker, TxWorkerParts};
+
+/// Headroom DPDK reserves at the front of every mbuf.
+const MBUF_HEADROOM: u32 = 128;
+/// Largest frame a UDP lane sends: Ethernet + IPv4 + UDP + the largest transaction.
+const MAX_UDP_FRAME: u32 = 42 + MAX_TX_SIZE as u32;
+
+/// Knobs of one run that are not in the config file.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Seconds between progress lines (0: none).
+    pub stats_interval: Duration,
+    /// How long a full NIC queue may hold packets before they are dropped.
+    pub tx_timeout: Duration,
+    /// How long shutdown waits for rings and queues to drain.
+    pub drain_timeout: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            stats_interval: Duration::from_secs(5),
+            tx_timeout: Duration::from_millis(500),
+            drain_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why the dataplane could not run; the message is the whole story for the operator.
+#[derive(Debug)]
+pub struct RunError(pub String);
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RunError {}
+
+impl From<dpdk::DpdkError> for RunError {
+    fn from(e: dpdk::DpdkError) -> Self {
+        RunError(e.to_string())
+    }
+}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, RunError> {
+    Err(RunError(msg.into()))
+}
+
+/// Checks what the config parser cannot know: frame sizes against MTUs and mbuf sizes.
+pub fn check_sizes(config: &Config) -> Result<(), RunError> {
+    for lane in &config.lanes {
+        let port = &config.ports[lane.port];
+        let mtu = port.mtu.unwrap_or(1500) as u32;
+        if mtu + 14 < MAX_UDP_FRAME {
+            return err(format!(
+                "lane {}: port {} has MTU {mtu}, but a {MAX_TX_SIZE}-byte transaction needs an MTU of at least {}",
+                lane.name,
+                port.name,
+                MAX_UDP_FRAME - 14
+            ));
+        }
+        let pool = &config.mempools[port.mempool];
+        if (pool.data_room as u32) < MBUF_HEADROOM + MAX_UDP_FRAME {
+            return err(format!(
+                "mempool {}: data_room {} cannot hold a {MAX_UDP_FRAME}-byte frame after {MBUF_HEADROOM} bytes of headroom (use at least {})",
+                pool.name,
+                pool.data_room,
+                MBUF_HEADROOM + MAX_UDP_FRAME
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Creates the folders of `tx_pcap=` / `rx_pcap=` files named in pcap vdev strings.
+fn prepare_pcap_dirs(config: &Config) -> Result<(), RunError> {
+    for port in &config.ports {
+        let PortDevice::Vdev { name, args } = &port.device else {
+            continue;
+        };
+        if !name.starts_with("net_pcap") {
+            continue;
+        }
+        for kv in args.split(',') {
+            if let Some(("tx_pcap" | "rx_pcap", file)) = kv.split_once('=') {
+                if let Some(dir) = Path::new(file)
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        RunError(format!(
+                            "port {}: cannot create {}: {e}",
+                            port.name,
+                            dir.display()
+                        ))
+                    })?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs the dataplane until `stop` is set, then drains and tears down. Returns the final report.
+pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<Report, RunError> {
+    check_sizes(config)?;
+    prepare_pcap_dirs(config)?;
+
+    let no_huge = match hugepages::decide(&config.eal, HugepageState::read()).map_err(RunError)? {
+        Decision::Huge => false,
+        Decision::NoHuge(None) => true,
+        Decision::NoHuge(Some(why)) => {
+            warn!("WARNING: {why}");
+            true
+        }
+    };
+    let args = config.eal_args_with(no_huge);
+    info!("EAL arguments: {}", args.join(" "));
+    let eal = Eal::init(&args)?;
+    let tsc_hz = dpdk::tsc_hz();
+    let workers: Vec<LcoreId> = dpdk::lcore::worker_lcores();
+    for l in &config.lcores {
+        if !workers.contains(&LcoreId(l.id)) {
+            return err(format!("lcore {} is not an EAL worker lcore", l.id));
+        }
+    }
+
+    // Mempools, then ports (each port's RX queues draw from its configured pool).
+    let mut pools = Vec::new();
+    for p in &config.mempools {
+        let pool = Mempool::create(
+            &format!("{}-{}", config.eal.file_prefix, p.name),
+            p.mbufs,
+            p.cache_size,
+            p.data_room,
+            -1,
+        )?;
+        pools.push(Arc::new(pool));
+    }
+    let mut ports = Vec::new();
+    let mut macs = Vec::new();
+    let mut checksums = Vec::new();
+    for p in &config.ports {
+        let mut port = Port::by_name(p.device.eal_name())
+            .map_err(|e| RunError(format!("port {} ({}): {e}", p.name, p.device)))?;
+        let info = port.info()?;
+        let carries_lanes = config
+            .lanes
+            .iter()
+            .any(|l| config.ports[l.port].name == p.name);
+        let cs = PortChecksums {
+            ipv4: carries_lanes && info.supports_tx(dpdk::offload::TX_IPV4_CKSUM),
+            udp: carries_lanes && info.supports_tx(dpdk::offload::TX_UDP_CKSUM),
+        };
+        let mut tx_offloads = 0;
+        if cs.ipv4 {
+            tx_offloads |= dpdk::offload::TX_IPV4_CKSUM;
+        }
+        if cs.udp {
+            tx_offloads |= dpdk::offload::TX_UDP_CKSUM;
+        }
+        port.configure(
+            &PortConf {
+                rx_queues: p.rx_queues,
+                tx_queues: p.tx_queues,
+                rx_descriptors: p.rx_descriptors,
+                tx_descriptors: p.tx_descriptors,
+                mtu: p.mtu,
+                tx_offloads,
+            },
+            &pools[p.mempool],
+        )
+        .map_err(|e| RunError(format!("port {} ({}): {e}", p.name, p.device)))?;
+        // A configured MAC is the source of every lane frame; a port that cannot take it as its
+        // own (net_pcap, say) still sends with it.
+        let mut mac = port.mac()?;
+        if let Some(want) = p.mac {
+            if let Err(e) = port.set_mac(want) {
+                warn!(
+                    "port {}: cannot set MAC ({e}); lane frames use it as source anyway",
+                    p.name
+                );
+            }
+            mac = want;
+        }
+        if p.promiscuous {
+            port.set_promiscuous(true)?;
+        }
+        port.start()?;
+        info!(
+            "port {} ({}): driver {}, mac {}, checksums ipv4 {} udp {}",
+            p.name,
+            p.device,
+            info.driver_name,
+            dpdk_config::format_mac(&mac),
+            if cs.ipv4 { "offloaded" } else { "software" },
+            if cs.udp { "offloaded" } else { "software" },
+        );
+        macs.push(mac);
+        checksums.push(cs);
+        ports.push(port);
+    }
+    let lanes = Arc::new(LaneTable::new(config, &macs, &checksums));
+    for line in LaneTable::describe(config) {
+        info!("{line}");
+    }
+
+    // The shared segment: one stats block per configured lcore, rings per [shm].
+    let layout = Layout::new(
+        config.shm.rings,
+        config.shm.ring_slots,
+        config.lcores.len() as u32,
+    )
+    .map_err(RunError)?;
+    let lane_info: Vec<LaneInfo> = config
+        .lanes
+        .iter()
+        .map(|l| LaneInfo::new(&l.name, ShmLaneKind::Udp))
+        .collect();
+    let seg = Arc::new(
+        Segment::create(&config.shm.path, layout, &lane_info, tsc_hz)
+            .map_err(|e| RunError(e.to_string()))?,
+    );
+
+    // Workers: rings are dealt to tx lcores round-robin; each owns its configured queues.
+    let tx_lcores: Vec<usize> = (0..config.lcores.len())
+        .filter(|&i| config.lcores[i].role == LcoreRole::Tx)
+        .collect();
+    let running = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    for (index, lc) in config.lcores.iter().enumerate() {
+        let stats_role = match lc.role {
+            LcoreRole::Tx => role::TX,
+            LcoreRole::Rx => role::RX,
+        };
+        let writer = StatsWriter::new(seg.clone(), index, lc.id, stats_role)
+            .ok_or_else(|| RunError(format!("stats block {index} unavailable")))?;
+        let work: Box<dyn FnOnce(&AtomicBool) + Send> = match lc.role {
+            LcoreRole::Tx => {
+                let nth = tx_lcores.iter().position(|&i| i == index).unwrap_or(0);
+                let mut rings = Vec::new();
+                for r in (nth..config.shm.rings as usize).step_by(tx_lcores.len()) {
+                    let submit = SubmitConsumer::new(seg.clone(), r)
+                        .ok_or_else(|| RunError(format!("ring {r} taken twice")))?;
+                    let complete = CompletionProducer::new(&submit);
+                    rings.push(RingPair { submit, complete });
+                }
+                let mut paths = Vec::new();
+                let mut path_ports = Vec::new();
+                for q in &lc.queues {
+                    let queue = ports[q.port].take_tx_queue(q.queue).ok_or_else(|| {
+                        RunError(format!(
+                            "tx queue {} of port {} taken twice",
+                            q.queue, config.ports[q.port].name
+                        ))
+                    })?;
+                    paths.push(TxPath::new(queue));
+                    path_ports.push(q.port);
+                }
+                let pool = lc
+                    .queues
+                    .first()
+                    .map(|q| pools[config.ports[q.port].mempool].clone())
+                    .unwrap_or_else(|| pools[0].clone());
+                let worker = TxWorker::new(TxWorkerParts {
+                    rings,
+                    paths,
+                    path_ports,
+                    lanes: lanes.clone(),
+                    pool,
+                    stats: writer,
+                    tx_timeout_ticks: ticks(opts.tx_timeout, tsc_hz),
+                })
+                .map_err(|e| RunError(format!("lcore {}: {e}", lc.id)))?;
+                let drain = ticks(opts.drain_timeout, tsc_hz);
+                let quiet = ticks(Duration::from_millis(20), tsc_hz);
+                Box::new(move |stop| tx_loop(worker, stop, drain, quiet))
+            }
+            LcoreRole::Rx => {
+                let mut queues = Vec::new();
+                for q in &lc.queues {
+                    queues.push(ports[q.port].take_rx_queue(q.queue).ok_or_else(|| {
+                        RunError(format!(
+                            "rx queue {} of port {} taken twice",
+                            q.queue, config.ports[q.port].name
+                        ))
+                    })?);
+                }
+                let worker = RxWorker::new(queues, writer);
+                Box::new(move |stop| rx_loop(worker, stop))
+            }
+        };
+        let stop = stop.clone();
+        let running = running.clone();
+        running.fetch_add(1, Ordering::SeqCst);
+        let guard = RunningGuard(running);
+        handles.push((
+            lc.id,
+            dpdk::lcore::launch(LcoreId(lc.id), move || {
+                let _guard = guard;
+                work(&stop)
+            })?,
+        ));
+    }
+    info!(
+        "running: {} lcore(s), {} lane(s), shared memory {} ({} rings x {} slots)",
+        handles.len(),
+        lanes.len(),
+        config.shm.path.display(),
+        config.shm.rings,
+        config.shm.ring_slots
+    );
+    seg.set_state(State::Running);
+
+    // Main loop: heartbeat every millisecond, progress now and then, until told to stop or a
+    // worker dies.
+    let mut last_print = Instant::now();
+    let mut last = Totals::read(&seg);
+    let mut failed = None;
+    while !stop.load(Ordering::Relaxed) {
+        seg.heartbeat();
+        if running.load(Ordering::SeqCst) < handles.len() {
+            failed = Some("an lcore stopped unexpectedly".to_string());
+            break;
+        }
+        if !opts.stats_interval.is_zero() && last_print.elapsed() >= opts.stats_interval {
+            let now = Totals::read(&seg);
+            let secs = last_print.elapsed().as_secs_f64();
+            info!(
+                "tx {:.0} pkt/s, {:.0} submissions/s, totals: {} sent, {} rejected, {} dropped",
+                (now.tx_packets - last.tx_packets) as f64 / secs,
+                (now.submissions - last.submissions) as f64 / secs,
+                now.tx_packets,
+                now.rejected,
+                now.dropped
+            );
+            last = now;
+            last_print = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+
+    // Shutdown: refuse new submissions, let the workers drain, then join them.
+    seg.set_state(State::Draining);
+    stop.store(true, Ordering::SeqCst);
+    info!("stopping: draining submit rings and NIC queues");
+    let mut panics = Vec::new();
+    for (lcore, h) in handles {
+        if let Err(p) = h.join() {
+            panics.push(format!("lcore {lcore} panicked: {p}"));
+        }
+    }
+    let mut report = Report::collect(config, &seg, &ports, tsc_hz);
+    for port in &mut ports {
+        if let Err(e) = port.stop() {
+            warn!("{e}");
+        }
+    }
+    drop(ports);
+    drop(pools);
+    seg.set_state(State::Stopped);
+    drop(seg);
+    drop(eal);
+    report.failures.extend(failed);
+    report.failures.extend(panics);
+    Ok(report)
+}
+
+/// Decrements the running-worker count when a worker returns or unwinds.
+struct RunningGuard(Arc<AtomicUsize>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn ticks(d: Duration, tsc_hz: u64) -> u64 {
+    (d.as_secs_f64() * tsc_hz as f64) as u64
+}
+
+/// The submit/TX lcore's loop: poll until stopped, then drain what clients already published
+/// and what the NIC has not taken yet, for at most `drain` ticks.
+fn tx_loop(mut worker: TxWorker, stop: &AtomicBool, drain: u64, quiet: u64) {
+    while !stop.load(Ordering::Relaxed) {
+        worker.poll();
+    }
+    let start = dpdk::tsc();
+    let mut quiet_since = start;
+    loop {
+        let now = dpdk::tsc();
+        if worker.poll() > 0 || worker.has_pending() || worker.has_ready() {
+            quiet_since = now;
+        } else if now.wrapping_sub(quiet_since) > quiet {
+            break; // nothing new for a while: a client racing the state change has landed
+        }
+        if now.wrapping_sub(start) > drain {
+            worker.abandon_pending();
+            break;
+        }
+    }
+}
+
+/// The RX lcore's loop.
+fn rx_loop(mut worker: RxWorker, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        worker.poll();
+    }
+}
+
+/// Sums over every TX block, for the progress line.
+struct Totals {
+    tx_packets: u64,
+    submissions: u64,
+    rejected: u64,
+    dropped: u64,
+}
+
+impl Totals {
+    fn read(seg: &Segment) -> Totals {
+        let mut t = Totals {
+            tx_packets: 0,
+            submissions: 0,
+            rejected: 0,
+            dropped: 0,
+        };
+        for i in 0..seg.layout().n_lcores as usize {
+            let s = stats::read(seg.stats(i));
+            t.tx_packets += s.get(Counter::TxPackets);
+            t.submissions += s.get(Counter::Submissions);
+            t.rejected += s.get(Counter::Rejected);
+            t.dropped += s.get(Counter::TxDropped);
+        }
+        t
+    }
+}

@@ -1,0 +1,437 @@
+//! The submit/TX lcore: pop submissions from the shared-memory rings, write one frame per lane
+//! straight into an mbuf, burst, and report one completion per (submission, lane).
+//!
+//! Read [`TxWorker::poll`] top to bottom: it is the whole per-packet path. It allocates nothing,
+//! takes no lock and makes no syscall (a test proves the first with a counting allocator).
+
+use std::sync::Arc;
+
+use dpdk::{Mbuf, Mempool, TxBurst, TxQueue};
+use swqos_shm::layout::{Completion, DropReason, Status, MAX_LANES, MAX_TX_SIZE};
+use swqos_shm::ring::{CompletionProducer, SlotRef, SubmitConsumer};
+use swqos_shm::stats::{Counter, StatsWriter};
+use swqos_wire::checksum;
+use swqos_wire::solana::{Transaction, TxError};
+
+use crate::lanes::LaneTable;
+
+/// Packets per `tx_burst` call (and the most a worker holds per queue).
+pub const BURST: usize = 64;
+
+/// Submission slots taken from one ring per poll, so one busy client cannot starve the others.
+const SLOTS_PER_RING_PER_POLL: u32 = 32;
+
+/// What a queued packet must remember to report its completion.
+#[derive(Debug, Clone, Copy)]
+pub struct Pending {
+    /// Index of the ring in the worker's ring list.
+    ring: u8,
+    /// Lane id.
+    lane: u8,
+    /// The ring lease generation of the submission.
+    lease_gen: u32,
+    /// The submission's tag.
+    tag: u64,
+    /// The submission's TSC stamp.
+    submit_tsc: u64,
+    /// Frame length in bytes.
+    len: u16,
+}
+
+/// One TX queue this worker owns, with its pending burst.
+pub struct TxPath {
+    queue: TxQueue,
+    burst: TxBurst<Pending, BURST>,
+    /// TSC when the queue first refused packets in the current stall, 0 when not stalled.
+    stalled_since: u64,
+}
+
+impl TxPath {
+    /// A path over an owned queue.
+    pub fn new(queue: TxQueue) -> TxPath {
+        TxPath {
+            queue,
+            burst: TxBurst::new(),
+            stalled_since: 0,
+        }
+    }
+}
+
+/// A client's ring pair as the dataplane holds it.
+pub struct RingPair {
+    /// Submissions from the client.
+    pub submit: SubmitConsumer,
+    /// Completions to the client.
+    pub complete: CompletionProducer,
+}
+
+/// The state of one submit/TX lcore.
+pub struct TxWorker {
+    /// Submit rings, apart from the rest so a slot can be read while everything else changes.
+    submits: Vec<SubmitConsumer>,
+    out: Output,
+    next_ring: usize,
+}
+
+/// Everything a slot turns into: frames on queues, completions, counters.
+struct Output {
+    completes: Vec<CompletionProducer>,
+    paths: Vec<TxPath>,
+    lanes: Arc<LaneTable>,
+    /// For each lane id, the index in `paths` of the queue on the lane's port.
+    lane_path: [u8; MAX_LANES],
+    pool: Arc<Mempool>,
+    stats: StatsWriter,
+    ip_ident: u16,
+    tx_timeout_ticks: u64,
+}
+
+/// Everything a worker is built from.
+pub struct TxWorkerParts {
+    /// The rings this lcore serves.
+    pub rings: Vec<RingPair>,
+    /// One path per port that a lane uses, each with this lcore's queue on it.
+    pub paths: Vec<TxPath>,
+    /// For each path, the config index of its port.
+    pub path_ports: Vec<usize>,
+    /// The lanes.
+    pub lanes: Arc<LaneTable>,
+    /// The pool mbufs come from.
+    pub pool: Arc<Mempool>,
+    /// This lcore's stats block.
+    pub stats: StatsWriter,
+    /// How long a full NIC queue may hold packets before they are dropped, in TSC ticks.
+    pub tx_timeout_ticks: u64,
+}
+
+impl TxWorker {
+    /// Builds a worker; fails if a lane's port has no path.
+    pub fn new(parts: TxWorkerParts) -> Result<TxWorker, String> {
+        let mut lane_path = [u8::MAX; MAX_LANES];
+        for (id, lane) in parts.lanes.iter().enumerate() {
+            let p = parts
+                .path_ports
+                .iter()
+                .position(|&port| port == lane.port)
+                .ok_or_else(|| format!("lane {} has no TX queue on this lcore", lane.name))?;
+            lane_path[id] = p as u8;
+        }
+        let (submits, completes) = parts
+            .rings
+            .into_iter()
+            .map(|r| (r.submit, r.complete))
+            .unzip();
+        Ok(TxWorker {
+            submits,
+            out: Output {
+                completes,
+                paths: parts.paths,
+                lanes: parts.lanes,
+                lane_path,
+                pool: parts.pool,
+                stats: parts.stats,
+                ip_ident: 0,
+                tx_timeout_ticks: parts.tx_timeout_ticks,
+            },
+            next_ring: 0,
+        })
+    }
+
+    /// One busy-poll iteration: flush what the NIC refused last time, then take new
+    /// submissions while every queue has room for them. Returns the work done (slots + packets).
+    pub fn poll(&mut self) -> usize {
+        let out = &mut self.out;
+        out.stats.begin();
+        out.stats.add(Counter::Polls, 1);
+        let mut work = out.flush(false);
+        let n_rings = self.submits.len();
+        for k in 0..n_rings {
+            // Rotate the starting ring so every client gets first turn in time.
+            let r = (self.next_ring + k) % n_rings;
+            work += take_submissions(&mut self.submits[r], r, out);
+        }
+        self.next_ring = self.next_ring.wrapping_add(1);
+        work += out.flush(false);
+        out.publish_completions();
+        out.stats.end();
+        work
+    }
+
+    /// Whether any packet is still waiting for the NIC.
+    pub fn has_pending(&self) -> bool {
+        self.out.paths.iter().any(|p| !p.burst.is_empty())
+    }
+
+    /// Whether any ring has published slots not yet taken.
+    pub fn has_ready(&mut self) -> bool {
+        self.submits
+            .iter_mut()
+            .any(|s| s.ready().map(|n| n > 0).unwrap_or(false))
+    }
+
+    /// Drops every packet still waiting for the NIC with `DropReason::Shutdown` completions.
+    pub fn abandon_pending(&mut self) {
+        let out = &mut self.out;
+        out.stats.begin();
+        out.flush(true);
+        out.publish_completions();
+        out.stats.end();
+    }
+}
+
+/// Takes up to [`SLOTS_PER_RING_PER_POLL`] slots from ring `r`.
+fn take_submissions(submit: &mut SubmitConsumer, r: usize, out: &mut Output) -> usize {
+    let ready = match submit.ready() {
+        Ok(n) => n.min(SLOTS_PER_RING_PER_POLL),
+        Err(_) => {
+            out.stats.add(Counter::RingCorrupt, 1);
+            return 0;
+        }
+    };
+    let mut taken = 0;
+    while taken < ready {
+        if !out.handle_slot(r, submit.slot(taken)) {
+            break; // no room or no mbufs: the slot stays in the ring for the next poll
+        }
+        taken += 1;
+    }
+    if taken > 0 {
+        submit.release(taken);
+        out.stats.add(Counter::Submissions, taken as u64);
+    }
+    taken as usize
+}
+
+impl Output {
+    /// Turns a slot of ring `r` into frames (or rejections). `false` leaves it in the ring.
+    fn handle_slot(&mut self, r: usize, slot: SlotRef<'_>) -> bool {
+        let n_lanes = self.lanes.len() as u32;
+        let pending = |lane: u8| Pending {
+            ring: r as u8,
+            lane,
+            lease_gen: slot.lease_gen,
+            tag: slot.tag,
+            submit_tsc: slot.submit_tsc,
+            len: 0,
+        };
+
+        // Lanes that do not exist are answered at once; a slot with none gets one answer.
+        let known = if n_lanes >= 64 {
+            slot.lanes
+        } else {
+            slot.lanes & ((1u64 << n_lanes) - 1)
+        };
+        let verdict = if (slot.tx_len as usize) > MAX_TX_SIZE {
+            Err(TxError::Oversize {
+                len: slot.tx_len as usize,
+            })
+        } else {
+            Transaction::parse(slot.tx).map(|_| ())
+        };
+
+        if let Err(e) = verdict {
+            self.stats.add(Counter::Rejected, 1);
+            let done = dpdk::tsc();
+            for lane in lanes_of(slot.lanes) {
+                self.complete(pending(lane), Status::Rejected, e.code(), done);
+            }
+            if slot.lanes == 0 {
+                self.complete(pending(u8::MAX), Status::UnknownLane, 0, done);
+            }
+            return true;
+        }
+
+        // Every queue this slot uses must have room for all of its frames, so a slot is taken
+        // whole or not at all.
+        for lane in lanes_of(known) {
+            let path = &self.paths[self.lane_path[lane as usize] as usize];
+            if path.burst.len() + known.count_ones() as usize > BURST {
+                self.stats.add(Counter::TxFull, 1);
+                return false;
+            }
+        }
+        if self.pool.available() < known.count_ones() {
+            self.stats.add(Counter::NoMbuf, 1);
+            return false;
+        }
+
+        let payload_sum = checksum::sum(slot.tx);
+        for lane in lanes_of(slot.lanes) {
+            if (lane as u32) >= n_lanes {
+                self.stats.add(Counter::UnknownLane, 1);
+                self.complete(pending(lane), Status::UnknownLane, 0, dpdk::tsc());
+                continue;
+            }
+            let Some(mbuf) = self.pool.alloc() else {
+                // Raced with another lcore for the last mbufs; report rather than stall.
+                self.drop_packet(pending(lane), DropReason::NoMbuf);
+                continue;
+            };
+            match self.build_frame(mbuf, lane, slot.tx, payload_sum) {
+                Ok(m) => {
+                    let path = &mut self.paths[self.lane_path[lane as usize] as usize];
+                    let p = Pending {
+                        len: m.data_len(),
+                        ..pending(lane)
+                    };
+                    if let Err((m, p)) = path.burst.push(m, p) {
+                        drop(m); // cannot happen: room was checked above
+                        self.drop_packet(p, DropReason::TxTimeout);
+                    }
+                }
+                Err(reason) => self.drop_packet(pending(lane), reason),
+            }
+        }
+        if slot.lanes == 0 {
+            self.stats.add(Counter::UnknownLane, 1);
+            self.complete(pending(u8::MAX), Status::UnknownLane, 0, dpdk::tsc());
+        }
+        true
+    }
+
+    /// Writes lane `lane`'s Ethernet/IPv4/UDP headers and the transaction into `mbuf`.
+    fn build_frame(
+        &mut self,
+        mut mbuf: Mbuf,
+        lane: u8,
+        tx: &[u8],
+        payload_sum: u32,
+    ) -> Result<Mbuf, DropReason> {
+        let lane = &self.lanes[lane as usize];
+        let frame_len = lane.header_len() + tx.len();
+        let Some(frame) = mbuf.append(frame_len as u16) else {
+            return Err(DropReason::TooLarge);
+        };
+        self.ip_ident = self.ip_ident.wrapping_add(1);
+        lane.write(frame, tx, payload_sum, self.ip_ident)
+            .map_err(|_| DropReason::TooLarge)?;
+        if let Some(ol) = lane.offload {
+            mbuf.set_tx_offload(ol.flags, ol.l2_len, ol.l3_len, ol.l4_len);
+        }
+        Ok(mbuf)
+    }
+
+    /// Offers every queue's burst to the NIC. With `abandon`, what it refuses is dropped at once
+    /// (shutdown); otherwise it waits up to the send timeout.
+    fn flush(&mut self, abandon: bool) -> usize {
+        let mut sent_total = 0;
+        let Output {
+            paths,
+            completes,
+            stats,
+            tx_timeout_ticks,
+            ..
+        } = self;
+        for path in paths.iter_mut() {
+            if path.burst.is_empty() {
+                continue;
+            }
+            let offered = path.burst.len();
+            let mut bytes = 0u64;
+            let sent = path.queue.tx_burst(&mut path.burst, |p: Pending| {
+                bytes += p.len as u64;
+                let done = dpdk::tsc();
+                stats.lane_sent(p.lane as usize);
+                stats.latency(done.wrapping_sub(p.submit_tsc));
+                push_completion(completes, stats, p, Status::Sent, 0, done);
+            });
+            stats.add(Counter::TxPackets, sent as u64);
+            stats.add(Counter::TxBytes, bytes);
+            sent_total += sent;
+            if sent == offered {
+                path.stalled_since = 0;
+                continue;
+            }
+            stats.add(Counter::TxFull, 1);
+            let now = dpdk::tsc();
+            if path.stalled_since == 0 {
+                path.stalled_since = now;
+            }
+            let timed_out = now.wrapping_sub(path.stalled_since) > *tx_timeout_ticks;
+            if abandon || timed_out {
+                let reason = if abandon {
+                    DropReason::Shutdown
+                } else {
+                    DropReason::TxTimeout
+                };
+                path.burst.drain(|mbuf, p| {
+                    drop(mbuf);
+                    stats.add(Counter::TxDropped, 1);
+                    stats.lane_dropped(p.lane as usize);
+                    push_completion(completes, stats, p, Status::Dropped, reason as u16, now);
+                });
+                path.stalled_since = 0;
+            }
+        }
+        sent_total
+    }
+
+    fn drop_packet(&mut self, p: Pending, reason: DropReason) {
+        self.stats.add(Counter::TxDropped, 1);
+        self.stats.lane_dropped(p.lane as usize);
+        self.complete(p, Status::Dropped, reason as u16, dpdk::tsc());
+    }
+
+    fn complete(&mut self, p: Pending, status: Status, reason: u16, done: u64) {
+        push_completion(
+            &mut self.completes,
+            &mut self.stats,
+            p,
+            status,
+            reason,
+            done,
+        );
+    }
+
+    fn publish_completions(&mut self) {
+        for c in &mut self.completes {
+            c.publish();
+        }
+    }
+}
+
+fn push_completion(
+    completes: &mut [CompletionProducer],
+    stats: &mut StatsWriter,
+    p: Pending,
+    status: Status,
+    reason: u16,
+    done_tsc: u64,
+) {
+    let c = Completion {
+        tag: p.tag,
+        lease_gen: p.lease_gen,
+        lane: p.lane,
+        status: status as u8,
+        reason,
+        submit_tsc: p.submit_tsc,
+        done_tsc,
+    };
+    if !completes[p.ring as usize].push(c) {
+        stats.add(Counter::CompletionOverflow, 1);
+    }
+}
+
+/// The lane ids set in a mask, lowest first.
+fn lanes_of(mut mask: u64) -> impl Iterator<Item = u8> {
+    std::iter::from_fn(move || {
+        if mask == 0 {
+            return None;
+        }
+        let lane = mask.trailing_zeros() as u8;
+        mask &= mask - 1;
+        Some(lane)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lanes_of;
+
+    #[test]
+    fn lanes_of_lists_set_bits_in_order() {
+        assert_eq!(lanes_of(0).count(), 0);
+        assert_eq!(lanes_of(0b1011).collect::<Vec<_>>(), [0, 1, 3]);
+        assert_eq!(lanes_of(1 << 63).collect::<Vec<_>>(), [63]);
+    }
+}

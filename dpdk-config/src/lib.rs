@@ -1,0 +1,396 @@
+//! The typed TOML configuration of the DPDK data plane.
+//!
+//! One file describes the EAL, the shared-memory channel, mempools, ports, the lcore map and the
+//! lanes. The dataplane, the control plane and the clients all read it, so this crate does not
+//! depend on DPDK.
+//!
+//! [`Config::load`] and [`Config::parse`] return the validated, resolved form: defaults filled in,
+//! names resolved to indices, addresses parsed. Every error names `file:line:column` of the
+//! offending key or value and says what was expected:
+//!
+//! ```text
+//! profiles/x.toml:12:1: unknown field `tx_queus`, expected one of `name`, `device`, ...
+//! profiles/x.toml:30:6: lcore 0 is the main lcore (eal.main_lcore); it runs the control loop and must not be listed in [[lcore]]
+//! ```
+//!
+//! The shipped profiles are in `profiles/` next to this crate's `Cargo.toml`.
+
+mod error;
+mod raw;
+mod resolve;
+mod syntax;
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use error::ConfigError;
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `[eal]`: the DPDK Environment Abstraction Layer.
+    pub eal: EalConfig,
+    /// `[shm]`: the shared-memory channel to clients and the control plane.
+    pub shm: ShmConfig,
+    /// `[[mempool]]`, in file order; a single `default` pool when the file defines none.
+    pub mempools: Vec<MempoolConfig>,
+    /// `[[port]]`, in file order; at least one.
+    pub ports: Vec<PortConfig>,
+    /// `[[lcore]]`, the lcore map in file order; never contains the main lcore.
+    pub lcores: Vec<LcoreConfig>,
+    /// `[[lane]]`, in file order; lane indices are the ones clients submit on.
+    pub lanes: Vec<LaneConfig>,
+}
+
+/// `[eal]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EalConfig {
+    /// Every lcore the EAL starts, sorted and distinct (includes the main lcore).
+    pub lcores: Vec<u32>,
+    /// The lcore that runs the control/stats loop; default: the lowest of `lcores`.
+    pub main_lcore: u32,
+    /// Memory to preallocate in MiB (`-m`); default 256.
+    pub memory_mb: u32,
+    /// Whether to use hugepages; default [`Hugepages::Auto`].
+    pub hugepages: Hugepages,
+    /// hugetlbfs mount to use (`--huge-dir`).
+    pub huge_dir: Option<PathBuf>,
+    /// `--file-prefix`; default `swqos`.
+    pub file_prefix: String,
+    /// `--log-level`.
+    pub log_level: Option<LogLevel>,
+    /// Arguments passed verbatim to the EAL after the generated ones.
+    pub extra_args: Vec<String>,
+}
+
+/// `eal.hugepages`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hugepages {
+    /// Use hugepages if any are free; otherwise the dataplane runs with `--no-huge` and warns.
+    #[default]
+    Auto,
+    /// Use hugepages; fail to start without them.
+    Required,
+    /// Never use hugepages (`--no-huge`).
+    Off,
+}
+
+impl fmt::Display for Hugepages {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Hugepages::Auto => "auto",
+            Hugepages::Required => "required",
+            Hugepages::Off => "off",
+        })
+    }
+}
+
+/// `eal.log_level`: DPDK's log levels, most to least severe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// System is unusable.
+    Emerg,
+    /// Action must be taken immediately.
+    Alert,
+    /// Critical conditions.
+    Crit,
+    /// Error conditions.
+    Err,
+    /// Warning conditions.
+    Warning,
+    /// Normal but significant condition.
+    Notice,
+    /// Informational.
+    Info,
+    /// Debug-level messages.
+    Debug,
+}
+
+impl LogLevel {
+    /// The name DPDK's `--log-level` accepts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Emerg => "emerg",
+            LogLevel::Alert => "alert",
+            LogLevel::Crit => "crit",
+            LogLevel::Err => "err",
+            LogLevel::Warning => "warning",
+            LogLevel::Notice => "notice",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+        }
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[shm]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShmConfig {
+    /// The segment's file; default `/dev/shm/swqos`.
+    pub path: PathBuf,
+    /// Number of submit rings, i.e. client processes attached at once; 1..=64, default 8.
+    pub rings: u32,
+    /// Slots per submit ring; a power of two in 16..=65536, default 256.
+    pub ring_slots: u32,
+}
+
+/// One `[[mempool]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MempoolConfig {
+    /// Unique name.
+    pub name: String,
+    /// Number of mbufs; at least 64, default 8191.
+    pub mbufs: u32,
+    /// Per-lcore cache; at most 512 and at most `mbufs / 1.5`, default 256.
+    pub cache_size: u32,
+    /// Data room per mbuf including headroom; 256..=65535, default 2176 (2048 + 128).
+    pub data_room: u16,
+}
+
+/// One `[[port]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortConfig {
+    /// Unique name, used by `lcore.queues` and `lane.port`.
+    pub name: String,
+    /// The NIC or virtual device.
+    pub device: PortDevice,
+    /// RX queues; 0..=64, default 1.
+    pub rx_queues: u16,
+    /// TX queues; 1..=64, default 1.
+    pub tx_queues: u16,
+    /// RX ring size; a power of two in 64..=32768, default 1024.
+    pub rx_descriptors: u16,
+    /// TX ring size; a power of two in 64..=32768, default 1024.
+    pub tx_descriptors: u16,
+    /// MTU to set; 68..=9600. `None` keeps the device's.
+    pub mtu: Option<u16>,
+    /// MAC address to set. `None` keeps the device's.
+    pub mac: Option<[u8; 6]>,
+    /// Index into [`Config::mempools`] of the pool RX queues allocate from.
+    pub mempool: usize,
+    /// Whether to enable promiscuous mode; default false.
+    pub promiscuous: bool,
+}
+
+/// `port.device`: what the EAL is told to probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortDevice {
+    /// A PCI address, `DDDD:BB:DD.F` or `BB:DD.F` (passed with `-a`).
+    Pci(String),
+    /// A virtual device such as `net_pcap0,tx_pcap=/tmp/out.pcap` (passed with `--vdev`).
+    Vdev {
+        /// The driver and instance, before the first comma: `net_pcap0`.
+        name: String,
+        /// The driver arguments after the first comma; empty if none.
+        args: String,
+    },
+}
+
+impl PortDevice {
+    /// The name `rte_eth_dev_get_port_by_name` expects: the PCI address or the vdev name.
+    pub fn eal_name(&self) -> &str {
+        match self {
+            PortDevice::Pci(address) => address,
+            PortDevice::Vdev { name, .. } => name,
+        }
+    }
+}
+
+/// The device string as written in the file (`-a` / `--vdev` argument).
+impl fmt::Display for PortDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PortDevice::Pci(address) => f.write_str(address),
+            PortDevice::Vdev { name, args } if args.is_empty() => f.write_str(name),
+            PortDevice::Vdev { name, args } => write!(f, "{name},{args}"),
+        }
+    }
+}
+
+/// One `[[lcore]]` of the lcore map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LcoreConfig {
+    /// The lcore id; in `eal.lcores`, not the main lcore.
+    pub id: u32,
+    /// What the lcore's loop does.
+    pub role: LcoreRole,
+    /// TX queues it owns ([`LcoreRole::Tx`]) or RX queues it polls ([`LcoreRole::Rx`]).
+    pub queues: Vec<QueueRef>,
+}
+
+/// `lcore.role`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LcoreRole {
+    /// Pops the shared-memory submit rings and sends lane packets on its TX queues.
+    Tx,
+    /// Polls NIC RX queues.
+    Rx,
+}
+
+impl fmt::Display for LcoreRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LcoreRole::Tx => "tx",
+            LcoreRole::Rx => "rx",
+        })
+    }
+}
+
+/// A queue of a port, as listed in `lcore.queues`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct QueueRef {
+    /// Index into [`Config::ports`].
+    pub port: usize,
+    /// Queue index on that port (TX or RX by the lcore's role).
+    pub queue: u16,
+}
+
+/// One `[[lane]]`: a destination a submission can be sent to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaneConfig {
+    /// Unique name, at most 31 bytes of `[A-Za-z0-9_.-]`.
+    pub name: String,
+    /// Index into [`Config::ports`] of the port the lane sends on.
+    pub port: usize,
+    /// The kind and its settings.
+    pub kind: LaneKind,
+}
+
+/// `lane.kind` with the kind's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LaneKind {
+    /// The transaction as the payload of one UDP datagram.
+    Udp(UdpLane),
+}
+
+impl fmt::Display for LaneKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LaneKind::Udp(_) => "udp",
+        })
+    }
+}
+
+/// The settings of a [`LaneKind::Udp`] lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpLane {
+    /// Source IPv4 address.
+    pub src_ip: Ipv4Addr,
+    /// Source UDP port, non-zero.
+    pub src_port: u16,
+    /// Destination IPv4 address.
+    pub dst_ip: Ipv4Addr,
+    /// Destination UDP port, non-zero.
+    pub dst_port: u16,
+    /// Destination MAC: the receiver's, or the next-hop gateway's when off-subnet.
+    pub dst_mac: [u8; 6],
+}
+
+impl Config {
+    /// Reads, parses and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::io(path, err))?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates `text`; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let source = error::Source::new(text, path);
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|err| source.toml_error(&err))?;
+        resolve::resolve(raw, &source)
+    }
+
+    /// EAL arguments for this configuration, without `argv[0]`.
+    ///
+    /// Adds `--no-huge` only when `eal.hugepages = "off"`; the dataplane decides
+    /// `"auto"` at run time and calls [`Config::eal_args_with`].
+    pub fn eal_args(&self) -> Vec<String> {
+        self.eal_args_with(false)
+    }
+
+    /// EAL arguments, adding `--no-huge` if `no_huge` is true or `eal.hugepages = "off"`.
+    ///
+    /// In order: `-l`, `--main-lcore`, `-m`, `--file-prefix`, `--huge-dir` (unless running
+    /// without hugepages), `--no-huge`, `--log-level`, `-a` per PCI port and `--vdev` per virtual
+    /// port in port order, `--no-pci` when no port is a PCI device, then `eal.extra_args`.
+    pub fn eal_args_with(&self, no_huge: bool) -> Vec<String> {
+        let eal = &self.eal;
+        let no_huge = no_huge || eal.hugepages == Hugepages::Off;
+        let mut args = vec![
+            "-l".to_owned(),
+            syntax::format_lcore_list(&eal.lcores),
+            "--main-lcore".to_owned(),
+            eal.main_lcore.to_string(),
+            "-m".to_owned(),
+            eal.memory_mb.to_string(),
+            "--file-prefix".to_owned(),
+            eal.file_prefix.clone(),
+        ];
+        if let (Some(dir), false) = (&eal.huge_dir, no_huge) {
+            args.push("--huge-dir".to_owned());
+            args.push(dir.display().to_string());
+        }
+        if no_huge {
+            args.push("--no-huge".to_owned());
+        }
+        if let Some(level) = eal.log_level {
+            args.push("--log-level".to_owned());
+            args.push(level.as_str().to_owned());
+        }
+        let mut any_pci = false;
+        for port in &self.ports {
+            match &port.device {
+                PortDevice::Pci(address) => {
+                    any_pci = true;
+                    args.push("-a".to_owned());
+                    args.push(address.clone());
+                }
+                PortDevice::Vdev { .. } => {
+                    args.push("--vdev".to_owned());
+                    args.push(port.device.to_string());
+                }
+            }
+        }
+        if !any_pci {
+            args.push("--no-pci".to_owned());
+        }
+        args.extend(eal.extra_args.iter().cloned());
+        args
+    }
+
+    /// Index into [`Config::lanes`] of the lane called `name`.
+    pub fn lane_by_name(&self, name: &str) -> Option<usize> {
+        self.lanes.iter().position(|lane| lane.name == name)
+    }
+
+    /// Index into [`Config::ports`] of the port called `name`.
+    pub fn port_by_name(&self, name: &str) -> Option<usize> {
+        self.ports.iter().position(|port| port.name == name)
+    }
+
+    /// Index into [`Config::mempools`] of the mempool called `name`.
+    pub fn mempool_by_name(&self, name: &str) -> Option<usize> {
+        self.mempools.iter().position(|pool| pool.name == name)
+    }
+
+    /// The lcores of the map with role `role`, in file order.
+    pub fn lcores_with_role(&self, role: LcoreRole) -> impl Iterator<Item = &LcoreConfig> + '_ {
+        self.lcores.iter().filter(move |lcore| lcore.role == role)
+    }
+}
+
+/// Formats a MAC address as `xx:xx:xx:xx:xx:xx`, for logs.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    syntax::format_mac(mac)
+}

@@ -1,0 +1,678 @@
+//! Semantic validation: turns the raw file into [`Config`], filling defaults, checking ranges and
+//! resolving names to indices. The first error wins; it points at the offending value.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use toml::Spanned;
+
+use crate::error::Source;
+use crate::raw::{
+    RawConfig, RawEal, RawLane, RawLaneKind, RawLcore, RawLcoreSet, RawMempool, RawPort, RawShm,
+};
+use crate::syntax::{self, MAX_LCORE_ID};
+use crate::{
+    Config, ConfigError, EalConfig, LaneConfig, LaneKind, LcoreConfig, LcoreRole, MempoolConfig,
+    PortConfig, QueueRef, ShmConfig, UdpLane,
+};
+
+/// Most lanes a configuration may define.
+const MAX_LANES: usize = 64;
+/// Longest lane name in bytes (the name is stored in fixed 32-byte fields with a NUL).
+const MAX_LANE_NAME: usize = 31;
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+pub(crate) fn resolve(raw: RawConfig, src: &Source<'_>) -> Result<Config> {
+    let eal = resolve_eal(raw.eal, src)?;
+    let shm = resolve_shm(raw.shm, src)?;
+    let mempools = resolve_mempools(raw.mempool, src)?;
+    if raw.port.is_empty() {
+        return Err(src.error_at(
+            0,
+            "no [[port]] is defined; expected at least one [[port]] table",
+        ));
+    }
+    let ports = resolve_ports(raw.port, &mempools, src)?;
+    let (lcores, lcore_spans) = resolve_lcores(raw.lcore, &eal, &ports, src)?;
+    let lanes = resolve_lanes(raw.lane, &lcores, &lcore_spans, &ports, src)?;
+    Ok(Config {
+        eal,
+        shm,
+        mempools,
+        ports,
+        lcores,
+        lanes,
+    })
+}
+
+/// `value` as checked to lie in `min..=max`; the message names `key` and the range.
+fn in_range(src: &Source<'_>, value: &Spanned<i64>, key: &str, min: i64, max: i64) -> Result<i64> {
+    let n = *value.get_ref();
+    if n < min || n > max {
+        return Err(src.error(
+            value,
+            format!("`{key}` = {n} is out of range; expected {min}..={max}"),
+        ));
+    }
+    Ok(n)
+}
+
+/// Like [`in_range`], and also a power of two.
+fn power_of_two(
+    src: &Source<'_>,
+    value: &Spanned<i64>,
+    key: &str,
+    min: i64,
+    max: i64,
+) -> Result<i64> {
+    let n = *value.get_ref();
+    if n < min || n > max || n.count_ones() != 1 {
+        return Err(src.error(
+            value,
+            format!("`{key}` = {n} is not valid; expected a power of two in {min}..={max}"),
+        ));
+    }
+    Ok(n)
+}
+
+/// An optional integer checked with `check`, or `default` when absent.
+fn optional(
+    value: &Option<Spanned<i64>>,
+    default: i64,
+    check: impl FnOnce(&Spanned<i64>) -> Result<i64>,
+) -> Result<i64> {
+    match value {
+        Some(value) => check(value),
+        None => Ok(default),
+    }
+}
+
+fn absolute_path(src: &Source<'_>, value: &Spanned<String>, key: &str) -> Result<PathBuf> {
+    let path = PathBuf::from(value.get_ref());
+    if !path.is_absolute() {
+        return Err(src.error(
+            value,
+            format!(
+                "`{key}` = {:?} is not valid; expected an absolute path",
+                value.get_ref()
+            ),
+        ));
+    }
+    Ok(path)
+}
+
+fn mac(src: &Source<'_>, value: &Spanned<String>, key: &str) -> Result<[u8; 6]> {
+    syntax::parse_mac(value.get_ref()).ok_or_else(|| {
+        src.error(
+            value,
+            format!(
+                "`{key}` = {:?} is not a MAC address; expected six hex bytes like \"02:00:00:00:00:01\"",
+                value.get_ref()
+            ),
+        )
+    })
+}
+
+fn resolve_eal(raw: RawEal, src: &Source<'_>) -> Result<EalConfig> {
+    let mut lcores: Vec<u32> = match raw.lcores.get_ref() {
+        RawLcoreSet::Text(text) => syntax::parse_lcore_list(text).map_err(|reason| {
+            src.error(
+                &raw.lcores,
+                format!(
+                    "`lcores` = {text:?} is not a valid lcore list ({reason}); \
+                     expected ids and ranges like \"0-3,5,7-8\""
+                ),
+            )
+        })?,
+        RawLcoreSet::Ids(ids) => {
+            let mut out: Vec<u32> = Vec::with_capacity(ids.len());
+            for id in ids {
+                let n = in_range(src, id, "lcores", 0, i64::from(MAX_LCORE_ID))? as u32;
+                if out.contains(&n) {
+                    return Err(src.error(id, format!("lcore {n} is listed twice in `lcores`")));
+                }
+                out.push(n);
+            }
+            out
+        }
+    };
+    if lcores.is_empty() {
+        return Err(src.error(
+            &raw.lcores,
+            "`lcores` is empty; expected at least one lcore",
+        ));
+    }
+    lcores.sort_unstable();
+
+    let main_lcore = match &raw.main_lcore {
+        Some(value) => {
+            let id = *value.get_ref();
+            if !lcores.iter().any(|&l| i64::from(l) == id) {
+                return Err(src.error(
+                    value,
+                    format!(
+                        "`main_lcore` = {id} is not in `eal.lcores` ({}); expected one of those lcores",
+                        syntax::format_lcore_list(&lcores)
+                    ),
+                ));
+            }
+            id as u32
+        }
+        None => lcores[0],
+    };
+
+    let memory_mb = optional(&raw.memory_mb, 256, |v| {
+        in_range(src, v, "memory_mb", 1, i64::from(u32::MAX))
+    })? as u32;
+
+    let huge_dir = match &raw.huge_dir {
+        Some(value) => Some(absolute_path(src, value, "huge_dir")?),
+        None => None,
+    };
+
+    let file_prefix = match &raw.file_prefix {
+        Some(value) => {
+            if !syntax::is_name(value.get_ref(), b"_-") {
+                return Err(src.error(
+                    value,
+                    format!(
+                        "`file_prefix` = {:?} is not valid; expected letters, digits, `_` and `-`",
+                        value.get_ref()
+                    ),
+                ));
+            }
+            value.get_ref().clone()
+        }
+        None => "swqos".to_owned(),
+    };
+
+    Ok(EalConfig {
+        lcores,
+        main_lcore,
+        memory_mb,
+        hugepages: raw.hugepages.unwrap_or_default(),
+        huge_dir,
+        file_prefix,
+        log_level: raw.log_level,
+        extra_args: raw.extra_args.unwrap_or_default(),
+    })
+}
+
+fn resolve_shm(raw: Option<RawShm>, src: &Source<'_>) -> Result<ShmConfig> {
+    let Some(raw) = raw else {
+        return Ok(ShmConfig {
+            path: PathBuf::from("/dev/shm/swqos"),
+            rings: 8,
+            ring_slots: 256,
+        });
+    };
+    let path = match &raw.path {
+        Some(value) => absolute_path(src, value, "path")?,
+        None => PathBuf::from("/dev/shm/swqos"),
+    };
+    let rings = optional(&raw.rings, 8, |v| in_range(src, v, "rings", 1, 64))? as u32;
+    let ring_slots = optional(&raw.ring_slots, 256, |v| {
+        power_of_two(src, v, "ring_slots", 16, 65536)
+    })? as u32;
+    Ok(ShmConfig {
+        path,
+        rings,
+        ring_slots,
+    })
+}
+
+fn resolve_mempools(raw: Vec<RawMempool>, src: &Source<'_>) -> Result<Vec<MempoolConfig>> {
+    if raw.is_empty() {
+        return Ok(vec![MempoolConfig {
+            name: "default".to_owned(),
+            mbufs: 8191,
+            cache_size: 256,
+            data_room: 2176,
+        }]);
+    }
+    let mut pools: Vec<MempoolConfig> = Vec::with_capacity(raw.len());
+    for pool in &raw {
+        let name = pool.name.get_ref();
+        if !syntax::is_name(name, b"_-") {
+            return Err(src.error(
+                &pool.name,
+                format!(
+                    "mempool name {name:?} is not valid; expected letters, digits, `_` and `-`"
+                ),
+            ));
+        }
+        if pools.iter().any(|p| &p.name == name) {
+            return Err(src.error(
+                &pool.name,
+                format!("mempool `{name}` is defined twice; expected unique mempool names"),
+            ));
+        }
+        let mbufs = optional(&pool.mbufs, 8191, |v| {
+            in_range(src, v, "mbufs", 64, i64::from(u32::MAX))
+        })?;
+        let cache_size = optional(&pool.cache_size, 256, |v| {
+            in_range(src, v, "cache_size", 0, 512)
+        })?;
+        // DPDK refuses a cache larger than the pool divided by 1.5 (CACHE_FLUSHTHRESH_MULTIPLIER).
+        if cache_size * 3 > mbufs * 2 {
+            let at = pool.cache_size.as_ref().or(pool.mbufs.as_ref());
+            let message = format!(
+                "`cache_size` = {cache_size} is too large for `mbufs` = {mbufs}; \
+                 expected at most mbufs / 1.5 = {}",
+                mbufs * 2 / 3
+            );
+            return Err(match at {
+                Some(value) => src.error(value, message),
+                None => src.error(&pool.name, message),
+            });
+        }
+        let data_room = optional(&pool.data_room, 2176, |v| {
+            in_range(src, v, "data_room", 256, 65535)
+        })?;
+        pools.push(MempoolConfig {
+            name: name.clone(),
+            mbufs: mbufs as u32,
+            cache_size: cache_size as u32,
+            data_room: data_room as u16,
+        });
+    }
+    Ok(pools)
+}
+
+fn resolve_ports(
+    raw: Vec<RawPort>,
+    mempools: &[MempoolConfig],
+    src: &Source<'_>,
+) -> Result<Vec<PortConfig>> {
+    let mut ports: Vec<PortConfig> = Vec::with_capacity(raw.len());
+    for port in &raw {
+        let name = port.name.get_ref();
+        if !syntax::is_name(name, b"_-") {
+            return Err(src.error(
+                &port.name,
+                format!("port name {name:?} is not valid; expected letters, digits, `_` and `-`"),
+            ));
+        }
+        if ports.iter().any(|p| &p.name == name) {
+            return Err(src.error(
+                &port.name,
+                format!("port `{name}` is defined twice; expected unique port names"),
+            ));
+        }
+
+        let device = syntax::parse_device(port.device.get_ref()).map_err(|reason| {
+            src.error(
+                &port.device,
+                format!(
+                    "`device` = {:?} is not valid ({reason}); expected a PCI address like \
+                     \"0000:3b:00.0\" or a vdev like \"net_null0\" or \"net_pcap0,tx_pcap=/tmp/out.pcap\"",
+                    port.device.get_ref()
+                ),
+            )
+        })?;
+        if let Some(other) = ports
+            .iter()
+            .find(|p| p.device.eal_name() == device.eal_name())
+        {
+            return Err(src.error(
+                &port.device,
+                format!(
+                    "device `{}` is already used by port `{}`; expected each port on its own device",
+                    device.eal_name(),
+                    other.name
+                ),
+            ));
+        }
+
+        let rx_queues = optional(&port.rx_queues, 1, |v| in_range(src, v, "rx_queues", 0, 64))?;
+        let tx_queues = optional(&port.tx_queues, 1, |v| in_range(src, v, "tx_queues", 1, 64))?;
+        let rx_descriptors = optional(&port.rx_descriptors, 1024, |v| {
+            power_of_two(src, v, "rx_descriptors", 64, 32768)
+        })?;
+        let tx_descriptors = optional(&port.tx_descriptors, 1024, |v| {
+            power_of_two(src, v, "tx_descriptors", 64, 32768)
+        })?;
+        let mtu = match &port.mtu {
+            Some(value) => Some(in_range(src, value, "mtu", 68, 9600)? as u16),
+            None => None,
+        };
+        let port_mac = match &port.mac {
+            Some(value) => {
+                let address = mac(src, value, "mac")?;
+                if address[0] & 1 != 0 || address == [0; 6] {
+                    return Err(src.error(
+                        value,
+                        format!(
+                            "`mac` = {:?} is not valid; expected a unicast, non-zero MAC address",
+                            value.get_ref()
+                        ),
+                    ));
+                }
+                Some(address)
+            }
+            None => None,
+        };
+        let mempool = match &port.mempool {
+            Some(value) => mempools
+                .iter()
+                .position(|p| &p.name == value.get_ref())
+                .ok_or_else(|| {
+                    src.error(
+                        value,
+                        format!(
+                            "mempool `{}` is not defined; expected one of {}",
+                            value.get_ref(),
+                            list_names(mempools.iter().map(|p| p.name.as_str()))
+                        ),
+                    )
+                })?,
+            None => mempools
+                .iter()
+                .position(|p| p.name == "default")
+                .ok_or_else(|| {
+                    src.error(
+                        &port.name,
+                        format!(
+                            "port `{name}` uses mempool `default`, which is not defined; \
+                             expected `mempool` = one of {}",
+                            list_names(mempools.iter().map(|p| p.name.as_str()))
+                        ),
+                    )
+                })?,
+        };
+
+        ports.push(PortConfig {
+            name: name.clone(),
+            device,
+            rx_queues: rx_queues as u16,
+            tx_queues: tx_queues as u16,
+            rx_descriptors: rx_descriptors as u16,
+            tx_descriptors: tx_descriptors as u16,
+            mtu,
+            mac: port_mac,
+            mempool,
+            promiscuous: port.promiscuous.unwrap_or(false),
+        });
+    }
+    Ok(ports)
+}
+
+/// `` `a`, `b`, `c` ``, for "expected one of" messages.
+fn list_names<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    names
+        .map(|name| format!("`{name}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The resolved lcore map and, per lcore, the position of its `id` for later errors.
+fn resolve_lcores(
+    raw: Vec<RawLcore>,
+    eal: &EalConfig,
+    ports: &[PortConfig],
+    src: &Source<'_>,
+) -> Result<(Vec<LcoreConfig>, Vec<usize>)> {
+    let mut lcores: Vec<LcoreConfig> = Vec::with_capacity(raw.len());
+    let mut id_spans = Vec::with_capacity(raw.len());
+    // (port, role, queue) -> the lcore that owns or polls it.
+    let mut owners: HashMap<(usize, LcoreRole, u16), u32> = HashMap::new();
+
+    for lcore in &raw {
+        let id = *lcore.id.get_ref();
+        if !eal.lcores.iter().any(|&l| i64::from(l) == id) {
+            return Err(src.error(
+                &lcore.id,
+                format!(
+                    "lcore {id} is not in `eal.lcores` ({}); expected one of those lcores",
+                    syntax::format_lcore_list(&eal.lcores)
+                ),
+            ));
+        }
+        let id = id as u32;
+        if id == eal.main_lcore {
+            return Err(src.error(
+                &lcore.id,
+                format!(
+                    "lcore {id} is the main lcore (`eal.main_lcore`), which runs the control \
+                     loop; expected only the other lcores in [[lcore]]"
+                ),
+            ));
+        }
+        if lcores.iter().any(|l| l.id == id) {
+            return Err(src.error(
+                &lcore.id,
+                format!("lcore {id} is listed twice in [[lcore]]; expected unique ids"),
+            ));
+        }
+
+        let role = lcore.role;
+        let direction = match role {
+            LcoreRole::Tx => "TX",
+            LcoreRole::Rx => "RX",
+        };
+        let mut queues = Vec::new();
+        if let Some(list) = &lcore.queues {
+            for entry in list.get_ref() {
+                let entry = entry.get_ref();
+                let port_name = entry.port.get_ref();
+                let port = ports
+                    .iter()
+                    .position(|p| &p.name == port_name)
+                    .ok_or_else(|| {
+                        src.error(
+                            &entry.port,
+                            format!(
+                                "port `{port_name}` is not defined; expected one of {}",
+                                list_names(ports.iter().map(|p| p.name.as_str()))
+                            ),
+                        )
+                    })?;
+                let count = match role {
+                    LcoreRole::Tx => ports[port].tx_queues,
+                    LcoreRole::Rx => ports[port].rx_queues,
+                };
+                let queue = *entry.queue.get_ref();
+                if queue < 0 || queue >= i64::from(count) {
+                    let expected = if count == 0 {
+                        format!(
+                            "port `{port_name}` has no {direction} queues (`{}_queues` = 0)",
+                            direction.to_lowercase()
+                        )
+                    } else {
+                        format!(
+                            "expected 0..={} (port `{port_name}` has `{}_queues` = {count})",
+                            count - 1,
+                            direction.to_lowercase()
+                        )
+                    };
+                    return Err(src.error(
+                        &entry.queue,
+                        format!("{direction} queue {queue} does not exist; {expected}"),
+                    ));
+                }
+                let queue = queue as u16;
+                if let Some(&owner) = owners.get(&(port, role, queue)) {
+                    let message = if owner == id {
+                        format!(
+                            "lcore {id} lists {direction} queue {queue} of port `{port_name}` twice; \
+                             expected each queue once"
+                        )
+                    } else {
+                        format!(
+                            "{direction} queue {queue} of port `{port_name}` is already taken by \
+                             lcore {owner}, so lcore {id} cannot use it too; expected each queue \
+                             on exactly one lcore"
+                        )
+                    };
+                    return Err(src.error(&entry.queue, message));
+                }
+                owners.insert((port, role, queue), id);
+                queues.push(QueueRef { port, queue });
+            }
+        }
+        if queues.is_empty() {
+            let message = format!(
+                "lcore {id} ({role}) has no queues; expected `queues` = [ {{ port = \"...\", queue = N }} ] \
+                 listing the {direction} queues it {}",
+                match role {
+                    LcoreRole::Tx => "owns",
+                    LcoreRole::Rx => "polls",
+                }
+            );
+            return Err(match &lcore.queues {
+                Some(list) => src.error(list, message),
+                None => src.error(&lcore.id, message),
+            });
+        }
+
+        id_spans.push(lcore.id.span().start);
+        lcores.push(LcoreConfig { id, role, queues });
+    }
+    Ok((lcores, id_spans))
+}
+
+fn resolve_lanes(
+    raw: Vec<RawLane>,
+    lcores: &[LcoreConfig],
+    lcore_spans: &[usize],
+    ports: &[PortConfig],
+    src: &Source<'_>,
+) -> Result<Vec<LaneConfig>> {
+    let mut lanes: Vec<LaneConfig> = Vec::with_capacity(raw.len());
+    for (index, lane) in raw.iter().enumerate() {
+        let name = lane.name.get_ref();
+        if index == MAX_LANES {
+            return Err(src.error(
+                &lane.name,
+                format!("too many lanes; expected at most {MAX_LANES} [[lane]] tables"),
+            ));
+        }
+        if !syntax::is_name(name, b"_.-") || name.len() > MAX_LANE_NAME {
+            return Err(src.error(
+                &lane.name,
+                format!(
+                    "lane name {name:?} is not valid; expected 1..={MAX_LANE_NAME} bytes of \
+                     letters, digits, `_`, `.` and `-`"
+                ),
+            ));
+        }
+        if lanes.iter().any(|l| &l.name == name) {
+            return Err(src.error(
+                &lane.name,
+                format!("lane `{name}` is defined twice; expected unique lane names"),
+            ));
+        }
+        let port_name = lane.port.get_ref();
+        let port = ports
+            .iter()
+            .position(|p| &p.name == port_name)
+            .ok_or_else(|| {
+                src.error(
+                    &lane.port,
+                    format!(
+                        "port `{port_name}` is not defined; expected one of {}",
+                        list_names(ports.iter().map(|p| p.name.as_str()))
+                    ),
+                )
+            })?;
+        let kind = match lane.kind.get_ref() {
+            RawLaneKind::Udp => LaneKind::Udp(resolve_udp_lane(lane, src)?),
+        };
+        lanes.push(LaneConfig {
+            name: name.clone(),
+            port,
+            kind,
+        });
+    }
+
+    // Submissions are spread over the tx lcores, so each must be able to send on every lane.
+    if let Some(first) = raw.first() {
+        if !lcores.iter().any(|l| l.role == LcoreRole::Tx) {
+            return Err(src.error(
+                &first.name,
+                format!(
+                    "lane `{}` needs a tx lcore, but no [[lcore]] has role = \"tx\"; \
+                     expected at least one",
+                    first.name.get_ref()
+                ),
+            ));
+        }
+        for (lcore, &span) in lcores.iter().zip(lcore_spans) {
+            if lcore.role != LcoreRole::Tx {
+                continue;
+            }
+            for lane in &lanes {
+                if lcore.queues.iter().any(|q| q.port == lane.port) {
+                    continue;
+                }
+                let port_name = &ports[lane.port].name;
+                return Err(src.error_at(
+                    span,
+                    format!(
+                        "tx lcore {} owns no TX queue on port `{port_name}`, which lane `{}` uses; \
+                         expected every tx lcore to own a TX queue on every lane's port \
+                         (add {{ port = \"{port_name}\", queue = N }} to its `queues`)",
+                        lcore.id, lane.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(lanes)
+}
+
+fn resolve_udp_lane(lane: &RawLane, src: &Source<'_>) -> Result<UdpLane> {
+    let missing = |key: &str, what: &str| {
+        src.error(
+            &lane.kind,
+            format!(
+                "udp lane `{}` has no `{key}`; expected {what}",
+                lane.name.get_ref()
+            ),
+        )
+    };
+    let ip = |value: &Spanned<String>, key: &str| {
+        syntax::parse_ipv4(value.get_ref()).ok_or_else(|| {
+            src.error(
+                value,
+                format!(
+                    "`{key}` = {:?} is not an IPv4 address; expected a dotted quad like \"10.0.0.1\"",
+                    value.get_ref()
+                ),
+            )
+        })
+    };
+    let src_ip = lane
+        .src_ip
+        .as_ref()
+        .ok_or_else(|| missing("src_ip", "an IPv4 address like \"10.0.0.1\""))?;
+    let src_ip = ip(src_ip, "src_ip")?;
+    let src_port = lane
+        .src_port
+        .as_ref()
+        .ok_or_else(|| missing("src_port", "a UDP port 1..=65535"))?;
+    let src_port = in_range(src, src_port, "src_port", 1, 65535)? as u16;
+    let dst_ip = lane
+        .dst_ip
+        .as_ref()
+        .ok_or_else(|| missing("dst_ip", "an IPv4 address like \"10.0.0.2\""))?;
+    let dst_ip = ip(dst_ip, "dst_ip")?;
+    let dst_port = lane
+        .dst_port
+        .as_ref()
+        .ok_or_else(|| missing("dst_port", "a UDP port 1..=65535"))?;
+    let dst_port = in_range(src, dst_port, "dst_port", 1, 65535)? as u16;
+    let dst_mac = lane
+        .dst_mac
+        .as_ref()
+        .ok_or_else(|| missing("dst_mac", "a MAC address like \"02:00:00:00:00:02\""))?;
+    let dst_mac = mac(src, dst_mac, "dst_mac")?;
+    Ok(UdpLane {
+        src_ip,
+        src_port,
+        dst_ip,
+        dst_port,
+        dst_mac,
+    })
+}

@@ -1,0 +1,534 @@
+//! Broken configurations: each error must name the exact `line:column` of the offending key or
+//! value and say what was expected.
+
+use std::path::Path;
+
+use dpdk_config::{Config, LaneKind, LcoreRole, PortDevice};
+
+/// A valid configuration; the tests below break one thing at a time. Line numbers matter.
+const BASE: &str = r#"[eal]
+lcores = "0-2"
+main_lcore = 0
+
+[[port]]
+name = "p0"
+device = "net_null0"
+tx_queues = 2
+
+[[lcore]]
+id = 1
+role = "tx"
+queues = [{ port = "p0", queue = 0 }]
+
+[[lane]]
+name = "a"
+kind = "udp"
+port = "p0"
+src_ip = "10.0.0.1"
+src_port = 9001
+dst_ip = "10.0.0.2"
+dst_port = 8001
+dst_mac = "02:00:00:00:00:02"
+"#;
+
+/// `BASE` with each `(from, to)` replaced once; panics if `from` is not found.
+fn edit(edits: &[(&str, &str)]) -> String {
+    let mut text = BASE.to_owned();
+    for (from, to) in edits {
+        assert!(text.contains(from), "BASE has no {from:?}");
+        text = text.replacen(from, to, 1);
+    }
+    text
+}
+
+/// Parses `text`, expecting an error at `at` ("line:column") whose message contains `fragment`.
+#[track_caller]
+fn check(text: &str, at: &str, fragment: &str) {
+    let err = Config::parse(text, Path::new("t.toml")).expect_err("config should be rejected");
+    let got = format!("{}:{}", err.line, err.column);
+    assert_eq!(got, at, "wrong position for: {err}");
+    assert!(
+        err.message.contains(fragment),
+        "message {:?} does not contain {fragment:?}",
+        err.message
+    );
+    assert_eq!(err.to_string(), format!("t.toml:{at}: {}", err.message));
+}
+
+#[test]
+fn base_is_valid() {
+    let config = Config::parse(BASE, Path::new("t.toml")).unwrap();
+    assert_eq!(config.eal.lcores, [0, 1, 2]);
+    assert_eq!(config.eal.main_lcore, 0);
+    assert_eq!(config.mempools.len(), 1);
+    assert_eq!(config.mempools[0].name, "default");
+    assert_eq!(config.mempools[0].mbufs, 8191);
+    assert_eq!(
+        config.ports[0].device,
+        PortDevice::Vdev {
+            name: "net_null0".into(),
+            args: String::new()
+        }
+    );
+    assert_eq!(config.ports[0].mempool, 0);
+    assert_eq!(config.ports[0].rx_queues, 1);
+    assert_eq!(config.lcores[0].role, LcoreRole::Tx);
+    assert_eq!(config.lcores[0].role.to_string(), "tx");
+    assert_eq!(config.lane_by_name("a"), Some(0));
+    assert_eq!(config.lane_by_name("b"), None);
+    assert_eq!(config.port_by_name("p0"), Some(0));
+    let LaneKind::Udp(udp) = &config.lanes[0].kind;
+    assert_eq!(udp.dst_port, 8001);
+    assert_eq!(udp.dst_mac, [2, 0, 0, 0, 0, 2]);
+    assert_eq!(config.lanes[0].kind.to_string(), "udp");
+    assert_eq!(config.shm.ring_slots, 256);
+    assert_eq!(config.shm.path, Path::new("/dev/shm/swqos"));
+}
+
+#[test]
+fn lcores_as_integer_array() {
+    let text = edit(&[("lcores = \"0-2\"", "lcores = [2, 0, 1]")]);
+    let config = Config::parse(&text, Path::new("t.toml")).unwrap();
+    assert_eq!(config.eal.lcores, [0, 1, 2]);
+}
+
+#[test]
+fn unknown_key_in_eal() {
+    check(
+        &edit(&[("main_lcore", "main_lcor")]),
+        "3:1",
+        "unknown field `main_lcor`, expected one of `lcores`, `main_lcore`",
+    );
+}
+
+#[test]
+fn unknown_key_in_port() {
+    check(
+        &edit(&[("tx_queues", "tx_queus")]),
+        "8:1",
+        "unknown field `tx_queus`, expected one of `name`, `device`, `rx_queues`, `tx_queues`",
+    );
+}
+
+#[test]
+fn unknown_key_in_lcore() {
+    check(&edit(&[("role", "rol")]), "12:1", "unknown field `rol`");
+}
+
+#[test]
+fn unknown_key_in_queue_ref() {
+    check(
+        &edit(&[("queue = 0", "q = 0")]),
+        "13:26",
+        "unknown field `q`, expected `port` or `queue`",
+    );
+}
+
+#[test]
+fn unknown_key_in_lane() {
+    check(
+        &edit(&[("dst_mac", "dest_mac")]),
+        "23:1",
+        "unknown field `dest_mac`",
+    );
+}
+
+#[test]
+fn unknown_key_in_shm_and_mempool() {
+    check(
+        &format!("{BASE}[shm]\nslots = 4\n"),
+        "25:1",
+        "unknown field `slots`, expected one of `path`, `rings`, `ring_slots`",
+    );
+    check(
+        &format!("{BASE}[[mempool]]\nname = \"default\"\nsize = 4\n"),
+        "26:1",
+        "unknown field `size`",
+    );
+}
+
+#[test]
+fn unknown_table() {
+    check(
+        &format!("{BASE}[ports]\n"),
+        "24:2",
+        "unknown field `ports`, expected one of `eal`, `shm`, `mempool`, `port`, `lcore`, `lane`",
+    );
+}
+
+#[test]
+fn wrong_type() {
+    check(
+        &edit(&[("tx_queues = 2", "tx_queues = \"2\"")]),
+        "8:13",
+        "invalid type: string \"2\", expected an integer",
+    );
+    check(
+        &edit(&[("dst_mac = \"02:00:00:00:00:02\"", "dst_mac = 2")]),
+        "23:11",
+        "invalid type: integer `2`, expected a string",
+    );
+}
+
+#[test]
+fn toml_syntax_error_keeps_position() {
+    check(
+        &edit(&[("main_lcore = 0", "main_lcore = ")]),
+        "3:14",
+        "invalid",
+    );
+}
+
+#[test]
+fn missing_required_key() {
+    check(
+        &edit(&[("device = \"net_null0\"", "")]),
+        "5:1",
+        "missing field `device`",
+    );
+}
+
+#[test]
+fn bad_lcore_list() {
+    check(
+        &edit(&[("\"0-2\"", "\"0-2,x\"")]),
+        "2:10",
+        "`lcores` = \"0-2,x\" is not a valid lcore list (`x` is not an lcore id); expected ids and ranges like \"0-3,5,7-8\"",
+    );
+    check(&edit(&[("\"0-2\"", "\"2-0\"")]), "2:10", "descending");
+    check(&edit(&[("\"0-2\"", "\"\"")]), "2:10", "empty item");
+    check(
+        &edit(&[("\"0-2\"", "[0, 1, 1]")]),
+        "2:17",
+        "lcore 1 is listed twice in `lcores`",
+    );
+    check(
+        &edit(&[("\"0-2\"", "[]")]),
+        "2:10",
+        "expected at least one lcore",
+    );
+}
+
+#[test]
+fn main_lcore_outside_eal_set() {
+    check(
+        &edit(&[("main_lcore = 0", "main_lcore = 7")]),
+        "3:14",
+        "`main_lcore` = 7 is not in `eal.lcores` (0-2)",
+    );
+}
+
+#[test]
+fn lcore_outside_eal_set() {
+    check(
+        &edit(&[("id = 1", "id = 4")]),
+        "11:6",
+        "lcore 4 is not in `eal.lcores` (0-2); expected one of those lcores",
+    );
+}
+
+#[test]
+fn main_lcore_in_lcore_map() {
+    check(
+        &edit(&[("id = 1", "id = 0")]),
+        "11:6",
+        "lcore 0 is the main lcore (`eal.main_lcore`), which runs the control loop",
+    );
+}
+
+#[test]
+fn duplicate_lcore_id_points_at_second() {
+    let text = format!(
+        "{BASE}[[lcore]]\nid = 1\nrole = \"tx\"\nqueues = [{{ port = \"p0\", queue = 1 }}]\n"
+    );
+    check(&text, "25:6", "lcore 1 is listed twice in [[lcore]]");
+}
+
+#[test]
+fn two_lcores_one_queue() {
+    let text = format!(
+        "{BASE}[[lcore]]\nid = 2\nrole = \"tx\"\nqueues = [{{ port = \"p0\", queue = 0 }}]\n"
+    );
+    check(
+        &text,
+        "27:34",
+        "TX queue 0 of port `p0` is already taken by lcore 1, so lcore 2 cannot use it too",
+    );
+}
+
+#[test]
+fn one_lcore_one_queue_twice() {
+    check(
+        &edit(&[(
+            "queues = [{ port = \"p0\", queue = 0 }]",
+            "queues = [{ port = \"p0\", queue = 0 }, { port = \"p0\", queue = 0 }]",
+        )]),
+        "13:62",
+        "lcore 1 lists TX queue 0 of port `p0` twice",
+    );
+}
+
+#[test]
+fn rx_and_tx_queue_with_same_index_do_not_conflict() {
+    let text = format!(
+        "{BASE}[[lcore]]\nid = 2\nrole = \"rx\"\nqueues = [{{ port = \"p0\", queue = 0 }}]\n"
+    );
+    let config = Config::parse(&text, Path::new("t.toml")).unwrap();
+    assert_eq!(config.lcores_with_role(LcoreRole::Rx).count(), 1);
+}
+
+#[test]
+fn queue_index_out_of_range() {
+    check(
+        &edit(&[("queue = 0", "queue = 2")]),
+        "13:34",
+        "TX queue 2 does not exist; expected 0..=1 (port `p0` has `tx_queues` = 2)",
+    );
+    let text = format!(
+        "{}[[lcore]]\nid = 2\nrole = \"rx\"\nqueues = [{{ port = \"p0\", queue = 0 }}]\n",
+        edit(&[("tx_queues = 2", "tx_queues = 2\nrx_queues = 0")])
+    );
+    check(&text, "28:34", "port `p0` has no RX queues");
+}
+
+#[test]
+fn undefined_port_in_queue_ref() {
+    check(
+        &edit(&[("{ port = \"p0\"", "{ port = \"p9\"")]),
+        "13:20",
+        "port `p9` is not defined; expected one of `p0`",
+    );
+}
+
+#[test]
+fn undefined_port_in_lane() {
+    check(
+        &edit(&[("port = \"p0\"\nsrc_ip", "port = \"p1\"\nsrc_ip")]),
+        "18:8",
+        "port `p1` is not defined; expected one of `p0`",
+    );
+}
+
+#[test]
+fn undefined_mempool() {
+    check(
+        &edit(&[("tx_queues = 2", "tx_queues = 2\nmempool = \"big\"")]),
+        "9:11",
+        "mempool `big` is not defined; expected one of `default`",
+    );
+    // Pools are given but none is called "default", and the port names none.
+    let text = format!("{BASE}[[mempool]]\nname = \"rx\"\n");
+    check(
+        &text,
+        "6:8",
+        "port `p0` uses mempool `default`, which is not defined",
+    );
+}
+
+#[test]
+fn unknown_lane_kind_lists_supported() {
+    check(
+        &edit(&[("kind = \"udp\"", "kind = \"http\"")]),
+        "17:8",
+        "unknown variant `http`, expected `udp`",
+    );
+}
+
+#[test]
+fn udp_lane_missing_key_points_at_kind() {
+    check(
+        &edit(&[("dst_port = 8001\n", "")]),
+        "17:8",
+        "udp lane `a` has no `dst_port`",
+    );
+}
+
+#[test]
+fn duplicate_names() {
+    let lane = "[[lane]]\nname = \"a\"\nkind = \"udp\"\nport = \"p0\"\n";
+    check(
+        &format!("{BASE}{lane}"),
+        "25:8",
+        "lane `a` is defined twice",
+    );
+    let port = "[[port]]\nname = \"p0\"\ndevice = \"net_null1\"\n";
+    check(
+        &format!("{BASE}{port}"),
+        "25:8",
+        "port `p0` is defined twice",
+    );
+    let pools = "[[mempool]]\nname = \"m\"\n[[mempool]]\nname = \"m\"\n";
+    check(
+        &format!("{BASE}{pools}"),
+        "27:8",
+        "mempool `m` is defined twice",
+    );
+}
+
+#[test]
+fn duplicate_device() {
+    let port = "[[port]]\nname = \"p1\"\ndevice = \"net_null0,size=64\"\n";
+    check(
+        &format!("{BASE}{port}"),
+        "26:10",
+        "device `net_null0` is already used by port `p0`",
+    );
+}
+
+#[test]
+fn bad_device() {
+    check(
+        &edit(&[("\"net_null0\"", "\"null0\"")]),
+        "7:10",
+        "vdev driver `null0` does not start with `net_`",
+    );
+}
+
+#[test]
+fn bad_mac() {
+    check(
+        &edit(&[("\"02:00:00:00:00:02\"", "\"02:00:00:00:02\"")]),
+        "23:11",
+        "`dst_mac` = \"02:00:00:00:02\" is not a MAC address; expected six hex bytes",
+    );
+    check(
+        &edit(&[(
+            "tx_queues = 2",
+            "tx_queues = 2\nmac = \"01:00:5e:00:00:01\"",
+        )]),
+        "9:7",
+        "expected a unicast, non-zero MAC address",
+    );
+}
+
+#[test]
+fn bad_ip() {
+    check(
+        &edit(&[("\"10.0.0.2\"", "\"10.0.0.256\"")]),
+        "21:10",
+        "`dst_ip` = \"10.0.0.256\" is not an IPv4 address; expected a dotted quad",
+    );
+}
+
+#[test]
+fn zero_udp_port() {
+    check(
+        &edit(&[("src_port = 9001", "src_port = 0")]),
+        "20:12",
+        "`src_port` = 0 is out of range; expected 1..=65535",
+    );
+}
+
+#[test]
+fn ring_slots_not_power_of_two() {
+    check(
+        &format!("{BASE}[shm]\nring_slots = 100\n"),
+        "25:14",
+        "`ring_slots` = 100 is not valid; expected a power of two in 16..=65536",
+    );
+}
+
+#[test]
+fn ranges() {
+    check(
+        &edit(&[("tx_queues = 2", "tx_queues = 0")]),
+        "8:13",
+        "`tx_queues` = 0 is out of range; expected 1..=64",
+    );
+    check(
+        &edit(&[("tx_queues = 2", "tx_queues = 2\nrx_descriptors = 100")]),
+        "9:18",
+        "expected a power of two in 64..=32768",
+    );
+    check(
+        &edit(&[("tx_queues = 2", "tx_queues = 2\nmtu = 10000")]),
+        "9:7",
+        "`mtu` = 10000 is out of range; expected 68..=9600",
+    );
+    check(
+        &format!("{BASE}[shm]\nrings = 65\n"),
+        "25:9",
+        "`rings` = 65 is out of range; expected 1..=64",
+    );
+    check(
+        &format!("{BASE}[[mempool]]\nname = \"default\"\nmbufs = 300\n"),
+        "26:9",
+        "expected at most mbufs / 1.5 = 200",
+    );
+}
+
+#[test]
+fn bad_names() {
+    check(
+        &edit(&[("name = \"a\"", "name = \"a b\"")]),
+        "16:8",
+        "lane name \"a b\" is not valid",
+    );
+    check(
+        &edit(&[(
+            "name = \"a\"",
+            "name = \"abcdefghijklmnopqrstuvwxyz0123456\"",
+        )]),
+        "16:8",
+        "expected 1..=31 bytes",
+    );
+    check(
+        &edit(&[("main_lcore = 0", "main_lcore = 0\nfile_prefix = \"a/b\"")]),
+        "4:15",
+        "`file_prefix` = \"a/b\" is not valid",
+    );
+    check(
+        &format!("{BASE}[shm]\npath = \"shm/x\"\n"),
+        "25:8",
+        "expected an absolute path",
+    );
+}
+
+#[test]
+fn tx_lcore_missing_a_lane_port() {
+    // A second port with a lane on it, which tx lcore 1 has no TX queue on.
+    let text = format!(
+        "{BASE}[[port]]\nname = \"p1\"\ndevice = \"net_null1\"\n\
+         [[lane]]\nname = \"b\"\nkind = \"udp\"\nport = \"p1\"\nsrc_ip = \"10.0.0.1\"\n\
+         src_port = 9001\ndst_ip = \"10.0.0.2\"\ndst_port = 8001\ndst_mac = \"02:00:00:00:00:02\"\n"
+    );
+    check(
+        &text,
+        "11:6",
+        "tx lcore 1 owns no TX queue on port `p1`, which lane `b` uses",
+    );
+}
+
+#[test]
+fn lanes_need_a_tx_lcore() {
+    check(
+        &edit(&[("role = \"tx\"", "role = \"rx\"")]),
+        "16:8",
+        "lane `a` needs a tx lcore, but no [[lcore]] has role = \"tx\"",
+    );
+}
+
+#[test]
+fn lcore_without_queues() {
+    check(
+        &edit(&[("queues = [{ port = \"p0\", queue = 0 }]", "queues = []")]),
+        "13:10",
+        "lcore 1 (tx) has no queues",
+    );
+}
+
+#[test]
+fn no_port() {
+    check("[eal]\nlcores = \"0\"\n", "1:1", "no [[port]] is defined");
+}
+
+#[test]
+fn missing_file_is_an_io_error() {
+    let err = Config::load(Path::new("/nonexistent/swqos.toml")).unwrap_err();
+    assert!(err.io.is_some());
+    assert!(
+        err.to_string()
+            .starts_with("/nonexistent/swqos.toml: cannot read: "),
+        "{err}"
+    );
+}

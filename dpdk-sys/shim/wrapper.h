@@ -1,0 +1,15 @@
+/* Headers bindgen reads. The shim header comes last so its declarations and
+ * constants are generated too. */
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_lcore.h>
+#include <rte_launch.h>
+#include <rte_cycles.h>
+#include <rte_mempool.h>
+#include <rte_mbuf.h>
+#include <rte_ethdev.h>
+#include <rte_ether.h>
+#include <rte_ip.h>
+#include <rte_dev.h>
+#include <rte_bus_vdev.h>
+#include "shim.h"

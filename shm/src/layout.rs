@@ -1,0 +1,435 @@
+//! The segment's binary layout: every structure that lives in shared memory.
+//!
+//! ```text
+//! offset 0             Header (magic, layout version, sizes, heartbeat, lane table)
+//! rings_offset         n_rings x SubmitRing   { RingControl, ring_slots x Slot }
+//! completions_offset   n_rings x CompletionRing { CompletionControl, ring_slots*8 x Completion }
+//! stats_offset         n_lcores x LcoreStats
+//! ```
+//!
+//! Only offsets are stored, never pointers, so every process may map the segment anywhere. Both
+//! sides compute the layout from the same three numbers (rings, slots, lcores) with
+//! [`Layout::new`]; a client refuses a segment whose recorded size differs from what it computes,
+//! and [`LAYOUT_VERSION`] changes whenever any structure here changes.
+
+use std::mem::size_of;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use crate::stats::LcoreStats;
+
+/// `b"SWQOSSHM"` read as a little-endian u64: the first eight bytes of every segment.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"SWQOSSHM");
+/// Bumped on every change to a structure in this module.
+pub const LAYOUT_VERSION: u32 = 1;
+/// The largest transaction a slot holds: Solana's packet data size.
+pub const MAX_TX_SIZE: usize = 1232;
+/// Lanes are addressed by bit in a `u64` lane mask.
+pub const MAX_LANES: usize = 64;
+/// Longest lane name, in bytes, including no terminator (names are zero-padded).
+pub const LANE_NAME_LEN: usize = 32;
+/// Stats blocks reserved: one per dataplane lcore.
+pub const MAX_LCORES: usize = 32;
+/// Completion records per submit slot: a ring's completion ring holds `ring_slots * 8` records.
+pub const COMPLETIONS_PER_SLOT: usize = 8;
+/// Highest number of submit rings (client processes at once).
+pub const MAX_RINGS: usize = 64;
+/// Fewest and most slots per submit ring (power of two).
+pub const MIN_RING_SLOTS: u32 = 16;
+/// See [`MIN_RING_SLOTS`].
+pub const MAX_RING_SLOTS: u32 = 65536;
+
+/// The dataplane's lifecycle, as published in [`Header::state`].
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// The segment is being written; nothing in it is valid yet.
+    Initializing = 0,
+    /// Submissions are accepted.
+    Running = 1,
+    /// Shutting down: what is in the rings is still sent, nothing new is accepted.
+    Draining = 2,
+    /// The dataplane has exited.
+    Stopped = 3,
+}
+
+impl State {
+    /// Decodes the value stored in the header.
+    pub fn from_u32(v: u32) -> Option<State> {
+        match v {
+            0 => Some(State::Initializing),
+            1 => Some(State::Running),
+            2 => Some(State::Draining),
+            3 => Some(State::Stopped),
+            _ => None,
+        }
+    }
+}
+
+/// What kind of destination a lane is (stored in [`LaneInfo::kind`]).
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaneKind {
+    /// Not a configured lane.
+    None = 0,
+    /// A UDP datagram target.
+    Udp = 1,
+}
+
+/// One lane's public description, so clients can resolve lane names without the config.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct LaneInfo {
+    /// UTF-8 name, zero-padded.
+    pub name: [u8; LANE_NAME_LEN],
+    /// A [`LaneKind`] value.
+    pub kind: u8,
+    _reserved: [u8; 7],
+}
+
+impl LaneInfo {
+    /// A lane entry; names longer than [`LANE_NAME_LEN`] are cut (the config forbids them).
+    pub fn new(name: &str, kind: LaneKind) -> LaneInfo {
+        let mut bytes = [0u8; LANE_NAME_LEN];
+        let n = name.len().min(LANE_NAME_LEN);
+        bytes[..n].copy_from_slice(&name.as_bytes()[..n]);
+        LaneInfo {
+            name: bytes,
+            kind: kind as u8,
+            _reserved: [0; 7],
+        }
+    }
+
+    /// The name, up to the first zero byte (lossy if a writer stored bad UTF-8).
+    pub fn name(&self) -> String {
+        let end = self
+            .name
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(LANE_NAME_LEN);
+        String::from_utf8_lossy(&self.name[..end]).into_owned()
+    }
+}
+
+/// Wraps a value on its own pair of cache lines so producer and consumer never share a line
+/// (128 bytes because the adjacent-line prefetcher pulls lines in pairs).
+#[repr(C, align(128))]
+#[derive(Debug, Default)]
+pub struct Padded<T>(pub T);
+
+/// The first structure of the segment.
+#[repr(C)]
+pub struct Header {
+    /// [`MAGIC`]; written last by the dataplane, so a non-zero magic means the rest is valid.
+    pub magic: AtomicU64,
+    /// [`LAYOUT_VERSION`] of the writer.
+    pub layout_version: u32,
+    /// `size_of::<Header>()` of the writer.
+    pub header_size: u32,
+    /// Bytes of the layout (the file may be larger, rounded up to a huge page).
+    pub layout_size: u64,
+    /// Number of submit rings.
+    pub n_rings: u32,
+    /// Slots per submit ring.
+    pub ring_slots: u32,
+    /// Number of stats blocks.
+    pub n_lcores: u32,
+    /// Number of configured lanes (entries of `lanes` in use).
+    pub n_lanes: u32,
+    /// Time-stamp counter ticks per second, as the dataplane measured it.
+    pub tsc_hz: u64,
+    /// Offset of the first [`RingControl`].
+    pub rings_offset: u64,
+    /// Offset of the first [`CompletionControl`].
+    pub completions_offset: u64,
+    /// Offset of the first [`LcoreStats`].
+    pub stats_offset: u64,
+    /// Process id of the dataplane that owns the segment.
+    pub dataplane_pid: AtomicU32,
+    /// A [`State`] value.
+    pub state: AtomicU32,
+    /// `CLOCK_MONOTONIC` nanoseconds, refreshed by the dataplane's main loop every millisecond.
+    pub heartbeat_ns: AtomicU64,
+    /// Lanes by id (bit position in a lane mask).
+    pub lanes: [LaneInfo; MAX_LANES],
+}
+
+/// Control words of one submit ring: a single-producer single-consumer ring leased to one client
+/// process at a time. Because each client writes only its own ring, a client killed mid-write
+/// leaves at most an unpublished slot in its own ring: it never stalls another client.
+#[repr(C)]
+pub struct RingControl {
+    /// Pid of the client holding the lease, 0 when free.
+    pub owner_pid: Padded<AtomicU32>,
+    /// Incremented on each lease; stamped into slots and completions so a new lessee can tell its
+    /// completions from those of a dead predecessor.
+    pub lease_gen: AtomicU32,
+    /// The producer's publication word: low 32 bits are the tail (next slot to publish), high 32
+    /// bits the completion records promised so far (the lane count of every published slot).
+    /// Both wrap; one store publishes both, so a producer killed at any instruction leaves them
+    /// consistent with each other. See [`crate::ring`].
+    pub tail: Padded<AtomicU64>,
+    /// Next slot the dataplane will consume (32-bit wrapping counter, in a u64).
+    pub head: Padded<AtomicU64>,
+}
+
+/// Size of a slot's header part.
+pub const SLOT_HEADER_SIZE: usize = 64;
+
+/// One submission: a transaction and the lanes it goes to. A submission with one transaction per
+/// lane is one slot per lane, sharing a tag.
+#[repr(C, align(64))]
+pub struct Slot {
+    /// The client's tag, echoed in every completion.
+    pub tag: u64,
+    /// Lane mask: bit `i` sends to lane `i`.
+    pub lanes: u64,
+    /// Client's time-stamp counter at submit.
+    pub submit_tsc: u64,
+    /// The ring's lease generation when written.
+    pub lease_gen: u32,
+    /// Transaction length in bytes.
+    pub tx_len: u16,
+    /// Reserved, zero.
+    pub flags: u16,
+    _reserved: [u8; SLOT_HEADER_SIZE - 32],
+    /// The signed transaction (first `tx_len` bytes).
+    pub tx: [u8; SLOT_DATA_SIZE],
+}
+
+/// Slot payload capacity: [`MAX_TX_SIZE`] rounded up to a cache line.
+pub const SLOT_DATA_SIZE: usize = MAX_TX_SIZE.div_ceil(64) * 64;
+
+/// Control words of one completion ring (dataplane -> client).
+#[repr(C)]
+pub struct CompletionControl {
+    /// Next record the dataplane will write (32-bit wrapping counter, in a u64).
+    pub tail: Padded<AtomicU64>,
+    /// Next record the client will read (32-bit wrapping counter, in a u64).
+    pub head: Padded<AtomicU64>,
+}
+
+/// What happened to one (submission, lane).
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Handed to the NIC (`tx_burst` accepted it).
+    Sent = 1,
+    /// The transaction failed validation; `reason` is a `swqos_wire::solana::TxError` code.
+    Rejected = 2,
+    /// The lane bit names no configured lane.
+    UnknownLane = 3,
+    /// Could not be sent; `reason` is a [`DropReason`].
+    Dropped = 4,
+}
+
+impl Status {
+    /// Decodes a stored status byte.
+    pub fn from_u8(v: u8) -> Option<Status> {
+        match v {
+            1 => Some(Status::Sent),
+            2 => Some(Status::Rejected),
+            3 => Some(Status::UnknownLane),
+            4 => Some(Status::Dropped),
+            _ => None,
+        }
+    }
+}
+
+/// Why a packet was dropped (the `reason` of a [`Status::Dropped`] completion).
+#[repr(u16)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The NIC queue stayed full past the dataplane's send timeout.
+    TxTimeout = 1,
+    /// No mbuf could be allocated past the send timeout.
+    NoMbuf = 2,
+    /// The dataplane shut down before it could send.
+    Shutdown = 3,
+    /// The frame does not fit the port's MTU or the mbuf.
+    TooLarge = 4,
+}
+
+impl DropReason {
+    /// Decodes a stored reason.
+    pub fn from_u16(v: u16) -> Option<DropReason> {
+        match v {
+            1 => Some(DropReason::TxTimeout),
+            2 => Some(DropReason::NoMbuf),
+            3 => Some(DropReason::Shutdown),
+            4 => Some(DropReason::TooLarge),
+            _ => None,
+        }
+    }
+
+    /// A short human-readable reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::TxTimeout => "NIC queue full past the send timeout",
+            DropReason::NoMbuf => "no mbuf available past the send timeout",
+            DropReason::Shutdown => "dataplane shut down",
+            DropReason::TooLarge => "frame larger than the port allows",
+        }
+    }
+}
+
+/// One completion record: the outcome of one (submission slot, lane).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Completion {
+    /// The slot's tag.
+    pub tag: u64,
+    /// The slot's lease generation.
+    pub lease_gen: u32,
+    /// Lane id.
+    pub lane: u8,
+    /// A [`Status`] value.
+    pub status: u8,
+    /// Status-specific reason code (0 when sent).
+    pub reason: u16,
+    /// The slot's `submit_tsc`.
+    pub submit_tsc: u64,
+    /// Dataplane TSC when the outcome was decided (after `tx_burst` for sent packets).
+    pub done_tsc: u64,
+}
+
+/// Where everything is, computed identically by every process from three numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// Submit rings.
+    pub n_rings: u32,
+    /// Slots per ring.
+    pub ring_slots: u32,
+    /// Stats blocks.
+    pub n_lcores: u32,
+    /// Offset of the rings.
+    pub rings_offset: usize,
+    /// Bytes of one submit ring (control plus slots).
+    pub ring_stride: usize,
+    /// Offset of the completion rings.
+    pub completions_offset: usize,
+    /// Bytes of one completion ring.
+    pub completion_stride: usize,
+    /// Offset of the stats blocks.
+    pub stats_offset: usize,
+    /// Total bytes.
+    pub size: usize,
+}
+
+fn align_up(v: usize, to: usize) -> usize {
+    v.div_ceil(to) * to
+}
+
+impl Layout {
+    /// The layout for these parameters, or why they are out of range.
+    pub fn new(n_rings: u32, ring_slots: u32, n_lcores: u32) -> Result<Layout, String> {
+        if n_rings == 0 || n_rings as usize > MAX_RINGS {
+            return Err(format!("rings must be 1..={MAX_RINGS}, not {n_rings}"));
+        }
+        if !ring_slots.is_power_of_two() || !(MIN_RING_SLOTS..=MAX_RING_SLOTS).contains(&ring_slots)
+        {
+            return Err(format!(
+                "ring_slots must be a power of two in {MIN_RING_SLOTS}..={MAX_RING_SLOTS}, not {ring_slots}"
+            ));
+        }
+        if n_lcores as usize > MAX_LCORES {
+            return Err(format!("at most {MAX_LCORES} lcores, not {n_lcores}"));
+        }
+        let page = 4096;
+        let rings_offset = align_up(size_of::<Header>(), page);
+        let ring_stride = align_up(
+            size_of::<RingControl>() + ring_slots as usize * size_of::<Slot>(),
+            page,
+        );
+        let completions_offset = rings_offset + n_rings as usize * ring_stride;
+        let completion_stride = align_up(
+            size_of::<CompletionControl>()
+                + Self::completion_capacity_of(ring_slots) * size_of::<Completion>(),
+            page,
+        );
+        let stats_offset = completions_offset + n_rings as usize * completion_stride;
+        let size = align_up(
+            stats_offset + n_lcores as usize * size_of::<LcoreStats>(),
+            page,
+        );
+        Ok(Layout {
+            n_rings,
+            ring_slots,
+            n_lcores,
+            rings_offset,
+            ring_stride,
+            completions_offset,
+            completion_stride,
+            stats_offset,
+            size,
+        })
+    }
+
+    fn completion_capacity_of(ring_slots: u32) -> usize {
+        ring_slots as usize * COMPLETIONS_PER_SLOT
+    }
+
+    /// Completion records per completion ring.
+    pub fn completion_capacity(&self) -> usize {
+        Self::completion_capacity_of(self.ring_slots)
+    }
+
+    /// Offset of ring `i`'s control block; its slots follow it.
+    pub fn ring(&self, i: usize) -> usize {
+        self.rings_offset + i * self.ring_stride
+    }
+
+    /// Offset of slot 0 of ring `i`.
+    pub fn slots(&self, i: usize) -> usize {
+        self.ring(i) + size_of::<RingControl>()
+    }
+
+    /// Offset of completion ring `i`'s control block.
+    pub fn completion_ring(&self, i: usize) -> usize {
+        self.completions_offset + i * self.completion_stride
+    }
+
+    /// Offset of record 0 of completion ring `i`.
+    pub fn completion_records(&self, i: usize) -> usize {
+        self.completion_ring(i) + size_of::<CompletionControl>()
+    }
+
+    /// Offset of stats block `i`.
+    pub fn stats(&self, i: usize) -> usize {
+        self.stats_offset + i * size_of::<LcoreStats>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{align_of, offset_of};
+
+    #[test]
+    fn structures_have_the_documented_shape() {
+        assert_eq!(size_of::<Slot>(), SLOT_HEADER_SIZE + SLOT_DATA_SIZE);
+        assert_eq!(offset_of!(Slot, tx), SLOT_HEADER_SIZE);
+        assert_eq!(size_of::<Completion>(), 32);
+        assert_eq!(size_of::<LaneInfo>(), 40);
+        assert_eq!(align_of::<RingControl>(), 128);
+        assert!(size_of::<Header>() <= 4096);
+    }
+
+    #[test]
+    fn layout_offsets_do_not_overlap() {
+        let l = Layout::new(4, 64, 3).unwrap();
+        assert!(l.slots(0) + 64 * size_of::<Slot>() <= l.ring(1));
+        assert!(l.ring(3) + l.ring_stride <= l.completion_ring(0));
+        assert!(l.completion_records(3) + l.completion_capacity() * 32 <= l.stats(0));
+        assert!(l.stats(2) + size_of::<LcoreStats>() <= l.size);
+        assert_eq!(l.size % 4096, 0);
+    }
+
+    #[test]
+    fn layout_rejects_bad_parameters() {
+        assert!(Layout::new(0, 64, 1).is_err());
+        assert!(Layout::new(1, 100, 1).is_err());
+        assert!(Layout::new(1, 8, 1).is_err());
+        assert!(Layout::new(65, 64, 1).is_err());
+        assert!(Layout::new(1, 64, 33).is_err());
+    }
+}

@@ -1,0 +1,207 @@
+//! The two single-producer single-consumer rings of each client: submissions (client ->
+//! dataplane) and completions (dataplane -> client).
+//!
+//! Counters are 32-bit and wrap; distances are `wrapping_sub`s, valid while under 2^31.
+//! The submit ring's producer word packs `tail` with `promised` (completion records owed for
+//! everything published), so a single release store publishes a slot and its promise together.
+//! The client never publishes a slot unless its completion ring has room for every record owed:
+//! the dataplane therefore never waits on a client, and a client that ignores this rule loses only
+//! its own completion records (counted), never a packet.
+//!
+//! The dataplane treats everything a client wrote as untrusted: a tail that runs more than a ring
+//! ahead of the head is "corrupt" and the ring is resynchronised; slot lengths are clamped.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::layout::{Completion, CompletionControl, RingControl, Slot, MAX_TX_SIZE};
+use crate::segment::Segment;
+
+/// Splits a producer word into (tail, promised).
+#[inline]
+pub(crate) fn unpack(word: u64) -> (u32, u32) {
+    (word as u32, (word >> 32) as u32)
+}
+
+/// Joins (tail, promised) into a producer word.
+#[inline]
+pub(crate) fn pack(tail: u32, promised: u32) -> u64 {
+    (promised as u64) << 32 | tail as u64
+}
+
+/// A submission as the dataplane sees it: header fields copied out of the slot, and the
+/// transaction bytes still in shared memory (read once, straight into the mbufs).
+#[derive(Debug, Clone, Copy)]
+pub struct SlotRef<'a> {
+    /// The client's tag.
+    pub tag: u64,
+    /// Lane mask.
+    pub lanes: u64,
+    /// Client's TSC at submit.
+    pub submit_tsc: u64,
+    /// Lease generation.
+    pub lease_gen: u32,
+    /// Length the client claimed (may exceed [`MAX_TX_SIZE`] if the client misbehaves).
+    pub tx_len: u16,
+    /// The transaction, `tx_len` bytes clamped to [`MAX_TX_SIZE`].
+    pub tx: &'a [u8],
+}
+
+/// The dataplane's end of one submit ring.
+pub struct SubmitConsumer {
+    seg: Arc<Segment>,
+    ring: usize,
+    mask: u32,
+    slots: *const Slot,
+    head: u32,
+    tail: u32,
+}
+
+// SAFETY: the consumer is the only reader of its ring's slots in this process (claimed once in
+// `Segment::claim_ring`), and the segment it points into is kept alive by the `Arc`.
+unsafe impl Send for SubmitConsumer {}
+
+/// The ring's producer moved its tail to an impossible place; the ring was resynchronised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingCorrupt;
+
+impl SubmitConsumer {
+    /// Takes ring `i` of `seg`; `None` if this process already took it.
+    pub fn new(seg: Arc<Segment>, i: usize) -> Option<SubmitConsumer> {
+        if i >= seg.layout().n_rings as usize || !seg.claim_ring(i) {
+            return None;
+        }
+        let ctl = seg.ring_control(i);
+        let head = ctl.head.0.load(Ordering::Acquire) as u32;
+        let slots = seg.slots(i);
+        Some(SubmitConsumer {
+            mask: seg.layout().ring_slots - 1,
+            slots,
+            ring: i,
+            head,
+            tail: head,
+            seg,
+        })
+    }
+
+    fn ctl(&self) -> &RingControl {
+        self.seg.ring_control(self.ring)
+    }
+
+    /// The ring's index.
+    pub fn index(&self) -> usize {
+        self.ring
+    }
+
+    /// Number of published slots not yet released; re-reads the producer's tail only when the
+    /// cached one is used up (one shared-line read per batch, not per slot).
+    #[inline]
+    pub fn ready(&mut self) -> Result<u32, RingCorrupt> {
+        if self.head == self.tail {
+            let (tail, _) = unpack(self.ctl().tail.0.load(Ordering::Acquire));
+            if tail.wrapping_sub(self.head) > self.mask + 1 {
+                // Skip whatever the producer claims; the slots cannot be trusted.
+                self.head = tail;
+                self.tail = tail;
+                self.ctl().head.0.store(tail as u64, Ordering::Release);
+                return Err(RingCorrupt);
+            }
+            self.tail = tail;
+        }
+        Ok(self.tail.wrapping_sub(self.head))
+    }
+
+    /// The `k`-th ready slot (`k < ready()`).
+    #[inline]
+    pub fn slot(&self, k: u32) -> SlotRef<'_> {
+        let idx = (self.head.wrapping_add(k) & self.mask) as usize;
+        // SAFETY: `idx` is within the ring; the slot was published by the producer's release
+        // store of the tail that `ready` acquired, and the producer will not rewrite it before
+        // we release it. Header fields are copied with volatile reads because the memory is
+        // shared with an untrusted process; the byte slice is bounded by the slot size.
+        unsafe {
+            let s = self.slots.add(idx);
+            let tx_len = std::ptr::read_volatile(&(*s).tx_len);
+            let n = (tx_len as usize).min(MAX_TX_SIZE);
+            SlotRef {
+                tag: std::ptr::read_volatile(&(*s).tag),
+                lanes: std::ptr::read_volatile(&(*s).lanes),
+                submit_tsc: std::ptr::read_volatile(&(*s).submit_tsc),
+                lease_gen: std::ptr::read_volatile(&(*s).lease_gen),
+                tx_len,
+                tx: std::slice::from_raw_parts((*s).tx.as_ptr(), n),
+            }
+        }
+    }
+
+    /// Releases `n` slots back to the producer.
+    #[inline]
+    pub fn release(&mut self, n: u32) {
+        self.head = self.head.wrapping_add(n);
+        self.ctl().head.0.store(self.head as u64, Ordering::Release);
+    }
+}
+
+/// The dataplane's end of one completion ring.
+pub struct CompletionProducer {
+    seg: Arc<Segment>,
+    ring: usize,
+    records: *mut Completion,
+    capacity: u32,
+    tail: u32,
+    head: u32,
+    published: u32,
+}
+
+// SAFETY: one producer per completion ring: it is created only together with the ring's
+// `SubmitConsumer` claim (see `Segment::claim_ring`), and the `Arc` keeps the mapping alive.
+unsafe impl Send for CompletionProducer {}
+
+impl CompletionProducer {
+    /// The completion ring paired with a claimed submit ring.
+    pub fn new(consumer: &SubmitConsumer) -> CompletionProducer {
+        let seg = consumer.seg.clone();
+        let ring = consumer.ring;
+        let tail = seg.completion_control(ring).tail.0.load(Ordering::Acquire) as u32;
+        CompletionProducer {
+            records: seg.completion_records(ring),
+            capacity: seg.layout().completion_capacity() as u32,
+            tail,
+            head: tail,
+            published: tail,
+            ring,
+            seg,
+        }
+    }
+
+    fn ctl(&self) -> &CompletionControl {
+        self.seg.completion_control(self.ring)
+    }
+
+    /// Writes a record (visible after [`CompletionProducer::publish`]); `false` if the client's
+    /// ring is full, which only a client ignoring its credits can cause.
+    #[inline]
+    pub fn push(&mut self, c: Completion) -> bool {
+        if self.tail.wrapping_sub(self.head) >= self.capacity {
+            self.head = self.ctl().head.0.load(Ordering::Acquire) as u32;
+            if self.tail.wrapping_sub(self.head) >= self.capacity {
+                return false;
+            }
+        }
+        let idx = (self.tail % self.capacity) as usize;
+        // SAFETY: `idx < capacity`; the record is free (the client's head is past it) and is
+        // published to the client only by the release store in `publish`.
+        unsafe { std::ptr::write_volatile(self.records.add(idx), c) };
+        self.tail = self.tail.wrapping_add(1);
+        true
+    }
+
+    /// Makes every pushed record visible to the client (one release store per batch).
+    #[inline]
+    pub fn publish(&mut self) {
+        if self.published != self.tail {
+            self.ctl().tail.0.store(self.tail as u64, Ordering::Release);
+            self.published = self.tail;
+        }
+    }
+}

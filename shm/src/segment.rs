@@ -1,0 +1,411 @@
+//! Creating (dataplane) and attaching to (clients, control plane) a shared-memory segment.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::mem::size_of;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use memmap2::MmapMut;
+
+use crate::layout::{
+    Completion, CompletionControl, Header, LaneInfo, Layout, RingControl, Slot, State,
+    LAYOUT_VERSION, MAGIC, MAX_LANES,
+};
+use crate::stats::LcoreStats;
+use crate::time::monotonic_ns;
+
+/// Files are sized in whole 2 MiB huge pages so the same code works on hugetlbfs.
+const FILE_ROUNDING: u64 = 2 << 20;
+
+/// How old the heartbeat may be before clients consider the dataplane dead.
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why a segment could not be created or attached.
+#[derive(Debug, thiserror::Error)]
+pub enum SegmentError {
+    /// No file at the path.
+    #[error("no shared-memory segment at {0} (is swqos-dataplane running with this config?)")]
+    NotFound(PathBuf),
+    /// Another live dataplane owns the path.
+    #[error("{path} is in use by a running dataplane (pid {pid})")]
+    InUse {
+        /// The segment path.
+        path: PathBuf,
+        /// The owner.
+        pid: u32,
+    },
+    /// The file is not a segment of this project.
+    #[error("{path} is not a swqos segment ({why})")]
+    NotASegment {
+        /// The segment path.
+        path: PathBuf,
+        /// What did not match.
+        why: String,
+    },
+    /// The segment was written by a build with another layout.
+    #[error("{path} has layout version {found}, this program speaks version {expected}: run a client built from the same release as the dataplane")]
+    Version {
+        /// The segment path.
+        path: PathBuf,
+        /// Version in the segment.
+        found: u32,
+        /// Version of this program.
+        expected: u32,
+    },
+    /// The dataplane is not accepting submissions.
+    #[error("the dataplane owning {path} is not running ({why})")]
+    NotRunning {
+        /// The segment path.
+        path: PathBuf,
+        /// State or heartbeat detail.
+        why: String,
+    },
+    /// Bad layout parameters.
+    #[error("invalid segment parameters: {0}")]
+    Parameters(String),
+    /// An I/O error on the file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The segment path.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+/// A mapped segment. The dataplane creates it ([`Segment::create`]) and removes the file when the
+/// value is dropped; everyone else attaches ([`Segment::attach`]).
+pub struct Segment {
+    map: MmapMut,
+    base: *mut u8,
+    layout: Layout,
+    path: PathBuf,
+    owner: bool,
+    /// Rings handed to a consumer in this process (one consumer per ring).
+    taken: Box<[AtomicBool]>,
+    /// Stats blocks handed to a writer in this process (one writer per block).
+    stats_taken: Box<[AtomicBool]>,
+}
+
+// SAFETY: the mapping stays valid for the value's life and `base` points into it. Every shared
+// field is an atomic, or a slot/record whose access is ordered by the rings' acquire/release
+// protocol with a single writer at a time, so references to it may cross threads.
+unsafe impl Send for Segment {}
+// SAFETY: as above; `&Segment` only hands out atomics and raw pointers used under that protocol.
+unsafe impl Sync for Segment {}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SegmentError + '_ {
+    move |source| SegmentError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Whether a process exists (`kill(pid, 0)`; EPERM still means it exists).
+pub fn pid_alive(pid: u32) -> bool {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return false;
+    }
+    // SAFETY: signal 0 performs only the existence and permission check; no signal is sent.
+    let r = unsafe { libc::kill(pid as i32, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+impl Segment {
+    /// Creates the segment at `path` (mode 0600) for `layout`, with the lane table and TSC rate,
+    /// in state [`State::Initializing`]; call [`Segment::set_state`] with `Running` when ready.
+    /// A stale file left by a dead dataplane is replaced; one owned by a live dataplane is not.
+    pub fn create(
+        path: &Path,
+        layout: Layout,
+        lanes: &[LaneInfo],
+        tsc_hz: u64,
+    ) -> Result<Segment, SegmentError> {
+        if lanes.len() > MAX_LANES {
+            return Err(SegmentError::Parameters(format!(
+                "{} lanes, at most {MAX_LANES}",
+                lanes.len()
+            )));
+        }
+        if path.exists() {
+            if let Ok(old) = Segment::open_checked(path, false) {
+                let pid = old.header().dataplane_pid.load(Ordering::Acquire);
+                let state = State::from_u32(old.header().state.load(Ordering::Acquire));
+                if pid != std::process::id() && pid_alive(pid) && state != Some(State::Stopped) {
+                    return Err(SegmentError::InUse {
+                        path: path.to_path_buf(),
+                        pid,
+                    });
+                }
+            }
+            fs::remove_file(path).map_err(io_err(path))?;
+        }
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(io_err(path))?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io_err(path))?;
+        // The mode above is filtered by the umask; state it exactly.
+        file.set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(io_err(path))?;
+        let len = (layout.size as u64).div_ceil(FILE_ROUNDING) * FILE_ROUNDING;
+        file.set_len(len).map_err(io_err(path))?;
+        let seg = Segment::map(file, path, layout, true)?;
+
+        // A new file reads as zeros: only non-zero fields need writing. The header is written
+        // through a raw pointer before any other process can trust it (magic is still 0).
+        let h = seg.base as *mut Header;
+        // SAFETY: `h` points to the start of a fresh mapping at least `size_of::<Header>()` long,
+        // which no other process trusts until `magic` is published below.
+        unsafe {
+            (*h).layout_version = LAYOUT_VERSION;
+            (*h).header_size = size_of::<Header>() as u32;
+            (*h).layout_size = layout.size as u64;
+            (*h).n_rings = layout.n_rings;
+            (*h).ring_slots = layout.ring_slots;
+            (*h).n_lcores = layout.n_lcores;
+            (*h).n_lanes = lanes.len() as u32;
+            (*h).tsc_hz = tsc_hz;
+            (*h).rings_offset = layout.rings_offset as u64;
+            (*h).completions_offset = layout.completions_offset as u64;
+            (*h).stats_offset = layout.stats_offset as u64;
+            for (i, lane) in lanes.iter().enumerate() {
+                (*h).lanes[i] = *lane;
+            }
+        }
+        let hdr = seg.header();
+        hdr.dataplane_pid
+            .store(std::process::id(), Ordering::Relaxed);
+        hdr.state
+            .store(State::Initializing as u32, Ordering::Relaxed);
+        hdr.heartbeat_ns.store(monotonic_ns(), Ordering::Relaxed);
+        hdr.magic.store(MAGIC, Ordering::Release);
+        Ok(seg)
+    }
+
+    /// Attaches to the segment at `path`, checking magic, layout version and size, and that its
+    /// dataplane is running and alive.
+    pub fn attach(path: &Path) -> Result<Segment, SegmentError> {
+        Segment::open_checked(path, true)
+    }
+
+    /// Attaches without requiring a running dataplane (for reading stats after it stopped).
+    pub fn attach_any_state(path: &Path) -> Result<Segment, SegmentError> {
+        Segment::open_checked(path, false)
+    }
+
+    fn open_checked(path: &Path, require_running: bool) -> Result<Segment, SegmentError> {
+        let file = match OpenOptions::new().read(true).write(true).open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(SegmentError::NotFound(path.to_path_buf()))
+            }
+            Err(e) => return Err(io_err(path)(e)),
+        };
+        let not_a_segment = |why: String| SegmentError::NotASegment {
+            path: path.to_path_buf(),
+            why,
+        };
+        let len = file.metadata().map_err(io_err(path))?.len();
+        if len < size_of::<Header>() as u64 {
+            return Err(not_a_segment(format!("{len} bytes, too small")));
+        }
+        // SAFETY: as in `map`; the mapping is at least a header long (checked above).
+        let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(io_err(path))?;
+        // SAFETY: page-aligned mapping of at least `size_of::<Header>()` bytes.
+        let h = unsafe { &*(map.as_mut_ptr() as *const Header) };
+        if h.magic.load(Ordering::Acquire) != MAGIC {
+            return Err(not_a_segment("bad magic".into()));
+        }
+        if h.layout_version != LAYOUT_VERSION {
+            return Err(SegmentError::Version {
+                path: path.to_path_buf(),
+                found: h.layout_version,
+                expected: LAYOUT_VERSION,
+            });
+        }
+        let layout = Layout::new(h.n_rings, h.ring_slots, h.n_lcores).map_err(not_a_segment)?;
+        if h.header_size as usize != size_of::<Header>()
+            || h.layout_size != layout.size as u64
+            || h.rings_offset != layout.rings_offset as u64
+            || h.completions_offset != layout.completions_offset as u64
+            || h.stats_offset != layout.stats_offset as u64
+            || h.n_lanes as usize > MAX_LANES
+            || len < layout.size as u64
+        {
+            return Err(not_a_segment(
+                "layout sizes differ from what this program computes".into(),
+            ));
+        }
+        let seg = Segment::from_map(map, path, layout, false);
+        if require_running {
+            seg.check_running()?;
+        }
+        Ok(seg)
+    }
+
+    fn map(file: File, path: &Path, layout: Layout, owner: bool) -> Result<Segment, SegmentError> {
+        // SAFETY: the file is ours to map; other processes modify it only through the atomics and
+        // ring protocol this crate defines, which is the point of mapping it shared.
+        let map = unsafe { MmapMut::map_mut(&file) }.map_err(io_err(path))?;
+        if map.len() < size_of::<Header>().max(layout.size) {
+            return Err(SegmentError::NotASegment {
+                path: path.to_path_buf(),
+                why: "file shorter than its layout".into(),
+            });
+        }
+        Ok(Segment::from_map(map, path, layout, owner))
+    }
+
+    fn from_map(mut map: MmapMut, path: &Path, layout: Layout, owner: bool) -> Segment {
+        let base = map.as_mut_ptr();
+        Segment {
+            map,
+            base,
+            layout,
+            path: path.to_path_buf(),
+            owner,
+            taken: (0..layout.n_rings)
+                .map(|_| AtomicBool::new(false))
+                .collect(),
+            stats_taken: (0..layout.n_lcores)
+                .map(|_| AtomicBool::new(false))
+                .collect(),
+        }
+    }
+
+    /// Errors unless the dataplane is in state Running with a fresh heartbeat and a live pid.
+    pub fn check_running(&self) -> Result<(), SegmentError> {
+        let h = self.header();
+        let not_running = |why: String| SegmentError::NotRunning {
+            path: self.path.clone(),
+            why,
+        };
+        let state = State::from_u32(h.state.load(Ordering::Acquire));
+        if state != Some(State::Running) {
+            return Err(not_running(format!("state {state:?}")));
+        }
+        let pid = h.dataplane_pid.load(Ordering::Relaxed);
+        if !pid_alive(pid) {
+            return Err(not_running(format!("its process {pid} is gone")));
+        }
+        let age = monotonic_ns().saturating_sub(h.heartbeat_ns.load(Ordering::Relaxed));
+        if age > HEARTBEAT_TIMEOUT.as_nanos() as u64 {
+            return Err(not_running(format!(
+                "no heartbeat for {} ms",
+                age / 1_000_000
+            )));
+        }
+        Ok(())
+    }
+
+    /// The path of the file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The layout in use.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The header.
+    pub fn header(&self) -> &Header {
+        // SAFETY: the mapping is at least a header long (checked in `map`) and page aligned;
+        // shared fields of `Header` are atomics, the rest is written once before `magic`.
+        unsafe { &*(self.base as *const Header) }
+    }
+
+    /// The configured lanes, by id.
+    pub fn lanes(&self) -> Vec<LaneInfo> {
+        let h = self.header();
+        h.lanes[..h.n_lanes as usize].to_vec()
+    }
+
+    /// Sets the published state.
+    pub fn set_state(&self, s: State) {
+        self.header().state.store(s as u32, Ordering::Release);
+    }
+
+    /// The published state.
+    pub fn state(&self) -> Option<State> {
+        State::from_u32(self.header().state.load(Ordering::Acquire))
+    }
+
+    /// Refreshes the heartbeat (dataplane main loop).
+    pub fn heartbeat(&self) {
+        self.header()
+            .heartbeat_ns
+            .store(monotonic_ns(), Ordering::Release);
+    }
+
+    /// Ring `i`'s control words.
+    pub(crate) fn ring_control(&self, i: usize) -> &RingControl {
+        assert!(i < self.layout.n_rings as usize);
+        // SAFETY: offset within the mapping per `Layout`, aligned (page-aligned stride), and all
+        // fields are atomics.
+        unsafe { &*(self.base.add(self.layout.ring(i)) as *const RingControl) }
+    }
+
+    /// Ring `i`'s first slot.
+    pub(crate) fn slots(&self, i: usize) -> *mut Slot {
+        assert!(i < self.layout.n_rings as usize);
+        // SAFETY: offset within the mapping per `Layout`.
+        unsafe { self.base.add(self.layout.slots(i)) as *mut Slot }
+    }
+
+    /// Completion ring `i`'s control words.
+    pub(crate) fn completion_control(&self, i: usize) -> &CompletionControl {
+        assert!(i < self.layout.n_rings as usize);
+        // SAFETY: offset within the mapping per `Layout`, aligned, fields are atomics.
+        unsafe { &*(self.base.add(self.layout.completion_ring(i)) as *const CompletionControl) }
+    }
+
+    /// Completion ring `i`'s first record.
+    pub(crate) fn completion_records(&self, i: usize) -> *mut Completion {
+        assert!(i < self.layout.n_rings as usize);
+        // SAFETY: offset within the mapping per `Layout`.
+        unsafe { self.base.add(self.layout.completion_records(i)) as *mut Completion }
+    }
+
+    /// Stats block `i` (for readers).
+    pub fn stats(&self, i: usize) -> &LcoreStats {
+        assert!(i < self.layout.n_lcores as usize);
+        // SAFETY: offset within the mapping per `Layout`, 128-aligned (page-aligned base, block
+        // size a multiple of 128), all fields atomics.
+        unsafe { &*(self.base.add(self.layout.stats(i)) as *const LcoreStats) }
+    }
+
+    /// Claims ring `i` for the one consumer in this process; `false` if already claimed.
+    pub(crate) fn claim_ring(&self, i: usize) -> bool {
+        !self.taken[i].swap(true, Ordering::AcqRel)
+    }
+
+    /// Claims stats block `i` for its one writer in this process; `false` if already claimed.
+    pub(crate) fn claim_stats(&self, i: usize) -> bool {
+        !self.stats_taken[i].swap(true, Ordering::AcqRel)
+    }
+
+    /// Whether this process created the segment.
+    pub fn is_owner(&self) -> bool {
+        self.owner
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if self.owner {
+            self.set_state(State::Stopped);
+            let _ = self.map.flush_async();
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
