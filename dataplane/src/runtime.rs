@@ -69,8 +69,20 @@ fn err<T>(msg: impl Into<String>) -> Result<T, RunError> {
     Err(RunError(msg.into()))
 }
 
-/// Checks what the config parser cannot know: frame sizes against MTUs and mbuf sizes.
+/// Longest mempool name DPDK accepts (`RTE_MEMPOOL_NAMESIZE` less its "MP_" prefix).
+const MAX_MEMPOOL_NAME: usize = 24;
+
+/// Checks what the config parser cannot know: frame sizes against MTUs and mbuf sizes, and
+/// DPDK's name limits.
 pub fn check_sizes(config: &Config) -> Result<(), RunError> {
+    for pool in &config.mempools {
+        if pool.name.len() > MAX_MEMPOOL_NAME {
+            return err(format!(
+                "mempool name `{}` is longer than DPDK's {MAX_MEMPOOL_NAME}-byte limit",
+                pool.name
+            ));
+        }
+    }
     for lane in &config.lanes {
         let port = &config.ports[lane.port];
         let mtu = port.mtu.unwrap_or(1500) as u32;
@@ -124,269 +136,320 @@ fn prepare_pcap_dirs(config: &Config) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Runs the dataplane until `stop` is set, then drains and tears down. Returns the final report.
-pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<Report, RunError> {
-    check_sizes(config)?;
-    prepare_pcap_dirs(config)?;
+/// One lcore's work, built and ready to launch.
+pub enum Worker {
+    /// A submit/TX lcore.
+    Tx(TxWorker),
+    /// A NIC RX lcore.
+    Rx(RxWorker),
+}
 
-    let no_huge = match hugepages::decide(&config.eal, HugepageState::read()).map_err(RunError)? {
-        Decision::Huge => false,
-        Decision::NoHuge(None) => true,
-        Decision::NoHuge(Some(why)) => {
-            warn!("WARNING: {why}");
-            true
-        }
-    };
-    let args = config.eal_args_with(no_huge);
-    info!("EAL arguments: {}", args.join(" "));
-    let eal = Eal::init(&args)?;
-    let tsc_hz = dpdk::tsc_hz();
-    let workers: Vec<LcoreId> = dpdk::lcore::worker_lcores();
-    for l in &config.lcores {
-        if !workers.contains(&LcoreId(l.id)) {
-            return err(format!("lcore {} is not an EAL worker lcore", l.id));
-        }
-    }
+/// A dataplane that is set up (EAL, pools, ports started, segment created, workers built) but
+/// not yet running. Fields drop in order: workers and segment first, EAL last.
+pub struct Dataplane {
+    workers: Vec<(u32, Worker)>,
+    seg: Arc<Segment>,
+    ports: Vec<Port>,
+    /// Kept alive until the ports that draw from them are closed.
+    _pools: Vec<Arc<Mempool>>,
+    config: Config,
+    opts: RunOptions,
+    tsc_hz: u64,
+    lane_count: usize,
+    _eal: Eal,
+}
 
-    // Mempools, then ports (each port's RX queues draw from its configured pool).
-    let mut pools = Vec::new();
-    for p in &config.mempools {
-        let pool = Mempool::create(
-            &format!("{}-{}", config.eal.file_prefix, p.name),
-            p.mbufs,
-            p.cache_size,
-            p.data_room,
-            -1,
-        )?;
-        pools.push(Arc::new(pool));
-    }
-    let mut ports = Vec::new();
-    let mut macs = Vec::new();
-    let mut checksums = Vec::new();
-    for p in &config.ports {
-        let mut port = Port::by_name(p.device.eal_name())
+impl Dataplane {
+    /// Initialises EAL, mempools and ports, creates the shared segment and builds every worker.
+    pub fn setup(config: &Config, opts: &RunOptions) -> Result<Dataplane, RunError> {
+        check_sizes(config)?;
+        prepare_pcap_dirs(config)?;
+
+        let no_huge =
+            match hugepages::decide(&config.eal, HugepageState::read()).map_err(RunError)? {
+                Decision::Huge => false,
+                Decision::NoHuge(None) => true,
+                Decision::NoHuge(Some(why)) => {
+                    warn!("WARNING: {why}");
+                    true
+                }
+            };
+        let args = config.eal_args_with(no_huge);
+        info!("EAL arguments: {}", args.join(" "));
+        let eal = Eal::init(&args)?;
+        let tsc_hz = dpdk::tsc_hz();
+        let workers: Vec<LcoreId> = dpdk::lcore::worker_lcores();
+        for l in &config.lcores {
+            if !workers.contains(&LcoreId(l.id)) {
+                return err(format!("lcore {} is not an EAL worker lcore", l.id));
+            }
+        }
+        // Mempools, then ports (each port's RX queues draw from its configured pool).
+        let mut pools = Vec::new();
+        for p in &config.mempools {
+            let pool = Mempool::create(&p.name, p.mbufs, p.cache_size, p.data_room, -1)?;
+            pools.push(Arc::new(pool));
+        }
+        let mut ports = Vec::new();
+        let mut macs = Vec::new();
+        let mut checksums = Vec::new();
+        for p in &config.ports {
+            let mut port = Port::by_name(p.device.eal_name())
+                .map_err(|e| RunError(format!("port {} ({}): {e}", p.name, p.device)))?;
+            let info = port.info()?;
+            let carries_lanes = config
+                .lanes
+                .iter()
+                .any(|l| config.ports[l.port].name == p.name);
+            let cs = PortChecksums {
+                ipv4: carries_lanes && info.supports_tx(dpdk::offload::TX_IPV4_CKSUM),
+                udp: carries_lanes && info.supports_tx(dpdk::offload::TX_UDP_CKSUM),
+            };
+            let mut tx_offloads = 0;
+            if cs.ipv4 {
+                tx_offloads |= dpdk::offload::TX_IPV4_CKSUM;
+            }
+            if cs.udp {
+                tx_offloads |= dpdk::offload::TX_UDP_CKSUM;
+            }
+            port.configure(
+                &PortConf {
+                    rx_queues: p.rx_queues,
+                    tx_queues: p.tx_queues,
+                    rx_descriptors: p.rx_descriptors,
+                    tx_descriptors: p.tx_descriptors,
+                    mtu: p.mtu,
+                    tx_offloads,
+                },
+                &pools[p.mempool],
+            )
             .map_err(|e| RunError(format!("port {} ({}): {e}", p.name, p.device)))?;
-        let info = port.info()?;
-        let carries_lanes = config
+            // A configured MAC is the source of every lane frame; a port that cannot take it as its
+            // own (net_pcap, say) still sends with it.
+            let mut mac = port.mac()?;
+            if let Some(want) = p.mac {
+                if let Err(e) = port.set_mac(want) {
+                    warn!(
+                        "port {}: cannot set MAC ({e}); lane frames use it as source anyway",
+                        p.name
+                    );
+                }
+                mac = want;
+            }
+            if p.promiscuous {
+                port.set_promiscuous(true)?;
+            }
+            port.start()?;
+            info!(
+                "port {} ({}): driver {}, mac {}, checksums ipv4 {} udp {}",
+                p.name,
+                p.device,
+                info.driver_name,
+                dpdk_config::format_mac(&mac),
+                if cs.ipv4 { "offloaded" } else { "software" },
+                if cs.udp { "offloaded" } else { "software" },
+            );
+            macs.push(mac);
+            checksums.push(cs);
+            ports.push(port);
+        }
+        let lanes = Arc::new(LaneTable::new(config, &macs, &checksums));
+        for line in LaneTable::describe(config) {
+            info!("{line}");
+        }
+
+        // The shared segment: one stats block per configured lcore, rings per [shm].
+        let layout = Layout::new(
+            config.shm.rings,
+            config.shm.ring_slots,
+            config.lcores.len() as u32,
+        )
+        .map_err(RunError)?;
+        let lane_info: Vec<LaneInfo> = config
             .lanes
             .iter()
-            .any(|l| config.ports[l.port].name == p.name);
-        let cs = PortChecksums {
-            ipv4: carries_lanes && info.supports_tx(dpdk::offload::TX_IPV4_CKSUM),
-            udp: carries_lanes && info.supports_tx(dpdk::offload::TX_UDP_CKSUM),
-        };
-        let mut tx_offloads = 0;
-        if cs.ipv4 {
-            tx_offloads |= dpdk::offload::TX_IPV4_CKSUM;
-        }
-        if cs.udp {
-            tx_offloads |= dpdk::offload::TX_UDP_CKSUM;
-        }
-        port.configure(
-            &PortConf {
-                rx_queues: p.rx_queues,
-                tx_queues: p.tx_queues,
-                rx_descriptors: p.rx_descriptors,
-                tx_descriptors: p.tx_descriptors,
-                mtu: p.mtu,
-                tx_offloads,
-            },
-            &pools[p.mempool],
-        )
-        .map_err(|e| RunError(format!("port {} ({}): {e}", p.name, p.device)))?;
-        // A configured MAC is the source of every lane frame; a port that cannot take it as its
-        // own (net_pcap, say) still sends with it.
-        let mut mac = port.mac()?;
-        if let Some(want) = p.mac {
-            if let Err(e) = port.set_mac(want) {
-                warn!(
-                    "port {}: cannot set MAC ({e}); lane frames use it as source anyway",
-                    p.name
-                );
-            }
-            mac = want;
-        }
-        if p.promiscuous {
-            port.set_promiscuous(true)?;
-        }
-        port.start()?;
-        info!(
-            "port {} ({}): driver {}, mac {}, checksums ipv4 {} udp {}",
-            p.name,
-            p.device,
-            info.driver_name,
-            dpdk_config::format_mac(&mac),
-            if cs.ipv4 { "offloaded" } else { "software" },
-            if cs.udp { "offloaded" } else { "software" },
+            .map(|l| LaneInfo::new(&l.name, ShmLaneKind::Udp))
+            .collect();
+        let seg = Arc::new(
+            Segment::create(&config.shm.path, layout, &lane_info, tsc_hz)
+                .map_err(|e| RunError(e.to_string()))?,
         );
-        macs.push(mac);
-        checksums.push(cs);
-        ports.push(port);
-    }
-    let lanes = Arc::new(LaneTable::new(config, &macs, &checksums));
-    for line in LaneTable::describe(config) {
-        info!("{line}");
+
+        // Workers: rings are dealt to tx lcores round-robin; each owns its configured queues.
+        let tx_lcores: Vec<usize> = (0..config.lcores.len())
+            .filter(|&i| config.lcores[i].role == LcoreRole::Tx)
+            .collect();
+        let mut built = Vec::new();
+        for (index, lc) in config.lcores.iter().enumerate() {
+            let stats_role = match lc.role {
+                LcoreRole::Tx => role::TX,
+                LcoreRole::Rx => role::RX,
+            };
+            let writer = StatsWriter::new(seg.clone(), index, lc.id, stats_role)
+                .ok_or_else(|| RunError(format!("stats block {index} unavailable")))?;
+            let worker = match lc.role {
+                LcoreRole::Tx => {
+                    let nth = tx_lcores.iter().position(|&i| i == index).unwrap_or(0);
+                    let mut rings = Vec::new();
+                    for r in (nth..config.shm.rings as usize).step_by(tx_lcores.len()) {
+                        let submit = SubmitConsumer::new(seg.clone(), r)
+                            .ok_or_else(|| RunError(format!("ring {r} taken twice")))?;
+                        let complete = CompletionProducer::new(&submit);
+                        rings.push(RingPair { submit, complete });
+                    }
+                    let mut paths = Vec::new();
+                    let mut path_ports = Vec::new();
+                    for q in &lc.queues {
+                        let queue = ports[q.port].take_tx_queue(q.queue).ok_or_else(|| {
+                            RunError(format!(
+                                "tx queue {} of port {} taken twice",
+                                q.queue, config.ports[q.port].name
+                            ))
+                        })?;
+                        paths.push(TxPath::new(queue));
+                        path_ports.push(q.port);
+                    }
+                    let pool = lc
+                        .queues
+                        .first()
+                        .map(|q| pools[config.ports[q.port].mempool].clone())
+                        .unwrap_or_else(|| pools[0].clone());
+                    let worker = TxWorker::new(TxWorkerParts {
+                        rings,
+                        paths,
+                        path_ports,
+                        lanes: lanes.clone(),
+                        pool,
+                        stats: writer,
+                        tx_timeout_ticks: ticks(opts.tx_timeout, tsc_hz),
+                    })
+                    .map_err(|e| RunError(format!("lcore {}: {e}", lc.id)))?;
+                    Worker::Tx(worker)
+                }
+                LcoreRole::Rx => {
+                    let mut queues = Vec::new();
+                    for q in &lc.queues {
+                        queues.push(ports[q.port].take_rx_queue(q.queue).ok_or_else(|| {
+                            RunError(format!(
+                                "rx queue {} of port {} taken twice",
+                                q.queue, config.ports[q.port].name
+                            ))
+                        })?);
+                    }
+                    Worker::Rx(RxWorker::new(queues, writer))
+                }
+            };
+            built.push((lc.id, worker));
+        }
+        Ok(Dataplane {
+            workers: built,
+            seg,
+            ports,
+            _pools: pools,
+            config: config.clone(),
+            opts: opts.clone(),
+            tsc_hz,
+            lane_count: lanes.len(),
+            _eal: eal,
+        })
     }
 
-    // The shared segment: one stats block per configured lcore, rings per [shm].
-    let layout = Layout::new(
-        config.shm.rings,
-        config.shm.ring_slots,
-        config.lcores.len() as u32,
-    )
-    .map_err(RunError)?;
-    let lane_info: Vec<LaneInfo> = config
-        .lanes
-        .iter()
-        .map(|l| LaneInfo::new(&l.name, ShmLaneKind::Udp))
-        .collect();
-    let seg = Arc::new(
-        Segment::create(&config.shm.path, layout, &lane_info, tsc_hz)
-            .map_err(|e| RunError(e.to_string()))?,
-    );
+    /// The shared segment.
+    pub fn segment(&self) -> &Arc<Segment> {
+        &self.seg
+    }
 
-    // Workers: rings are dealt to tx lcores round-robin; each owns its configured queues.
-    let tx_lcores: Vec<usize> = (0..config.lcores.len())
-        .filter(|&i| config.lcores[i].role == LcoreRole::Tx)
-        .collect();
-    let running = Arc::new(AtomicUsize::new(0));
-    let mut handles = Vec::new();
-    for (index, lc) in config.lcores.iter().enumerate() {
-        let stats_role = match lc.role {
-            LcoreRole::Tx => role::TX,
-            LcoreRole::Rx => role::RX,
-        };
-        let writer = StatsWriter::new(seg.clone(), index, lc.id, stats_role)
-            .ok_or_else(|| RunError(format!("stats block {index} unavailable")))?;
-        let work: Box<dyn FnOnce(&AtomicBool) + Send> = match lc.role {
-            LcoreRole::Tx => {
-                let nth = tx_lcores.iter().position(|&i| i == index).unwrap_or(0);
-                let mut rings = Vec::new();
-                for r in (nth..config.shm.rings as usize).step_by(tx_lcores.len()) {
-                    let submit = SubmitConsumer::new(seg.clone(), r)
-                        .ok_or_else(|| RunError(format!("ring {r} taken twice")))?;
-                    let complete = CompletionProducer::new(&submit);
-                    rings.push(RingPair { submit, complete });
-                }
-                let mut paths = Vec::new();
-                let mut path_ports = Vec::new();
-                for q in &lc.queues {
-                    let queue = ports[q.port].take_tx_queue(q.queue).ok_or_else(|| {
-                        RunError(format!(
-                            "tx queue {} of port {} taken twice",
-                            q.queue, config.ports[q.port].name
-                        ))
-                    })?;
-                    paths.push(TxPath::new(queue));
-                    path_ports.push(q.port);
-                }
-                let pool = lc
-                    .queues
-                    .first()
-                    .map(|q| pools[config.ports[q.port].mempool].clone())
-                    .unwrap_or_else(|| pools[0].clone());
-                let worker = TxWorker::new(TxWorkerParts {
-                    rings,
-                    paths,
-                    path_ports,
-                    lanes: lanes.clone(),
-                    pool,
-                    stats: writer,
-                    tx_timeout_ticks: ticks(opts.tx_timeout, tsc_hz),
-                })
-                .map_err(|e| RunError(format!("lcore {}: {e}", lc.id)))?;
-                let drain = ticks(opts.drain_timeout, tsc_hz);
-                let quiet = ticks(Duration::from_millis(20), tsc_hz);
-                Box::new(move |stop| tx_loop(worker, stop, drain, quiet))
-            }
-            LcoreRole::Rx => {
-                let mut queues = Vec::new();
-                for q in &lc.queues {
-                    queues.push(ports[q.port].take_rx_queue(q.queue).ok_or_else(|| {
-                        RunError(format!(
-                            "rx queue {} of port {} taken twice",
-                            q.queue, config.ports[q.port].name
-                        ))
-                    })?);
-                }
-                let worker = RxWorker::new(queues, writer);
-                Box::new(move |stop| rx_loop(worker, stop))
-            }
-        };
-        let stop = stop.clone();
-        let running = running.clone();
-        running.fetch_add(1, Ordering::SeqCst);
-        let guard = RunningGuard(running);
-        handles.push((
-            lc.id,
-            dpdk::lcore::launch(LcoreId(lc.id), move || {
+    /// Takes the built workers, for driving them directly (tests); `run` then has none to launch.
+    pub fn take_workers(&mut self) -> Vec<(u32, Worker)> {
+        std::mem::take(&mut self.workers)
+    }
+
+    /// Launches the workers on their lcores, opens the segment to clients, and runs the main
+    /// loop until `stop` is set or a worker dies; then drains, joins and reports.
+    pub fn run(mut self, stop: Arc<AtomicBool>) -> Result<Report, RunError> {
+        let seg = self.seg.clone();
+        let running = Arc::new(AtomicUsize::new(0));
+        let drain = ticks(self.opts.drain_timeout, self.tsc_hz);
+        let quiet = ticks(Duration::from_millis(20), self.tsc_hz);
+        let mut handles = Vec::new();
+        for (lcore, worker) in self.take_workers() {
+            let stop = stop.clone();
+            running.fetch_add(1, Ordering::SeqCst);
+            let guard = RunningGuard(running.clone());
+            let handle = dpdk::lcore::launch(LcoreId(lcore), move || {
                 let _guard = guard;
-                work(&stop)
-            })?,
-        ));
-    }
-    info!(
-        "running: {} lcore(s), {} lane(s), shared memory {} ({} rings x {} slots)",
-        handles.len(),
-        lanes.len(),
-        config.shm.path.display(),
-        config.shm.rings,
-        config.shm.ring_slots
-    );
-    seg.set_state(State::Running);
+                match worker {
+                    Worker::Tx(w) => tx_loop(w, &stop, drain, quiet),
+                    Worker::Rx(w) => rx_loop(w, &stop),
+                }
+            })?;
+            handles.push((lcore, handle));
+        }
+        info!(
+            "running: {} lcore(s), {} lane(s), shared memory {} ({} rings x {} slots)",
+            handles.len(),
+            self.lane_count,
+            self.config.shm.path.display(),
+            self.config.shm.rings,
+            self.config.shm.ring_slots
+        );
+        seg.set_state(State::Running);
 
-    // Main loop: heartbeat every millisecond, progress now and then, until told to stop or a
-    // worker dies.
-    let mut last_print = Instant::now();
-    let mut last = Totals::read(&seg);
-    let mut failed = None;
-    while !stop.load(Ordering::Relaxed) {
-        seg.heartbeat();
-        if running.load(Ordering::SeqCst) < handles.len() {
-            failed = Some("an lcore stopped unexpectedly".to_string());
-            break;
+        // Main loop: heartbeat every millisecond, progress now and then, until told to stop or
+        // a worker dies.
+        let mut last_print = Instant::now();
+        let mut last = Totals::read(&seg);
+        let mut failed = None;
+        while !stop.load(Ordering::Relaxed) {
+            seg.heartbeat();
+            if running.load(Ordering::SeqCst) < handles.len() {
+                failed = Some("an lcore stopped unexpectedly".to_string());
+                break;
+            }
+            let interval = self.opts.stats_interval;
+            if !interval.is_zero() && last_print.elapsed() >= interval {
+                let now = Totals::read(&seg);
+                let secs = last_print.elapsed().as_secs_f64();
+                info!(
+                    "tx {:.0} pkt/s, {:.0} submissions/s, totals: {} sent, {} rejected, {} dropped",
+                    (now.tx_packets - last.tx_packets) as f64 / secs,
+                    (now.submissions - last.submissions) as f64 / secs,
+                    now.tx_packets,
+                    now.rejected,
+                    now.dropped
+                );
+                last = now;
+                last_print = Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
-        if !opts.stats_interval.is_zero() && last_print.elapsed() >= opts.stats_interval {
-            let now = Totals::read(&seg);
-            let secs = last_print.elapsed().as_secs_f64();
-            info!(
-                "tx {:.0} pkt/s, {:.0} submissions/s, totals: {} sent, {} rejected, {} dropped",
-                (now.tx_packets - last.tx_packets) as f64 / secs,
-                (now.submissions - last.submissions) as f64 / secs,
-                now.tx_packets,
-                now.rejected,
-                now.dropped
-            );
-            last = now;
-            last_print = Instant::now();
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
 
-    // Shutdown: refuse new submissions, let the workers drain, then join them.
-    seg.set_state(State::Draining);
-    stop.store(true, Ordering::SeqCst);
-    info!("stopping: draining submit rings and NIC queues");
-    let mut panics = Vec::new();
-    for (lcore, h) in handles {
-        if let Err(p) = h.join() {
-            panics.push(format!("lcore {lcore} panicked: {p}"));
+        // Shutdown: refuse new submissions, let the workers drain, then join them.
+        seg.set_state(State::Draining);
+        stop.store(true, Ordering::SeqCst);
+        info!("stopping: draining submit rings and NIC queues");
+        let mut panics = Vec::new();
+        for (lcore, h) in handles {
+            if let Err(p) = h.join() {
+                panics.push(format!("lcore {lcore} panicked: {p}"));
+            }
         }
-    }
-    let mut report = Report::collect(config, &seg, &ports, tsc_hz);
-    for port in &mut ports {
-        if let Err(e) = port.stop() {
-            warn!("{e}");
+        let mut report = Report::collect(&self.config, &seg, &self.ports, self.tsc_hz);
+        for port in &mut self.ports {
+            if let Err(e) = port.stop() {
+                warn!("{e}");
+            }
         }
+        seg.set_state(State::Stopped);
+        report.failures.extend(failed);
+        report.failures.extend(panics);
+        Ok(report)
     }
-    drop(ports);
-    drop(pools);
-    seg.set_state(State::Stopped);
-    drop(seg);
-    drop(eal);
-    report.failures.extend(failed);
-    report.failures.extend(panics);
-    Ok(report)
+}
+
+/// Runs the dataplane until `stop` is set, then drains and tears down. Returns the final report.
+pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<Report, RunError> {
+    Dataplane::setup(config, opts)?.run(stop)
 }
 
 /// Decrements the running-worker count when a worker returns or unwinds.
