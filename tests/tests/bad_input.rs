@@ -1,0 +1,119 @@
+//! Bad input gets a clear error and changes nothing: broken config files (file:line:column),
+//! a shared-memory segment of another layout, a dataplane that is not running.
+
+use std::fs;
+use std::process::Command;
+
+use swqos_tests::{bin, swqos, workspace, Scratch};
+
+#[test]
+fn broken_configs_fail_with_file_line_column() {
+    let dir = workspace().join("dpdk-config/tests/bad");
+    let mut checked = 0;
+    for entry in fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let expected = fs::read_to_string(path.with_extension("expected")).unwrap();
+        let want = format!("{}:{}", path.display(), expected.trim_end());
+        let out = Command::new(bin("swqos-dataplane"))
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {err}", path.display());
+        assert!(
+            err.contains(&want),
+            "{}:\n want {want}\n got {err}",
+            path.display()
+        );
+
+        let out = swqos(&["submit", "--config", path.to_str().unwrap(), "-"], b"");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "swqos {}: {err}",
+            path.display()
+        );
+        assert!(err.contains(&want), "swqos {}: {err}", path.display());
+        checked += 1;
+    }
+    assert!(
+        checked >= 8,
+        "only {checked} fixtures found in {}",
+        dir.display()
+    );
+}
+
+#[test]
+fn a_missing_config_file_is_named() {
+    let out = Command::new(bin("swqos-dataplane"))
+        .args(["--config", "/nonexistent/swqos.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/swqos.toml: cannot read"));
+}
+
+fn config_with_shm(scratch: &Scratch, shm: &std::path::Path) -> std::path::PathBuf {
+    let config = scratch.path("c.toml");
+    fs::write(
+        &config,
+        format!(
+            "[eal]\nlcores = \"0-1\"\n[shm]\npath = \"{}\"\n[[port]]\nname = \"p0\"\ndevice = \"net_null0\"\n",
+            shm.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+#[test]
+fn a_segment_of_another_layout_is_refused() {
+    let scratch = Scratch::new("layout");
+    let shm = scratch.path("segment");
+    // A segment header with the right magic and a future layout version.
+    let mut bytes = vec![0u8; 1 << 16];
+    bytes[..8].copy_from_slice(b"SWQOSSHM");
+    bytes[8..12].copy_from_slice(&(swqos_shm::layout::LAYOUT_VERSION + 1).to_le_bytes());
+    fs::write(&shm, &bytes).unwrap();
+    let config = config_with_shm(&scratch, &shm);
+    let out = swqos(
+        &["submit", "--config", config.to_str().unwrap(), "-"],
+        b"AQ==\n",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("layout version"), "{err}");
+    assert_eq!(
+        fs::read(&shm).unwrap(),
+        bytes,
+        "the segment was not touched"
+    );
+
+    // And something that is not a segment at all.
+    fs::write(&shm, b"hello").unwrap();
+    let out = swqos(
+        &["submit", "--config", config.to_str().unwrap(), "-"],
+        b"AQ==\n",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("not a swqos segment"), "{err}");
+}
+
+#[test]
+fn no_running_dataplane_is_a_clear_error() {
+    let scratch = Scratch::new("nodp");
+    let config = config_with_shm(&scratch, &scratch.path("absent"));
+    let out = swqos(
+        &["submit", "--config", config.to_str().unwrap(), "-"],
+        b"AQ==\n",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("is swqos-dataplane running"), "{err}");
+}
