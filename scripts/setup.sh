@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Prepares this host to build and run swqos: Debian packages, then hugepages.
+# Idempotent: installs only what is missing and never shrinks a hugepage reservation.
+#
+#   SWQOS_HUGEPAGES   2 MiB pages to reserve (default 512 = 1 GiB)
+set -euo pipefail
+
+say() { printf '==> %s\n' "$*" >&2; }
+warn() { printf '\033[1;33mWARNING:\033[0m %s\n' "$*" >&2; }
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "error: run as root (package installs, hugepages and DPDK need it)" >&2
+    exit 1
+fi
+
+# --- Debian packages -------------------------------------------------------------------------
+packages=(pkg-config libdpdk-dev dpdk dpdk-dev libclang-dev clang gcc libc6-dev tshark iproute2)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    say "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    # tshark asks whether non-root users may capture; answer for it.
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+    say "Debian packages present"
+fi
+pkg-config --atleast-version=22.11 libdpdk || {
+    echo "error: DPDK 22.11 or newer not found by pkg-config (libdpdk)" >&2
+    exit 1
+}
+
+# --- Rust ------------------------------------------------------------------------------------
+if ! command -v cargo >/dev/null 2>&1; then
+    for dir in "$HOME/.cargo/bin" /root/.cargo/bin /usr/local/cargo/bin; do
+        [ -x "$dir/cargo" ] && export PATH="$dir:$PATH" && break
+    done
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "error: cargo not found; install Rust 1.80 or newer (https://rustup.rs) and re-run" >&2
+    exit 1
+fi
+
+# --- Hugepages -------------------------------------------------------------------------------
+want=${SWQOS_HUGEPAGES:-512}
+have=$(cat /proc/sys/vm/nr_hugepages 2>/dev/null || echo 0)
+if [ "$have" -lt "$want" ]; then
+    if echo "$want" > /proc/sys/vm/nr_hugepages 2>/dev/null; then
+        have=$(cat /proc/sys/vm/nr_hugepages)
+        say "reserved $have hugepages of 2 MiB"
+    else
+        warn "cannot reserve hugepages here (read-only /proc/sys?)"
+    fi
+fi
+if ! grep -qs ' hugetlbfs ' /proc/mounts; then
+    mkdir -p /dev/hugepages
+    if mount -t hugetlbfs nodev /dev/hugepages 2>/dev/null; then
+        say "mounted hugetlbfs on /dev/hugepages"
+    else
+        warn "cannot mount hugetlbfs"
+    fi
+fi
+free=$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)
+if [ "${free:-0}" -eq 0 ] || ! grep -qs ' hugetlbfs ' /proc/mounts; then
+    warn "no usable hugepages: the dataplane will fall back to --no-huge (fine for development, not for production)"
+else
+    say "hugepages: ${free} free"
+fi

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every test: formatting, lints, unit tests, and the end-to-end tests that start the real
+# dataplane on DPDK vdevs and check its frames with tshark. Run as root on Debian 12.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+
+echo "==> cargo fmt --check" >&2
+cargo fmt --all -- --check
+echo "==> cargo clippy -D warnings" >&2
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> cargo build (binaries for the end-to-end tests)" >&2
+cargo build --workspace --bins --locked
+echo "==> cargo test" >&2
+# One test at a time: end-to-end tests each run a dataplane that busy-polls a core.
+cargo test --workspace --locked -- --test-threads=1
