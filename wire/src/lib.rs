@@ -14,15 +14,20 @@
 //! * [`checksum`]: the Internet checksum (RFC 1071), 8 bytes at a time.
 //! * [`ethernet`], [`ipv4`], [`udp`]: packet views and representations.
 //! * [`udp_lane`]: the per-packet Ethernet/IPv4/UDP frame builder the data plane calls.
+//! * [`relay`]: the relays' HTTP/1.1 requests, written across TCP segment buffers with SIMD
+//!   base64 (templates are built once per lane; that is the only allocation).
 //!
 //! The crate is `no_std` when the default `std` feature is disabled; `std` only adds
 //! `std::error::Error` implementations.
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
 #![forbid(unsafe_code)]
 
+extern crate alloc;
+
 pub mod checksum;
 pub mod ethernet;
 pub mod ipv4;
+pub mod relay;
 pub mod solana;
 pub mod udp;
 pub mod udp_lane;
