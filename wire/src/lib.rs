@@ -25,9 +25,11 @@
 extern crate alloc;
 
 pub mod checksum;
+pub mod delegate;
 pub mod ethernet;
 pub mod ipv4;
 pub mod relay;
+pub mod tcp;
 pub mod solana;
 pub mod udp;
 pub mod udp_lane;
