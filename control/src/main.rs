@@ -4,7 +4,13 @@
 //! Exit status: 0 when everything was accepted, 1 when any transaction was rejected or the run
 //! failed midway, 2 for bad usage, configuration or a segment that cannot be used.
 
+mod bench;
+mod control;
+mod doctor;
 mod input;
+mod metrics;
+mod rpc;
+mod stats;
 mod submit;
 
 use std::io::{BufRead, BufReader};
@@ -51,6 +57,19 @@ enum Command {
         /// `-` or nothing for stdin.
         file: Option<PathBuf>,
     },
+    /// Show the dataplane's live statistics per lcore, port and lane (rates, drops, completions
+    /// by outcome, latency quantiles). Exit 2 when no dataplane is running.
+    Stats(stats::StatsArgs),
+    /// Run the control plane: serves Prometheus metrics on `[control] metrics_listen`.
+    Control(control::ControlArgs),
+    /// Benchmarks against a running dataplane (they print numbers; see docs/benchmarks.md).
+    Bench {
+        #[command(subcommand)]
+        what: bench::BenchCommand,
+    },
+    /// Check the host against the config (hugepages, NIC binding, isolated cores, ...) and print
+    /// pass/warn/fail with the command that fixes each; exit 1 if any check failed.
+    Doctor(doctor::DoctorArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +82,10 @@ fn main() -> ExitCode {
             timeout,
             file,
         } => submit_command(config, lanes, json, !no_client_check, timeout, file),
+        Command::Bench { what } => bench::run(what),
+        Command::Stats(args) => stats::run(args),
+        Command::Control(args) => control::run(args),
+        Command::Doctor(args) => doctor::run(args),
     }
 }
 

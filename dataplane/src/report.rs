@@ -45,6 +45,8 @@ pub struct Report {
     pub ports: Vec<PortLine>,
     /// TSC ticks per microsecond, for latencies.
     pub ticks_per_us: f64,
+    /// Largest wake-up latency of the main lcore's 1 ms sleeps, in microseconds.
+    pub main_wakeup_max_us: u64,
     /// Things that went wrong (panicked lcores); non-empty means a failed run.
     pub failures: Vec<String>,
 }
@@ -85,6 +87,7 @@ impl Report {
             lcores,
             ports,
             ticks_per_us: tsc_hz as f64 / 1e6,
+            main_wakeup_max_us: 0,
             failures: Vec::new(),
         }
     }
@@ -144,6 +147,11 @@ impl fmt::Display for Report {
                 "submit-to-tx_burst latency: p50 {p50:.2} us, p99 {p99:.2} us, p99.9 {p999:.2} us"
             )?;
         }
+        writeln!(
+            f,
+            "main-lcore wake-up latency: max {} us",
+            self.main_wakeup_max_us
+        )?;
         for failure in &self.failures {
             writeln!(f, "FAILED: {failure}")?;
         }

@@ -9,9 +9,12 @@ use std::time::{Duration, Instant};
 
 use dpdk::{Eal, LcoreId, Mempool, Port, PortConf};
 use dpdk_config::{Config, LcoreRole, PortDevice};
+use swqos_rt::Policy;
 use swqos_shm::layout::{LaneInfo, LaneKind as ShmLaneKind, Layout, State, MAX_TX_SIZE};
 use swqos_shm::ring::{CompletionProducer, SubmitConsumer};
-use swqos_shm::stats::{self, role, Counter, StatsWriter};
+use swqos_shm::stats::{
+    self, role, Counter, PortCounter, PortStatsWriter, StatsWriter, N_PORT_COUNTERS,
+};
 use swqos_shm::Segment;
 use tracing::{info, warn};
 
@@ -177,6 +180,10 @@ impl Dataplane {
         let args = config.eal_args_with(no_huge);
         info!("EAL arguments: {}", args.join(" "));
         let eal = Eal::init(&args)?;
+        // After EAL: its memory is mapped; MCL_FUTURE covers everything allocated from now on.
+        if config.tuning.mlockall {
+            tuning_step(swqos_rt::lock_memory(), config.tuning.required)?;
+        }
         let tsc_hz = dpdk::tsc_hz();
         let workers: Vec<LcoreId> = dpdk::lcore::worker_lcores();
         for l in &config.lcores {
@@ -258,20 +265,22 @@ impl Dataplane {
             info!("{line}");
         }
 
-        // The shared segment: one stats block per configured lcore, rings per [shm].
+        // The shared segment: one stats block per configured lcore and per port, rings per [shm].
         let layout = Layout::new(
             config.shm.rings,
             config.shm.ring_slots,
             config.lcores.len() as u32,
+            config.ports.len() as u32,
         )
         .map_err(RunError)?;
+        let port_names: Vec<&str> = config.ports.iter().map(|p| p.name.as_str()).collect();
         let lane_info: Vec<LaneInfo> = config
             .lanes
             .iter()
             .map(|l| LaneInfo::new(&l.name, ShmLaneKind::Udp))
             .collect();
         let seg = Arc::new(
-            Segment::create(&config.shm.path, layout, &lane_info, tsc_hz)
+            Segment::create(&config.shm.path, layout, &lane_info, &port_names, tsc_hz)
                 .map_err(|e| RunError(e.to_string()))?,
         );
 
@@ -371,17 +380,29 @@ impl Dataplane {
         let running = Arc::new(AtomicUsize::new(0));
         let drain = ticks(self.opts.drain_timeout, self.tsc_hz);
         let quiet = ticks(Duration::from_millis(20), self.tsc_hz);
+        let policy = match self.config.tuning.lcore_policy {
+            dpdk_config::SchedPolicy::Other => None,
+            dpdk_config::SchedPolicy::Fifo => Some(Policy::Fifo(self.config.tuning.lcore_priority)),
+            dpdk_config::SchedPolicy::Rr => Some(Policy::Rr(self.config.tuning.lcore_priority)),
+        };
+        let required = self.config.tuning.required;
         let mut handles = Vec::new();
         for (lcore, worker) in self.take_workers() {
             let stop = stop.clone();
             running.fetch_add(1, Ordering::SeqCst);
             let guard = RunningGuard(running.clone());
-            let handle = dpdk::lcore::launch(LcoreId(lcore), move || {
+            let handle = dpdk::lcore::launch(LcoreId(lcore), move || -> Result<(), String> {
                 let _guard = guard;
+                // The policy is per thread: set it on the lcore itself, before the loop.
+                if let Some(policy) = policy {
+                    let step = swqos_rt::set_thread_policy(&format!("lcore {lcore}"), policy);
+                    tuning_step(step, required).map_err(|e| e.0)?;
+                }
                 match worker {
                     Worker::Tx(w) => tx_loop(w, &stop, drain, quiet),
                     Worker::Rx(w) => rx_loop(w, &stop),
                 }
+                Ok(())
             })?;
             handles.push((lcore, handle));
         }
@@ -395,33 +416,48 @@ impl Dataplane {
         );
         seg.set_state(State::Running);
 
-        // Main loop: heartbeat every millisecond, progress now and then, until told to stop or
-        // a worker dies.
+        // Main loop: heartbeat every millisecond, port counters into the segment every 100 ms,
+        // progress now and then, until told to stop or a worker dies.
+        let mut port_writers: Vec<PortStatsWriter> = (0..self.ports.len())
+            .filter_map(|i| PortStatsWriter::new(seg.clone(), i))
+            .collect();
+        let mut last_ports = Instant::now();
+        publish_port_stats(&self.ports, &mut port_writers);
         let mut last_print = Instant::now();
         let mut last = Totals::read(&seg);
         let mut failed = None;
+        // The main lcore sleeps 1 ms per turn: how late it wakes is the scheduling latency of
+        // its CPU, reported with the progress lines and at exit.
+        let wakeups = swqos_rt::LatencyStats::default();
         while !stop.load(Ordering::Relaxed) {
             seg.heartbeat();
             if running.load(Ordering::SeqCst) < handles.len() {
                 failed = Some("an lcore stopped unexpectedly".to_string());
                 break;
             }
+            if last_ports.elapsed() >= PORT_STATS_INTERVAL {
+                publish_port_stats(&self.ports, &mut port_writers);
+                last_ports = Instant::now();
+            }
             let interval = self.opts.stats_interval;
             if !interval.is_zero() && last_print.elapsed() >= interval {
                 let now = Totals::read(&seg);
                 let secs = last_print.elapsed().as_secs_f64();
                 info!(
-                    "tx {:.0} pkt/s, {:.0} submissions/s, totals: {} sent, {} rejected, {} dropped",
+                    "tx {:.0} pkt/s, {:.0} submissions/s, totals: {} sent, {} rejected, {} dropped; main-lcore wake-up latency max {} us",
                     (now.tx_packets - last.tx_packets) as f64 / secs,
                     (now.submissions - last.submissions) as f64 / secs,
                     now.tx_packets,
                     now.rejected,
-                    now.dropped
+                    now.dropped,
+                    wakeups.max_ns() / 1000
                 );
                 last = now;
                 last_print = Instant::now();
             }
-            std::thread::sleep(Duration::from_millis(1));
+            let slept = Instant::now();
+            std::thread::sleep(MAIN_LOOP_PERIOD);
+            wakeups.record(slept.elapsed().saturating_sub(MAIN_LOOP_PERIOD).as_nanos() as u64);
         }
 
         // Shutdown: refuse new submissions, let the workers drain, then join them.
@@ -430,10 +466,13 @@ impl Dataplane {
         info!("stopping: draining submit rings and NIC queues");
         let mut panics = Vec::new();
         for (lcore, h) in handles {
-            if let Err(p) = h.join() {
-                panics.push(format!("lcore {lcore} panicked: {p}"));
+            match h.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(why)) => panics.push(format!("lcore {lcore}: {why}")),
+                Err(p) => panics.push(format!("lcore {lcore} panicked: {p}")),
             }
         }
+        publish_port_stats(&self.ports, &mut port_writers);
         let mut report = Report::collect(&self.config, &seg, &self.ports, self.tsc_hz);
         for port in &mut self.ports {
             if let Err(e) = port.stop() {
@@ -441,6 +480,7 @@ impl Dataplane {
             }
         }
         seg.set_state(State::Stopped);
+        report.main_wakeup_max_us = wakeups.max_ns() / 1000;
         report.failures.extend(failed);
         report.failures.extend(panics);
         Ok(report)
@@ -450,6 +490,44 @@ impl Dataplane {
 /// Runs the dataplane until `stop` is set, then drains and tears down. Returns the final report.
 pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<Report, RunError> {
     Dataplane::setup(config, opts)?.run(stop)
+}
+
+/// One turn of the main loop (heartbeat resolution).
+const MAIN_LOOP_PERIOD: Duration = Duration::from_millis(1);
+
+/// Logs a tuning step; a failure is an error when `[tuning] required` says so.
+fn tuning_step(step: swqos_rt::Step, required: bool) -> Result<(), RunError> {
+    if step.ok {
+        info!("{step}");
+        Ok(())
+    } else if required {
+        err(format!("{step}; [tuning] required = true"))
+    } else {
+        warn!("{step}; continuing ([tuning] required = false)");
+        Ok(())
+    }
+}
+
+/// How often the main loop copies the ports' counters into the segment.
+const PORT_STATS_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Copies each port's driver counters into its block of the segment (a port whose counters
+/// cannot be read keeps its last values).
+fn publish_port_stats(ports: &[Port], writers: &mut [PortStatsWriter]) {
+    for (port, writer) in ports.iter().zip(writers) {
+        if let Ok(s) = port.stats() {
+            let mut c = [0u64; N_PORT_COUNTERS];
+            c[PortCounter::Opackets as usize] = s.opackets;
+            c[PortCounter::Obytes as usize] = s.obytes;
+            c[PortCounter::Oerrors as usize] = s.oerrors;
+            c[PortCounter::Ipackets as usize] = s.ipackets;
+            c[PortCounter::Ibytes as usize] = s.ibytes;
+            c[PortCounter::Imissed as usize] = s.imissed;
+            c[PortCounter::Ierrors as usize] = s.ierrors;
+            c[PortCounter::RxNombuf as usize] = s.rx_nombuf;
+            writer.publish(&c);
+        }
+    }
 }
 
 /// Decrements the running-worker count when a worker returns or unwinds.

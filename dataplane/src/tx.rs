@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use arrayvec::ArrayVec;
 use dpdk::{Mbuf, Mempool, TxBurst, TxQueue};
 use swqos_shm::layout::{Completion, DropReason, Status, MAX_LANES, MAX_TX_SIZE};
 use swqos_shm::ring::{CompletionProducer, SlotRef, SubmitConsumer};
@@ -250,7 +251,12 @@ impl Output {
                 return false;
             }
         }
-        if self.pool.available() < known.count_ones() {
+        // All of the slot's mbufs at once (one pool operation), or none: the slot waits.
+        let mut mbufs: ArrayVec<Mbuf, MAX_LANES> = ArrayVec::new();
+        if !self
+            .pool
+            .alloc_bulk(&mut mbufs, known.count_ones() as usize)
+        {
             self.stats.add(Counter::NoMbuf, 1);
             return false;
         }
@@ -262,10 +268,8 @@ impl Output {
                 self.complete(pending(lane), Status::UnknownLane, 0, dpdk::tsc());
                 continue;
             }
-            let Some(mbuf) = self.pool.alloc() else {
-                // Raced with another lcore for the last mbufs; report rather than stall.
-                self.drop_packet(pending(lane), DropReason::NoMbuf);
-                continue;
+            let Some(mbuf) = mbufs.pop() else {
+                continue; // cannot happen: one mbuf per known lane was allocated
             };
             match self.build_frame(mbuf, lane, slot.tx, payload_sum) {
                 Ok(m) => {
@@ -328,10 +332,12 @@ impl Output {
             }
             let offered = path.burst.len();
             let mut bytes = 0u64;
+            // One clock read per burst: every frame of it left in the same tx_burst call.
+            let done = dpdk::tsc();
             let sent = path.queue.tx_burst(&mut path.burst, |p: Pending| {
                 bytes += p.len as u64;
-                let done = dpdk::tsc();
                 stats.lane_sent(p.lane as usize);
+                stats.lane_bytes(p.lane as usize, p.len as u64);
                 stats.latency(done.wrapping_sub(p.submit_tsc));
                 push_completion(completes, stats, p, Status::Sent, 0, done);
             });
@@ -343,7 +349,7 @@ impl Output {
                 continue;
             }
             stats.add(Counter::TxFull, 1);
-            let now = dpdk::tsc();
+            let now = done;
             if path.stalled_since == 0 {
                 path.stalled_since = now;
             }

@@ -1,8 +1,8 @@
 //! The typed TOML configuration of the DPDK data plane.
 //!
-//! One file describes the EAL, the shared-memory channel, mempools, ports, the lcore map and the
-//! lanes. The dataplane, the control plane and the clients all read it, so this crate does not
-//! depend on DPDK.
+//! One file describes the EAL, the shared-memory channel, mempools, ports, the lcore map, the
+//! lanes, the control plane (`[control]`) and host tuning (`[tuning]`). The dataplane, the
+//! control plane and the clients all read it, so this crate does not depend on DPDK.
 //!
 //! [`Config::load`] and [`Config::parse`] return the validated, resolved form: defaults filled in,
 //! names resolved to indices, addresses parsed. Every error names `file:line:column` of the
@@ -21,7 +21,7 @@ mod resolve;
 mod syntax;
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -43,6 +43,103 @@ pub struct Config {
     pub lcores: Vec<LcoreConfig>,
     /// `[[lane]]`, in file order; lane indices are the ones clients submit on.
     pub lanes: Vec<LaneConfig>,
+    /// `[control]`: the control-plane process (`swqos control`); defaults when absent.
+    pub control: ControlConfig,
+    /// `[tuning]`: memory locking and scheduling of the processes; defaults when absent.
+    pub tuning: TuningConfig,
+}
+
+/// `[control]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlConfig {
+    /// Where `swqos control` serves Prometheus metrics (`GET /metrics`); default
+    /// `127.0.0.1:9464`. A non-loopback address is allowed; `swqos control` warns about it.
+    pub metrics_listen: SocketAddr,
+    /// Where the control plane will accept RPC submissions; `None` (absent): off.
+    pub rpc_listen: Option<SocketAddr>,
+    /// Indices into [`Config::lanes`] that RPC submissions may use; `None` (absent): not set.
+    pub rpc_lanes: Option<Vec<usize>>,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            rpc_listen: None,
+            rpc_lanes: None,
+        }
+    }
+}
+
+/// `[tuning]`: how the processes should lock memory and be scheduled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TuningConfig {
+    /// Lock every page of the dataplane in memory (`mlockall`); default true.
+    pub mlockall: bool,
+    /// Whether a tuning step that fails stops the start (true) or only warns (false, default).
+    pub required: bool,
+    /// Scheduling policy of the dataplane's worker lcores; default [`SchedPolicy::Other`].
+    pub lcore_policy: SchedPolicy,
+    /// Real-time priority of the worker lcores: 1..=99 with `fifo`/`rr`, 0 with `other`.
+    pub lcore_priority: u8,
+    /// CPUs the control-plane process runs on (never a dataplane worker lcore); `None`: any.
+    pub control_cpus: Option<Vec<u32>>,
+    /// Scheduling policy of the control plane; default [`SchedPolicy::Other`].
+    pub control_policy: SchedPolicy,
+    /// Real-time priority of the control plane: 1..=99 with `fifo`/`rr`, 0 with `other`.
+    pub control_priority: u8,
+    /// Watch scheduling latency of the worker lcores; default true.
+    pub latency_monitor: bool,
+}
+
+impl Default for TuningConfig {
+    fn default() -> Self {
+        TuningConfig {
+            mlockall: true,
+            required: false,
+            lcore_policy: SchedPolicy::Other,
+            lcore_priority: 0,
+            control_cpus: None,
+            control_policy: SchedPolicy::Other,
+            control_priority: 0,
+            latency_monitor: true,
+        }
+    }
+}
+
+/// `tuning.lcore_policy` / `tuning.control_policy`: a Linux scheduling policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchedPolicy {
+    /// `SCHED_OTHER`, the default time-sharing policy (priority 0).
+    #[default]
+    Other,
+    /// `SCHED_FIFO`, real-time first-in first-out (priority 1..=99).
+    Fifo,
+    /// `SCHED_RR`, real-time round-robin (priority 1..=99).
+    Rr,
+}
+
+impl SchedPolicy {
+    /// The name used in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchedPolicy::Other => "other",
+            SchedPolicy::Fifo => "fifo",
+            SchedPolicy::Rr => "rr",
+        }
+    }
+
+    /// Whether the policy is real-time (takes a priority 1..=99).
+    pub fn is_realtime(self) -> bool {
+        self != SchedPolicy::Other
+    }
+}
+
+impl fmt::Display for SchedPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// `[eal]`.

@@ -10,7 +10,7 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::{Hugepages, LcoreRole, LogLevel};
+use crate::{Hugepages, LcoreRole, LogLevel, SchedPolicy};
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -26,6 +26,8 @@ pub(crate) struct RawConfig {
     pub(crate) lcore: Vec<RawLcore>,
     #[serde(default)]
     pub(crate) lane: Vec<RawLane>,
+    pub(crate) control: Option<RawControl>,
+    pub(crate) tuning: Option<RawTuning>,
 }
 
 /// `[eal]`.
@@ -150,4 +152,27 @@ pub(crate) struct RawLane {
     pub(crate) dst_ip: Option<Spanned<String>>,
     pub(crate) dst_port: Option<Spanned<i64>>,
     pub(crate) dst_mac: Option<Spanned<String>>,
+}
+
+/// `[control]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawControl {
+    pub(crate) metrics_listen: Option<Spanned<String>>,
+    pub(crate) rpc_listen: Option<Spanned<String>>,
+    pub(crate) rpc_lanes: Option<Vec<Spanned<String>>>,
+}
+
+/// `[tuning]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTuning {
+    pub(crate) mlockall: Option<bool>,
+    pub(crate) required: Option<bool>,
+    pub(crate) lcore_policy: Option<Spanned<SchedPolicy>>,
+    pub(crate) lcore_priority: Option<Spanned<i64>>,
+    pub(crate) control_cpus: Option<Spanned<String>>,
+    pub(crate) control_policy: Option<Spanned<SchedPolicy>>,
+    pub(crate) control_priority: Option<Spanned<i64>>,
+    pub(crate) latency_monitor: Option<bool>,
 }

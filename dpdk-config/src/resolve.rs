@@ -2,18 +2,20 @@
 //! resolving names to indices. The first error wins; it points at the offending value.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use toml::Spanned;
 
 use crate::error::Source;
 use crate::raw::{
-    RawConfig, RawEal, RawLane, RawLaneKind, RawLcore, RawLcoreSet, RawMempool, RawPort, RawShm,
+    RawConfig, RawControl, RawEal, RawLane, RawLaneKind, RawLcore, RawLcoreSet, RawMempool,
+    RawPort, RawShm, RawTuning,
 };
 use crate::syntax::{self, MAX_LCORE_ID};
 use crate::{
-    Config, ConfigError, EalConfig, LaneConfig, LaneKind, LcoreConfig, LcoreRole, MempoolConfig,
-    PortConfig, QueueRef, ShmConfig, UdpLane,
+    Config, ConfigError, ControlConfig, EalConfig, LaneConfig, LaneKind, LcoreConfig, LcoreRole,
+    MempoolConfig, PortConfig, QueueRef, SchedPolicy, ShmConfig, TuningConfig, UdpLane,
 };
 
 /// Most lanes a configuration may define.
@@ -36,6 +38,8 @@ pub(crate) fn resolve(raw: RawConfig, src: &Source<'_>) -> Result<Config> {
     let ports = resolve_ports(raw.port, &mempools, src)?;
     let (lcores, lcore_spans) = resolve_lcores(raw.lcore, &eal, &ports, src)?;
     let lanes = resolve_lanes(raw.lane, &lcores, &lcore_spans, &ports, src)?;
+    let control = resolve_control(raw.control, &lanes, src)?;
+    let tuning = resolve_tuning(raw.tuning, &eal, src)?;
     Ok(Config {
         eal,
         shm,
@@ -43,6 +47,8 @@ pub(crate) fn resolve(raw: RawConfig, src: &Source<'_>) -> Result<Config> {
         ports,
         lcores,
         lanes,
+        control,
+        tuning,
     })
 }
 
@@ -674,5 +680,200 @@ fn resolve_udp_lane(lane: &RawLane, src: &Source<'_>) -> Result<UdpLane> {
         dst_ip,
         dst_port,
         dst_mac,
+    })
+}
+
+fn socket_addr(src: &Source<'_>, value: &Spanned<String>, key: &str) -> Result<SocketAddr> {
+    let text = value.get_ref();
+    match text.parse::<SocketAddr>() {
+        Ok(addr) if addr.port() != 0 => Ok(addr),
+        Ok(_) => Err(src.error(
+            value,
+            format!("`{key}` = {text:?} has port 0; expected a fixed, non-zero port"),
+        )),
+        Err(_) => Err(src.error(
+            value,
+            format!(
+                "`{key}` = {text:?} is not a socket address; expected an IP address and port \
+                 like \"127.0.0.1:9464\" or \"[::1]:9464\""
+            ),
+        )),
+    }
+}
+
+fn resolve_control(
+    raw: Option<RawControl>,
+    lanes: &[LaneConfig],
+    src: &Source<'_>,
+) -> Result<ControlConfig> {
+    let Some(raw) = raw else {
+        return Ok(ControlConfig::default());
+    };
+    let metrics_listen = match &raw.metrics_listen {
+        Some(value) => socket_addr(src, value, "metrics_listen")?,
+        None => ControlConfig::default().metrics_listen,
+    };
+    let rpc_listen = match &raw.rpc_listen {
+        Some(value) => Some(socket_addr(src, value, "rpc_listen")?),
+        None => None,
+    };
+    let rpc_lanes = match &raw.rpc_lanes {
+        Some(names) => {
+            let mut ids: Vec<usize> = Vec::with_capacity(names.len());
+            for name in names {
+                let id = lanes
+                    .iter()
+                    .position(|l| &l.name == name.get_ref())
+                    .ok_or_else(|| {
+                        src.error(
+                            name,
+                            format!(
+                                "lane `{}` in `rpc_lanes` is not defined; expected one of {}",
+                                name.get_ref(),
+                                if lanes.is_empty() {
+                                    "the [[lane]] names (none are defined)".to_owned()
+                                } else {
+                                    list_names(lanes.iter().map(|l| l.name.as_str()))
+                                }
+                            ),
+                        )
+                    })?;
+                if ids.contains(&id) {
+                    return Err(src.error(
+                        name,
+                        format!(
+                            "lane `{}` is listed twice in `rpc_lanes`; expected each lane once",
+                            name.get_ref()
+                        ),
+                    ));
+                }
+                ids.push(id);
+            }
+            Some(ids)
+        }
+        None => None,
+    };
+    if let (Some(rpc), Some(at)) = (rpc_listen, &raw.rpc_listen) {
+        if rpc == metrics_listen {
+            return Err(src.error(
+                at,
+                format!(
+                    "`rpc_listen` = \"{rpc}\" is also `metrics_listen`; expected two different \
+                     addresses"
+                ),
+            ));
+        }
+    }
+    Ok(ControlConfig {
+        metrics_listen,
+        rpc_listen,
+        rpc_lanes,
+    })
+}
+
+/// A scheduling policy and its priority: 1..=99 for the real-time policies, 0 otherwise.
+fn sched(
+    src: &Source<'_>,
+    policy: &Option<Spanned<SchedPolicy>>,
+    priority: &Option<Spanned<i64>>,
+    policy_key: &str,
+    priority_key: &str,
+) -> Result<(SchedPolicy, u8)> {
+    let chosen = policy.as_ref().map_or(SchedPolicy::Other, |p| *p.get_ref());
+    if chosen.is_realtime() {
+        let Some(value) = priority else {
+            let at = policy.as_ref().expect("a real-time policy was written");
+            return Err(src.error(
+                at,
+                format!(
+                    "`{policy_key}` = \"{chosen}\" needs a real-time priority; expected \
+                     `{priority_key}` = 1..=99"
+                ),
+            ));
+        };
+        let n = in_range(src, value, priority_key, 1, 99)?;
+        return Ok((chosen, n as u8));
+    }
+    if let Some(value) = priority {
+        if *value.get_ref() != 0 {
+            return Err(src.error(
+                value,
+                format!(
+                    "`{priority_key}` = {} needs `{policy_key}` = \"fifo\" or \"rr\"; \
+                     expected 0 (or no `{priority_key}`) with policy \"other\"",
+                    value.get_ref()
+                ),
+            ));
+        }
+    }
+    Ok((chosen, 0))
+}
+
+fn resolve_tuning(
+    raw: Option<RawTuning>,
+    eal: &EalConfig,
+    src: &Source<'_>,
+) -> Result<TuningConfig> {
+    let Some(raw) = raw else {
+        return Ok(TuningConfig::default());
+    };
+    let defaults = TuningConfig::default();
+    let (lcore_policy, lcore_priority) = sched(
+        src,
+        &raw.lcore_policy,
+        &raw.lcore_priority,
+        "lcore_policy",
+        "lcore_priority",
+    )?;
+    let (control_policy, control_priority) = sched(
+        src,
+        &raw.control_policy,
+        &raw.control_priority,
+        "control_policy",
+        "control_priority",
+    )?;
+    let control_cpus = match &raw.control_cpus {
+        Some(value) => {
+            let text = value.get_ref();
+            let mut cpus = syntax::parse_lcore_list(text).map_err(|reason| {
+                src.error(
+                    value,
+                    format!(
+                        "`control_cpus` = {text:?} is not a valid cpu list ({reason}); \
+                         expected ids and ranges like \"0,4-5\""
+                    ),
+                )
+            })?;
+            cpus.sort_unstable();
+            let workers: Vec<u32> = eal
+                .lcores
+                .iter()
+                .copied()
+                .filter(|&l| l != eal.main_lcore)
+                .collect();
+            if let Some(cpu) = cpus.iter().find(|c| workers.contains(c)) {
+                return Err(src.error(
+                    value,
+                    format!(
+                        "`control_cpus` = {text:?} includes cpu {cpu}, which is dataplane worker \
+                         lcore {cpu} (`eal.lcores` without `main_lcore`: {}); expected cpus the \
+                         dataplane does not busy-poll",
+                        syntax::format_lcore_list(&workers)
+                    ),
+                ));
+            }
+            Some(cpus)
+        }
+        None => None,
+    };
+    Ok(TuningConfig {
+        mlockall: raw.mlockall.unwrap_or(defaults.mlockall),
+        required: raw.required.unwrap_or(defaults.required),
+        lcore_policy,
+        lcore_priority,
+        control_cpus,
+        control_policy,
+        control_priority,
+        latency_monitor: raw.latency_monitor.unwrap_or(defaults.latency_monitor),
     })
 }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use dpdk_config::{Config, LaneKind, LcoreRole, PortDevice};
+use dpdk_config::{Config, LaneKind, LcoreRole, PortDevice, SchedPolicy};
 
 /// A valid configuration; the tests below break one thing at a time. Line numbers matter.
 const BASE: &str = r#"[eal]
@@ -530,5 +530,156 @@ fn missing_file_is_an_io_error() {
         err.to_string()
             .starts_with("/nonexistent/swqos.toml: cannot read: "),
         "{err}"
+    );
+}
+
+/// `BASE` with `extra` appended: its first line is line 24 of the file.
+fn with(extra: &str) -> String {
+    assert_eq!(BASE.lines().count(), 23);
+    format!("{BASE}{extra}")
+}
+
+#[test]
+fn control_and_tuning_defaults() {
+    let config = Config::parse(BASE, Path::new("t.toml")).unwrap();
+    assert_eq!(config.control.metrics_listen.to_string(), "127.0.0.1:9464");
+    assert_eq!(config.control.rpc_listen, None);
+    assert_eq!(config.control.rpc_lanes, None);
+    let t = &config.tuning;
+    assert!(t.mlockall && !t.required && t.latency_monitor);
+    assert_eq!(t.lcore_policy, SchedPolicy::Other);
+    assert_eq!((t.lcore_priority, t.control_priority), (0, 0));
+    assert_eq!(t.control_cpus, None);
+}
+
+#[test]
+fn control_section_parses() {
+    let text = with(
+        "[control]\nmetrics_listen = \"0.0.0.0:9100\"\nrpc_listen = \"[::1]:8899\"\nrpc_lanes = [\"a\"]\n",
+    );
+    let config = Config::parse(&text, Path::new("t.toml")).unwrap();
+    assert_eq!(config.control.metrics_listen.to_string(), "0.0.0.0:9100");
+    assert_eq!(config.control.rpc_listen.unwrap().to_string(), "[::1]:8899");
+    assert_eq!(config.control.rpc_lanes, Some(vec![0]));
+}
+
+#[test]
+fn control_errors() {
+    check(
+        &with("[control]\nmetrics_listn = \"127.0.0.1:1\"\n"),
+        "25:1",
+        "unknown field `metrics_listn`, expected one of `metrics_listen`, `rpc_listen`, `rpc_lanes`",
+    );
+    check(
+        &with("[control]\nmetrics_listen = \"localhost:9464\"\n"),
+        "25:18",
+        "`metrics_listen` = \"localhost:9464\" is not a socket address; expected an IP address and port",
+    );
+    check(
+        &with("[control]\nmetrics_listen = \"127.0.0.1\"\n"),
+        "25:18",
+        "is not a socket address",
+    );
+    check(
+        &with("[control]\nmetrics_listen = \"127.0.0.1:0\"\n"),
+        "25:18",
+        "has port 0",
+    );
+    check(
+        &with("[control]\nrpc_listen = \"10.0.0.1:99999\"\n"),
+        "25:14",
+        "`rpc_listen` = \"10.0.0.1:99999\" is not a socket address",
+    );
+    check(
+        &with("[control]\nrpc_lanes = [\"a\", \"b\"]\n"),
+        "25:19",
+        "lane `b` in `rpc_lanes` is not defined; expected one of `a`",
+    );
+    check(
+        &with("[control]\nrpc_lanes = [\"a\", \"a\"]\n"),
+        "25:19",
+        "lane `a` is listed twice in `rpc_lanes`",
+    );
+    check(
+        &with("[control]\nrpc_listen = \"127.0.0.1:9464\"\n"),
+        "25:14",
+        "is also `metrics_listen`",
+    );
+}
+
+#[test]
+fn tuning_section_parses() {
+    let text = with(
+        "[tuning]\nmlockall = false\nrequired = true\nlcore_policy = \"fifo\"\nlcore_priority = 50\n\
+         control_cpus = \"0,3-4\"\ncontrol_policy = \"rr\"\ncontrol_priority = 10\nlatency_monitor = false\n",
+    );
+    let config = Config::parse(&text, Path::new("t.toml")).unwrap();
+    let t = &config.tuning;
+    assert!(!t.mlockall && t.required && !t.latency_monitor);
+    assert_eq!((t.lcore_policy, t.lcore_priority), (SchedPolicy::Fifo, 50));
+    assert_eq!(
+        (t.control_policy, t.control_priority),
+        (SchedPolicy::Rr, 10)
+    );
+    assert_eq!(t.control_cpus, Some(vec![0, 3, 4]));
+    assert_eq!(t.lcore_policy.to_string(), "fifo");
+}
+
+#[test]
+fn tuning_errors() {
+    check(
+        &with("[tuning]\nmlockal = true\n"),
+        "25:1",
+        "unknown field `mlockal`, expected one of `mlockall`, `required`, `lcore_policy`",
+    );
+    check(
+        &with("[tuning]\nlcore_policy = \"deadline\"\n"),
+        "25:16",
+        "unknown variant `deadline`, expected one of `other`, `fifo`, `rr`",
+    );
+    check(
+        &with("[tuning]\nlcore_policy = \"fifo\"\n"),
+        "25:16",
+        "`lcore_policy` = \"fifo\" needs a real-time priority; expected `lcore_priority` = 1..=99",
+    );
+    check(
+        &with("[tuning]\nlcore_policy = \"rr\"\nlcore_priority = 100\n"),
+        "26:18",
+        "`lcore_priority` = 100 is out of range; expected 1..=99",
+    );
+    check(
+        &with("[tuning]\nlcore_priority = 5\n"),
+        "25:18",
+        "`lcore_priority` = 5 needs `lcore_policy` = \"fifo\" or \"rr\"",
+    );
+    check(
+        &with("[tuning]\ncontrol_policy = \"fifo\"\ncontrol_priority = 0\n"),
+        "26:20",
+        "`control_priority` = 0 is out of range; expected 1..=99",
+    );
+    check(
+        &with("[tuning]\ncontrol_priority = -1\n"),
+        "25:20",
+        "needs `control_policy` = \"fifo\" or \"rr\"",
+    );
+    check(
+        &with("[tuning]\ncontrol_cpus = \"0-1\"\n"),
+        "25:16",
+        "`control_cpus` = \"0-1\" includes cpu 1, which is dataplane worker lcore 1",
+    );
+    check(
+        &with("[tuning]\ncontrol_cpus = \"3,2\"\n"),
+        "25:16",
+        "includes cpu 2, which is dataplane worker lcore 2 (`eal.lcores` without `main_lcore`: 1-2)",
+    );
+    check(
+        &with("[tuning]\ncontrol_cpus = \"3-\"\n"),
+        "25:16",
+        "`control_cpus` = \"3-\" is not a valid cpu list",
+    );
+    check(
+        &with("[tuning]\nmlockall = \"yes\"\n"),
+        "25:12",
+        "invalid type: string \"yes\", expected a boolean",
     );
 }

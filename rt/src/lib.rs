@@ -139,7 +139,11 @@ pub fn pin_thread(who: &str, cpus: &[u32]) -> Step {
     let result = if r == 0 {
         Ok(String::new())
     } else {
-        Err(io::Error::last_os_error().to_string())
+        let e = io::Error::last_os_error();
+        Err(match e.raw_os_error() {
+            Some(libc::EINVAL) => format!("{e}: none of these CPUs is online"),
+            _ => e.to_string(),
+        })
     };
     step(what, result)
 }

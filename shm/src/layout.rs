@@ -5,22 +5,25 @@
 //! rings_offset         n_rings x SubmitRing   { RingControl, ring_slots x Slot }
 //! completions_offset   n_rings x CompletionRing { CompletionControl, ring_slots*8 x Completion }
 //! stats_offset         n_lcores x LcoreStats
+//! ports_offset         n_ports x PortStats  { name, DPDK port counters }
 //! ```
 //!
 //! Only offsets are stored, never pointers, so every process may map the segment anywhere. Both
-//! sides compute the layout from the same three numbers (rings, slots, lcores) with
+//! sides compute the layout from the same four numbers (rings, slots, lcores, ports) with
 //! [`Layout::new`]; a client refuses a segment whose recorded size differs from what it computes,
 //! and [`LAYOUT_VERSION`] changes whenever any structure here changes.
 
 use std::mem::size_of;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
-use crate::stats::LcoreStats;
+use crate::stats::{LcoreStats, PortStats};
 
 /// `b"SWQOSSHM"` read as a little-endian u64: the first eight bytes of every segment.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SWQOSSHM");
-/// Bumped on every change to a structure in this module.
-pub const LAYOUT_VERSION: u32 = 1;
+/// Bumped on every change to a structure in this module or in [`crate::stats`].
+///
+/// 2: per-lane byte counters in [`LcoreStats`], the ports area ([`PortStats`]).
+pub const LAYOUT_VERSION: u32 = 2;
 /// The largest transaction a slot holds: Solana's packet data size.
 pub const MAX_TX_SIZE: usize = 1232;
 /// Lanes are addressed by bit in a `u64` lane mask.
@@ -29,6 +32,10 @@ pub const MAX_LANES: usize = 64;
 pub const LANE_NAME_LEN: usize = 32;
 /// Stats blocks reserved: one per dataplane lcore.
 pub const MAX_LCORES: usize = 32;
+/// Port stats blocks: at most one per configured port (DPDK's default `RTE_MAX_ETHPORTS`).
+pub const MAX_PORTS: usize = 32;
+/// Longest port name, in bytes (zero-padded, like lane names).
+pub const PORT_NAME_LEN: usize = 32;
 /// Completion records per submit slot: a ring's completion ring holds `ring_slots * 8` records.
 pub const COMPLETIONS_PER_SLOT: usize = 8;
 /// Highest number of submit rings (client processes at once).
@@ -135,6 +142,9 @@ pub struct Header {
     pub n_lcores: u32,
     /// Number of configured lanes (entries of `lanes` in use).
     pub n_lanes: u32,
+    /// Number of port stats blocks (one per configured port).
+    pub n_ports: u32,
+    _reserved: u32,
     /// Time-stamp counter ticks per second, as the dataplane measured it.
     pub tsc_hz: u64,
     /// Offset of the first [`RingControl`].
@@ -143,6 +153,8 @@ pub struct Header {
     pub completions_offset: u64,
     /// Offset of the first [`LcoreStats`].
     pub stats_offset: u64,
+    /// Offset of the first [`PortStats`].
+    pub ports_offset: u64,
     /// Process id of the dataplane that owns the segment.
     pub dataplane_pid: AtomicU32,
     /// A [`State`] value.
@@ -292,7 +304,7 @@ pub struct Completion {
     pub done_tsc: u64,
 }
 
-/// Where everything is, computed identically by every process from three numbers.
+/// Where everything is, computed identically by every process from four numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
     /// Submit rings.
@@ -301,6 +313,8 @@ pub struct Layout {
     pub ring_slots: u32,
     /// Stats blocks.
     pub n_lcores: u32,
+    /// Port stats blocks.
+    pub n_ports: u32,
     /// Offset of the rings.
     pub rings_offset: usize,
     /// Bytes of one submit ring (control plus slots).
@@ -311,6 +325,8 @@ pub struct Layout {
     pub completion_stride: usize,
     /// Offset of the stats blocks.
     pub stats_offset: usize,
+    /// Offset of the port stats blocks.
+    pub ports_offset: usize,
     /// Total bytes.
     pub size: usize,
 }
@@ -321,7 +337,12 @@ fn align_up(v: usize, to: usize) -> usize {
 
 impl Layout {
     /// The layout for these parameters, or why they are out of range.
-    pub fn new(n_rings: u32, ring_slots: u32, n_lcores: u32) -> Result<Layout, String> {
+    pub fn new(
+        n_rings: u32,
+        ring_slots: u32,
+        n_lcores: u32,
+        n_ports: u32,
+    ) -> Result<Layout, String> {
         if n_rings == 0 || n_rings as usize > MAX_RINGS {
             return Err(format!("rings must be 1..={MAX_RINGS}, not {n_rings}"));
         }
@@ -333,6 +354,9 @@ impl Layout {
         }
         if n_lcores as usize > MAX_LCORES {
             return Err(format!("at most {MAX_LCORES} lcores, not {n_lcores}"));
+        }
+        if n_ports as usize > MAX_PORTS {
+            return Err(format!("at most {MAX_PORTS} ports, not {n_ports}"));
         }
         let page = 4096;
         let rings_offset = align_up(size_of::<Header>(), page);
@@ -347,19 +371,22 @@ impl Layout {
             page,
         );
         let stats_offset = completions_offset + n_rings as usize * completion_stride;
+        let ports_offset = stats_offset + n_lcores as usize * size_of::<LcoreStats>();
         let size = align_up(
-            stats_offset + n_lcores as usize * size_of::<LcoreStats>(),
+            ports_offset + n_ports as usize * size_of::<PortStats>(),
             page,
         );
         Ok(Layout {
             n_rings,
             ring_slots,
             n_lcores,
+            n_ports,
             rings_offset,
             ring_stride,
             completions_offset,
             completion_stride,
             stats_offset,
+            ports_offset,
             size,
         })
     }
@@ -397,6 +424,11 @@ impl Layout {
     pub fn stats(&self, i: usize) -> usize {
         self.stats_offset + i * size_of::<LcoreStats>()
     }
+
+    /// Offset of port stats block `i`.
+    pub fn port_stats(&self, i: usize) -> usize {
+        self.ports_offset + i * size_of::<PortStats>()
+    }
 }
 
 #[cfg(test)]
@@ -412,24 +444,30 @@ mod tests {
         assert_eq!(size_of::<LaneInfo>(), 40);
         assert_eq!(align_of::<RingControl>(), 128);
         assert!(size_of::<Header>() <= 4096);
+        assert_eq!(size_of::<PortStats>() % 128, 0);
+        assert_eq!(size_of::<LcoreStats>() % 128, 0);
     }
 
     #[test]
     fn layout_offsets_do_not_overlap() {
-        let l = Layout::new(4, 64, 3).unwrap();
+        let l = Layout::new(4, 64, 3, 2).unwrap();
         assert!(l.slots(0) + 64 * size_of::<Slot>() <= l.ring(1));
         assert!(l.ring(3) + l.ring_stride <= l.completion_ring(0));
         assert!(l.completion_records(3) + l.completion_capacity() * 32 <= l.stats(0));
-        assert!(l.stats(2) + size_of::<LcoreStats>() <= l.size);
+        assert!(l.stats(2) + size_of::<LcoreStats>() <= l.port_stats(0));
+        assert!(l.port_stats(1) + size_of::<PortStats>() <= l.size);
+        assert_eq!(l.port_stats(0) % 128, 0);
         assert_eq!(l.size % 4096, 0);
     }
 
     #[test]
     fn layout_rejects_bad_parameters() {
-        assert!(Layout::new(0, 64, 1).is_err());
-        assert!(Layout::new(1, 100, 1).is_err());
-        assert!(Layout::new(1, 8, 1).is_err());
-        assert!(Layout::new(65, 64, 1).is_err());
-        assert!(Layout::new(1, 64, 33).is_err());
+        assert!(Layout::new(0, 64, 1, 1).is_err());
+        assert!(Layout::new(1, 100, 1, 1).is_err());
+        assert!(Layout::new(1, 8, 1, 1).is_err());
+        assert!(Layout::new(65, 64, 1, 1).is_err());
+        assert!(Layout::new(1, 64, 33, 1).is_err());
+        assert!(Layout::new(1, 64, 1, 33).is_err());
+        assert!(Layout::new(1, 64, 1, 0).is_ok());
     }
 }

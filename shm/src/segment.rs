@@ -3,7 +3,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::mem::size_of;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -12,9 +12,9 @@ use memmap2::MmapMut;
 
 use crate::layout::{
     Completion, CompletionControl, Header, LaneInfo, Layout, RingControl, Slot, State,
-    LAYOUT_VERSION, MAGIC, MAX_LANES,
+    LAYOUT_VERSION, MAGIC, MAX_LANES, PORT_NAME_LEN,
 };
-use crate::stats::LcoreStats;
+use crate::stats::{LcoreStats, PortStats};
 use crate::time::monotonic_ns;
 
 /// Files are sized in whole 2 MiB huge pages so the same code works on hugetlbfs.
@@ -88,6 +88,10 @@ pub struct Segment {
     taken: Box<[AtomicBool]>,
     /// Stats blocks handed to a writer in this process (one writer per block).
     stats_taken: Box<[AtomicBool]>,
+    /// Port stats blocks handed to a writer in this process (one writer per block).
+    ports_taken: Box<[AtomicBool]>,
+    /// Device and inode of the mapped file, to tell a replaced segment from this one.
+    file_id: (u64, u64),
 }
 
 // SAFETY: the mapping stays valid for the value's life and `base` points into it. Every shared
@@ -115,19 +119,28 @@ pub fn pid_alive(pid: u32) -> bool {
 }
 
 impl Segment {
-    /// Creates the segment at `path` (mode 0600) for `layout`, with the lane table and TSC rate,
-    /// in state [`State::Initializing`]; call [`Segment::set_state`] with `Running` when ready.
+    /// Creates the segment at `path` (mode 0600) for `layout`, with the lane table, the port
+    /// names (one per port stats block, `layout.n_ports` of them) and the TSC rate, in state
+    /// [`State::Initializing`]; call [`Segment::set_state`] with `Running` when ready.
     /// A stale file left by a dead dataplane is replaced; one owned by a live dataplane is not.
     pub fn create(
         path: &Path,
         layout: Layout,
         lanes: &[LaneInfo],
+        ports: &[&str],
         tsc_hz: u64,
     ) -> Result<Segment, SegmentError> {
         if lanes.len() > MAX_LANES {
             return Err(SegmentError::Parameters(format!(
                 "{} lanes, at most {MAX_LANES}",
                 lanes.len()
+            )));
+        }
+        if ports.len() != layout.n_ports as usize {
+            return Err(SegmentError::Parameters(format!(
+                "{} port names for {} port stats blocks",
+                ports.len(),
+                layout.n_ports
             )));
         }
         if path.exists() {
@@ -173,12 +186,25 @@ impl Segment {
             (*h).ring_slots = layout.ring_slots;
             (*h).n_lcores = layout.n_lcores;
             (*h).n_lanes = lanes.len() as u32;
+            (*h).n_ports = layout.n_ports;
             (*h).tsc_hz = tsc_hz;
             (*h).rings_offset = layout.rings_offset as u64;
             (*h).completions_offset = layout.completions_offset as u64;
             (*h).stats_offset = layout.stats_offset as u64;
+            (*h).ports_offset = layout.ports_offset as u64;
             for (i, lane) in lanes.iter().enumerate() {
                 (*h).lanes[i] = *lane;
+            }
+        }
+        for (i, name) in ports.iter().enumerate() {
+            let mut bytes = [0u8; PORT_NAME_LEN];
+            let n = name.len().min(PORT_NAME_LEN);
+            bytes[..n].copy_from_slice(&name.as_bytes()[..n]);
+            // SAFETY: port block `i` lies inside the fresh mapping per `Layout` and is 128-byte
+            // aligned; its name is written once, before `magic` is published, like the lane table.
+            unsafe {
+                let p = seg.base.add(layout.port_stats(i)) as *mut PortStats;
+                std::ptr::addr_of_mut!((*p).name).write(bytes);
             }
         }
         let hdr = seg.header();
@@ -232,12 +258,14 @@ impl Segment {
                 expected: LAYOUT_VERSION,
             });
         }
-        let layout = Layout::new(h.n_rings, h.ring_slots, h.n_lcores).map_err(not_a_segment)?;
+        let layout =
+            Layout::new(h.n_rings, h.ring_slots, h.n_lcores, h.n_ports).map_err(not_a_segment)?;
         if h.header_size as usize != size_of::<Header>()
             || h.layout_size != layout.size as u64
             || h.rings_offset != layout.rings_offset as u64
             || h.completions_offset != layout.completions_offset as u64
             || h.stats_offset != layout.stats_offset as u64
+            || h.ports_offset != layout.ports_offset as u64
             || h.n_lanes as usize > MAX_LANES
             || len < layout.size as u64
         {
@@ -245,7 +273,8 @@ impl Segment {
                 "layout sizes differ from what this program computes".into(),
             ));
         }
-        let seg = Segment::from_map(map, path, layout, false);
+        let file_id = file_identity(&file).map_err(io_err(path))?;
+        let seg = Segment::from_map(map, path, layout, false, file_id);
         if require_running {
             seg.check_running()?;
         }
@@ -262,10 +291,17 @@ impl Segment {
                 why: "file shorter than its layout".into(),
             });
         }
-        Ok(Segment::from_map(map, path, layout, owner))
+        let file_id = file_identity(&file).map_err(io_err(path))?;
+        Ok(Segment::from_map(map, path, layout, owner, file_id))
     }
 
-    fn from_map(mut map: MmapMut, path: &Path, layout: Layout, owner: bool) -> Segment {
+    fn from_map(
+        mut map: MmapMut,
+        path: &Path,
+        layout: Layout,
+        owner: bool,
+        file_id: (u64, u64),
+    ) -> Segment {
         let base = map.as_mut_ptr();
         Segment {
             map,
@@ -279,7 +315,20 @@ impl Segment {
             stats_taken: (0..layout.n_lcores)
                 .map(|_| AtomicBool::new(false))
                 .collect(),
+            ports_taken: (0..layout.n_ports)
+                .map(|_| AtomicBool::new(false))
+                .collect(),
+            file_id,
         }
+    }
+
+    /// Whether `path` still names the file this value mapped. `false` once the dataplane that
+    /// owned it removed it, or a new dataplane replaced it with a new segment: a long-lived
+    /// reader (the control plane) then attaches again.
+    pub fn is_current(&self) -> bool {
+        fs::metadata(&self.path)
+            .map(|m| (m.dev(), m.ino()) == self.file_id)
+            .unwrap_or(false)
     }
 
     /// Errors unless the dataplane is in state Running with a fresh heartbeat and a live pid.
@@ -384,6 +433,20 @@ impl Segment {
         unsafe { &*(self.base.add(self.layout.stats(i)) as *const LcoreStats) }
     }
 
+    /// Port stats block `i` (for readers).
+    pub fn port_stats(&self, i: usize) -> &PortStats {
+        assert!(i < self.layout.n_ports as usize);
+        // SAFETY: offset within the mapping per `Layout`, 128-aligned (page-aligned base, block
+        // sizes multiples of 128); the counters are atomics and the name is written once before
+        // `magic` is published.
+        unsafe { &*(self.base.add(self.layout.port_stats(i)) as *const PortStats) }
+    }
+
+    /// Claims port stats block `i` for its one writer in this process; `false` if already claimed.
+    pub(crate) fn claim_port_stats(&self, i: usize) -> bool {
+        !self.ports_taken[i].swap(true, Ordering::AcqRel)
+    }
+
     /// Claims ring `i` for the one consumer in this process; `false` if already claimed.
     pub(crate) fn claim_ring(&self, i: usize) -> bool {
         !self.taken[i].swap(true, Ordering::AcqRel)
@@ -398,6 +461,11 @@ impl Segment {
     pub fn is_owner(&self) -> bool {
         self.owner
     }
+}
+
+fn file_identity(file: &File) -> io::Result<(u64, u64)> {
+    let m = file.metadata()?;
+    Ok((m.dev(), m.ino()))
 }
 
 impl Drop for Segment {

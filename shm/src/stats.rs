@@ -1,15 +1,22 @@
-//! Per-lcore statistics in shared memory, read without locks the way FD.io VPP's stats segment is.
+//! Per-lcore and per-port statistics in shared memory, read without locks the way FD.io VPP's
+//! stats segment is.
 //!
-//! Each block has exactly one writer (its lcore). The writer brackets each batch of updates with
-//! [`StatsWriter::begin`] / [`StatsWriter::end`], which make the epoch odd then even again; a
-//! reader copies the block and retries when the epoch was odd or changed meanwhile. Updates are
-//! relaxed load+store pairs (plain `mov`s on x86: no locked instruction, since there is one writer).
+//! Each block has exactly one writer (an lcore for [`LcoreStats`], the dataplane's main loop for
+//! [`PortStats`]). The writer brackets each batch of updates with [`StatsWriter::begin`] /
+//! [`StatsWriter::end`], which make the epoch odd then even again; a reader copies the block and
+//! retries when the epoch was odd or changed meanwhile. Updates are relaxed load+store pairs
+//! (plain `mov`s on x86: no locked instruction, since there is one writer).
+//!
+//! [`Snapshot::read`] is the one reader of the figures: `swqos stats` and the Prometheus
+//! exporter of `swqos control` both print what it returns, and [`Rates::between`] turns two
+//! snapshots into per-second rates.
 
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::layout::MAX_LANES;
-use crate::segment::Segment;
+use crate::layout::{LaneKind, State, MAX_LANES, PORT_NAME_LEN};
+use crate::segment::{pid_alive, Segment, HEARTBEAT_TIMEOUT};
+use crate::time::monotonic_ns;
 
 /// The counters of one lcore, by index into [`LcoreStats::counters`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +146,9 @@ pub struct LcoreStats {
     pub lane_packets: [AtomicU64; MAX_LANES],
     /// Packets dropped per lane.
     pub lane_dropped: [AtomicU64; MAX_LANES],
+    /// Bytes (Ethernet frames, no FCS) sent per lane, by writers that call
+    /// [`StatsWriter::lane_bytes`].
+    pub lane_bytes: [AtomicU64; MAX_LANES],
     /// Submit-to-`tx_burst` latency in TSC ticks, log-linear buckets (see [`bucket_of`]).
     pub latency: [AtomicU64; HISTOGRAM_BUCKETS],
 }
@@ -162,9 +172,18 @@ fn bump(c: &AtomicU64, by: u64) {
 }
 
 /// The single writer of one stats block (held by its lcore).
+///
+/// The epoch is made odd lazily, by the first update of a batch other than
+/// [`Counter::Polls`]: an idle lcore's polls then leave it alone, so a reader copying the block
+/// (a few microseconds) is not forced to retry by a writer that changes nothing else. The poll
+/// counter is a single word and may be read a batch ahead of the rest.
 pub struct StatsWriter {
     seg: Arc<Segment>,
     index: usize,
+    /// Inside `begin`..`end`.
+    in_batch: bool,
+    /// The epoch is odd (an update of this batch happened).
+    odd: bool,
 }
 
 impl StatsWriter {
@@ -177,7 +196,12 @@ impl StatsWriter {
         let block = seg.stats(index);
         block.lcore_id.store(lcore_id, Ordering::Relaxed);
         block.role.store(role, Ordering::Release);
-        Some(StatsWriter { seg, index })
+        Some(StatsWriter {
+            seg,
+            index,
+            in_batch: false,
+            odd: false,
+        })
     }
 
     #[inline]
@@ -185,45 +209,71 @@ impl StatsWriter {
         self.seg.stats(self.index)
     }
 
-    /// Starts a batch of updates (epoch becomes odd).
+    /// Starts a batch of updates (the epoch becomes odd at its first update).
     #[inline]
     pub fn begin(&mut self) {
-        let epoch = &self.block().epoch;
-        let e = epoch.load(Ordering::Relaxed);
-        epoch.store(e | 1, Ordering::Relaxed);
-        // Readers that see the new values must also see the odd epoch.
-        fence(Ordering::Release);
+        self.in_batch = true;
     }
 
-    /// Ends a batch (epoch becomes even and larger).
+    /// Makes the epoch odd before the batch's first update.
+    #[inline]
+    fn touch(&mut self) {
+        if self.in_batch && !self.odd {
+            let epoch = &self.block().epoch;
+            let e = epoch.load(Ordering::Relaxed);
+            epoch.store(e | 1, Ordering::Relaxed);
+            // Readers that see the new values must also see the odd epoch.
+            fence(Ordering::Release);
+            self.odd = true;
+        }
+    }
+
+    /// Ends a batch (the epoch becomes even and larger if the batch updated anything).
     #[inline]
     pub fn end(&mut self) {
-        let epoch = &self.block().epoch;
-        let e = epoch.load(Ordering::Relaxed);
-        epoch.store((e | 1) + 1, Ordering::Release);
+        if self.odd {
+            let epoch = &self.block().epoch;
+            let e = epoch.load(Ordering::Relaxed);
+            epoch.store((e | 1) + 1, Ordering::Release);
+            self.odd = false;
+        }
+        self.in_batch = false;
     }
 
     /// Adds to a counter.
     #[inline]
     pub fn add(&mut self, c: Counter, by: u64) {
+        if c != Counter::Polls {
+            self.touch();
+        }
         bump(&self.block().counters[c as usize], by);
     }
 
     /// Counts one packet sent on `lane`.
     #[inline]
     pub fn lane_sent(&mut self, lane: usize) {
+        self.touch();
         bump(&self.block().lane_packets[lane % MAX_LANES], 1);
     }
 
     /// Counts one packet dropped on `lane`.
     #[inline]
     pub fn lane_dropped(&mut self, lane: usize) {
+        self.touch();
         bump(&self.block().lane_dropped[lane % MAX_LANES], 1);
+    }
+
+    /// Counts `bytes` sent on `lane` (call with each [`StatsWriter::lane_sent`]).
+    #[inline]
+    pub fn lane_bytes(&mut self, lane: usize, bytes: u64) {
+        self.touch();
+        bump(&self.block().lane_bytes[lane % MAX_LANES], bytes);
     }
 
     /// Records one latency sample in TSC ticks.
     #[inline]
     pub fn latency(&mut self, ticks: u64) {
+        self.touch();
         bump(&self.block().latency[bucket_of(ticks)], 1);
     }
 }
@@ -241,6 +291,8 @@ pub struct StatsSnapshot {
     pub lane_packets: [u64; MAX_LANES],
     /// Packets dropped per lane.
     pub lane_dropped: [u64; MAX_LANES],
+    /// Bytes sent per lane.
+    pub lane_bytes: [u64; MAX_LANES],
     /// Latency histogram in TSC ticks.
     pub latency: Vec<u64>,
 }
@@ -275,29 +327,528 @@ pub fn quantile(hist: &[u64], q: f64) -> Option<u64> {
     Some(bucket_low(hist.len() - 1))
 }
 
-/// Copies `block` consistently: retries while the writer is mid-batch. Gives up after many
-/// tries (a writer that died mid-batch) and returns the last, possibly torn, copy.
-pub fn read(block: &LcoreStats) -> StatsSnapshot {
-    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let mut snap;
+/// Runs `copy` until it ran entirely while `epoch` was even and unchanged: the VPP-style
+/// consistent read. Gives up after many tries (a writer that died mid-batch) and returns the
+/// last, possibly torn, copy.
+/// Copies tried before a reader settles for a possibly torn copy.
+const MAX_READ_TRIES: u32 = 1000;
+
+fn read_consistent<T>(epoch: &AtomicU64, copy: impl Fn() -> T) -> T {
     let mut tries = 0;
     loop {
-        let e1 = block.epoch.load(Ordering::Acquire);
-        snap = StatsSnapshot {
-            lcore_id: block.lcore_id.load(Ordering::Relaxed),
-            role: block.role.load(Ordering::Relaxed),
-            counters: std::array::from_fn(|i| load(&block.counters[i])),
-            lane_packets: std::array::from_fn(|i| load(&block.lane_packets[i])),
-            lane_dropped: std::array::from_fn(|i| load(&block.lane_dropped[i])),
-            latency: block.latency.iter().map(load).collect(),
-        };
+        let e1 = epoch.load(Ordering::Acquire);
+        let snap = copy();
         fence(Ordering::Acquire);
-        let e2 = block.epoch.load(Ordering::Relaxed);
+        let e2 = epoch.load(Ordering::Relaxed);
         tries += 1;
-        if (e1 == e2 && e1 & 1 == 0) || tries > 10_000 {
+        if (e1 == e2 && e1 & 1 == 0) || tries >= MAX_READ_TRIES {
             return snap;
         }
         std::hint::spin_loop();
+    }
+}
+
+fn load(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+/// Copies `block` consistently: retries while the writer is mid-batch. Gives up after many
+/// tries (a writer that died mid-batch) and returns the last, possibly torn, copy.
+pub fn read(block: &LcoreStats) -> StatsSnapshot {
+    read_consistent(&block.epoch, || StatsSnapshot {
+        lcore_id: block.lcore_id.load(Ordering::Relaxed),
+        role: block.role.load(Ordering::Relaxed),
+        counters: std::array::from_fn(|i| load(&block.counters[i])),
+        lane_packets: std::array::from_fn(|i| load(&block.lane_packets[i])),
+        lane_dropped: std::array::from_fn(|i| load(&block.lane_dropped[i])),
+        lane_bytes: std::array::from_fn(|i| load(&block.lane_bytes[i])),
+        latency: block.latency.iter().map(load).collect(),
+    })
+}
+
+/// The DPDK port counters of one port (`rte_eth_stats`), by index into [`PortStats::counters`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum PortCounter {
+    /// Packets the driver sent.
+    Opackets = 0,
+    /// Bytes the driver sent.
+    Obytes,
+    /// Packets the driver failed to send.
+    Oerrors,
+    /// Packets received.
+    Ipackets,
+    /// Bytes received.
+    Ibytes,
+    /// Packets the hardware dropped for want of RX descriptors.
+    Imissed,
+    /// Erroneous packets received.
+    Ierrors,
+    /// RX mbuf allocation failures.
+    RxNombuf,
+}
+
+/// Number of [`PortCounter`]s.
+pub const N_PORT_COUNTERS: usize = PortCounter::RxNombuf as usize + 1;
+
+impl PortCounter {
+    /// Every counter, in index order.
+    pub const ALL: [PortCounter; N_PORT_COUNTERS] = [
+        PortCounter::Opackets,
+        PortCounter::Obytes,
+        PortCounter::Oerrors,
+        PortCounter::Ipackets,
+        PortCounter::Ibytes,
+        PortCounter::Imissed,
+        PortCounter::Ierrors,
+        PortCounter::RxNombuf,
+    ];
+
+    /// DPDK's name of the counter (`struct rte_eth_stats`).
+    pub fn name(self) -> &'static str {
+        match self {
+            PortCounter::Opackets => "opackets",
+            PortCounter::Obytes => "obytes",
+            PortCounter::Oerrors => "oerrors",
+            PortCounter::Ipackets => "ipackets",
+            PortCounter::Ibytes => "ibytes",
+            PortCounter::Imissed => "imissed",
+            PortCounter::Ierrors => "ierrors",
+            PortCounter::RxNombuf => "rx_nombuf",
+        }
+    }
+}
+
+/// One port's statistics block: the driver's counters as the dataplane's main loop last read
+/// them (about every 100 ms).
+#[repr(C, align(128))]
+pub struct PortStats {
+    /// VPP-style epoch: odd while the writer is updating.
+    pub epoch: AtomicU64,
+    /// `CLOCK_MONOTONIC` nanoseconds of the last update; 0 before the first.
+    pub updated_ns: AtomicU64,
+    /// The port's configured name, UTF-8, zero-padded; written once when the segment is created.
+    pub name: [u8; PORT_NAME_LEN],
+    /// Indexed by [`PortCounter`].
+    pub counters: [AtomicU64; N_PORT_COUNTERS],
+}
+
+/// The single writer of one port stats block (the dataplane's main loop).
+pub struct PortStatsWriter {
+    seg: Arc<Segment>,
+    index: usize,
+}
+
+impl PortStatsWriter {
+    /// Claims port block `index` of `seg`; `None` if out of range or already claimed in this
+    /// process (one writer per block).
+    pub fn new(seg: Arc<Segment>, index: usize) -> Option<PortStatsWriter> {
+        if index >= seg.layout().n_ports as usize || !seg.claim_port_stats(index) {
+            return None;
+        }
+        Some(PortStatsWriter { seg, index })
+    }
+
+    /// Publishes the driver's counters (indexed by [`PortCounter`]) as of now.
+    pub fn publish(&mut self, counters: &[u64; N_PORT_COUNTERS]) {
+        let block = self.seg.port_stats(self.index);
+        let e = block.epoch.load(Ordering::Relaxed);
+        block.epoch.store(e | 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        for (c, &v) in block.counters.iter().zip(counters) {
+            c.store(v, Ordering::Relaxed);
+        }
+        block.updated_ns.store(monotonic_ns(), Ordering::Relaxed);
+        block.epoch.store((e | 1) + 1, Ordering::Release);
+    }
+}
+
+/// A consistent copy of one port block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortSnapshot {
+    /// The port's configured name.
+    pub name: String,
+    /// `CLOCK_MONOTONIC` nanoseconds of the dataplane's last update; 0 before the first.
+    pub updated_ns: u64,
+    /// Indexed by [`PortCounter`].
+    pub counters: [u64; N_PORT_COUNTERS],
+}
+
+impl PortSnapshot {
+    /// Value of one counter.
+    pub fn get(&self, c: PortCounter) -> u64 {
+        self.counters[c as usize]
+    }
+}
+
+/// Copies a port block consistently (see [`read`]).
+pub fn read_port(block: &PortStats) -> PortSnapshot {
+    let end = block
+        .name
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(PORT_NAME_LEN);
+    let name = String::from_utf8_lossy(&block.name[..end]).into_owned();
+    let (updated_ns, counters) = read_consistent(&block.epoch, || {
+        (
+            block.updated_ns.load(Ordering::Relaxed),
+            std::array::from_fn(|i| load(&block.counters[i])),
+        )
+    });
+    PortSnapshot {
+        name,
+        updated_ns,
+        counters,
+    }
+}
+
+/// One lane's totals, summed over every lcore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaneSnapshot {
+    /// Lane id (bit in a lane mask).
+    pub id: usize,
+    /// Configured name.
+    pub name: String,
+    /// What kind of lane.
+    pub kind: LaneKind,
+    /// Packets handed to the NIC.
+    pub packets: u64,
+    /// Bytes of those packets; `None` when the dataplane does not count bytes per lane (it sent
+    /// packets but counted no bytes), so no made-up figure is ever shown.
+    pub bytes: Option<u64>,
+    /// Packets dropped (send timeout, no mbuf, shutdown, too large).
+    pub dropped: u64,
+    /// Packets sent on the lane's fast path. A UDP lane has only a fast path (the frame is built
+    /// in an mbuf and burst by the lcore), so this is `packets`; `None` for kinds without a
+    /// defined fast path.
+    pub fast: Option<u64>,
+    /// Packets sent on the fallback path: 0 for UDP lanes, which have none.
+    pub fallback: Option<u64>,
+}
+
+/// What happened to submissions, summed over every lcore (the completion records' outcomes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Outcomes {
+    /// `Sent` completions: packets `tx_burst` accepted.
+    pub sent: u64,
+    /// Submissions that failed validation. Counted once per submission; the client receives one
+    /// `Rejected` completion per lane the submission named.
+    pub rejected: u64,
+    /// `UnknownLane` completions: lane bits naming no lane, and submissions naming none.
+    pub unknown_lane: u64,
+    /// `Dropped` completions: packets dropped after being built.
+    pub dropped: u64,
+}
+
+/// Everything the stats segment says at one moment: the one implementation of the figures that
+/// `swqos stats` and the metrics exporter print.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// `CLOCK_MONOTONIC` nanoseconds when read.
+    pub taken_ns: u64,
+    /// The dataplane's process id.
+    pub pid: u32,
+    /// Its published state.
+    pub state: Option<State>,
+    /// Nanoseconds since its last heartbeat.
+    pub heartbeat_age_ns: u64,
+    /// Whether its process exists.
+    pub pid_alive: bool,
+    /// TSC ticks per second (latencies are in ticks).
+    pub tsc_hz: u64,
+    /// Per lcore, in configuration order.
+    pub lcores: Vec<StatsSnapshot>,
+    /// Per port, in configuration order.
+    pub ports: Vec<PortSnapshot>,
+    /// Per lane, by id.
+    pub lanes: Vec<LaneSnapshot>,
+}
+
+impl Snapshot {
+    /// Reads every block of `seg` (each consistently; blocks are independent of each other).
+    pub fn read(seg: &Segment) -> Snapshot {
+        let h = seg.header();
+        let pid = h.dataplane_pid.load(Ordering::Relaxed);
+        let taken_ns = monotonic_ns();
+        let heartbeat_age_ns = taken_ns.saturating_sub(h.heartbeat_ns.load(Ordering::Acquire));
+        let lcores: Vec<StatsSnapshot> = (0..seg.layout().n_lcores as usize)
+            .map(|i| read(seg.stats(i)))
+            .collect();
+        let ports = (0..seg.layout().n_ports as usize)
+            .map(|i| read_port(seg.port_stats(i)))
+            .collect();
+        let lanes = seg
+            .lanes()
+            .iter()
+            .enumerate()
+            .map(|(id, info)| {
+                let packets: u64 = lcores.iter().map(|s| s.lane_packets[id]).sum();
+                let bytes: u64 = lcores.iter().map(|s| s.lane_bytes[id]).sum();
+                let kind = match info.kind {
+                    k if k == LaneKind::Udp as u8 => LaneKind::Udp,
+                    _ => LaneKind::None,
+                };
+                let udp = kind == LaneKind::Udp;
+                LaneSnapshot {
+                    id,
+                    name: info.name(),
+                    kind,
+                    packets,
+                    bytes: (bytes > 0 || packets == 0).then_some(bytes),
+                    dropped: lcores.iter().map(|s| s.lane_dropped[id]).sum(),
+                    fast: udp.then_some(packets),
+                    fallback: udp.then_some(0),
+                }
+            })
+            .collect();
+        Snapshot {
+            taken_ns,
+            pid,
+            state: State::from_u32(h.state.load(Ordering::Acquire)),
+            heartbeat_age_ns,
+            pid_alive: pid_alive(pid),
+            tsc_hz: h.tsc_hz,
+            lcores,
+            ports,
+            lanes,
+        }
+    }
+
+    /// Whether the dataplane is up: state Running, process alive, heartbeat fresh (the same
+    /// test clients apply before they submit).
+    pub fn is_up(&self) -> bool {
+        self.state == Some(State::Running)
+            && self.pid_alive
+            && self.heartbeat_age_ns <= HEARTBEAT_TIMEOUT.as_nanos() as u64
+    }
+
+    /// Sum of a counter over every lcore.
+    pub fn total(&self, c: Counter) -> u64 {
+        self.lcores.iter().map(|s| s.get(c)).sum()
+    }
+
+    /// Outcomes over every lcore.
+    pub fn outcomes(&self) -> Outcomes {
+        outcomes_of(self.lcores.iter())
+    }
+
+    /// The latency histograms of every lcore, merged.
+    pub fn latency(&self) -> Vec<u64> {
+        merge_latency(self.lcores.iter())
+    }
+
+    /// Converts TSC ticks to seconds with the dataplane's measured rate.
+    pub fn ticks_to_secs(&self, ticks: f64) -> f64 {
+        if self.tsc_hz == 0 {
+            0.0
+        } else {
+            ticks / self.tsc_hz as f64
+        }
+    }
+
+    /// The `q` quantile of a histogram in microseconds (low edge of its bucket, ~3% resolution).
+    pub fn quantile_us(&self, hist: &[u64], q: f64) -> Option<f64> {
+        quantile(hist, q).map(|t| self.ticks_to_secs(t as f64) * 1e6)
+    }
+}
+
+/// Outcomes over some lcores.
+pub fn outcomes_of<'a>(lcores: impl Iterator<Item = &'a StatsSnapshot>) -> Outcomes {
+    let mut o = Outcomes::default();
+    for s in lcores {
+        o.sent += s.get(Counter::TxPackets);
+        o.rejected += s.get(Counter::Rejected);
+        o.unknown_lane += s.get(Counter::UnknownLane);
+        o.dropped += s.get(Counter::TxDropped);
+    }
+    o
+}
+
+/// The latency histograms of some lcores, merged.
+pub fn merge_latency<'a>(lcores: impl Iterator<Item = &'a StatsSnapshot>) -> Vec<u64> {
+    let mut hist = vec![0u64; HISTOGRAM_BUCKETS];
+    for s in lcores {
+        for (h, v) in hist.iter_mut().zip(&s.latency) {
+            *h += v;
+        }
+    }
+    hist
+}
+
+/// Exclusive upper edge of `bucket` in ticks (`u64::MAX` for the last, open-ended one).
+pub fn bucket_high(bucket: usize) -> u64 {
+    if bucket + 1 >= HISTOGRAM_BUCKETS {
+        u64::MAX
+    } else {
+        bucket_low(bucket + 1)
+    }
+}
+
+/// Samples certainly at most `ticks`: every bucket whose whole range lies at or below it. A
+/// bucket straddling `ticks` is left out, so this is a lower bound, exact to the histogram's
+/// resolution (Prometheus `le` buckets are built from it).
+pub fn count_at_most(hist: &[u64], ticks: u64) -> u64 {
+    hist.iter()
+        .enumerate()
+        .take_while(|&(i, _)| bucket_high(i) <= ticks.saturating_add(1))
+        .map(|(_, &n)| n)
+        .sum()
+}
+
+/// The sum of the samples estimated from bucket midpoints (low edge for the open last bucket).
+pub fn approximate_sum(hist: &[u64]) -> f64 {
+    hist.iter()
+        .enumerate()
+        .filter(|&(_, &n)| n > 0)
+        .map(|(i, &n)| {
+            let low = bucket_low(i) as f64;
+            let mid = if i + 1 >= HISTOGRAM_BUCKETS {
+                low
+            } else {
+                (low + bucket_high(i) as f64 - 1.0) / 2.0
+            };
+            mid * n as f64
+        })
+        .sum()
+}
+
+/// Per-second rates between two snapshots of the same segment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rates {
+    /// Seconds between the two reads.
+    pub secs: f64,
+    /// Per lcore (same order as [`Snapshot::lcores`]).
+    pub lcores: Vec<LcoreRates>,
+    /// Per port (same order as [`Snapshot::ports`]).
+    pub ports: Vec<PortRates>,
+    /// Per lane (same order as [`Snapshot::lanes`]).
+    pub lanes: Vec<LaneRates>,
+}
+
+/// One lcore's rates.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LcoreRates {
+    /// Packets `tx_burst` accepted per second.
+    pub tx_packets: f64,
+    /// Bytes of those per second.
+    pub tx_bytes: f64,
+    /// Packets received per second.
+    pub rx_packets: f64,
+    /// Bytes received per second.
+    pub rx_bytes: f64,
+    /// Submissions taken from the rings per second.
+    pub submissions: f64,
+    /// Packets dropped per second.
+    pub dropped: f64,
+}
+
+/// One port's rates, over the interval between the dataplane's updates of its block.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct PortRates {
+    /// Packets sent per second.
+    pub opackets: f64,
+    /// Bytes sent per second.
+    pub obytes: f64,
+    /// Packets received per second.
+    pub ipackets: f64,
+    /// Bytes received per second.
+    pub ibytes: f64,
+}
+
+/// One lane's rates.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LaneRates {
+    /// Packets sent per second.
+    pub packets: f64,
+    /// Bytes sent per second, when the lane counts bytes.
+    pub bytes: Option<f64>,
+    /// Packets dropped per second.
+    pub dropped: f64,
+}
+
+fn per_sec(later: u64, earlier: u64, secs: f64) -> f64 {
+    if secs <= 0.0 {
+        0.0
+    } else {
+        later.saturating_sub(earlier) as f64 / secs
+    }
+}
+
+impl Rates {
+    /// Rates from `earlier` to `later`. Blocks missing from `earlier` (none, for the same
+    /// segment) count from zero.
+    pub fn between(earlier: &Snapshot, later: &Snapshot) -> Rates {
+        let secs = later.taken_ns.saturating_sub(earlier.taken_ns) as f64 / 1e9;
+        let zero_lcore = StatsSnapshot {
+            lcore_id: 0,
+            role: role::NONE,
+            counters: [0; N_COUNTERS],
+            lane_packets: [0; MAX_LANES],
+            lane_dropped: [0; MAX_LANES],
+            lane_bytes: [0; MAX_LANES],
+            latency: Vec::new(),
+        };
+        let lcores = later
+            .lcores
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let a = earlier.lcores.get(i).unwrap_or(&zero_lcore);
+                let r = |c: Counter| per_sec(b.get(c), a.get(c), secs);
+                LcoreRates {
+                    tx_packets: r(Counter::TxPackets),
+                    tx_bytes: r(Counter::TxBytes),
+                    rx_packets: r(Counter::RxPackets),
+                    rx_bytes: r(Counter::RxBytes),
+                    submissions: r(Counter::Submissions),
+                    dropped: r(Counter::TxDropped),
+                }
+            })
+            .collect();
+        let ports = later
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let Some(a) = earlier.ports.get(i) else {
+                    return PortRates::default();
+                };
+                // The block changes only when the dataplane updates it: divide by its own clock.
+                let secs = b.updated_ns.saturating_sub(a.updated_ns) as f64 / 1e9;
+                let r = |c: PortCounter| per_sec(b.get(c), a.get(c), secs);
+                PortRates {
+                    opackets: r(PortCounter::Opackets),
+                    obytes: r(PortCounter::Obytes),
+                    ipackets: r(PortCounter::Ipackets),
+                    ibytes: r(PortCounter::Ibytes),
+                }
+            })
+            .collect();
+        let lanes = later
+            .lanes
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let a = earlier.lanes.get(i);
+                let a_packets = a.map_or(0, |a| a.packets);
+                let a_dropped = a.map_or(0, |a| a.dropped);
+                let a_bytes = a.map_or(Some(0), |a| a.bytes);
+                LaneRates {
+                    packets: per_sec(b.packets, a_packets, secs),
+                    bytes: match (b.bytes, a_bytes) {
+                        (Some(y), Some(x)) => Some(per_sec(y, x, secs)),
+                        _ => None,
+                    },
+                    dropped: per_sec(b.dropped, a_dropped, secs),
+                }
+            })
+            .collect();
+        Rates {
+            secs,
+            lcores,
+            ports,
+            lanes,
+        }
     }
 }
 
@@ -333,5 +884,118 @@ mod tests {
         assert!((48_000..=50_000).contains(&p50), "{p50}");
         assert!((96_000..=99_000).contains(&p99), "{p99}");
         assert_eq!(quantile(&[0; 4], 0.5), None);
+    }
+
+    #[test]
+    fn snapshot_reads_lcores_ports_and_lanes() {
+        use crate::layout::{LaneInfo, Layout};
+        let path = std::env::temp_dir().join(format!("swqos-stats-test-{}", std::process::id()));
+        let layout = Layout::new(1, 16, 2, 2).unwrap();
+        let lanes = [
+            LaneInfo::new("a", LaneKind::Udp),
+            LaneInfo::new("b", LaneKind::Udp),
+        ];
+        let seg =
+            Arc::new(Segment::create(&path, layout, &lanes, &["p0", "p1"], 1_000_000).unwrap());
+        seg.set_state(State::Running);
+        let mut w = StatsWriter::new(seg.clone(), 0, 3, role::TX).unwrap();
+        assert!(StatsWriter::new(seg.clone(), 0, 3, role::TX).is_none());
+
+        // An idle poll leaves the epoch alone; a batch with updates moves it by two.
+        w.begin();
+        w.add(Counter::Polls, 1);
+        w.end();
+        assert_eq!(seg.stats(0).epoch.load(Ordering::Relaxed), 0);
+        w.begin();
+        w.add(Counter::TxPackets, 3);
+        w.add(Counter::TxBytes, 300);
+        w.lane_sent(0);
+        w.lane_sent(0);
+        w.lane_sent(1);
+        w.lane_bytes(0, 200);
+        w.lane_bytes(1, 100);
+        w.latency(1000);
+        w.latency(2000);
+        w.latency(3000);
+        w.add(Counter::Rejected, 1);
+        w.end();
+        assert_eq!(seg.stats(0).epoch.load(Ordering::Relaxed), 2);
+
+        let mut p = PortStatsWriter::new(seg.clone(), 1).unwrap();
+        let mut c = [0u64; N_PORT_COUNTERS];
+        c[PortCounter::Opackets as usize] = 3;
+        c[PortCounter::Obytes as usize] = 300;
+        p.publish(&c);
+
+        let first = Snapshot::read(&seg);
+        assert!(first.is_up());
+        assert_eq!(first.lcores.len(), 2);
+        assert_eq!(first.lcores[0].lcore_id, 3);
+        assert_eq!(first.total(Counter::TxPackets), 3);
+        assert_eq!(
+            first.outcomes(),
+            Outcomes {
+                sent: 3,
+                rejected: 1,
+                unknown_lane: 0,
+                dropped: 0
+            }
+        );
+        assert_eq!(first.ports[0].name, "p0");
+        assert_eq!(first.ports[0].updated_ns, 0);
+        assert_eq!(first.ports[1].name, "p1");
+        assert_eq!(first.ports[1].get(PortCounter::Opackets), 3);
+        let a = &first.lanes[0];
+        assert_eq!((a.name.as_str(), a.packets, a.bytes), ("a", 2, Some(200)));
+        assert_eq!((a.fast, a.fallback), (Some(2), Some(0)));
+        assert_eq!(first.lanes[1].bytes, Some(100));
+        assert_eq!(first.latency().iter().sum::<u64>(), 3);
+        let p50 = first.quantile_us(&first.latency(), 0.5).unwrap();
+        assert!((1900.0..=2000.0).contains(&p50), "{p50}");
+
+        // Packets without bytes: the byte count is unknown, not zero.
+        w.begin();
+        w.lane_sent(1);
+        w.add(Counter::TxPackets, 1);
+        w.end();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        c[PortCounter::Opackets as usize] = 4;
+        p.publish(&c);
+        let second = Snapshot::read(&seg);
+        assert_eq!(second.lanes[1].packets, 2);
+        assert_eq!(second.lanes[1].bytes, Some(100));
+        let rates = Rates::between(&first, &second);
+        assert!(rates.secs > 0.0);
+        assert!(rates.lcores[0].tx_packets > 0.0);
+        assert!(rates.ports[1].opackets > 0.0);
+        assert_eq!(rates.lanes[0].packets, 0.0);
+
+        let mut w2 = StatsWriter::new(seg.clone(), 1, 4, role::TX).unwrap();
+        w2.begin();
+        w2.lane_sent(0);
+        w2.end();
+        let third = Snapshot::read(&seg);
+        assert_eq!(third.lanes[0].packets, 3);
+        assert_eq!(third.lanes[0].bytes, Some(200));
+        assert!(seg.is_current());
+        drop((w, w2, p, seg));
+    }
+
+    #[test]
+    fn cumulative_counts_and_sum() {
+        let mut h = vec![0u64; HISTOGRAM_BUCKETS];
+        for v in [10u64, 100, 1000, 10_000] {
+            h[bucket_of(v)] += 1;
+        }
+        assert_eq!(count_at_most(&h, 9), 0);
+        assert_eq!(count_at_most(&h, 10), 1);
+        assert_eq!(count_at_most(&h, 2000), 3);
+        assert_eq!(count_at_most(&h, u64::MAX), 4);
+        let sum = approximate_sum(&h);
+        assert!((10_500.0..11_700.0).contains(&sum), "{sum}");
+        for i in 0..HISTOGRAM_BUCKETS - 1 {
+            assert_eq!(bucket_of(bucket_high(i) - 1), i);
+            assert_eq!(bucket_of(bucket_high(i)), i + 1);
+        }
     }
 }

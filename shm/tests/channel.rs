@@ -32,8 +32,8 @@ fn fixture(name: &str, rings: u32) -> Fixture {
         LaneInfo::new("a", LaneKind::Udp),
         LaneInfo::new("b", LaneKind::Udp),
     ];
-    let layout = Layout::new(rings, 16, 1).unwrap();
-    let seg = Segment::create(&path, layout, &lanes, 1_000_000_000).unwrap();
+    let layout = Layout::new(rings, 16, 1, 1).unwrap();
+    let seg = Segment::create(&path, layout, &lanes, &["p0"], 1_000_000_000).unwrap();
     seg.set_state(State::Running);
     Fixture {
         seg: Arc::new(seg),
@@ -276,10 +276,10 @@ fn attach_refuses_what_is_not_a_running_segment_of_this_layout() {
 fn a_live_dataplanes_segment_is_not_replaced() {
     let f = fixture("inuse", 1);
     // Same pid: a restart of ourselves may replace it.
-    let layout = Layout::new(1, 16, 1).unwrap();
+    let layout = Layout::new(1, 16, 1, 0).unwrap();
     // Fake another live owner: pid 1 always exists.
     f.seg.header().dataplane_pid.store(1, Ordering::Relaxed);
-    let e = Segment::create(&f.path, layout, &[], 1).err().unwrap();
+    let e = Segment::create(&f.path, layout, &[], &[], 1).err().unwrap();
     assert!(matches!(e, SegmentError::InUse { pid: 1, .. }), "{e}");
     f.seg
         .header()

@@ -29,8 +29,8 @@ pub mod delegate;
 pub mod ethernet;
 pub mod ipv4;
 pub mod relay;
-pub mod tcp;
 pub mod solana;
+pub mod tcp;
 pub mod udp;
 pub mod udp_lane;
 

@@ -1,0 +1,324 @@
+//! The Prometheus text exposition (format 0.0.4) of a stats [`Snapshot`]: the same figures as
+//! `swqos stats`, under conventional names (`_total` counters, base units: seconds, bytes).
+
+use std::fmt::Write as _;
+
+use swqos_shm::stats::{approximate_sum, count_at_most, Counter, PortCounter, Snapshot};
+
+use crate::stats::{kind_name, role_name, state_name};
+
+/// Upper bounds (seconds) of the latency histogram's `le` buckets, collapsed from the
+/// dataplane's ~3%-resolution buckets.
+const LATENCY_BOUNDS: [f64; 17] = [
+    1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1,
+    1.0,
+];
+
+/// Help text of the per-lcore counter family for `c`.
+fn lcore_help(c: Counter) -> &'static str {
+    match c {
+        Counter::Polls => "Busy-poll loop iterations.",
+        Counter::Submissions => "Submission slots taken from the submit rings.",
+        Counter::Rejected => "Submissions rejected by transaction validation.",
+        Counter::UnknownLane => "Lane bits naming no configured lane, and submissions naming none.",
+        Counter::TxPackets => "Packets accepted by tx_burst.",
+        Counter::TxBytes => "Bytes of the packets accepted by tx_burst (Ethernet frames, no FCS).",
+        Counter::TxFull => "tx_burst calls or submissions held back by a full TX queue.",
+        Counter::TxDropped => "Packets dropped after the send timeout or at shutdown.",
+        Counter::NoMbuf => "Moments an mbuf allocation failed (the submission was retried).",
+        Counter::CompletionOverflow => {
+            "Completion records lost to a full client completion ring (packets were sent)."
+        }
+        Counter::RingCorrupt => "Submit rings found corrupt and resynchronised.",
+        Counter::RxPackets => "Packets received on polled RX queues.",
+        Counter::RxBytes => "Bytes received on polled RX queues.",
+        Counter::RxGarbage => "Received frames that are not Ethernet/IPv4 or are too short.",
+    }
+}
+
+/// Name and help of the per-port family for `c`.
+fn port_family(c: PortCounter) -> (&'static str, &'static str) {
+    match c {
+        PortCounter::Opackets => (
+            "swqos_port_tx_packets_total",
+            "Packets the driver sent (DPDK opackets).",
+        ),
+        PortCounter::Obytes => (
+            "swqos_port_tx_bytes_total",
+            "Bytes the driver sent (DPDK obytes).",
+        ),
+        PortCounter::Oerrors => (
+            "swqos_port_tx_errors_total",
+            "Packets the driver failed to send (DPDK oerrors).",
+        ),
+        PortCounter::Ipackets => (
+            "swqos_port_rx_packets_total",
+            "Packets received (DPDK ipackets).",
+        ),
+        PortCounter::Ibytes => ("swqos_port_rx_bytes_total", "Bytes received (DPDK ibytes)."),
+        PortCounter::Imissed => (
+            "swqos_port_rx_missed_total",
+            "Packets the NIC dropped for want of RX descriptors (DPDK imissed).",
+        ),
+        PortCounter::Ierrors => (
+            "swqos_port_rx_errors_total",
+            "Erroneous packets received (DPDK ierrors).",
+        ),
+        PortCounter::RxNombuf => (
+            "swqos_port_rx_nombuf_total",
+            "RX mbuf allocation failures (DPDK rx_nombuf).",
+        ),
+    }
+}
+
+/// A label value escaped per the exposition format.
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn header(o: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(o, "# HELP {name} {help}");
+    let _ = writeln!(o, "# TYPE {name} {kind}");
+}
+
+/// The exposition for `snap`, or only `swqos_dataplane_up 0` when no dataplane is attached.
+pub(crate) fn render(snap: Option<&Snapshot>) -> String {
+    let mut o = String::new();
+    header(
+        &mut o,
+        "swqos_dataplane_up",
+        "gauge",
+        "1 when the dataplane is in state running with a live process and a fresh heartbeat, else 0.",
+    );
+    let up = snap.is_some_and(Snapshot::is_up);
+    let _ = writeln!(o, "swqos_dataplane_up {}", u8::from(up));
+    let Some(snap) = snap else {
+        return o;
+    };
+
+    header(
+        &mut o,
+        "swqos_dataplane_info",
+        "gauge",
+        "The attached dataplane: its pid and published state (value always 1).",
+    );
+    let _ = writeln!(
+        o,
+        "swqos_dataplane_info{{pid=\"{}\",state=\"{}\"}} 1",
+        snap.pid,
+        state_name(snap.state)
+    );
+    header(
+        &mut o,
+        "swqos_heartbeat_age_seconds",
+        "gauge",
+        "Seconds since the dataplane's main loop last refreshed its heartbeat (every millisecond when healthy).",
+    );
+    let _ = writeln!(
+        o,
+        "swqos_heartbeat_age_seconds {}",
+        snap.heartbeat_age_ns as f64 / 1e9
+    );
+
+    // Per lcore.
+    for c in Counter::ALL {
+        let name = format!("swqos_lcore_{}_total", c.name());
+        header(&mut o, &name, "counter", lcore_help(c));
+        for s in &snap.lcores {
+            let _ = writeln!(
+                o,
+                "{name}{{lcore=\"{}\",role=\"{}\"}} {}",
+                s.lcore_id,
+                role_name(s.role),
+                s.get(c)
+            );
+        }
+    }
+
+    // Completions by outcome.
+    let out = snap.outcomes();
+    header(
+        &mut o,
+        "swqos_completions_total",
+        "counter",
+        "Outcomes of submissions: sent, dropped and unknown_lane count completion records (one per submission and lane); rejected counts submissions that failed validation (the client gets one rejected record per lane named).",
+    );
+    for (outcome, v) in [
+        ("sent", out.sent),
+        ("rejected", out.rejected),
+        ("unknown_lane", out.unknown_lane),
+        ("dropped", out.dropped),
+    ] {
+        let _ = writeln!(o, "swqos_completions_total{{outcome=\"{outcome}\"}} {v}");
+    }
+
+    // Per lane.
+    header(
+        &mut o,
+        "swqos_lane_packets_total",
+        "counter",
+        "Packets sent on the lane (accepted by tx_burst).",
+    );
+    for l in &snap.lanes {
+        let _ = writeln!(
+            o,
+            "swqos_lane_packets_total{{lane=\"{}\",kind=\"{}\"}} {}",
+            esc(&l.name),
+            kind_name(l.kind),
+            l.packets
+        );
+    }
+    if snap.lanes.iter().any(|l| l.bytes.is_some()) {
+        header(
+            &mut o,
+            "swqos_lane_bytes_total",
+            "counter",
+            "Bytes sent on the lane (Ethernet frames, no FCS); absent for lanes whose bytes the dataplane does not count.",
+        );
+        for l in &snap.lanes {
+            if let Some(b) = l.bytes {
+                let _ = writeln!(
+                    o,
+                    "swqos_lane_bytes_total{{lane=\"{}\",kind=\"{}\"}} {b}",
+                    esc(&l.name),
+                    kind_name(l.kind)
+                );
+            }
+        }
+    }
+    header(
+        &mut o,
+        "swqos_lane_dropped_total",
+        "counter",
+        "Packets dropped on the lane (send timeout, no mbuf, shutdown, too large).",
+    );
+    for l in &snap.lanes {
+        let _ = writeln!(
+            o,
+            "swqos_lane_dropped_total{{lane=\"{}\",kind=\"{}\"}} {}",
+            esc(&l.name),
+            kind_name(l.kind),
+            l.dropped
+        );
+    }
+    if snap.lanes.iter().any(|l| l.fast.is_some()) {
+        header(
+            &mut o,
+            "swqos_lane_path_packets_total",
+            "counter",
+            "Packets sent per path: fast (built in an mbuf and burst by the lcore) or fallback. UDP lanes have only the fast path.",
+        );
+        for l in &snap.lanes {
+            for (path, v) in [("fast", l.fast), ("fallback", l.fallback)] {
+                if let Some(v) = v {
+                    let _ = writeln!(
+                        o,
+                        "swqos_lane_path_packets_total{{lane=\"{}\",kind=\"{}\",path=\"{path}\"}} {v}",
+                        esc(&l.name),
+                        kind_name(l.kind)
+                    );
+                }
+            }
+        }
+    }
+
+    // Per port.
+    for c in PortCounter::ALL {
+        let (name, help) = port_family(c);
+        header(&mut o, name, "counter", help);
+        for p in &snap.ports {
+            let _ = writeln!(o, "{name}{{port=\"{}\"}} {}", esc(&p.name), p.get(c));
+        }
+    }
+
+    // Latency.
+    let hist = snap.latency();
+    let name = "swqos_submit_to_tx_latency_seconds";
+    header(
+        &mut o,
+        name,
+        "histogram",
+        "Submit-to-tx_burst latency (client TSC at submit to dataplane TSC after tx_burst accepted the frame), all TX lcores. Buckets are collapsed from ~3%-resolution buckets: a sample counts under le only when its whole fine bucket lies at or below le. _sum is approximated from the fine buckets' midpoints.",
+    );
+    for bound in LATENCY_BOUNDS {
+        let ticks = (bound * snap.tsc_hz as f64).floor() as u64;
+        let _ = writeln!(
+            o,
+            "{name}_bucket{{le=\"{}\"}} {}",
+            fmt_le(bound),
+            count_at_most(&hist, ticks)
+        );
+    }
+    let count: u64 = hist.iter().sum();
+    let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(
+        o,
+        "{name}_sum {}",
+        snap.ticks_to_secs(approximate_sum(&hist))
+    );
+    let _ = writeln!(o, "{name}_count {count}");
+    o
+}
+
+/// A bucket bound as Prometheus clients print them (`1e-06`, `0.0001`, `1.0`).
+/// Appends the control plane's wake-up latency histogram (from `swqos_rt::LatencyMonitor`).
+pub(crate) fn render_wakeup_latency(o: &mut String, stats: &swqos_rt::LatencyStats) {
+    let name = "swqos_control_wakeup_latency_seconds";
+    header(
+        o,
+        name,
+        "histogram",
+        "How late the control plane's 1 ms sleeps wake up: the scheduling latency of its CPUs.",
+    );
+    let counts = stats.counts();
+    let mut cumulative = 0;
+    for (bound, n) in swqos_rt::BUCKETS_NS.iter().zip(&counts) {
+        cumulative += n;
+        let le = fmt_le(*bound as f64 / 1e9);
+        o.push_str(&format!("{name}_bucket{{le=\"{le}\"}} {cumulative}\n"));
+    }
+    let total: u64 = counts.iter().sum();
+    o.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {total}\n"));
+    o.push_str(&format!("{name}_sum {}\n", stats.sum_ns() as f64 / 1e9));
+    o.push_str(&format!("{name}_count {total}\n"));
+}
+
+fn fmt_le(v: f64) -> String {
+    if v < 1e-4 {
+        let s = format!("{v:e}"); // "1e-6"
+        match s.split_once('e') {
+            Some((m, e)) => {
+                let (sign, digits) = e.strip_prefix('-').map_or(("+", e), |d| ("-", d));
+                format!("{m}e{sign}{digits:0>2}")
+            }
+            None => s,
+        }
+    } else if v.fract() == 0.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn le_bounds_print_like_prometheus_clients() {
+        assert_eq!(fmt_le(1e-6), "1e-06");
+        assert_eq!(fmt_le(5e-5), "5e-05");
+        assert_eq!(fmt_le(1e-4), "0.0001");
+        assert_eq!(fmt_le(0.1), "0.1");
+        assert_eq!(fmt_le(1.0), "1.0");
+    }
+
+    #[test]
+    fn no_dataplane_is_up_zero_only() {
+        let text = render(None);
+        assert!(text.contains("# TYPE swqos_dataplane_up gauge\nswqos_dataplane_up 0\n"));
+        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 1);
+    }
+}
