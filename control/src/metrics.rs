@@ -33,6 +33,9 @@ fn lcore_help(c: Counter) -> &'static str {
         Counter::RxPackets => "Packets received on polled RX queues.",
         Counter::RxBytes => "Bytes received on polled RX queues.",
         Counter::RxGarbage => "Received frames that are not Ethernet/IPv4 or are too short.",
+        Counter::ToKernel => "Frames the exception-path bridge passed from the NIC to the kernel.",
+        Counter::FromKernel => "Frames the exception-path bridge passed from the kernel to the NIC.",
+        Counter::BridgeDropped => "Bridged frames dropped because the other side's queue stayed full.",
     }
 }
 

@@ -22,7 +22,7 @@ use crate::hugepages::{self, Decision, HugepageState};
 use crate::lanes::{LaneTable, PortChecksums};
 use crate::report::Report;
 use crate::rx::RxWorker;
-use crate::tx::{RingPair, TxPath, TxWorker, TxWorkerParts};
+use crate::tx::{Bridge, RingPair, TxPath, TxWorker, TxWorkerParts};
 
 /// Headroom DPDK reserves at the front of every mbuf.
 const MBUF_HEADROOM: u32 = 128;
@@ -323,6 +323,29 @@ impl Dataplane {
                         .first()
                         .map(|q| pools[config.ports[q.port].mempool].clone())
                         .unwrap_or_else(|| pools[0].clone());
+                    let bridge = match lc.bridge {
+                        None => None,
+                        Some(b) => {
+                            let take = |ports: &mut Vec<Port>, port: usize| {
+                                ports[port].take_rx_queue(b.queue).ok_or_else(|| {
+                                    RunError(format!(
+                                        "rx queue {} of port {} taken twice",
+                                        b.queue, config.ports[port].name
+                                    ))
+                                })
+                            };
+                            let nic_rx = take(&mut ports, b.nic)?;
+                            let kernel_rx = take(&mut ports, b.kernel)?;
+                            info!(
+                                "lcore {} bridges port {} <-> kernel interface {}",
+                                lc.id, config.ports[b.nic].name, config.ports[b.kernel].name
+                            );
+                            Some(
+                                Bridge::new(nic_rx, kernel_rx, b.nic, b.kernel, &path_ports)
+                                    .map_err(|e| RunError(format!("lcore {}: {e}", lc.id)))?,
+                            )
+                        }
+                    };
                     let worker = TxWorker::new(TxWorkerParts {
                         rings,
                         paths,
@@ -331,6 +354,7 @@ impl Dataplane {
                         pool,
                         stats: writer,
                         tx_timeout_ticks: ticks(opts.tx_timeout, tsc_hz),
+                        bridge,
                     })
                     .map_err(|e| RunError(format!("lcore {}: {e}", lc.id)))?;
                     Worker::Tx(worker)

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use arrayvec::ArrayVec;
-use dpdk::{Mbuf, Mempool, TxBurst, TxQueue};
+use dpdk::{Mbuf, Mempool, RxBurst, RxQueue, TxBurst, TxQueue};
 use swqos_shm::layout::{Completion, DropReason, Status, MAX_LANES, MAX_TX_SIZE};
 use swqos_shm::ring::{CompletionProducer, SlotRef, SubmitConsumer};
 use swqos_shm::stats::{Counter, StatsWriter};
@@ -43,6 +43,8 @@ pub struct Pending {
 pub struct TxPath {
     queue: TxQueue,
     burst: TxBurst<Pending, BURST>,
+    /// Frames the exception-path bridge forwards out of this queue (no completions).
+    forward: TxBurst<(), BURST>,
     /// TSC when the queue first refused packets in the current stall, 0 when not stalled.
     stalled_since: u64,
 }
@@ -53,9 +55,89 @@ impl TxPath {
         TxPath {
             queue,
             burst: TxBurst::new(),
+            forward: TxBurst::new(),
             stalled_since: 0,
         }
     }
+}
+
+/// The kernel exception path a TX lcore bridges: every frame from the NIC goes to the kernel
+/// interface and back, so ARP, ICMP and the kernel's TCP connections use the DPDK-owned NIC.
+pub struct Bridge {
+    nic_rx: RxQueue,
+    kernel_rx: RxQueue,
+    /// Index in the worker's paths of its TX queue on the NIC / on the kernel interface.
+    nic_path: usize,
+    kernel_path: usize,
+    rx: RxBurst<BURST>,
+}
+
+impl Bridge {
+    /// A bridge over the two RX queues, sending through the worker's paths on the ports
+    /// `nic_port` and `kernel_port` (config indices, looked up in `path_ports`).
+    pub fn new(
+        nic_rx: RxQueue,
+        kernel_rx: RxQueue,
+        nic_port: usize,
+        kernel_port: usize,
+        path_ports: &[usize],
+    ) -> Result<Bridge, String> {
+        let find = |port: usize| {
+            path_ports
+                .iter()
+                .position(|&p| p == port)
+                .ok_or_else(|| format!("the bridge has no TX queue on port index {port}"))
+        };
+        Ok(Bridge {
+            nic_rx,
+            kernel_rx,
+            nic_path: find(nic_port)?,
+            kernel_path: find(kernel_port)?,
+            rx: RxBurst::new(),
+        })
+    }
+
+    /// Moves what arrived on each side to the other; returns the frames moved.
+    fn poll(&mut self, paths: &mut [TxPath], stats: &mut StatsWriter) -> usize {
+        let to_kernel = forward(
+            &mut self.nic_rx,
+            &mut self.rx,
+            &mut paths[self.kernel_path],
+            stats,
+        );
+        stats.add(Counter::ToKernel, to_kernel as u64);
+        let from_kernel = forward(
+            &mut self.kernel_rx,
+            &mut self.rx,
+            &mut paths[self.nic_path],
+            stats,
+        );
+        stats.add(Counter::FromKernel, from_kernel as u64);
+        to_kernel + from_kernel
+    }
+}
+
+/// Receives a burst from `rx` and sends it (with whatever the queue refused last time) out of
+/// `to`. A frame that finds the outgoing burst still full is dropped and counted: the kernel's
+/// TCP retransmits, and holding it would stall this lcore's lanes.
+fn forward(
+    rx: &mut RxQueue,
+    burst: &mut RxBurst<BURST>,
+    to: &mut TxPath,
+    stats: &mut StatsWriter,
+) -> usize {
+    if rx.rx_burst(burst) > 0 {
+        for m in burst.drain() {
+            if let Err((m, ())) = to.forward.push(m, ()) {
+                drop(m);
+                stats.add(Counter::BridgeDropped, 1);
+            }
+        }
+    }
+    if to.forward.is_empty() {
+        return 0;
+    }
+    to.queue.tx_burst(&mut to.forward, |()| {})
 }
 
 /// A client's ring pair as the dataplane holds it.
@@ -71,6 +153,7 @@ pub struct TxWorker {
     /// Submit rings, apart from the rest so a slot can be read while everything else changes.
     submits: Vec<SubmitConsumer>,
     out: Output,
+    bridge: Option<Bridge>,
     next_ring: usize,
 }
 
@@ -103,6 +186,8 @@ pub struct TxWorkerParts {
     pub stats: StatsWriter,
     /// How long a full NIC queue may hold packets before they are dropped, in TSC ticks.
     pub tx_timeout_ticks: u64,
+    /// The exception path this lcore bridges, if any.
+    pub bridge: Option<Bridge>,
 }
 
 impl TxWorker {
@@ -134,6 +219,7 @@ impl TxWorker {
                 ip_ident: 0,
                 tx_timeout_ticks: parts.tx_timeout_ticks,
             },
+            bridge: parts.bridge,
             next_ring: 0,
         })
     }
@@ -144,7 +230,11 @@ impl TxWorker {
         let out = &mut self.out;
         out.stats.begin();
         out.stats.add(Counter::Polls, 1);
-        let mut work = out.flush(false);
+        let mut work = match &mut self.bridge {
+            Some(b) => b.poll(&mut out.paths, &mut out.stats),
+            None => 0,
+        };
+        work += out.flush(false);
         let n_rings = self.submits.len();
         for k in 0..n_rings {
             // Rotate the starting ring so every client gets first turn in time.

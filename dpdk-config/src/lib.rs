@@ -323,6 +323,21 @@ pub struct LcoreConfig {
     pub role: LcoreRole,
     /// TX queues it owns ([`LcoreRole::Tx`]) or RX queues it polls ([`LcoreRole::Rx`]).
     pub queues: Vec<QueueRef>,
+    /// The kernel exception path this (tx) lcore bridges, if any.
+    pub bridge: Option<BridgeConfig>,
+}
+
+/// `lcore.bridge`: the lcore forwards every frame between a NIC port and a kernel interface
+/// (a `net_tap` or `virtio_user` port) both ways, so the host's IP stack (ARP, ICMP, the relays'
+/// TCP connections) reaches the wire through the DPDK-owned NIC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BridgeConfig {
+    /// Index into [`Config::ports`] of the NIC.
+    pub nic: usize,
+    /// Index into [`Config::ports`] of the kernel interface.
+    pub kernel: usize,
+    /// The RX queue polled on both ports (the lcore's own TX queues carry the frames out).
+    pub queue: u16,
 }
 
 /// `lcore.role`.

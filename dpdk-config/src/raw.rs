@@ -123,6 +123,16 @@ pub(crate) struct RawLcore {
     pub(crate) id: Spanned<i64>,
     pub(crate) role: LcoreRole,
     pub(crate) queues: Option<Spanned<Vec<Spanned<RawQueueRef>>>>,
+    pub(crate) bridge: Option<Spanned<RawBridge>>,
+}
+
+/// `lcore.bridge = { nic = "p0", kernel = "k0", queue = 0 }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBridge {
+    pub(crate) nic: Spanned<String>,
+    pub(crate) kernel: Spanned<String>,
+    pub(crate) queue: Option<Spanned<i64>>,
 }
 
 /// One `{ port = "p0", queue = 0 }` of `lcore.queues`.

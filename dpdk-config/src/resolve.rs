@@ -1,6 +1,8 @@
 //! Semantic validation: turns the raw file into [`Config`], filling defaults, checking ranges and
 //! resolving names to indices. The first error wins; it points at the offending value.
 
+use crate::raw::RawBridge;
+use crate::{BridgeConfig, PortDevice};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -532,10 +534,125 @@ fn resolve_lcores(
             });
         }
 
+        let bridge = match &lcore.bridge {
+            None => None,
+            Some(b) => Some(resolve_bridge(
+                b,
+                id,
+                role,
+                &queues,
+                ports,
+                &mut owners,
+                src,
+            )?),
+        };
+
         id_spans.push(lcore.id.span().start);
-        lcores.push(LcoreConfig { id, role, queues });
+        lcores.push(LcoreConfig {
+            id,
+            role,
+            queues,
+            bridge,
+        });
     }
     Ok((lcores, id_spans))
+}
+
+/// Checks `lcore.bridge`: a tx lcore, two different defined ports (the kernel one a TAP or
+/// virtio_user vdev), an RX queue free on both, and the lcore's own TX queue on both.
+fn resolve_bridge(
+    raw: &Spanned<RawBridge>,
+    id: u32,
+    role: LcoreRole,
+    queues: &[QueueRef],
+    ports: &[PortConfig],
+    owners: &mut HashMap<(usize, LcoreRole, u16), u32>,
+    src: &Source<'_>,
+) -> Result<BridgeConfig> {
+    if role != LcoreRole::Tx {
+        return Err(src.error(
+            raw,
+            format!("lcore {id} is an {role} lcore; expected `bridge` only on a tx lcore"),
+        ));
+    }
+    let b = raw.get_ref();
+    let find = |name: &Spanned<String>| {
+        ports
+            .iter()
+            .position(|p| &p.name == name.get_ref())
+            .ok_or_else(|| {
+                src.error(
+                    name,
+                    format!(
+                        "port `{}` is not defined; expected one of {}",
+                        name.get_ref(),
+                        list_names(ports.iter().map(|p| p.name.as_str()))
+                    ),
+                )
+            })
+    };
+    let nic = find(&b.nic)?;
+    let kernel = find(&b.kernel)?;
+    if nic == kernel {
+        return Err(src.error(
+            &b.kernel,
+            "the kernel side is the NIC itself; expected a second port (a net_tap or virtio_user vdev)",
+        ));
+    }
+    let kernel_is_tap = matches!(
+        &ports[kernel].device,
+        PortDevice::Vdev { name, .. } if name.starts_with("net_tap") || name.starts_with("virtio_user")
+    );
+    if !kernel_is_tap {
+        return Err(src.error(
+            &b.kernel,
+            format!(
+                "port `{}` is {}; expected a kernel interface: a `net_tapN,iface=...` or `virtio_userN,...` vdev",
+                ports[kernel].name, ports[kernel].device
+            ),
+        ));
+    }
+    let queue = match &b.queue {
+        None => 0,
+        Some(q) => {
+            let v = *q.get_ref();
+            if !(0..=i64::from(u16::MAX)).contains(&v) {
+                return Err(src.error(q, format!("queue {v} is out of range")));
+            }
+            v as u16
+        }
+    };
+    for port in [nic, kernel] {
+        let name = &ports[port].name;
+        let at = if port == nic { &b.nic } else { &b.kernel };
+        if queue >= ports[port].rx_queues {
+            return Err(src.error(
+                at,
+                format!(
+                    "port `{name}` has `rx_queues` = {}; the bridge polls RX queue {queue} on it",
+                    ports[port].rx_queues
+                ),
+            ));
+        }
+        if let Some(&owner) = owners.get(&(port, LcoreRole::Rx, queue)) {
+            return Err(src.error(
+                at,
+                format!(
+                    "RX queue {queue} of port `{name}` is already polled by lcore {owner}; expected                      each queue on exactly one lcore"
+                ),
+            ));
+        }
+        owners.insert((port, LcoreRole::Rx, queue), id);
+        if !queues.iter().any(|q| q.port == port) {
+            return Err(src.error(
+                at,
+                format!(
+                    "lcore {id} bridges port `{name}` but owns no TX queue on it; expected a                      `{{ port = \"{name}\", queue = N }}` in its `queues`"
+                ),
+            ));
+        }
+    }
+    Ok(BridgeConfig { nic, kernel, queue })
 }
 
 fn resolve_lanes(

@@ -683,3 +683,59 @@ fn tuning_errors() {
         "invalid type: string \"yes\", expected a boolean",
     );
 }
+
+/// `BASE` with a TAP port and lcore 1 bridging it to `p0` (needs an RX queue on `p0`).
+fn bridged(lcore_extra: &str) -> String {
+    edit(&[
+        ("tx_queues = 2\n", "tx_queues = 2\n\n[[port]]\nname = \"k0\"\ndevice = \"net_tap0,iface=swqos0\"\n"),
+        (
+            "queues = [{ port = \"p0\", queue = 0 }]\n",
+            &format!("queues = [{{ port = \"p0\", queue = 0 }}, {{ port = \"k0\", queue = 0 }}]\n{lcore_extra}"),
+        ),
+    ])
+}
+
+#[test]
+fn a_bridge_resolves_and_is_checked() {
+    let config = Config::parse(
+        &bridged("bridge = { nic = \"p0\", kernel = \"k0\" }\n"),
+        Path::new("t.toml"),
+    )
+    .unwrap();
+    let b = config.lcores[0].bridge.expect("bridge");
+    assert_eq!((b.nic, b.kernel, b.queue), (0, 1, 0));
+
+    // Line 18 is `bridge = ...`; its inline table starts at column 10.
+    check(
+        &bridged("bridge = { nic = \"p0\", kernel = \"p0\" }\n"),
+        "18:33",
+        "expected a second port",
+    );
+    check(
+        &bridged("bridge = { nic = \"p0\", kernel = \"nope\" }\n"),
+        "18:33",
+        "port `nope` is not defined",
+    );
+    check(
+        &bridged("bridge = { nic = \"p0\", kernel = \"k0\", queue = 1 }\n"),
+        "18:18",
+        "has `rx_queues` = 1",
+    );
+    check(
+        &bridged("bridge = { nic = \"p0\", kernel = \"k0\", extra = 1 }\n"),
+        "18:39",
+        "unknown field `extra`",
+    );
+    // The kernel side must be a TAP or virtio_user interface.
+    let text = bridged("bridge = { nic = \"p0\", kernel = \"k0\" }\n")
+        .replace("net_tap0,iface=swqos0", "net_null1");
+    check(&text, "18:33", "expected a kernel interface");
+    // The lcore must own a TX queue on both sides.
+    let text = bridged("bridge = { nic = \"p0\", kernel = \"k0\" }\n")
+        .replace(", { port = \"k0\", queue = 0 }]", "]");
+    check(&text, "18:33", "owns no TX queue on it");
+    // Only tx lcores bridge.
+    let text = bridged("bridge = { nic = \"p0\", kernel = \"k0\" }\n")
+        .replace("role = \"tx\"", "role = \"rx\"");
+    check(&text, "18:10", "expected `bridge` only on a tx lcore");
+}

@@ -51,10 +51,16 @@ pub enum Counter {
     RxBytes,
     /// Received frames that are not Ethernet/IPv4 or are too short.
     RxGarbage,
+    /// Frames the exception-path bridge passed from the NIC to the kernel.
+    ToKernel,
+    /// Frames the bridge passed from the kernel to the NIC.
+    FromKernel,
+    /// Bridged frames dropped because the other side's queue stayed full.
+    BridgeDropped,
 }
 
 /// Number of [`Counter`]s.
-pub const N_COUNTERS: usize = Counter::RxGarbage as usize + 1;
+pub const N_COUNTERS: usize = Counter::BridgeDropped as usize + 1;
 
 impl Counter {
     /// Every counter, in index order.
@@ -73,6 +79,9 @@ impl Counter {
         Counter::RxPackets,
         Counter::RxBytes,
         Counter::RxGarbage,
+        Counter::ToKernel,
+        Counter::FromKernel,
+        Counter::BridgeDropped,
     ];
 
     /// A snake_case name for output.
@@ -92,6 +101,9 @@ impl Counter {
             Counter::RxPackets => "rx_packets",
             Counter::RxBytes => "rx_bytes",
             Counter::RxGarbage => "rx_garbage",
+            Counter::ToKernel => "to_kernel",
+            Counter::FromKernel => "from_kernel",
+            Counter::BridgeDropped => "bridge_dropped",
         }
     }
 }
