@@ -142,7 +142,7 @@ fn prepare_pcap_dirs(config: &Config) -> Result<(), RunError> {
 /// One lcore's work, built and ready to launch.
 pub enum Worker {
     /// A submit/TX lcore.
-    Tx(TxWorker),
+    Tx(Box<TxWorker>),
     /// A NIC RX lcore.
     Rx(RxWorker),
 }
@@ -357,7 +357,7 @@ impl Dataplane {
                         bridge,
                     })
                     .map_err(|e| RunError(format!("lcore {}: {e}", lc.id)))?;
-                    Worker::Tx(worker)
+                    Worker::Tx(Box::new(worker))
                 }
                 LcoreRole::Rx => {
                     let mut queues = Vec::new();
@@ -423,7 +423,7 @@ impl Dataplane {
                     tuning_step(step, required).map_err(|e| e.0)?;
                 }
                 match worker {
-                    Worker::Tx(w) => tx_loop(w, &stop, drain, quiet),
+                    Worker::Tx(w) => tx_loop(*w, &stop, drain, quiet),
                     Worker::Rx(w) => rx_loop(w, &stop),
                 }
                 Ok(())
