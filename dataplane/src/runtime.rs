@@ -144,7 +144,7 @@ pub enum Worker {
     /// A submit/TX lcore.
     Tx(Box<TxWorker>),
     /// A NIC RX lcore.
-    Rx(RxWorker),
+    Rx(Box<RxWorker>),
 }
 
 /// A dataplane that is set up (EAL, pools, ports started, segment created, workers built) but
@@ -369,7 +369,7 @@ impl Dataplane {
                             ))
                         })?);
                     }
-                    Worker::Rx(RxWorker::new(queues, writer))
+                    Worker::Rx(Box::new(RxWorker::new(queues, writer)))
                 }
             };
             built.push((lc.id, worker));
@@ -424,7 +424,7 @@ impl Dataplane {
                 }
                 match worker {
                     Worker::Tx(w) => tx_loop(*w, &stop, drain, quiet),
-                    Worker::Rx(w) => rx_loop(w, &stop),
+                    Worker::Rx(w) => rx_loop(*w, &stop),
                 }
                 Ok(())
             })?;
