@@ -160,10 +160,10 @@ fn role_name(r: u32) -> &'static str {
 
 fn status_index(status: u8) -> usize {
     match Status::from_u8(status) {
-        Some(Status::Sent) => 0,
+        Some(Status::Sent) | Some(Status::Relayed) => 0,
         Some(Status::Rejected) => 1,
         Some(Status::UnknownLane) => 2,
-        Some(Status::Dropped) => 3,
+        Some(Status::Dropped) | Some(Status::RelayError) => 3,
         None => 4,
     }
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use swqos_shm::stats::Snapshot;
 use swqos_shm::{Segment, SegmentError};
 
-use crate::{metrics, rpc};
+use crate::{metrics, relay_lanes, rpc};
 use swqos_rt::{LatencyMonitor, Policy};
 
 /// `swqos control` arguments.
@@ -104,6 +104,14 @@ pub(crate) fn run(args: ControlArgs) -> ExitCode {
         log!("{}", rpc::describe(bound));
     }
 
+    let relay_thread = match relay_lanes::spawn(&config, stop.clone()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: relay lanes: {e}");
+            return ExitCode::from(2);
+        }
+    };
+
     let mut attachment = Attachment::new(config.shm.path.clone());
     attachment.refresh();
     while !stop.load(Ordering::Relaxed) {
@@ -125,6 +133,9 @@ pub(crate) fn run(args: ControlArgs) -> ExitCode {
         }
     }
     log!("stopping");
+    if let Some(t) = relay_thread {
+        let _ = t.join();
+    }
     ExitCode::SUCCESS
 }
 

@@ -9,6 +9,8 @@ mod control;
 mod doctor;
 mod input;
 mod metrics;
+mod relay;
+mod relay_lanes;
 mod rpc;
 mod stats;
 mod submit;

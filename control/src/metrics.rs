@@ -36,6 +36,7 @@ fn lcore_help(c: Counter) -> &'static str {
         Counter::ToKernel => "Frames the exception-path bridge passed from the NIC to the kernel.",
         Counter::FromKernel => "Frames the exception-path bridge passed from the kernel to the NIC.",
         Counter::BridgeDropped => "Bridged frames dropped because the other side's queue stayed full.",
+        Counter::HandedOff => "Submissions for relay lanes handed to the control plane (one per lane).",
     }
 }
 

@@ -20,9 +20,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::{json, Value};
-use swqos_shm::layout::{DropReason, Status};
 use swqos_shm::{Client, SubmitError};
-use swqos_wire::solana::{Transaction, TxError};
+use swqos_wire::solana::Transaction;
 
 /// JSON-RPC 2.0 error codes (the Solana RPC's where one fits).
 mod code {
@@ -208,19 +207,7 @@ fn submitter(shm: PathBuf, lanes: u64, jobs: Receiver<Job>, stop: Arc<AtomicBool
                 .get(done.lane as usize)
                 .cloned()
                 .unwrap_or_else(|| format!("#{}", done.lane));
-            let why = match Status::from_u8(done.status) {
-                Some(Status::Sent) => None,
-                Some(Status::Rejected) => Some(
-                    TxError::from_code(done.reason)
-                        .map(|e| e.reason().to_string())
-                        .unwrap_or_else(|| "rejected".into()),
-                ),
-                Some(Status::Dropped) => Some(format!(
-                    "dropped: {}",
-                    DropReason::from_u16(done.reason).map_or("unknown reason", DropReason::as_str)
-                )),
-                _ => Some("unknown lane".into()),
-            };
+            let why = done.outcome().err();
             if let (Some(why), None) = (why, &w.failure) {
                 w.failure = Some(format!("lane {lane}: {why}"));
             }

@@ -157,6 +157,7 @@ pub(crate) fn role_name(r: u32) -> &'static str {
 pub(crate) fn kind_name(k: LaneKind) -> &'static str {
     match k {
         LaneKind::Udp => "udp",
+        LaneKind::Http => "http",
         LaneKind::None => "none",
     }
 }

@@ -5,9 +5,8 @@ use std::collections::VecDeque;
 use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
-use swqos_shm::layout::{DropReason, Status};
 use swqos_shm::{Client, Completion, SubmitError};
-use swqos_wire::solana::{Transaction, TxError};
+use swqos_wire::solana::Transaction;
 
 use crate::input::{decode_line, is_blank};
 
@@ -44,21 +43,9 @@ enum Outcome {
 }
 
 fn describe(c: &Completion) -> Outcome {
-    match Status::from_u8(c.status) {
-        Some(Status::Sent) => Outcome::Sent,
-        Some(Status::Rejected) => Outcome::Failed(
-            TxError::from_code(c.reason)
-                .map(|e| e.reason().to_string())
-                .unwrap_or_else(|| format!("rejected (code {})", c.reason)),
-        ),
-        Some(Status::UnknownLane) => Outcome::Failed("unknown lane".into()),
-        Some(Status::Dropped) => Outcome::Failed(format!(
-            "dropped: {}",
-            DropReason::from_u16(c.reason)
-                .map(DropReason::as_str)
-                .unwrap_or("unknown reason")
-        )),
-        None => Outcome::Failed(format!("unknown completion status {}", c.status)),
+    match c.outcome() {
+        Ok(()) => Outcome::Sent,
+        Err(why) => Outcome::Failed(why),
     }
 }
 

@@ -39,13 +39,30 @@ pub struct Lane {
     pub name: String,
     /// Config index of the port it sends on.
     pub port: usize,
+    /// How its submissions leave.
+    pub send: LaneSend,
+}
+
+/// How a lane's submissions leave the host.
+#[derive(Debug, Clone)]
+pub enum LaneSend {
+    /// A UDP datagram built in an mbuf by the TX lcore.
+    Udp(UdpFrame),
+    /// An HTTP relay: the submission is handed to the control plane, which sends it on one of
+    /// its kernel TCP connections (the delegated fast path builds on this).
+    Relay,
+}
+
+/// A UDP lane's prebuilt frame template and checksum handling.
+#[derive(Debug, Clone)]
+pub struct UdpFrame {
     template: UdpLaneTemplate,
     mode: ChecksumMode,
     /// Mbuf offload metadata, when the NIC fills any checksum.
     pub offload: Option<Offload>,
 }
 
-impl Lane {
+impl UdpFrame {
     /// Bytes of headers before the transaction.
     #[inline]
     pub fn header_len(&self) -> usize {
@@ -84,64 +101,87 @@ impl LaneTable {
             .lanes
             .iter()
             .map(|lane| {
-                let LaneKind::Udp(udp) = &lane.kind;
-                let cs = offloads[lane.port];
-                let mode = if cs.ipv4 || cs.udp {
-                    ChecksumMode::Offload {
-                        ip: cs.ipv4,
-                        udp: cs.udp,
+                let send = match &lane.kind {
+                    LaneKind::Udp(udp) => {
+                        LaneSend::Udp(udp_frame(udp, port_macs[lane.port], offloads[lane.port]))
                     }
-                } else {
-                    ChecksumMode::Software
+                    LaneKind::Http(_) => LaneSend::Relay,
                 };
-                let offload = (cs.ipv4 || cs.udp).then_some(Offload {
-                    flags: dpdk::offload::mbuf::TX_IPV4
-                        | if cs.ipv4 {
-                            dpdk::offload::mbuf::TX_IP_CKSUM
-                        } else {
-                            0
-                        }
-                        | if cs.udp {
-                            dpdk::offload::mbuf::TX_UDP_CKSUM
-                        } else {
-                            0
-                        },
-                    l2_len: 14,
-                    l3_len: 20,
-                    l4_len: 8,
-                });
                 Lane {
                     name: lane.name.clone(),
                     port: lane.port,
-                    template: UdpLaneTemplate::new(
-                        EthernetAddress(port_macs[lane.port]),
-                        EthernetAddress(udp.dst_mac),
-                        udp.src_ip,
-                        udp.dst_ip,
-                        udp.src_port,
-                        udp.dst_port,
-                        TTL,
-                    ),
-                    mode,
-                    offload,
+                    send,
                 }
             })
             .collect();
         LaneTable(lanes)
     }
 
-    /// A description of each lane for the startup log.
+    /// Lanes whose submissions go to the control plane (a lane mask).
+    pub fn relay_mask(&self) -> u64 {
+        self.0
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| matches!(l.send, LaneSend::Relay))
+            .fold(0, |m, (i, _)| m | 1 << i)
+    }
+
+    /// A description of each lane for the startup log (tokens never appear).
     pub fn describe(config: &Config) -> Vec<String> {
         config
             .lanes
             .iter()
-            .map(|l| {
-                let LaneKind::Udp(u) = &l.kind;
-                format!(
+            .map(|l| match &l.kind {
+                LaneKind::Udp(u) => format!(
                     "lane {} udp {}:{} -> {}:{} via port {}",
                     l.name, u.src_ip, u.src_port, u.dst_ip, u.dst_port, config.ports[l.port].name
-                )
+                ),
+                LaneKind::Http(h) => format!(
+                    "lane {} http {} relay {}:{} (Host {}), {} kernel connection(s) by the control plane",
+                    l.name, h.provider, h.dst_ip, h.dst_port, h.host, h.connections
+                ),
             })
             .collect()
+    }
+}
+
+/// The frame template of a UDP lane sent from a port with `port_mac` and checksum offloads `cs`.
+fn udp_frame(udp: &dpdk_config::UdpLane, port_mac: [u8; 6], cs: PortChecksums) -> UdpFrame {
+    let mode = if cs.ipv4 || cs.udp {
+        ChecksumMode::Offload {
+            ip: cs.ipv4,
+            udp: cs.udp,
+        }
+    } else {
+        ChecksumMode::Software
+    };
+    let offload = (cs.ipv4 || cs.udp).then_some(Offload {
+        flags: dpdk::offload::mbuf::TX_IPV4
+            | if cs.ipv4 {
+                dpdk::offload::mbuf::TX_IP_CKSUM
+            } else {
+                0
+            }
+            | if cs.udp {
+                dpdk::offload::mbuf::TX_UDP_CKSUM
+            } else {
+                0
+            },
+        l2_len: 14,
+        l3_len: 20,
+        l4_len: 8,
+    });
+    UdpFrame {
+        template: UdpLaneTemplate::new(
+            EthernetAddress(port_mac),
+            EthernetAddress(udp.dst_mac),
+            udp.src_ip,
+            udp.dst_ip,
+            udp.src_port,
+            udp.dst_port,
+            TTL,
+        ),
+        mode,
+        offload,
     }
 }

@@ -11,7 +11,7 @@ use dpdk::{Eal, LcoreId, Mempool, Port, PortConf};
 use dpdk_config::{Config, LcoreRole, PortDevice};
 use swqos_rt::Policy;
 use swqos_shm::layout::{LaneInfo, LaneKind as ShmLaneKind, Layout, State, MAX_TX_SIZE};
-use swqos_shm::ring::{CompletionProducer, SubmitConsumer};
+use swqos_shm::ring::{CompletionProducer, HandoffProducer, SubmitConsumer};
 use swqos_shm::stats::{
     self, role, Counter, PortCounter, PortStatsWriter, StatsWriter, N_PORT_COUNTERS,
 };
@@ -87,6 +87,9 @@ pub fn check_sizes(config: &Config) -> Result<(), RunError> {
         }
     }
     for lane in &config.lanes {
+        if !matches!(lane.kind, dpdk_config::LaneKind::Udp(_)) {
+            continue; // relay lanes leave through the control plane's connections
+        }
         let port = &config.ports[lane.port];
         let mtu = port.mtu.unwrap_or(1500) as u32;
         if mtu + 14 < MAX_UDP_FRAME {
@@ -277,7 +280,13 @@ impl Dataplane {
         let lane_info: Vec<LaneInfo> = config
             .lanes
             .iter()
-            .map(|l| LaneInfo::new(&l.name, ShmLaneKind::Udp))
+            .map(|l| {
+                let kind = match l.kind {
+                    dpdk_config::LaneKind::Udp(_) => ShmLaneKind::Udp,
+                    dpdk_config::LaneKind::Http(_) => ShmLaneKind::Http,
+                };
+                LaneInfo::new(&l.name, kind)
+            })
             .collect();
         let seg = Arc::new(
             Segment::create(&config.shm.path, layout, &lane_info, &port_names, tsc_hz)
@@ -355,6 +364,9 @@ impl Dataplane {
                         stats: writer,
                         tx_timeout_ticks: ticks(opts.tx_timeout, tsc_hz),
                         bridge,
+                        handoff: (lanes.relay_mask() != 0)
+                            .then(|| HandoffProducer::new(seg.clone(), index)),
+                        seg: seg.clone(),
                     })
                     .map_err(|e| RunError(format!("lcore {}: {e}", lc.id)))?;
                     Worker::Tx(Box::new(worker))

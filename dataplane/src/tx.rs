@@ -9,12 +9,16 @@ use std::sync::Arc;
 use arrayvec::ArrayVec;
 use dpdk::{Mbuf, Mempool, RxBurst, RxQueue, TxBurst, TxQueue};
 use swqos_shm::layout::{Completion, DropReason, Status, MAX_LANES, MAX_TX_SIZE};
-use swqos_shm::ring::{CompletionProducer, SlotRef, SubmitConsumer};
+use swqos_shm::ring::{CompletionProducer, HandoffProducer, SlotRef, SubmitConsumer};
+use swqos_shm::Segment;
 use swqos_shm::stats::{Counter, StatsWriter};
 use swqos_wire::checksum;
 use swqos_wire::solana::{Transaction, TxError};
 
-use crate::lanes::LaneTable;
+use crate::lanes::{LaneSend, LaneTable};
+
+/// A control plane whose heartbeat is older than this is considered gone (50 ms).
+const CONTROL_TIMEOUT_NS: u64 = 50_000_000;
 
 /// Packets per `tx_burst` call (and the most a worker holds per queue).
 pub const BURST: usize = 64;
@@ -160,6 +164,11 @@ pub struct TxWorker {
 /// Everything a slot turns into: frames on queues, completions, counters.
 struct Output {
     completes: Vec<CompletionProducer>,
+    /// Submissions for relay lanes, to the control plane.
+    handoff: Option<HandoffProducer>,
+    /// Lanes whose submissions are handed off.
+    relay_mask: u64,
+    seg: Arc<Segment>,
     paths: Vec<TxPath>,
     lanes: Arc<LaneTable>,
     /// For each lane id, the index in `paths` of the queue on the lane's port.
@@ -188,6 +197,10 @@ pub struct TxWorkerParts {
     pub tx_timeout_ticks: u64,
     /// The exception path this lcore bridges, if any.
     pub bridge: Option<Bridge>,
+    /// This lcore's hand-off ring to the control plane (needed when any lane is a relay).
+    pub handoff: Option<HandoffProducer>,
+    /// The segment (for the control plane's heartbeat).
+    pub seg: Arc<Segment>,
 }
 
 impl TxWorker {
@@ -211,6 +224,9 @@ impl TxWorker {
             submits,
             out: Output {
                 completes,
+                handoff: parts.handoff,
+                relay_mask: parts.lanes.relay_mask(),
+                seg: parts.seg,
                 paths: parts.paths,
                 lanes: parts.lanes,
                 lane_path,
@@ -332,34 +348,37 @@ impl Output {
             return true;
         }
 
+        let relay = known & self.relay_mask;
+        let udp = known & !self.relay_mask;
+
         // Every queue this slot uses must have room for all of its frames, so a slot is taken
         // whole or not at all.
-        for lane in lanes_of(known) {
+        for lane in lanes_of(udp) {
             let path = &self.paths[self.lane_path[lane as usize] as usize];
-            if path.burst.len() + known.count_ones() as usize > BURST {
+            if path.burst.len() + udp.count_ones() as usize > BURST {
                 self.stats.add(Counter::TxFull, 1);
                 return false;
             }
         }
         // All of the slot's mbufs at once (one pool operation), or none: the slot waits.
         let mut mbufs: ArrayVec<Mbuf, MAX_LANES> = ArrayVec::new();
-        if !self
-            .pool
-            .alloc_bulk(&mut mbufs, known.count_ones() as usize)
-        {
+        if !self.pool.alloc_bulk(&mut mbufs, udp.count_ones() as usize) {
             self.stats.add(Counter::NoMbuf, 1);
             return false;
         }
 
+        if relay != 0 {
+            self.hand_off(r, &slot, relay);
+        }
         let payload_sum = checksum::sum(slot.tx);
-        for lane in lanes_of(slot.lanes) {
+        for lane in lanes_of(slot.lanes & !relay) {
             if (lane as u32) >= n_lanes {
                 self.stats.add(Counter::UnknownLane, 1);
                 self.complete(pending(lane), Status::UnknownLane, 0, dpdk::tsc());
                 continue;
             }
             let Some(mbuf) = mbufs.pop() else {
-                continue; // cannot happen: one mbuf per known lane was allocated
+                continue; // cannot happen: one mbuf per UDP lane was allocated
             };
             match self.build_frame(mbuf, lane, slot.tx, payload_sum) {
                 Ok(m) => {
@@ -383,6 +402,35 @@ impl Output {
         true
     }
 
+    /// Passes a submission's relay lanes to the control plane, which answers their completions;
+    /// without a live control plane, or with its ring full, they are dropped and answered here.
+    fn hand_off(&mut self, r: usize, slot: &SlotRef<'_>, relay: u64) {
+        let reason = match &mut self.handoff {
+            Some(h) if self.seg.control_alive(CONTROL_TIMEOUT_NS) => {
+                if h.push(r, slot, relay) {
+                    self.stats.add(Counter::HandedOff, relay.count_ones() as u64);
+                    for lane in lanes_of(relay) {
+                        self.stats.lane_sent(lane as usize);
+                    }
+                    return;
+                }
+                DropReason::HandoffFull
+            }
+            _ => DropReason::NoControlPlane,
+        };
+        for lane in lanes_of(relay) {
+            let p = Pending {
+                ring: r as u8,
+                lane,
+                lease_gen: slot.lease_gen,
+                tag: slot.tag,
+                submit_tsc: slot.submit_tsc,
+                len: 0,
+            };
+            self.drop_packet(p, reason);
+        }
+    }
+
     /// Writes lane `lane`'s Ethernet/IPv4/UDP headers and the transaction into `mbuf`.
     fn build_frame(
         &mut self,
@@ -391,7 +439,9 @@ impl Output {
         tx: &[u8],
         payload_sum: u32,
     ) -> Result<Mbuf, DropReason> {
-        let lane = &self.lanes[lane as usize];
+        let LaneSend::Udp(lane) = &self.lanes[lane as usize].send else {
+            return Err(DropReason::TooLarge); // relay lanes never get here (see `handle_slot`)
+        };
         let frame_len = lane.header_len() + tx.len();
         let Some(frame) = mbuf.append(frame_len as u16) else {
             return Err(DropReason::TooLarge);
@@ -482,6 +532,9 @@ impl Output {
     fn publish_completions(&mut self) {
         for c in &mut self.completes {
             c.publish();
+        }
+        if let Some(h) = &mut self.handoff {
+            h.publish();
         }
     }
 }

@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use error::ConfigError;
+pub use swqos_wire::relay::Provider;
 
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -384,13 +385,71 @@ pub struct LaneConfig {
 pub enum LaneKind {
     /// The transaction as the payload of one UDP datagram.
     Udp(UdpLane),
+    /// An HTTP relay reached over kernel TCP connections (the control plane's).
+    Http(HttpLane),
 }
 
 impl fmt::Display for LaneKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             LaneKind::Udp(_) => "udp",
+            LaneKind::Http(_) => "http",
         })
+    }
+}
+
+/// The settings of a [`LaneKind::Http`] lane.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HttpLane {
+    /// The relay's request format.
+    pub provider: Provider,
+    /// The relay's IPv4 address.
+    pub dst_ip: Ipv4Addr,
+    /// The relay's TCP port.
+    pub dst_port: u16,
+    /// `Host` header value; default `dst_ip` (with `:dst_port` unless 80).
+    pub host: String,
+    /// Path override (Lightspeed's URL path, or a non-standard relay path).
+    pub path: Option<String>,
+    /// The API token, from `token` or the environment variable `token_env` (never logged).
+    pub token: Option<Secret>,
+    /// Kernel TCP connections the control plane keeps open to the relay.
+    pub connections: u16,
+}
+
+impl fmt::Debug for HttpLane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpLane")
+            .field("provider", &self.provider)
+            .field("dst_ip", &self.dst_ip)
+            .field("dst_port", &self.dst_port)
+            .field("host", &self.host)
+            .field("path", &self.path)
+            .field("token", &self.token)
+            .field("connections", &self.connections)
+            .finish()
+    }
+}
+
+/// A secret string (an API token): `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: String) -> Secret {
+        Secret(s)
+    }
+
+    /// The secret itself, for building requests only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
     }
 }
 

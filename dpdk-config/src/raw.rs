@@ -148,6 +148,7 @@ pub(crate) struct RawQueueRef {
 #[serde(rename_all = "lowercase")]
 pub(crate) enum RawLaneKind {
     Udp,
+    Http,
 }
 
 /// One `[[lane]]`. The per-kind keys are optional here and required by `resolve` per kind.
@@ -162,6 +163,12 @@ pub(crate) struct RawLane {
     pub(crate) dst_ip: Option<Spanned<String>>,
     pub(crate) dst_port: Option<Spanned<i64>>,
     pub(crate) dst_mac: Option<Spanned<String>>,
+    pub(crate) provider: Option<Spanned<String>>,
+    pub(crate) host: Option<Spanned<String>>,
+    pub(crate) path: Option<Spanned<String>>,
+    pub(crate) token: Option<Spanned<String>>,
+    pub(crate) token_env: Option<Spanned<String>>,
+    pub(crate) connections: Option<Spanned<i64>>,
 }
 
 /// `[control]`.

@@ -2,7 +2,7 @@
 //! resolving names to indices. The first error wins; it points at the offending value.
 
 use crate::raw::RawBridge;
-use crate::{BridgeConfig, PortDevice};
+use crate::{BridgeConfig, HttpLane, PortDevice, Provider, Secret};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -701,6 +701,7 @@ fn resolve_lanes(
             })?;
         let kind = match lane.kind.get_ref() {
             RawLaneKind::Udp => LaneKind::Udp(resolve_udp_lane(lane, src)?),
+            RawLaneKind::Http => LaneKind::Http(resolve_http_lane(lane, src)?),
         };
         lanes.push(LaneConfig {
             name: name.clone(),
@@ -797,6 +798,132 @@ fn resolve_udp_lane(lane: &RawLane, src: &Source<'_>) -> Result<UdpLane> {
         dst_ip,
         dst_port,
         dst_mac,
+    })
+}
+
+/// Most kernel TCP connections one HTTP lane may keep.
+const MAX_CONNECTIONS: i64 = 64;
+
+fn resolve_http_lane(lane: &RawLane, src: &Source<'_>) -> Result<HttpLane> {
+    let name = lane.name.get_ref();
+    let missing = |key: &str, what: &str| {
+        src.error(
+            &lane.kind,
+            format!("http lane `{name}` has no `{key}`; expected {what}"),
+        )
+    };
+    // Keys of the other kind are mistakes, not silently ignored settings.
+    for (key, value) in [
+        ("src_ip", lane.src_ip.as_ref()),
+        ("dst_mac", lane.dst_mac.as_ref()),
+    ] {
+        if let Some(v) = value {
+            return Err(src.error(
+                v,
+                format!("`{key}` is for udp lanes; an http lane's addresses come from the kernel's connection"),
+            ));
+        }
+    }
+    if let Some(v) = &lane.src_port {
+        return Err(src.error(
+            v,
+            "`src_port` is for udp lanes; the kernel picks an http lane's ports",
+        ));
+    }
+    let provider_text = lane
+        .provider
+        .as_ref()
+        .ok_or_else(|| missing("provider", "one of the relay providers, e.g. \"jito\""))?;
+    let provider: Provider = provider_text.get_ref().parse().map_err(|_| {
+        src.error(
+            provider_text,
+            format!(
+                "unknown provider {:?}; expected one of {}",
+                provider_text.get_ref(),
+                list_names(Provider::ALL.iter().map(|p| p.name()))
+            ),
+        )
+    })?;
+    let dst_ip = lane
+        .dst_ip
+        .as_ref()
+        .ok_or_else(|| missing("dst_ip", "the relay's IPv4 address"))?;
+    let dst_ip = syntax::parse_ipv4(dst_ip.get_ref()).ok_or_else(|| {
+        src.error(
+            dst_ip,
+            format!(
+                "`dst_ip` = {:?} is not an IPv4 address; expected a dotted quad",
+                dst_ip.get_ref()
+            ),
+        )
+    })?;
+    let dst_port = match &lane.dst_port {
+        Some(p) => in_range(src, p, "dst_port", 1, 65535)? as u16,
+        None => 80,
+    };
+    let host = match &lane.host {
+        Some(h) => {
+            let text = h.get_ref();
+            if text.is_empty() || !text.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(src.error(h, "`host` must be a non-empty host name without spaces"));
+            }
+            text.clone()
+        }
+        None if dst_port == 80 => dst_ip.to_string(),
+        None => format!("{dst_ip}:{dst_port}"),
+    };
+    let path = match &lane.path {
+        Some(p)
+            if !p.get_ref().starts_with('/')
+                || !p.get_ref().bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            return Err(src.error(p, "`path` must start with `/` and contain no spaces"));
+        }
+        Some(p) => Some(p.get_ref().clone()),
+        None => None,
+    };
+    let token = match (&lane.token, &lane.token_env) {
+        (Some(t), Some(_)) => {
+            return Err(src.error(t, "both `token` and `token_env`; expected one of them"));
+        }
+        (Some(t), None) => Some(t.get_ref().clone()),
+        (None, Some(var)) => match std::env::var(var.get_ref()) {
+            Ok(v) if !v.is_empty() => Some(v),
+            _ => {
+                return Err(src.error(
+                    var,
+                    format!(
+                    "environment variable `{}` is not set or empty; expected the API token in it",
+                    var.get_ref()
+                ),
+                ))
+            }
+        },
+        (None, None) => None,
+    };
+    if let (Some(t), Some(at)) = (&token, lane.token.as_ref().or(lane.token_env.as_ref())) {
+        if !t.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(src.error(at, "the token contains spaces or control characters"));
+        }
+    }
+    if token.is_none() && provider.needs_token() {
+        return Err(missing(
+            "token",
+            "the relay's API token (`token = \"...\"` or `token_env = \"VAR\"`)",
+        ));
+    }
+    let connections = match &lane.connections {
+        Some(c) => in_range(src, c, "connections", 1, MAX_CONNECTIONS)? as u16,
+        None => 2,
+    };
+    Ok(HttpLane {
+        provider,
+        dst_ip,
+        dst_port,
+        host,
+        path,
+        token: token.map(Secret::new),
+        connections,
     })
 }
 

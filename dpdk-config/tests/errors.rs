@@ -77,7 +77,9 @@ fn base_is_valid() {
     assert_eq!(config.lane_by_name("a"), Some(0));
     assert_eq!(config.lane_by_name("b"), None);
     assert_eq!(config.port_by_name("p0"), Some(0));
-    let LaneKind::Udp(udp) = &config.lanes[0].kind;
+    let LaneKind::Udp(udp) = &config.lanes[0].kind else {
+        panic!("lane 0 is a udp lane");
+    };
     assert_eq!(udp.dst_port, 8001);
     assert_eq!(udp.dst_mac, [2, 0, 0, 0, 0, 2]);
     assert_eq!(config.lanes[0].kind.to_string(), "udp");

@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 
 use swqos_wire::solana::{Transaction, TxError};
 
-use crate::layout::{Completion, RingControl, Slot, State, MAX_TX_SIZE};
+use crate::layout::{Completion, DropReason, RingControl, Slot, State, Status, MAX_TX_SIZE};
 use crate::ring::{pack, unpack};
 use crate::segment::{pid_alive, Segment, SegmentError};
 use crate::time::tsc;
@@ -70,7 +70,8 @@ pub struct Client {
     capacity: u32,
     tail: u32,
     promised: u32,
-    comp_head: u32,
+    /// Heads of the two completion rings: the dataplane's and the control plane's (relay lanes).
+    comp_heads: [u32; 2],
     lane_names: Vec<String>,
     lane_mask: u64,
 }
@@ -107,7 +108,9 @@ impl Client {
         let ctl = seg.ring_control(ring);
         let lease_gen = ctl.lease_gen.fetch_add(1, Ordering::AcqRel).wrapping_add(1);
         let (tail, promised) = unpack(ctl.tail.0.load(Ordering::Acquire));
-        let comp_head = seg.completion_control(ring).head.0.load(Ordering::Acquire) as u32;
+        let n = seg.layout().n_rings as usize;
+        let comp_heads = [ring, n + ring]
+            .map(|i| seg.completion_control(i).head.0.load(Ordering::Acquire) as u32);
         let lanes = seg.lanes();
         let lane_mask = if lanes.len() >= 64 {
             u64::MAX
@@ -126,7 +129,7 @@ impl Client {
             lease_gen,
             tail,
             promised,
-            comp_head,
+            comp_heads,
         }
     }
 
@@ -175,7 +178,9 @@ impl Client {
     /// Completion records still owed to this client (across its lease, including those owed to
     /// a dead predecessor on the same ring).
     pub fn outstanding(&self) -> u32 {
-        self.promised.wrapping_sub(self.comp_head)
+        // Every completion ever owed on this ring, less every one read from either ring.
+        self.promised
+            .wrapping_sub(self.comp_heads[0].wrapping_add(self.comp_heads[1]))
     }
 
     /// Validates `tx` as a signed Solana transaction and submits it to the lanes in `lanes`
@@ -230,25 +235,54 @@ impl Client {
         Ok(())
     }
 
-    /// The next completion for this lease, if any. Records left for a dead predecessor on the
+    /// The next completion for this lease, if any, from the dataplane (UDP lanes, rejections,
+    /// drops) or the control plane (relay lanes). Records left for a dead predecessor on the
     /// same ring are skipped.
     pub fn poll(&mut self) -> Option<Completion> {
-        let ctl = self.seg.completion_control(self.ring);
+        self.poll_from(0).or_else(|| self.poll_from(1))
+    }
+
+    fn poll_from(&mut self, which: usize) -> Option<Completion> {
+        let index = self.ring + which * self.seg.layout().n_rings as usize;
+        let ctl = self.seg.completion_control(index);
         loop {
+            let head = self.comp_heads[which];
             let tail = ctl.tail.0.load(Ordering::Acquire) as u32;
-            if tail == self.comp_head {
+            if tail == head {
                 return None;
             }
-            let idx = (self.comp_head % self.capacity) as usize;
-            // SAFETY: `idx < capacity` and the record was published by the dataplane's release
+            let idx = (head % self.capacity) as usize;
+            // SAFETY: `idx < capacity` and the record was published by its producer's release
             // store of the tail acquired above; it is not rewritten before we advance the head.
-            let c =
-                unsafe { std::ptr::read_volatile(self.seg.completion_records(self.ring).add(idx)) };
-            self.comp_head = self.comp_head.wrapping_add(1);
-            ctl.head.0.store(self.comp_head as u64, Ordering::Release);
+            let c = unsafe { std::ptr::read_volatile(self.seg.completion_records(index).add(idx)) };
+            self.comp_heads[which] = head.wrapping_add(1);
+            ctl.head.0.store(self.comp_heads[which] as u64, Ordering::Release);
             if c.lease_gen == self.lease_gen {
                 return Some(c);
             }
+        }
+    }
+}
+
+impl Completion {
+    /// What the record says: `Ok` when the transaction left on its lane (sent by the dataplane,
+    /// or accepted by a relay), otherwise why not, in words.
+    pub fn outcome(&self) -> Result<(), String> {
+        match Status::from_u8(self.status) {
+            Some(Status::Sent) | Some(Status::Relayed) => Ok(()),
+            Some(Status::Rejected) => Err(TxError::from_code(self.reason)
+                .map(|e| e.reason().to_string())
+                .unwrap_or_else(|| format!("rejected (code {})", self.reason))),
+            Some(Status::UnknownLane) => Err("unknown lane".into()),
+            Some(Status::Dropped) => Err(format!(
+                "dropped: {}",
+                DropReason::from_u16(self.reason).map_or("unknown reason", DropReason::as_str)
+            )),
+            Some(Status::RelayError) if self.reason == 0 => {
+                Err("relay error: no response (connection failed; see swqos control's log)".into())
+            }
+            Some(Status::RelayError) => Err(format!("relay error: HTTP {}", self.reason)),
+            None => Err(format!("unknown completion status {}", self.status)),
         }
     }
 }

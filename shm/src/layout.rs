@@ -23,7 +23,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SWQOSSHM");
 /// Bumped on every change to a structure in this module or in [`crate::stats`].
 ///
 /// 2: per-lane byte counters in [`LcoreStats`], the ports area ([`PortStats`]).
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 /// The largest transaction a slot holds: Solana's packet data size.
 pub const MAX_TX_SIZE: usize = 1232;
 /// Lanes are addressed by bit in a `u64` lane mask.
@@ -38,6 +38,9 @@ pub const MAX_PORTS: usize = 32;
 pub const PORT_NAME_LEN: usize = 32;
 /// Completion records per submit slot: a ring's completion ring holds `ring_slots * 8` records.
 pub const COMPLETIONS_PER_SLOT: usize = 8;
+/// Records per hand-off ring: submissions for relay lanes a TX lcore passes to the control
+/// plane (a record is a [`Slot`] whose `flags` hold the client's ring index).
+pub const HANDOFF_SLOTS: u32 = 1024;
 /// Highest number of submit rings (client processes at once).
 pub const MAX_RINGS: usize = 64;
 /// Fewest and most slots per submit ring (power of two).
@@ -80,6 +83,8 @@ pub enum LaneKind {
     None = 0,
     /// A UDP datagram target.
     Udp = 1,
+    /// An HTTP relay.
+    Http = 2,
 }
 
 /// One lane's public description, so clients can resolve lane names without the config.
@@ -161,6 +166,14 @@ pub struct Header {
     pub state: AtomicU32,
     /// `CLOCK_MONOTONIC` nanoseconds, refreshed by the dataplane's main loop every millisecond.
     pub heartbeat_ns: AtomicU64,
+    /// Process id of the control plane attached to the segment (0: none). Only it writes the
+    /// relay completion rings and reads the hand-off rings.
+    pub control_pid: AtomicU32,
+    /// `CLOCK_MONOTONIC` nanoseconds, refreshed by the control plane every few milliseconds;
+    /// the dataplane hands relay submissions over only while it is fresh.
+    pub control_heartbeat_ns: AtomicU64,
+    /// Offset of the first hand-off ring (one per lcore stats block; TX lcores use theirs).
+    pub handoff_offset: u64,
     /// Lanes by id (bit position in a lane mask).
     pub lanes: [LaneInfo; MAX_LANES],
 }
@@ -232,6 +245,11 @@ pub enum Status {
     UnknownLane = 3,
     /// Could not be sent; `reason` is a [`DropReason`].
     Dropped = 4,
+    /// A relay accepted it; `reason` is the HTTP status.
+    Relayed = 5,
+    /// A relay refused it or could not be reached; `reason` is the HTTP status, or 0 when no
+    /// response came (the control plane logs why).
+    RelayError = 6,
 }
 
 impl Status {
@@ -242,6 +260,8 @@ impl Status {
             2 => Some(Status::Rejected),
             3 => Some(Status::UnknownLane),
             4 => Some(Status::Dropped),
+            5 => Some(Status::Relayed),
+            6 => Some(Status::RelayError),
             _ => None,
         }
     }
@@ -259,6 +279,10 @@ pub enum DropReason {
     Shutdown = 3,
     /// The frame does not fit the port's MTU or the mbuf.
     TooLarge = 4,
+    /// A relay lane's submission found no control plane running to send it.
+    NoControlPlane = 5,
+    /// The hand-off ring to the control plane was full.
+    HandoffFull = 6,
 }
 
 impl DropReason {
@@ -269,6 +293,8 @@ impl DropReason {
             2 => Some(DropReason::NoMbuf),
             3 => Some(DropReason::Shutdown),
             4 => Some(DropReason::TooLarge),
+            5 => Some(DropReason::NoControlPlane),
+            6 => Some(DropReason::HandoffFull),
             _ => None,
         }
     }
@@ -280,6 +306,8 @@ impl DropReason {
             DropReason::NoMbuf => "no mbuf available past the send timeout",
             DropReason::Shutdown => "dataplane shut down",
             DropReason::TooLarge => "frame larger than the port allows",
+            DropReason::NoControlPlane => "no control plane running for relay lanes (start swqos control)",
+            DropReason::HandoffFull => "control plane hand-off ring full",
         }
     }
 }
@@ -325,6 +353,10 @@ pub struct Layout {
     pub completion_stride: usize,
     /// Offset of the stats blocks.
     pub stats_offset: usize,
+    /// Offset of the hand-off rings (dataplane -> control plane), one per lcore.
+    pub handoff_offset: usize,
+    /// Bytes of one hand-off ring.
+    pub handoff_stride: usize,
     /// Offset of the port stats blocks.
     pub ports_offset: usize,
     /// Total bytes.
@@ -370,12 +402,16 @@ impl Layout {
                 + Self::completion_capacity_of(ring_slots) * size_of::<Completion>(),
             page,
         );
-        let stats_offset = completions_offset + n_rings as usize * completion_stride;
+        // Two completion rings per client: the dataplane's, then the control plane's (relay
+        // lanes), so each has a single producer.
+        let stats_offset = completions_offset + 2 * n_rings as usize * completion_stride;
         let ports_offset = stats_offset + n_lcores as usize * size_of::<LcoreStats>();
-        let size = align_up(
-            ports_offset + n_ports as usize * size_of::<PortStats>(),
+        let handoff_offset = align_up(ports_offset + n_ports as usize * size_of::<PortStats>(), page);
+        let handoff_stride = align_up(
+            size_of::<CompletionControl>() + HANDOFF_SLOTS as usize * size_of::<Slot>(),
             page,
         );
+        let size = handoff_offset + n_lcores as usize * handoff_stride;
         Ok(Layout {
             n_rings,
             ring_slots,
@@ -387,6 +423,8 @@ impl Layout {
             completion_stride,
             stats_offset,
             ports_offset,
+            handoff_offset,
+            handoff_stride,
             size,
         })
     }
@@ -410,7 +448,18 @@ impl Layout {
         self.ring(i) + size_of::<RingControl>()
     }
 
-    /// Offset of completion ring `i`'s control block.
+    /// Offset of hand-off ring `i`'s control block; its records (slots) follow it.
+    pub fn handoff_ring(&self, i: usize) -> usize {
+        self.handoff_offset + i * self.handoff_stride
+    }
+
+    /// Offset of record 0 of hand-off ring `i`.
+    pub fn handoff_records(&self, i: usize) -> usize {
+        self.handoff_ring(i) + size_of::<CompletionControl>()
+    }
+
+    /// Offset of completion ring `i`'s control block: `i < n_rings` are written by the
+    /// dataplane, `n_rings + r` by the control plane for client ring `r`.
     pub fn completion_ring(&self, i: usize) -> usize {
         self.completions_offset + i * self.completion_stride
     }

@@ -14,7 +14,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::layout::{Completion, CompletionControl, RingControl, Slot, MAX_TX_SIZE};
+use crate::layout::{Completion, CompletionControl, RingControl, Slot, HANDOFF_SLOTS, MAX_TX_SIZE};
 use crate::segment::Segment;
 
 /// Splits a producer word into (tail, promised).
@@ -158,10 +158,19 @@ pub struct CompletionProducer {
 unsafe impl Send for CompletionProducer {}
 
 impl CompletionProducer {
-    /// The completion ring paired with a claimed submit ring.
+    /// The completion ring paired with a claimed submit ring (the dataplane's).
     pub fn new(consumer: &SubmitConsumer) -> CompletionProducer {
-        let seg = consumer.seg.clone();
-        let ring = consumer.ring;
+        CompletionProducer::at(consumer.seg.clone(), consumer.ring)
+    }
+
+    /// The relay completion ring of client ring `ring`, written by the control plane (the
+    /// process that holds [`Segment::claim_control`]).
+    pub fn relay(seg: Arc<Segment>, ring: usize) -> CompletionProducer {
+        let n = seg.layout().n_rings as usize;
+        CompletionProducer::at(seg, n + ring)
+    }
+
+    fn at(seg: Arc<Segment>, ring: usize) -> CompletionProducer {
         let tail = seg.completion_control(ring).tail.0.load(Ordering::Acquire) as u32;
         CompletionProducer {
             records: seg.completion_records(ring),
@@ -203,5 +212,136 @@ impl CompletionProducer {
             self.ctl().tail.0.store(self.tail as u64, Ordering::Release);
             self.published = self.tail;
         }
+    }
+}
+
+/// A submission for relay lanes, as the control plane receives it from a TX lcore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handoff {
+    /// The client's submit ring (where its completions go).
+    pub ring: u16,
+    /// The relay lanes to send to.
+    pub lanes: u64,
+    /// The client's tag.
+    pub tag: u64,
+    /// The client's lease generation.
+    pub lease_gen: u32,
+    /// The client's TSC at submit.
+    pub submit_tsc: u64,
+    /// The validated transaction.
+    pub tx: Vec<u8>,
+}
+
+/// A TX lcore's end of its hand-off ring (dataplane -> control plane).
+pub struct HandoffProducer {
+    seg: Arc<Segment>,
+    index: usize,
+    records: *mut Slot,
+    tail: u32,
+    head: u32,
+    published: u32,
+}
+
+// SAFETY: one producer per hand-off ring: the ring is indexed by the TX lcore's stats block,
+// which `StatsWriter::new` hands out once; the `Arc` keeps the mapping alive.
+unsafe impl Send for HandoffProducer {}
+
+impl HandoffProducer {
+    /// Hand-off ring `index` (the TX lcore's stats block index).
+    pub fn new(seg: Arc<Segment>, index: usize) -> HandoffProducer {
+        let tail = seg.handoff_control(index).tail.0.load(Ordering::Acquire) as u32;
+        HandoffProducer {
+            records: seg.handoff_records(index),
+            seg,
+            index,
+            tail,
+            head: tail,
+            published: tail,
+        }
+    }
+
+    /// Copies a submission for the relay lanes `lanes` into the ring (visible after
+    /// [`HandoffProducer::publish`]); `false` if the ring is full.
+    #[inline]
+    pub fn push(&mut self, ring: usize, slot: &SlotRef<'_>, lanes: u64) -> bool {
+        let cap = HANDOFF_SLOTS;
+        if self.tail.wrapping_sub(self.head) >= cap {
+            self.head = self.seg.handoff_control(self.index).head.0.load(Ordering::Acquire) as u32;
+            if self.tail.wrapping_sub(self.head) >= cap {
+                return false;
+            }
+        }
+        let idx = (self.tail % cap) as usize;
+        let n = slot.tx.len().min(MAX_TX_SIZE);
+        // SAFETY: `idx < cap`; the record is free (the control plane's head is past it) and is
+        // published only by the release store in `publish`.
+        unsafe {
+            let r = self.records.add(idx);
+            (*r).tag = slot.tag;
+            (*r).lanes = lanes;
+            (*r).submit_tsc = slot.submit_tsc;
+            (*r).lease_gen = slot.lease_gen;
+            (*r).tx_len = n as u16;
+            (*r).flags = ring as u16;
+            std::ptr::copy_nonoverlapping(slot.tx.as_ptr(), (*r).tx.as_mut_ptr(), n);
+        }
+        self.tail = self.tail.wrapping_add(1);
+        true
+    }
+
+    /// Makes every pushed record visible to the control plane.
+    #[inline]
+    pub fn publish(&mut self) {
+        if self.published != self.tail {
+            self.seg
+                .handoff_control(self.index)
+                .tail
+                .0
+                .store(self.tail as u64, Ordering::Release);
+            self.published = self.tail;
+        }
+    }
+}
+
+/// The control plane's end of one hand-off ring.
+pub struct HandoffConsumer {
+    seg: Arc<Segment>,
+    index: usize,
+    head: u32,
+}
+
+impl HandoffConsumer {
+    /// Hand-off ring `index`; the caller must hold the control-plane role
+    /// ([`Segment::claim_control`]) so it is the only consumer.
+    pub fn new(seg: Arc<Segment>, index: usize) -> HandoffConsumer {
+        let head = seg.handoff_control(index).head.0.load(Ordering::Acquire) as u32;
+        HandoffConsumer { seg, index, head }
+    }
+
+    /// The next submission, if any.
+    pub fn pop(&mut self) -> Option<Handoff> {
+        let ctl = self.seg.handoff_control(self.index);
+        let tail = ctl.tail.0.load(Ordering::Acquire) as u32;
+        if tail == self.head {
+            return None;
+        }
+        let idx = (self.head % HANDOFF_SLOTS) as usize;
+        // SAFETY: `idx` is within the ring; the record was published by the producer's release
+        // store acquired above and is not rewritten before the head moves past it.
+        let h = unsafe {
+            let r = self.seg.handoff_records(self.index).add(idx);
+            let n = (std::ptr::read_volatile(&(*r).tx_len) as usize).min(MAX_TX_SIZE);
+            Handoff {
+                ring: std::ptr::read_volatile(&(*r).flags),
+                lanes: std::ptr::read_volatile(&(*r).lanes),
+                tag: std::ptr::read_volatile(&(*r).tag),
+                lease_gen: std::ptr::read_volatile(&(*r).lease_gen),
+                submit_tsc: std::ptr::read_volatile(&(*r).submit_tsc),
+                tx: std::slice::from_raw_parts((*r).tx.as_ptr(), n).to_vec(),
+            }
+        };
+        self.head = self.head.wrapping_add(1);
+        ctl.head.0.store(self.head as u64, Ordering::Release);
+        Some(h)
     }
 }

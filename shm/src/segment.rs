@@ -191,6 +191,7 @@ impl Segment {
             (*h).rings_offset = layout.rings_offset as u64;
             (*h).completions_offset = layout.completions_offset as u64;
             (*h).stats_offset = layout.stats_offset as u64;
+            (*h).handoff_offset = layout.handoff_offset as u64;
             (*h).ports_offset = layout.ports_offset as u64;
             for (i, lane) in lanes.iter().enumerate() {
                 (*h).lanes[i] = *lane;
@@ -265,6 +266,7 @@ impl Segment {
             || h.rings_offset != layout.rings_offset as u64
             || h.completions_offset != layout.completions_offset as u64
             || h.stats_offset != layout.stats_offset as u64
+            || h.handoff_offset != layout.handoff_offset as u64
             || h.ports_offset != layout.ports_offset as u64
             || h.n_lanes as usize > MAX_LANES
             || len < layout.size as u64
@@ -413,16 +415,82 @@ impl Segment {
 
     /// Completion ring `i`'s control words.
     pub(crate) fn completion_control(&self, i: usize) -> &CompletionControl {
-        assert!(i < self.layout.n_rings as usize);
+        assert!(i < 2 * self.layout.n_rings as usize);
         // SAFETY: offset within the mapping per `Layout`, aligned, fields are atomics.
         unsafe { &*(self.base.add(self.layout.completion_ring(i)) as *const CompletionControl) }
     }
 
     /// Completion ring `i`'s first record.
     pub(crate) fn completion_records(&self, i: usize) -> *mut Completion {
-        assert!(i < self.layout.n_rings as usize);
+        assert!(i < 2 * self.layout.n_rings as usize);
         // SAFETY: offset within the mapping per `Layout`.
         unsafe { self.base.add(self.layout.completion_records(i)) as *mut Completion }
+    }
+
+    /// Hand-off ring `i`'s control words (`i` = the TX lcore's stats block index).
+    pub(crate) fn handoff_control(&self, i: usize) -> &CompletionControl {
+        assert!(i < self.layout.n_lcores as usize);
+        // SAFETY: offset within the mapping per `Layout`, page aligned, fields are atomics.
+        unsafe { &*(self.base.add(self.layout.handoff_ring(i)) as *const CompletionControl) }
+    }
+
+    /// Hand-off ring `i`'s first record.
+    pub(crate) fn handoff_records(&self, i: usize) -> *mut Slot {
+        assert!(i < self.layout.n_lcores as usize);
+        // SAFETY: offset within the mapping per `Layout`.
+        unsafe { self.base.add(self.layout.handoff_records(i)) as *mut Slot }
+    }
+
+    /// Makes this process the segment's one control plane: takes the role when it is free or
+    /// its holder is dead. `Err(pid)` names the live control plane that holds it.
+    pub fn claim_control(&self) -> Result<(), u32> {
+        let h = self.header();
+        let me = std::process::id();
+        loop {
+            let cur = h.control_pid.load(Ordering::Acquire);
+            if cur == me {
+                return Ok(());
+            }
+            if cur != 0 && pid_alive(cur) {
+                return Err(cur);
+            }
+            if h
+                .control_pid
+                .compare_exchange(cur, me, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                self.control_heartbeat();
+                return Ok(());
+            }
+        }
+    }
+
+    /// Gives the control-plane role back (on a clean exit).
+    pub fn release_control(&self) {
+        let h = self.header();
+        h.control_heartbeat_ns.store(0, Ordering::Release);
+        let _ = h.control_pid.compare_exchange(
+            std::process::id(),
+            0,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Refreshes the control plane's heartbeat.
+    pub fn control_heartbeat(&self) {
+        self.header()
+            .control_heartbeat_ns
+            .store(monotonic_ns(), Ordering::Release);
+    }
+
+    /// Whether a control plane is attached and its heartbeat is younger than `max_age_ns`.
+    pub fn control_alive(&self, max_age_ns: u64) -> bool {
+        let h = self.header();
+        let beat = h.control_heartbeat_ns.load(Ordering::Acquire);
+        beat != 0
+            && h.control_pid.load(Ordering::Relaxed) != 0
+            && monotonic_ns().saturating_sub(beat) <= max_age_ns
     }
 
     /// Stats block `i` (for readers).

@@ -57,10 +57,12 @@ pub enum Counter {
     FromKernel,
     /// Bridged frames dropped because the other side's queue stayed full.
     BridgeDropped,
+    /// (submission, relay lane) pairs handed to the control plane.
+    HandedOff,
 }
 
 /// Number of [`Counter`]s.
-pub const N_COUNTERS: usize = Counter::BridgeDropped as usize + 1;
+pub const N_COUNTERS: usize = Counter::HandedOff as usize + 1;
 
 impl Counter {
     /// Every counter, in index order.
@@ -82,6 +84,7 @@ impl Counter {
         Counter::ToKernel,
         Counter::FromKernel,
         Counter::BridgeDropped,
+        Counter::HandedOff,
     ];
 
     /// A snake_case name for output.
@@ -104,6 +107,7 @@ impl Counter {
             Counter::ToKernel => "to_kernel",
             Counter::FromKernel => "from_kernel",
             Counter::BridgeDropped => "bridge_dropped",
+            Counter::HandedOff => "handed_off",
         }
     }
 }
@@ -598,9 +602,9 @@ impl Snapshot {
                 let bytes: u64 = lcores.iter().map(|s| s.lane_bytes[id]).sum();
                 let kind = match info.kind {
                     k if k == LaneKind::Udp as u8 => LaneKind::Udp,
+                    k if k == LaneKind::Http as u8 => LaneKind::Http,
                     _ => LaneKind::None,
                 };
-                let udp = kind == LaneKind::Udp;
                 LaneSnapshot {
                     id,
                     name: info.name(),
@@ -608,8 +612,19 @@ impl Snapshot {
                     packets,
                     bytes: (bytes > 0 || packets == 0).then_some(bytes),
                     dropped: lcores.iter().map(|s| s.lane_dropped[id]).sum(),
-                    fast: udp.then_some(packets),
-                    fallback: udp.then_some(0),
+                    // UDP: every packet is built in an mbuf (fast). Relay lanes: `packets`
+                    // counts submissions handed to the control plane, which sends them on its
+                    // kernel connections (fallback) until delegated sends exist.
+                    fast: match kind {
+                        LaneKind::Udp => Some(packets),
+                        LaneKind::Http => Some(0),
+                        LaneKind::None => None,
+                    },
+                    fallback: match kind {
+                        LaneKind::Udp => Some(0),
+                        LaneKind::Http => Some(packets),
+                        LaneKind::None => None,
+                    },
                 }
             })
             .collect();

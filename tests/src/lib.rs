@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 
+pub mod topology;
+
 /// Whether the tests can use DPDK here; prints why not.
 pub fn have_root(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.

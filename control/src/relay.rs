@@ -1,0 +1,1556 @@
+//! The relay connection pool: HTTP/1.1 over ordinary kernel TCP sockets to SWQOS relays.
+//!
+//! Each lane (one relay endpoint) has `connections` kernel TCP connections, each owned by one
+//! thread. A lane has one bounded queue ([`QUEUE_LIMIT`]) that its idle connections take
+//! requests from, so [`RelayPool::send`] puts a request on an idle connection at once or leaves
+//! it for the next connection to finish. Per connection:
+//!
+//! - One request in flight (HTTP/1.1, no pipelining). The request is built by the lane's
+//!   [`RequestTemplate`] into a reused buffer and written with `write_all`; the response is read
+//!   by status line, headers and body (`Content-Length`, `Transfer-Encoding: chunked`, or up to
+//!   the close), with interim `1xx` responses skipped and [`READ_TIMEOUT`] as the deadline.
+//! - Every request gets exactly one [`Outcome`]. A request written on a connection that then
+//!   fails (reset, close, timeout) is an `Err` outcome and is *not* sent again: the relay may
+//!   already have it, so the caller decides.
+//! - Before a request is written the socket is checked (a non-blocking `MSG_PEEK`): a connection
+//!   the relay closed while idle is replaced first, and the request (nothing of it written yet)
+//!   goes back to the front of the queue instead of failing.
+//! - Reconnects: after a connect failure, reset, timeout or protocol error, with exponential
+//!   backoff (100 ms doubling to 5 s, ±20 % jitter; the streak restarts once a connection has
+//!   answered a request). An orderly close of a healthy connection (a response with
+//!   `Connection: close`, or the relay closing an idle connection) reconnects at once.
+//! - Keep-alive: a connection idle for the lane's `ping_interval` sends
+//!   `GET / HTTP/1.1` (Host: the lane's address) and discards the response, whatever its status.
+//!
+//! A lane whose every connection is down answers [`RelayPool::send`] at once with an `Err`
+//! outcome naming the last error; the queue is emptied the same way when the last connection of
+//! a lane goes down, so nothing waits silently. Logs (`swqos control:` on stderr) name the lane,
+//! connection and address, never request bytes or tokens.
+
+// `swqos control` wires the pool in later (relay lanes); until then only the tests use it.
+#![allow(dead_code)]
+
+use std::collections::hash_map::RandomState;
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, SocketAddrV4, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use swqos_wire::relay::RequestTemplate;
+
+/// Requests a lane holds while all its connections are busy; more are refused (`Err` outcome).
+pub(crate) const QUEUE_LIMIT: usize = 4096;
+/// How long a TCP connect may take.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a relay may take to answer a request (or a keep-alive ping) completely.
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request write may block (the relay not reading).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// First reconnect delay; doubles per consecutive failure up to [`BACKOFF_MAX`].
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Largest reconnect delay (before jitter).
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A connection that lived this long counts as healthy even if it answered nothing.
+const HEALTHY_AFTER: Duration = Duration::from_secs(1);
+/// Largest response head (status line and headers) accepted.
+const MAX_HEAD: usize = 16 * 1024;
+/// Largest response body accepted.
+const MAX_BODY: usize = 1024 * 1024;
+/// Longest error text taken from a response body.
+const MAX_ERROR_TEXT: usize = 512;
+/// `Outcome::conn` of a request refused before reaching any connection.
+pub(crate) const NO_CONN: usize = usize::MAX;
+
+macro_rules! log {
+    ($($arg:tt)*) => {
+        eprintln!("swqos control: {}", format_args!($($arg)*))
+    };
+}
+
+/// One relay lane: where to connect, how to write requests, how many connections.
+#[derive(Debug, Clone)]
+pub(crate) struct RelayLaneSpec {
+    /// The lane's name (for logs).
+    pub(crate) name: String,
+    /// The relay's address.
+    pub(crate) addr: SocketAddrV4,
+    /// The provider's request, with host and token prebuilt.
+    pub(crate) template: RequestTemplate,
+    /// Kernel TCP connections kept open to the relay.
+    pub(crate) connections: usize,
+    /// Send a keep-alive request when a connection has been idle this long; zero: never.
+    pub(crate) ping_interval: Duration,
+}
+
+/// What became of one request.
+#[derive(Debug, Clone)]
+pub(crate) struct Outcome {
+    /// The caller's id from [`RelayPool::send`].
+    pub(crate) id: u64,
+    /// The lane index.
+    pub(crate) lane: usize,
+    /// The connection index within the lane, or [`NO_CONN`] when refused before reaching one.
+    pub(crate) conn: usize,
+    /// The relay's answer, or why there is none (the request may or may not have reached the
+    /// relay when it was written before the failure).
+    pub(crate) result: Result<Reply, String>,
+    /// When the request was written to the socket (when it was refused, for refusals).
+    pub(crate) sent_at: Instant,
+    /// When the response was read or the failure seen.
+    pub(crate) done_at: Instant,
+}
+
+/// A relay's HTTP answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Reply {
+    /// The HTTP status.
+    pub(crate) status: u16,
+    /// The transaction signature the relay returned: JSON `result` (a string), `signature`,
+    /// `data.signatures[0]`, or a bare text body.
+    pub(crate) signature: Option<String>,
+    /// JSON-RPC `error.message`, or for a non-2xx status the body (or the status line when the
+    /// body is empty).
+    pub(crate) error: Option<String>,
+}
+
+/// A request waiting for a connection.
+struct Job {
+    id: u64,
+    tx: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnState {
+    /// Connecting without having failed since it was last up (or at start): requests wait.
+    Connecting,
+    Up,
+    /// Failed; waiting to reconnect or reconnecting.
+    Down,
+}
+
+struct LaneState {
+    queue: VecDeque<Job>,
+    conns: Vec<ConnState>,
+    /// Clones of the connections' sockets, so `stop` can shut them down under a blocked read.
+    sockets: Vec<Option<TcpStream>>,
+    last_error: String,
+    stopping: bool,
+}
+
+/// A lane as its connection threads share it.
+struct Lane {
+    index: usize,
+    name: String,
+    addr: SocketAddrV4,
+    template: RequestTemplate,
+    ping_interval: Duration,
+    /// `GET / HTTP/1.1` with the lane's address as Host.
+    ping: Vec<u8>,
+    state: Mutex<LaneState>,
+    /// Idle connections wait here for requests.
+    work: Condvar,
+    /// Connections waiting to reconnect wait here (woken by `stop`).
+    wake: Condvar,
+    outcomes: Sender<Outcome>,
+}
+
+/// The relay connections of every lane. See the module documentation.
+pub(crate) struct RelayPool {
+    lanes: Vec<Arc<Lane>>,
+    threads: Vec<JoinHandle<()>>,
+    outcomes: Sender<Outcome>,
+}
+
+impl RelayPool {
+    /// Starts `connections` kernel TCP connections per lane (TCP_NODELAY, connect timeout), each
+    /// owned by one thread; they reconnect with exponential backoff after a failure, reset or
+    /// remote close. Every request's outcome goes to `outcomes`.
+    pub(crate) fn start(lanes: Vec<RelayLaneSpec>, outcomes: Sender<Outcome>) -> RelayPool {
+        let mut pool = RelayPool {
+            lanes: Vec::with_capacity(lanes.len()),
+            threads: Vec::new(),
+            outcomes: outcomes.clone(),
+        };
+        for (index, spec) in lanes.into_iter().enumerate() {
+            let ping = format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", spec.addr).into_bytes();
+            let lane = Arc::new(Lane {
+                index,
+                name: spec.name,
+                addr: spec.addr,
+                template: spec.template,
+                ping_interval: spec.ping_interval,
+                ping,
+                state: Mutex::new(LaneState {
+                    queue: VecDeque::new(),
+                    conns: vec![ConnState::Connecting; spec.connections],
+                    sockets: (0..spec.connections).map(|_| None).collect(),
+                    last_error: if spec.connections == 0 {
+                        "the lane has no connections configured".to_string()
+                    } else {
+                        "not connected yet".to_string()
+                    },
+                    stopping: false,
+                }),
+                work: Condvar::new(),
+                wake: Condvar::new(),
+                outcomes: outcomes.clone(),
+            });
+            for conn in 0..spec.connections {
+                let owned = lane.clone();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("relay-{index}-{conn}"))
+                    .spawn(move || run_connection(&owned, conn));
+                match spawned {
+                    Ok(t) => pool.threads.push(t),
+                    Err(e) => {
+                        // Counted as down for good, so requests never wait on it.
+                        let reason = format!("cannot start the connection thread: {e}");
+                        log!("relay lane {} conn {conn}: {reason}", lane.name);
+                        lane.set_state(conn, ConnState::Down, Some(&reason));
+                    }
+                }
+            }
+            pool.lanes.push(lane);
+        }
+        pool
+    }
+
+    /// Sends a request for `tx` on `lane` over an idle connection, or queues it for the lane's
+    /// next free connection. When every connection of the lane is down, when the queue holds
+    /// [`QUEUE_LIMIT`] requests, or when `lane` does not exist, the outcome is an `Err` at once.
+    pub(crate) fn send(&self, lane: usize, id: u64, tx: Vec<u8>) {
+        let refuse = |reason: String| {
+            let now = Instant::now();
+            let _ = self.outcomes.send(Outcome {
+                id,
+                lane,
+                conn: NO_CONN,
+                result: Err(reason),
+                sent_at: now,
+                done_at: now,
+            });
+        };
+        let Some(l) = self.lanes.get(lane) else {
+            refuse(format!(
+                "no relay lane {lane} (there are {})",
+                self.lanes.len()
+            ));
+            return;
+        };
+        let mut st = l.lock();
+        if st.stopping {
+            drop(st);
+            refuse("the relay pool is stopping".to_string());
+        } else if all_down(&st.conns) {
+            let reason = l.down_message(&st);
+            drop(st);
+            refuse(reason);
+        } else if st.queue.len() >= QUEUE_LIMIT {
+            drop(st);
+            refuse(format!(
+                "lane {}: {QUEUE_LIMIT} requests already wait for a connection to {}",
+                l.name, l.addr
+            ));
+        } else {
+            st.queue.push_back(Job { id, tx });
+            drop(st);
+            l.work.notify_one();
+        }
+    }
+
+    /// Per lane: (connections up, connections total).
+    pub(crate) fn status(&self) -> Vec<(usize, usize)> {
+        self.lanes
+            .iter()
+            .map(|l| {
+                let st = l.lock();
+                let up = st.conns.iter().filter(|&&c| c == ConnState::Up).count();
+                (up, st.conns.len())
+            })
+            .collect()
+    }
+
+    /// Stops every thread and closes the sockets. Queued requests and requests in flight get
+    /// `Err` outcomes.
+    pub(crate) fn stop(mut self) {
+        self.signal_stop();
+        for t in std::mem::take(&mut self.threads) {
+            let _ = t.join();
+        }
+    }
+
+    fn signal_stop(&self) {
+        for l in &self.lanes {
+            let mut st = l.lock();
+            if st.stopping {
+                continue;
+            }
+            st.stopping = true;
+            let queued: Vec<Job> = st.queue.drain(..).collect();
+            for s in st.sockets.iter().flatten() {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+            drop(st);
+            l.work.notify_all();
+            l.wake.notify_all();
+            for job in queued {
+                l.emit(
+                    job.id,
+                    NO_CONN,
+                    Err("the relay pool stopped".to_string()),
+                    None,
+                );
+            }
+        }
+    }
+}
+
+impl Drop for RelayPool {
+    /// Dropping without `stop` still stops the threads (without waiting for them).
+    fn drop(&mut self) {
+        self.signal_stop();
+    }
+}
+
+fn all_down(conns: &[ConnState]) -> bool {
+    conns.iter().all(|&c| c == ConnState::Down)
+}
+
+impl Lane {
+    fn lock(&self) -> MutexGuard<'_, LaneState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stopping(&self) -> bool {
+        self.lock().stopping
+    }
+
+    fn down_message(&self, st: &LaneState) -> String {
+        format!(
+            "all {} connections to {} are down: {}",
+            st.conns.len(),
+            self.addr,
+            st.last_error
+        )
+    }
+
+    fn emit(&self, id: u64, conn: usize, result: Result<Reply, String>, sent_at: Option<Instant>) {
+        let done_at = Instant::now();
+        let _ = self.outcomes.send(Outcome {
+            id,
+            lane: self.index,
+            conn,
+            result,
+            sent_at: sent_at.unwrap_or(done_at),
+            done_at,
+        });
+    }
+
+    /// Sets connection `conn`'s state; going down records `error` and, when it was the last
+    /// connection up, fails every queued request.
+    fn set_state(&self, conn: usize, state: ConnState, error: Option<&str>) {
+        let mut st = self.lock();
+        st.conns[conn] = state;
+        if let Some(e) = error {
+            st.last_error = e.to_string();
+        }
+        if state == ConnState::Up {
+            return;
+        }
+        st.sockets[conn] = None;
+        if state == ConnState::Down && all_down(&st.conns) && !st.queue.is_empty() {
+            let reason = self.down_message(&st);
+            let queued: Vec<Job> = st.queue.drain(..).collect();
+            drop(st);
+            for job in queued {
+                self.emit(job.id, NO_CONN, Err(reason.clone()), None);
+            }
+        }
+    }
+
+    /// Connection `conn` is up on `stream`.
+    fn set_up(&self, conn: usize, stream: &TcpStream) {
+        let mut st = self.lock();
+        st.conns[conn] = ConnState::Up;
+        st.sockets[conn] = stream.try_clone().ok();
+        if st.stopping {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Gives back a request that was taken but not written.
+    fn requeue(&self, job: Job) {
+        self.lock().queue.push_front(job);
+        self.work.notify_one();
+    }
+
+    /// Waits `delay` unless stopped first; false when stopping.
+    fn sleep(&self, delay: Duration) -> bool {
+        let deadline = Instant::now() + delay;
+        let mut st = self.lock();
+        loop {
+            if st.stopping {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return true;
+            }
+            st = self
+                .wake
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// What an idle connection does next: a queued request, a keep-alive ping once it has
+    /// been idle since `idle_since` for the ping interval, or stop.
+    fn next(&self, idle_since: Instant) -> Next {
+        let mut st = self.lock();
+        loop {
+            if st.stopping {
+                return Next::Stop;
+            }
+            if let Some(job) = st.queue.pop_front() {
+                return Next::Job(job);
+            }
+            if self.ping_interval.is_zero() {
+                st = self.work.wait(st).unwrap_or_else(|e| e.into_inner());
+            } else {
+                let due = idle_since + self.ping_interval;
+                let now = Instant::now();
+                if now >= due {
+                    return Next::Ping;
+                }
+                st = self
+                    .work
+                    .wait_timeout(st, due - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+        }
+    }
+}
+
+enum Next {
+    Job(Job),
+    Ping,
+    Stop,
+}
+
+/// How a connection ended.
+enum End {
+    Stop,
+    /// Orderly close (the relay's `Connection: close`, or closed while idle).
+    Closed(String),
+    /// Reset, timeout, protocol error; `in_flight` is the request written before it, if any.
+    Failed {
+        reason: String,
+        in_flight: Option<(u64, Instant)>,
+    },
+}
+
+/// Per-connection buffers, reused across requests and reconnects.
+struct Buffers {
+    request: Vec<u8>,
+    reader: ResponseReader,
+    body: Vec<u8>,
+}
+
+/// A connection thread: connect, serve, reconnect, until stopped.
+fn run_connection(lane: &Lane, conn: usize) {
+    let who = format!("relay lane {} conn {conn} to {}", lane.name, lane.addr);
+    let mut rng = Rng::new(conn as u64);
+    let mut failures = 0u32;
+    let mut delay = Duration::ZERO;
+    let mut bufs = Buffers {
+        request: Vec::new(),
+        reader: ResponseReader::new(),
+        body: Vec::new(),
+    };
+    loop {
+        if !delay.is_zero() && !lane.sleep(delay) {
+            break;
+        }
+        if lane.stopping() {
+            break;
+        }
+        let stream = match connect(lane.addr) {
+            Ok(s) => s,
+            Err(e) => {
+                failures += 1;
+                let reason = format!("connect: {e}");
+                lane.set_state(conn, ConnState::Down, Some(&reason));
+                delay = backoff(failures, &mut rng);
+                if failures == 1 || failures % 10 == 0 {
+                    log!(
+                        "{who}: {reason} (attempt {failures}; retrying in {} ms)",
+                        delay.as_millis()
+                    );
+                }
+                continue;
+            }
+        };
+        if failures > 0 {
+            log!("{who}: connected after {failures} failed attempts");
+        } else {
+            log!("{who}: connected");
+        }
+        lane.set_up(conn, &stream);
+        let connected_at = Instant::now();
+        let mut answered = false;
+        let end = serve(lane, conn, &stream, &mut bufs, &mut answered);
+        drop(stream);
+        let healthy = answered || connected_at.elapsed() >= HEALTHY_AFTER;
+        match end {
+            End::Stop => {
+                lane.set_state(conn, ConnState::Down, None);
+                break;
+            }
+            End::Closed(why) if healthy => {
+                failures = 0;
+                delay = Duration::ZERO;
+                lane.set_state(conn, ConnState::Connecting, None);
+                log!("{who}: {why}; reconnecting");
+            }
+            End::Closed(why) => {
+                failures += 1;
+                lane.set_state(conn, ConnState::Down, Some(&why));
+                delay = backoff(failures, &mut rng);
+                log!(
+                    "{who}: {why} before answering anything; reconnecting in {} ms",
+                    delay.as_millis()
+                );
+            }
+            End::Failed { reason, in_flight } => {
+                if healthy {
+                    failures = 0;
+                }
+                failures += 1;
+                // Down before the outcome: whoever reads it and sends again sees the new state.
+                lane.set_state(conn, ConnState::Down, Some(&reason));
+                let stopping = lane.stopping();
+                if let Some((id, sent_at)) = in_flight {
+                    let reason = if stopping {
+                        format!("the relay pool stopped with the request in flight ({reason})")
+                    } else {
+                        reason.clone()
+                    };
+                    lane.emit(id, conn, Err(reason), Some(sent_at));
+                }
+                if stopping {
+                    break;
+                }
+                delay = backoff(failures, &mut rng);
+                log!(
+                    "{who}: disconnected: {reason}; reconnecting in {} ms",
+                    delay.as_millis()
+                );
+            }
+        }
+    }
+}
+
+fn connect(addr: SocketAddrV4) -> io::Result<TcpStream> {
+    let s = TcpStream::connect_timeout(&SocketAddr::V4(addr), CONNECT_TIMEOUT)?;
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(READ_TIMEOUT))?;
+    s.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    Ok(s)
+}
+
+/// Serves requests and pings on one connection until it ends.
+fn serve(
+    lane: &Lane,
+    conn: usize,
+    stream: &TcpStream,
+    bufs: &mut Buffers,
+    answered: &mut bool,
+) -> End {
+    let mut idle_since = Instant::now();
+    loop {
+        let next = lane.next(idle_since);
+        if let Next::Stop = next {
+            return End::Stop;
+        }
+        // Nothing written yet: a connection the relay closed while idle is replaced first.
+        match peek(stream) {
+            Peek::Open => {}
+            Peek::Closed(why) => {
+                if let Next::Job(job) = next {
+                    lane.requeue(job);
+                }
+                return End::Closed(why);
+            }
+            Peek::Error(e) => {
+                if let Next::Job(job) = next {
+                    lane.requeue(job);
+                }
+                return End::Failed {
+                    reason: format!("connection lost while idle: {e}"),
+                    in_flight: None,
+                };
+            }
+        }
+        let (bytes, in_flight) = match &next {
+            Next::Job(job) => {
+                let n = lane.template.len(job.tx.len());
+                bufs.request.clear();
+                bufs.request.resize(n, 0);
+                let written = lane.template.write(&job.tx, &mut [&mut bufs.request[..]]);
+                debug_assert_eq!(written, Some(n));
+                (&bufs.request[..], Some(job.id))
+            }
+            _ => (&lane.ping[..], None),
+        };
+        let sent_at = Instant::now();
+        let in_flight = in_flight.map(|id| (id, sent_at));
+        let mut w = stream;
+        if let Err(e) = w.write_all(bytes) {
+            return End::Failed {
+                reason: format!("write: {e}"),
+                in_flight,
+            };
+        }
+        let head = match bufs
+            .reader
+            .read_response(&mut w, sent_at + READ_TIMEOUT, &mut bufs.body)
+        {
+            Ok(h) => h,
+            Err(reason) => {
+                let what = if in_flight.is_some() {
+                    "request"
+                } else {
+                    "keep-alive ping"
+                };
+                return End::Failed {
+                    reason: format!("{what} sent, no complete response: {reason}"),
+                    in_flight,
+                };
+            }
+        };
+        *answered = true;
+        idle_since = Instant::now();
+        if let Some((id, sent_at)) = in_flight {
+            let reply = parse_reply(head.status, &head.reason, &bufs.body);
+            lane.emit(id, conn, Ok(reply), Some(sent_at));
+        }
+        if head.close {
+            return End::Closed(format!(
+                "the relay closed the connection after a {} response",
+                head.status
+            ));
+        }
+    }
+}
+
+enum Peek {
+    Open,
+    Closed(String),
+    Error(io::Error),
+}
+
+/// Whether an idle connection is still open, without blocking or consuming anything.
+fn peek(stream: &TcpStream) -> Peek {
+    let mut byte = 0u8;
+    // SAFETY: the descriptor belongs to `stream`, which outlives the call; the buffer is one
+    // writable byte on this stack frame.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match n {
+        0 => Peek::Closed("the relay closed the idle connection".to_string()),
+        n if n > 0 => {
+            Peek::Closed("the relay sent unrequested bytes on the idle connection".to_string())
+        }
+        _ => {
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Peek::Open,
+                _ => Peek::Error(e),
+            }
+        }
+    }
+}
+
+/// Reconnect delay after `failures` consecutive failures: 100 ms doubling to 5 s, ±20 %.
+fn backoff(failures: u32, rng: &mut Rng) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    let base = (BACKOFF_MIN * (1u32 << exp)).min(BACKOFF_MAX);
+    let factor = 0.8 + 0.4 * rng.unit();
+    base.mul_f64(factor)
+}
+
+/// xorshift64*: jitter only.
+struct Rng(u64);
+
+impl Rng {
+    fn new(salt: u64) -> Rng {
+        let mut h = RandomState::new().build_hasher();
+        h.write_u64(salt);
+        Rng(h.finish() | 1)
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// HTTP/1.1 responses
+
+/// A response's status line and the headers that matter.
+#[derive(Debug)]
+struct Head {
+    status: u16,
+    reason: String,
+    /// The connection must be closed after this response.
+    close: bool,
+}
+
+/// Reads responses from a stream, keeping bytes read past a line in a reused buffer.
+struct ResponseReader {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl ResponseReader {
+    fn new() -> ResponseReader {
+        ResponseReader {
+            buf: vec![0; 4096],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// Reads more bytes into the buffer (growing it up to `MAX_HEAD` + 4 KiB).
+    fn fill<R: Read>(&mut self, r: &mut R, deadline: Instant) -> Result<(), String> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else if self.buf.len() < MAX_HEAD + 4096 {
+                let len = (self.buf.len() * 2).min(MAX_HEAD + 4096);
+                self.buf.resize(len, 0);
+            } else {
+                return Err(format!("response line longer than {MAX_HEAD} bytes"));
+            }
+        }
+        loop {
+            if Instant::now() >= deadline {
+                return Err(timeout_message());
+            }
+            match r.read(&mut self.buf[self.end..]) {
+                Ok(0) => return Err("connection closed by the relay".to_string()),
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::TimedOut =>
+                {
+                    return Err(timeout_message())
+                }
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
+    }
+
+    /// One line without its CRLF (or LF).
+    fn line<R: Read>(&mut self, r: &mut R, deadline: Instant) -> Result<String, String> {
+        loop {
+            let avail = &self.buf[self.start..self.end];
+            if let Some(i) = avail.iter().position(|&b| b == b'\n') {
+                let mut line = &avail[..i];
+                if line.last() == Some(&b'\r') {
+                    line = &line[..line.len() - 1];
+                }
+                let s = String::from_utf8_lossy(line).into_owned();
+                self.start += i + 1;
+                return Ok(s);
+            }
+            if avail.len() >= MAX_HEAD {
+                return Err(format!("response line longer than {MAX_HEAD} bytes"));
+            }
+            self.fill(r, deadline)?;
+        }
+    }
+
+    /// Appends exactly `n` body bytes to `body`.
+    fn take<R: Read>(
+        &mut self,
+        r: &mut R,
+        deadline: Instant,
+        mut n: usize,
+        body: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        if body.len() + n > MAX_BODY {
+            return Err(format!("response body larger than {MAX_BODY} bytes"));
+        }
+        while n > 0 {
+            if self.start == self.end {
+                self.fill(r, deadline)?;
+            }
+            let k = n.min(self.end - self.start);
+            body.extend_from_slice(&self.buf[self.start..self.start + k]);
+            self.start += k;
+            n -= k;
+        }
+        Ok(())
+    }
+
+    /// Reads one complete response (skipping interim 1xx ones) into `body`.
+    fn read_response<R: Read>(
+        &mut self,
+        r: &mut R,
+        deadline: Instant,
+        body: &mut Vec<u8>,
+    ) -> Result<Head, String> {
+        body.clear();
+        loop {
+            let status_line = self.line(r, deadline)?;
+            let mut parts = status_line.splitn(3, ' ');
+            let version = parts.next().unwrap_or("");
+            let status: u16 = match (version.strip_prefix("HTTP/1."), parts.next()) {
+                (Some(_), Some(code)) if code.len() == 3 => code
+                    .parse()
+                    .map_err(|_| format!("bad status line {:?}", truncate(&status_line)))?,
+                _ => return Err(format!("bad status line {:?}", truncate(&status_line))),
+            };
+            let reason = parts.next().unwrap_or("").trim().to_string();
+            let mut close = version == "HTTP/1.0";
+            let mut length: Option<usize> = None;
+            let mut chunked = false;
+            let mut other_coding = false;
+            let mut head_bytes = status_line.len();
+            loop {
+                let line = self.line(r, deadline)?;
+                if line.is_empty() {
+                    break;
+                }
+                head_bytes += line.len() + 2;
+                if head_bytes > MAX_HEAD {
+                    return Err(format!("response head larger than {MAX_HEAD} bytes"));
+                }
+                let Some((name, value)) = line.split_once(':') else {
+                    return Err(format!("bad response header {:?}", truncate(&line)));
+                };
+                let value = value.trim();
+                if name.eq_ignore_ascii_case("content-length") {
+                    let n: usize = value
+                        .parse()
+                        .map_err(|_| format!("bad Content-Length {:?}", truncate(value)))?;
+                    if length.is_some_and(|l| l != n) {
+                        return Err("conflicting Content-Length headers".to_string());
+                    }
+                    length = Some(n);
+                } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                    let last = value.rsplit(',').next().unwrap_or("").trim();
+                    if last.eq_ignore_ascii_case("chunked") {
+                        chunked = true;
+                    } else {
+                        other_coding = true;
+                    }
+                } else if name.eq_ignore_ascii_case("connection") {
+                    for token in value.split(',') {
+                        let token = token.trim();
+                        if token.eq_ignore_ascii_case("close") {
+                            close = true;
+                        } else if token.eq_ignore_ascii_case("keep-alive") && version == "HTTP/1.0"
+                        {
+                            close = false;
+                        }
+                    }
+                }
+            }
+            if (100..200).contains(&status) {
+                if status == 101 {
+                    return Err("the relay switched protocols (101)".to_string());
+                }
+                continue; // interim response: the real one follows
+            }
+            if status == 204 || status == 304 {
+                // No body by definition.
+            } else if chunked && !other_coding {
+                self.read_chunked(r, deadline, body)?;
+            } else if other_coding {
+                self.read_to_close(r, deadline, body)?;
+                close = true;
+            } else if let Some(n) = length {
+                self.take(r, deadline, n, body)?;
+            } else {
+                self.read_to_close(r, deadline, body)?;
+                close = true;
+            }
+            if self.start != self.end {
+                // Bytes beyond the response: the stream is out of step; start over.
+                self.start = 0;
+                self.end = 0;
+                close = true;
+            }
+            return Ok(Head {
+                status,
+                reason,
+                close,
+            });
+        }
+    }
+
+    fn read_chunked<R: Read>(
+        &mut self,
+        r: &mut R,
+        deadline: Instant,
+        body: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        loop {
+            let line = self.line(r, deadline)?;
+            let size = line.split(';').next().unwrap_or("").trim();
+            let n = usize::from_str_radix(size, 16)
+                .map_err(|_| format!("bad chunk size {:?}", truncate(&line)))?;
+            if n == 0 {
+                // Trailers up to the empty line.
+                while !self.line(r, deadline)?.is_empty() {}
+                return Ok(());
+            }
+            self.take(r, deadline, n, body)?;
+            if !self.line(r, deadline)?.is_empty() {
+                return Err("chunk not followed by CRLF".to_string());
+            }
+        }
+    }
+
+    fn read_to_close<R: Read>(
+        &mut self,
+        r: &mut R,
+        deadline: Instant,
+        body: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        loop {
+            let k = self.end - self.start;
+            if body.len() + k > MAX_BODY {
+                return Err(format!("response body larger than {MAX_BODY} bytes"));
+            }
+            body.extend_from_slice(&self.buf[self.start..self.end]);
+            self.start = 0;
+            self.end = 0;
+            match self.fill(r, deadline) {
+                Ok(()) => {}
+                Err(e) if e == "connection closed by the relay" => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn timeout_message() -> String {
+    format!("no response within {} s", READ_TIMEOUT.as_secs_f64())
+}
+
+/// At most `MAX_ERROR_TEXT` bytes of `s`, on a character boundary.
+fn truncate(s: &str) -> String {
+    if s.len() <= MAX_ERROR_TEXT {
+        return s.to_string();
+    }
+    let mut end = MAX_ERROR_TEXT;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+/// The relay's answer from its status and body.
+fn parse_reply(status: u16, reason: &str, body: &[u8]) -> Reply {
+    let ok = (200..300).contains(&status);
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    let mut signature = None;
+    let mut error = None;
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(v) => {
+            let str_at = |v: Option<&serde_json::Value>| {
+                v.and_then(|v| v.as_str())
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+            };
+            signature = str_at(v.get("result"))
+                .or_else(|| str_at(v.get("signature")))
+                .or_else(|| str_at(v.pointer("/data/signatures/0")))
+                .or_else(|| str_at(Some(&v)));
+            error = match v.get("error") {
+                Some(serde_json::Value::Null) | None => None,
+                Some(e) => Some(
+                    e.get("message")
+                        .and_then(|m| m.as_str())
+                        .map(truncate)
+                        .unwrap_or_else(|| truncate(&e.to_string())),
+                ),
+            };
+        }
+        Err(_) => {
+            if ok && !text.is_empty() && !text.contains(char::is_whitespace) && text.len() <= 128 {
+                signature = Some(text.to_string());
+            }
+        }
+    }
+    if !ok && error.is_none() {
+        error = Some(if text.is_empty() {
+            format!("HTTP {status} {reason}").trim_end().to_string()
+        } else {
+            truncate(text)
+        });
+    }
+    if !ok {
+        // A refusal carries no accepted signature, whatever the body says.
+        signature = None;
+    }
+    Reply {
+        status,
+        signature,
+        error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use std::io::{BufRead, BufReader};
+    use std::net::{Ipv4Addr, TcpListener};
+    use std::path::PathBuf;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::mpsc::{self, Receiver};
+    use swqos_wire::relay::{Endpoint, Provider};
+
+    /// Every wait in these tests is bounded by this.
+    const WAIT: Duration = Duration::from_secs(20);
+    const TOKEN: &str = "T-relaypool";
+
+    struct Sample {
+        tx: Vec<u8>,
+        signature: String,
+    }
+
+    /// The valid sample transactions.
+    fn samples() -> Vec<Sample> {
+        let path =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../wire/tests/data/solana-txs.jsonl");
+        let text = std::fs::read_to_string(&path).unwrap();
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v.get("invalid").is_none())
+            .map(|v| Sample {
+                tx: base64::engine::general_purpose::STANDARD
+                    .decode(v["base64"].as_str().unwrap())
+                    .unwrap(),
+                signature: v["signature"].as_str().unwrap().to_string(),
+            })
+            .collect()
+    }
+
+    /// A running `tests/relay/mock_relay.py`, killed on drop.
+    struct Mock {
+        child: Child,
+        addr: SocketAddrV4,
+        log: PathBuf,
+    }
+
+    impl Mock {
+        fn start(name: &str, args: &[&str]) -> Mock {
+            let script =
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/relay/mock_relay.py");
+            let log = std::env::temp_dir().join(format!(
+                "swqos-relaypool-{}-{name}.jsonl",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_file(&log);
+            let mut child = Command::new("python3")
+                .arg(&script)
+                .args(["--listen", "127.0.0.1:0", "--token-all", TOKEN])
+                .arg("--log")
+                .arg(&log)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("spawn python3 tests/relay/mock_relay.py");
+            let mut first = String::new();
+            BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut first)
+                .unwrap();
+            let addr = first
+                .trim()
+                .strip_prefix("listening on ")
+                .unwrap_or_else(|| panic!("mock relay said {first:?}"))
+                .parse()
+                .unwrap();
+            Mock { child, addr, log }
+        }
+
+        /// The mock's log lines.
+        fn log(&self) -> Vec<serde_json::Value> {
+            std::fs::read_to_string(&self.log)
+                .unwrap_or_default()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        }
+
+        fn template(&self, p: Provider, token: &str) -> RequestTemplate {
+            let host = self.addr.to_string();
+            let token = (p != Provider::Lightspeed).then_some(token);
+            RequestTemplate::new(
+                p,
+                Endpoint {
+                    host: &host,
+                    path: None,
+                    token,
+                },
+            )
+            .unwrap()
+        }
+    }
+
+    impl Drop for Mock {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = std::fs::remove_file(&self.log);
+        }
+    }
+
+    fn lane(name: &str, addr: SocketAddrV4, template: RequestTemplate, n: usize) -> RelayLaneSpec {
+        RelayLaneSpec {
+            name: name.to_string(),
+            addr,
+            template,
+            connections: n,
+            ping_interval: Duration::ZERO,
+        }
+    }
+
+    fn recv(rx: &Receiver<Outcome>) -> Outcome {
+        rx.recv_timeout(WAIT).expect("an outcome in time")
+    }
+
+    fn wait_up(pool: &RelayPool, lane: usize, up: usize) {
+        let deadline = Instant::now() + WAIT;
+        while pool.status()[lane].0 != up {
+            assert!(Instant::now() < deadline, "lane {lane} never had {up} up");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn relay_every_provider_answers_every_sample() {
+        let mock = Mock::start("all", &["--strict"]);
+        let samples = samples();
+        assert!(samples.len() >= 40);
+        let (tx, rx) = mpsc::channel();
+        let specs: Vec<RelayLaneSpec> = Provider::ALL
+            .iter()
+            .map(|&p| lane(p.name(), mock.addr, mock.template(p, TOKEN), 2))
+            .collect();
+        let lanes = specs.len();
+        let pool = RelayPool::start(specs, tx);
+        let total = lanes * samples.len();
+        for l in 0..lanes {
+            for (i, s) in samples.iter().enumerate() {
+                pool.send(l, (l * 1000 + i) as u64, s.tx.clone());
+            }
+        }
+        let mut seen = vec![false; total];
+        for _ in 0..total {
+            let o = recv(&rx);
+            let (l, i) = (o.id as usize / 1000, o.id as usize % 1000);
+            assert_eq!(o.lane, l);
+            assert!(o.conn < 2);
+            assert!(o.done_at >= o.sent_at);
+            let p = Provider::ALL[l];
+            let reply = o.result.unwrap_or_else(|e| panic!("{p}: {e}"));
+            assert_eq!(
+                reply,
+                Reply {
+                    status: 200,
+                    signature: Some(samples[i].signature.clone()),
+                    error: None
+                },
+                "{p} sample {i}"
+            );
+            assert!(!std::mem::replace(&mut seen[l * samples.len() + i], true));
+        }
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+        assert_eq!(pool.status(), vec![(2, 2); lanes]);
+        pool.stop();
+        let log = mock.log();
+        assert_eq!(log.len(), total);
+        assert!(log.iter().all(|l| l["ok"] == true));
+    }
+
+    #[test]
+    fn relay_wrong_token_is_a_reply_with_the_error() {
+        let mock = Mock::start("token", &[]);
+        let s = &samples()[0];
+        let cases = [
+            (Provider::Jito, 401),
+            (Provider::ZeroSlot, 403),
+            (Provider::Bloxroute, 401),
+            (Provider::HeliusSender, 401),
+        ];
+        let (tx, rx) = mpsc::channel();
+        let specs = cases
+            .iter()
+            .map(|&(p, _)| lane(p.name(), mock.addr, mock.template(p, "wrong"), 1))
+            .collect();
+        let pool = RelayPool::start(specs, tx);
+        for l in 0..cases.len() {
+            pool.send(l, l as u64, s.tx.clone());
+        }
+        for _ in 0..cases.len() {
+            let o = recv(&rx);
+            let (p, status) = cases[o.lane];
+            let reply = o.result.unwrap_or_else(|e| panic!("{p}: {e}"));
+            assert_eq!(reply.status, status, "{p}");
+            assert_eq!(reply.signature, None, "{p}");
+            let error = reply.error.unwrap_or_else(|| panic!("{p}: no error"));
+            assert!(error.contains("token"), "{p}: {error}");
+        }
+        // Refusals keep the connection.
+        assert_eq!(pool.status(), vec![(1, 1); cases.len()]);
+        pool.stop();
+    }
+
+    #[test]
+    fn relay_reset_is_an_error_then_the_connection_comes_back() {
+        let mock = Mock::start("reset", &["--reset-after", "2"]);
+        let samples = samples();
+        let (tx, rx) = mpsc::channel();
+        let spec = lane("jito", mock.addr, mock.template(Provider::Jito, TOKEN), 1);
+        let pool = RelayPool::start(vec![spec], tx);
+        let mut ok = 0;
+        for (i, s) in samples.iter().take(6).enumerate() {
+            wait_up(&pool, 0, 1);
+            pool.send(0, i as u64, s.tx.clone());
+            let o = recv(&rx);
+            assert_eq!(o.id, i as u64);
+            if i % 3 == 2 {
+                // The third request on each connection: read by the relay, then RST.
+                let e = o.result.unwrap_err();
+                assert!(e.contains("no complete response"), "{e}");
+            } else {
+                let reply = o.result.unwrap();
+                assert_eq!(reply.status, 200);
+                assert_eq!(reply.signature.as_deref(), Some(&s.signature[..]));
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 4);
+        wait_up(&pool, 0, 1);
+        pool.stop();
+        let log = mock.log();
+        assert_eq!(log.len(), 6, "nothing is sent again");
+        let conns: std::collections::BTreeSet<u64> =
+            log.iter().map(|l| l["conn"].as_u64().unwrap()).collect();
+        assert_eq!(conns.len(), 2);
+    }
+
+    #[test]
+    fn relay_nothing_listening_answers_at_once() {
+        let port = {
+            let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+        let (tx, rx) = mpsc::channel();
+        let template = RequestTemplate::new(
+            Provider::Jito,
+            Endpoint {
+                host: "127.0.0.1",
+                path: None,
+                token: Some(TOKEN),
+            },
+        )
+        .unwrap();
+        let pool = RelayPool::start(vec![lane("dead", addr, template, 2)], tx);
+        // Sent while the first connects may still be under way: queued, then failed.
+        pool.send(0, 1, vec![1, 2, 3]);
+        let o = recv(&rx);
+        let e = o.result.unwrap_err();
+        let want = format!("all 2 connections to {addr} are down: connect: ");
+        assert!(e.starts_with(&want), "{e}");
+        assert!(e.to_lowercase().contains("refused"), "{e}");
+        assert_eq!(pool.status(), vec![(0, 2)]);
+        // Now every connection is known down: refused at once, by `send` itself.
+        let before = Instant::now();
+        pool.send(0, 2, vec![1, 2, 3]);
+        let o = rx.try_recv().expect("the outcome before send returns");
+        assert_eq!((o.id, o.conn), (2, NO_CONN));
+        assert!(o.result.unwrap_err().starts_with(&want));
+        assert!(before.elapsed() < Duration::from_millis(100));
+        // A lane index that does not exist is an error too, never a panic.
+        pool.send(7, 3, vec![]);
+        assert!(rx.try_recv().unwrap().result.is_err());
+        let t = Instant::now();
+        pool.stop();
+        assert!(t.elapsed() < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn relay_twenty_at_once_on_two_connections_exactly_once() {
+        let mock = Mock::start("burst", &["--delay-ms", "20"]);
+        let samples = samples();
+        let (tx, rx) = mpsc::channel();
+        let spec = lane(
+            "nextblock",
+            mock.addr,
+            mock.template(Provider::NextBlock, TOKEN),
+            2,
+        );
+        let pool = RelayPool::start(vec![spec], tx);
+        wait_up(&pool, 0, 2);
+        for (i, s) in samples.iter().take(20).enumerate() {
+            pool.send(0, i as u64, s.tx.clone());
+        }
+        let mut seen = [0u32; 20];
+        let mut conns = [0u32; 2];
+        for _ in 0..20 {
+            let o = recv(&rx);
+            let reply = o.result.unwrap();
+            assert_eq!(reply.status, 200);
+            assert_eq!(
+                reply.signature.as_deref(),
+                Some(&samples[o.id as usize].signature[..])
+            );
+            seen[o.id as usize] += 1;
+            conns[o.conn] += 1;
+        }
+        assert_eq!(seen, [1; 20]);
+        assert!(
+            conns[0] > 0 && conns[1] > 0,
+            "both connections used: {conns:?}"
+        );
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+        pool.stop();
+        let log = mock.log();
+        assert_eq!(log.len(), 20);
+        for s in samples.iter().take(20) {
+            let n = log
+                .iter()
+                .filter(|l| l["ok"] == true && l["signature"] == s.signature.as_str())
+                .count();
+            assert_eq!(n, 1, "{}", s.signature);
+        }
+    }
+
+    #[test]
+    fn relay_keepalive_ping_then_requests_still_go() {
+        // The mock answers GET with 400 and closes: the pool reconnects at once.
+        let mock = Mock::start("ping", &[]);
+        let samples = samples();
+        let (tx, rx) = mpsc::channel();
+        let mut spec = lane(
+            "helius",
+            mock.addr,
+            mock.template(Provider::HeliusSender, TOKEN),
+            1,
+        );
+        spec.ping_interval = Duration::from_millis(100);
+        let pool = RelayPool::start(vec![spec], tx);
+        pool.send(0, 0, samples[0].tx.clone());
+        assert_eq!(recv(&rx).result.unwrap().status, 200);
+        std::thread::sleep(Duration::from_millis(450));
+        wait_up(&pool, 0, 1);
+        pool.send(0, 1, samples[1].tx.clone());
+        let reply = recv(&rx).result.unwrap();
+        assert_eq!(reply.signature.as_deref(), Some(&samples[1].signature[..]));
+        pool.stop();
+        let log = mock.log();
+        let pings = log
+            .iter()
+            .filter(|l| l["error"].as_str().is_some_and(|e| e.contains("GET")))
+            .count();
+        assert!(pings >= 2, "{log:?}");
+        assert_eq!(log.iter().filter(|l| l["ok"] == true).count(), 2);
+    }
+
+    #[test]
+    fn relay_idle_close_by_the_relay_does_not_lose_a_request() {
+        // A relay that answers one request and then closes the idle connection (FIN): the next
+        // request goes on a fresh connection instead of failing.
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let SocketAddr::V4(addr) = listener.local_addr().unwrap() else {
+            unreachable!()
+        };
+        let server = std::thread::spawn(move || {
+            for _ in 0..2 {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut r = ResponseReaderForTest::default();
+                r.read_request(&mut s);
+                s.write_all(
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nsig1\r\n0\r\n\r\n",
+                )
+                .unwrap();
+                std::thread::sleep(Duration::from_millis(50));
+                drop(s); // FIN while idle
+            }
+        });
+        let template = RequestTemplate::new(
+            Provider::ZeroSlot,
+            Endpoint {
+                host: "x",
+                path: None,
+                token: Some("k"),
+            },
+        )
+        .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let pool = RelayPool::start(vec![lane("0slot", addr, template, 1)], tx);
+        pool.send(0, 0, vec![1; 10]);
+        assert_eq!(recv(&rx).result.unwrap().signature.as_deref(), Some("sig1"));
+        std::thread::sleep(Duration::from_millis(200));
+        pool.send(0, 1, vec![2; 10]);
+        let o = recv(&rx);
+        assert_eq!(o.result.unwrap().signature.as_deref(), Some("sig1"));
+        server.join().unwrap();
+        pool.stop();
+    }
+
+    /// Reads one request (head and Content-Length body) off a test server's socket.
+    #[derive(Default)]
+    struct ResponseReaderForTest;
+
+    impl ResponseReaderForTest {
+        fn read_request(&mut self, s: &mut TcpStream) {
+            let mut r = BufReader::new(s);
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                if line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.strip_prefix("Content-Length: ") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; len];
+            r.read_exact(&mut body).unwrap();
+        }
+    }
+
+    fn parse(bytes: &[u8]) -> Result<(Head, Vec<u8>), String> {
+        let mut r = ResponseReader::new();
+        let mut body = Vec::new();
+        let mut src = bytes;
+        let head = r.read_response(&mut src, Instant::now() + WAIT, &mut body)?;
+        Ok((head, body))
+    }
+
+    #[test]
+    fn relay_response_parsing() {
+        let (h, b) = parse(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello").unwrap();
+        assert_eq!((h.status, h.close, &b[..]), (200, false, &b"hello"[..]));
+        let (h, b) = parse(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3;x=y\r\nabc\r\nA\r\n0123456789\r\n0\r\nTrailer: 1\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!((h.status, h.close), (200, true));
+        assert_eq!(b, b"abc0123456789");
+        let (h, b) = parse(b"HTTP/1.0 403 Forbidden\r\n\r\nbad key").unwrap();
+        assert_eq!((h.status, h.close, &b[..]), (403, true, &b"bad key"[..]));
+        let (h, b) = parse(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+        assert_eq!((h.status, h.close, b.len()), (204, false, 0));
+        assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort")
+            .unwrap_err()
+            .contains("closed"));
+        assert!(parse(b"SSH-2.0-x\r\n").unwrap_err().contains("status line"));
+        assert!(
+            parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+                .unwrap_err()
+                .contains("chunk")
+        );
+    }
+
+    #[test]
+    fn relay_reply_extraction() {
+        let r = |status, body: &str| parse_reply(status, "X", body.as_bytes());
+        let sig = |s: Option<&str>, e: Option<&str>| (s.map(str::to_string), e.map(str::to_string));
+        let pair = |r: Reply| (r.signature, r.error);
+        assert_eq!(
+            pair(r(200, r#"{"jsonrpc":"2.0","result":"S1","id":1}"#)),
+            sig(Some("S1"), None)
+        );
+        assert_eq!(pair(r(200, r#"{"signature":"S2"}"#)), sig(Some("S2"), None));
+        assert_eq!(
+            pair(r(200, r#"{"success":true,"data":{"signatures":["S3"]}}"#)),
+            sig(Some("S3"), None)
+        );
+        assert_eq!(pair(r(200, "S4\n")), sig(Some("S4"), None));
+        assert_eq!(
+            pair(r(
+                200,
+                r#"{"jsonrpc":"2.0","error":{"code":-32002,"message":"blockhash not found"},"id":1}"#
+            )),
+            sig(None, Some("blockhash not found"))
+        );
+        assert_eq!(
+            pair(r(
+                401,
+                r#"{"jsonrpc":"2.0","error":{"code":-32001,"message":"invalid token"},"id":1}"#
+            )),
+            sig(None, Some("invalid token"))
+        );
+        assert_eq!(
+            pair(r(403, "invalid api key")),
+            sig(None, Some("invalid api key"))
+        );
+        assert_eq!(pair(r(419, "")), sig(None, Some("HTTP 419 X")));
+        assert_eq!(pair(r(200, "")), sig(None, None));
+    }
+
+    #[test]
+    fn relay_backoff_doubles_to_five_seconds() {
+        let mut rng = Rng::new(1);
+        for (failures, base_ms) in [
+            (1, 100.0),
+            (2, 200.0),
+            (3, 400.0),
+            (7, 5000.0),
+            (40, 5000.0),
+        ] {
+            for _ in 0..50 {
+                let d = backoff(failures, &mut rng).as_secs_f64() * 1000.0;
+                assert!(
+                    d >= base_ms * 0.8 - 1e-6 && d <= base_ms * 1.2 + 1e-6,
+                    "{failures}: {d}"
+                );
+            }
+        }
+    }
+}

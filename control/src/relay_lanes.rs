@@ -1,0 +1,246 @@
+//! Relay lanes on the control plane's side: submissions the TX lcores hand over (one hand-off
+//! ring per TX lcore) go out on the control plane's kernel TCP connections
+//! ([`crate::relay::RelayPool`]); each relay's answer becomes one completion per (submission,
+//! lane) in the client's relay completion ring, which only this process writes.
+//!
+//! One thread does it all: keep the control plane's heartbeat (the dataplane hands over only
+//! while it is fresh), drain the hand-off rings, route outcomes back. The connection pool lives
+//! across data-plane restarts; the segment side is re-attached when the data plane comes back.
+
+use std::collections::HashMap;
+use std::net::SocketAddrV4;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use dpdk_config::{Config, LaneKind};
+use swqos_shm::layout::{Completion, Status};
+use swqos_shm::ring::{CompletionProducer, HandoffConsumer};
+use swqos_shm::time::tsc;
+use swqos_shm::Segment;
+use swqos_wire::relay::{Endpoint, RequestTemplate};
+
+use crate::relay::{Outcome, RelayLaneSpec, RelayPool};
+
+/// How often the heartbeat is refreshed and the rings are polled when idle.
+const IDLE_SLEEP: Duration = Duration::from_micros(200);
+/// Idle connections send a keep-alive request this often.
+const PING_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The relay lanes of a config, as the pool wants them, and the config lane id of each.
+pub(crate) fn lane_specs(config: &Config) -> Result<(Vec<RelayLaneSpec>, Vec<u8>), String> {
+    let mut specs = Vec::new();
+    let mut ids = Vec::new();
+    for (id, lane) in config.lanes.iter().enumerate() {
+        let LaneKind::Http(h) = &lane.kind else {
+            continue;
+        };
+        let template = RequestTemplate::new(
+            h.provider,
+            Endpoint {
+                host: &h.host,
+                path: h.path.as_deref(),
+                token: h.token.as_ref().map(|t| t.expose()),
+            },
+        )
+        .map_err(|e| format!("lane {}: {e}", lane.name))?;
+        specs.push(RelayLaneSpec {
+            name: lane.name.clone(),
+            addr: SocketAddrV4::new(h.dst_ip, h.dst_port),
+            template,
+            connections: h.connections as usize,
+            ping_interval: PING_INTERVAL,
+        });
+        ids.push(id as u8);
+    }
+    Ok((specs, ids))
+}
+
+/// Where a request's completion goes.
+struct Pending {
+    ring: usize,
+    lease_gen: u32,
+    tag: u64,
+    lane: u8,
+    submit_tsc: u64,
+}
+
+/// The segment side: hand-off consumers and relay completion producers.
+struct Attached {
+    seg: Arc<Segment>,
+    handoffs: Vec<HandoffConsumer>,
+    completions: Vec<CompletionProducer>,
+}
+
+impl Attached {
+    fn attach(path: &Path) -> Result<Attached, String> {
+        let seg = Arc::new(Segment::attach(path).map_err(|e| e.to_string())?);
+        seg.claim_control()
+            .map_err(|pid| format!("another swqos control (pid {pid}) serves this data plane"))?;
+        let l = *seg.layout();
+        Ok(Attached {
+            handoffs: (0..l.n_lcores as usize)
+                .map(|i| HandoffConsumer::new(seg.clone(), i))
+                .collect(),
+            completions: (0..l.n_rings as usize)
+                .map(|r| CompletionProducer::relay(seg.clone(), r))
+                .collect(),
+            seg,
+        })
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.seg.release_control();
+    }
+}
+
+/// Starts the relay thread for the config's relay lanes (none: no thread).
+pub(crate) fn spawn(
+    config: &Config,
+    stop: Arc<AtomicBool>,
+) -> Result<Option<JoinHandle<()>>, String> {
+    let (specs, lane_ids) = lane_specs(config)?;
+    if specs.is_empty() {
+        return Ok(None);
+    }
+    for s in &specs {
+        log(&format!(
+            "relay lane {}: {} -> {} with {} connection(s)",
+            s.name,
+            s.template.provider(),
+            s.addr,
+            s.connections
+        ));
+    }
+    let path = config.shm.path.clone();
+    let handle = std::thread::Builder::new()
+        .name("swqos-relay".into())
+        .spawn(move || {
+            let (tx, rx) = mpsc::channel();
+            let pool = RelayPool::start(specs, tx);
+            run(&path, &pool, &rx, &lane_ids, &stop);
+            pool.stop();
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(Some(handle))
+}
+
+fn log(msg: &str) {
+    eprintln!("swqos control: {msg}");
+}
+
+fn run(
+    path: &Path,
+    pool: &RelayPool,
+    outcomes: &Receiver<Outcome>,
+    lane_ids: &[u8],
+    stop: &AtomicBool,
+) {
+    // Config lane id -> pool lane index.
+    let pool_lane: HashMap<u8, usize> = lane_ids
+        .iter()
+        .enumerate()
+        .map(|(i, &id)| (id, i))
+        .collect();
+    let mut attached: Option<Attached> = None;
+    let mut last_try = Instant::now() - Duration::from_secs(10);
+    let mut last_error = String::new();
+    let mut pending: HashMap<u64, Pending> = HashMap::new();
+    let mut next_id = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        // (Re-)attach: the data plane may start after us, stop, or be replaced.
+        let gone = attached
+            .as_ref()
+            .is_some_and(|a| !a.seg.is_current() || a.seg.check_running().is_err());
+        if gone {
+            log("data plane gone; relay lanes wait for the next one");
+            attached = None;
+        }
+        if attached.is_none() && last_try.elapsed() >= Duration::from_secs(1) {
+            last_try = Instant::now();
+            match Attached::attach(path) {
+                Ok(a) => {
+                    log("relay lanes attached to the data plane");
+                    last_error.clear();
+                    attached = Some(a);
+                }
+                Err(e) if e != last_error => {
+                    log(&format!("relay lanes not attached: {e}"));
+                    last_error = e;
+                }
+                Err(_) => {}
+            }
+        }
+
+        let mut work = 0;
+        if let Some(a) = attached.as_mut() {
+            a.seg.control_heartbeat();
+            for h in &mut a.handoffs {
+                while let Some(job) = h.pop() {
+                    work += 1;
+                    for lane in (0..64u8).filter(|l| job.lanes & (1 << l) != 0) {
+                        let Some(&pl) = pool_lane.get(&lane) else {
+                            continue;
+                        };
+                        next_id += 1;
+                        pending.insert(
+                            next_id,
+                            Pending {
+                                ring: job.ring as usize,
+                                lease_gen: job.lease_gen,
+                                tag: job.tag,
+                                lane,
+                                submit_tsc: job.submit_tsc,
+                            },
+                        );
+                        pool.send(pl, next_id, job.tx.clone());
+                    }
+                }
+            }
+        }
+        while let Ok(o) = outcomes.try_recv() {
+            work += 1;
+            let Some(p) = pending.remove(&o.id) else {
+                continue;
+            };
+            let (status, reason) = match &o.result {
+                Ok(reply) if (200..300).contains(&reply.status) => (Status::Relayed, reply.status),
+                Ok(reply) => (Status::RelayError, reply.status),
+                Err(_) => (Status::RelayError, 0),
+            };
+            if let Err(e) = &o.result {
+                log(&format!("relay lane #{}: request failed: {e}", p.lane));
+            }
+            let Some(a) = attached.as_mut() else {
+                continue; // the client's data plane is gone: nobody to tell
+            };
+            let c = Completion {
+                tag: p.tag,
+                lease_gen: p.lease_gen,
+                lane: p.lane,
+                status: status as u8,
+                reason,
+                submit_tsc: p.submit_tsc,
+                done_tsc: tsc(),
+            };
+            if let Some(ring) = a.completions.get_mut(p.ring) {
+                if !ring.push(c) {
+                    log("a client's relay completion ring is full (it does not read completions)");
+                }
+            }
+        }
+        if let Some(a) = attached.as_mut() {
+            for c in &mut a.completions {
+                c.publish();
+            }
+        }
+        if work == 0 {
+            std::thread::sleep(IDLE_SLEEP);
+        }
+    }
+}
