@@ -27,7 +27,8 @@
 //! a lane goes down, so nothing waits silently. Logs (`swqos control:` on stderr) name the lane,
 //! connection and address, never request bytes or tokens.
 
-// `swqos control` wires the pool in later (relay lanes); until then only the tests use it.
+// Some of the API (`status`, `NO_CONN`, `Reply` fields) is for metrics and callers that the
+// crate does not have yet; the tests use all of it.
 #![allow(dead_code)]
 
 use std::collections::hash_map::RandomState;
@@ -383,9 +384,22 @@ impl Lane {
         }
     }
 
-    /// Gives back a request that was taken but not written.
+    /// Gives back a request that was taken but not written (or fails it when stopping, since
+    /// `stop` has already emptied the queue).
     fn requeue(&self, job: Job) {
-        self.lock().queue.push_front(job);
+        let mut st = self.lock();
+        if st.stopping {
+            drop(st);
+            self.emit(
+                job.id,
+                NO_CONN,
+                Err("the relay pool stopped".to_string()),
+                None,
+            );
+            return;
+        }
+        st.queue.push_front(job);
+        drop(st);
         self.work.notify_one();
     }
 
@@ -467,7 +481,10 @@ struct Buffers {
 fn run_connection(lane: &Lane, conn: usize) {
     let who = format!("relay lane {} conn {conn} to {}", lane.name, lane.addr);
     let mut rng = Rng::new(conn as u64);
+    // Consecutive failures (the backoff streak) and consecutive failed connects (for logs).
     let mut failures = 0u32;
+    let mut connect_failures = 0u32;
+    let mut ever_connected = false;
     let mut delay = Duration::ZERO;
     let mut bufs = Buffers {
         request: Vec::new(),
@@ -485,23 +502,31 @@ fn run_connection(lane: &Lane, conn: usize) {
             Ok(s) => s,
             Err(e) => {
                 failures += 1;
+                connect_failures += 1;
                 let reason = format!("connect: {e}");
                 lane.set_state(conn, ConnState::Down, Some(&reason));
                 delay = backoff(failures, &mut rng);
-                if failures == 1 || failures % 10 == 0 {
+                if connect_failures == 1 || connect_failures % 10 == 0 {
                     log!(
-                        "{who}: {reason} (attempt {failures}; retrying in {} ms)",
+                        "{who}: {reason} (failed attempt {connect_failures}; retrying in {} ms)",
                         delay.as_millis()
                     );
                 }
                 continue;
             }
         };
-        if failures > 0 {
-            log!("{who}: connected after {failures} failed attempts");
+        let verb = if ever_connected {
+            "reconnected"
         } else {
-            log!("{who}: connected");
+            "connected"
+        };
+        if connect_failures > 0 {
+            log!("{who}: {verb} after {connect_failures} failed attempts");
+        } else {
+            log!("{who}: {verb}");
         }
+        ever_connected = true;
+        connect_failures = 0;
         lane.set_up(conn, &stream);
         let connected_at = Instant::now();
         let mut answered = false;
@@ -1410,8 +1435,7 @@ mod tests {
         let server = std::thread::spawn(move || {
             for _ in 0..2 {
                 let (mut s, _) = listener.accept().unwrap();
-                let mut r = ResponseReaderForTest::default();
-                r.read_request(&mut s);
+                read_request(&mut s);
                 s.write_all(
                     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nsig1\r\n0\r\n\r\n",
                 )
@@ -1442,26 +1466,21 @@ mod tests {
     }
 
     /// Reads one request (head and Content-Length body) off a test server's socket.
-    #[derive(Default)]
-    struct ResponseReaderForTest;
-
-    impl ResponseReaderForTest {
-        fn read_request(&mut self, s: &mut TcpStream) {
-            let mut r = BufReader::new(s);
-            let mut len = 0;
-            loop {
-                let mut line = String::new();
-                r.read_line(&mut line).unwrap();
-                if line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.strip_prefix("Content-Length: ") {
-                    len = v.trim().parse().unwrap();
-                }
+    fn read_request(s: &mut TcpStream) {
+        let mut r = BufReader::new(s);
+        let mut len = 0;
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
             }
-            let mut body = vec![0; len];
-            r.read_exact(&mut body).unwrap();
+            if let Some(v) = line.strip_prefix("Content-Length: ") {
+                len = v.trim().parse().unwrap();
+            }
         }
+        let mut body = vec![0; len];
+        r.read_exact(&mut body).unwrap();
     }
 
     fn parse(bytes: &[u8]) -> Result<(Head, Vec<u8>), String> {

@@ -30,17 +30,26 @@ pub struct Topology {
     pub peer_if: String,
     /// The TAP interface name the dataplane is to create.
     pub tap: String,
+    /// One topology at a time per process: they share the 198.18.77.0/24 addresses.
+    _exclusive: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Topology {
     /// Creates the namespace and the veth pair.
     pub fn new() -> Topology {
-        let tag = std::process::id() % 100_000;
+        // Unique per topology in this process (tests may run in parallel threads), and short:
+        // interface names have at most 15 bytes.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = format!("{}{}", std::process::id() % 100_000, n);
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let exclusive = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let t = Topology {
             ns: format!("swqos-peer-{tag}"),
             dp_if: format!("swqd{tag}"),
             peer_if: format!("swqp{tag}"),
             tap: format!("swqk{tag}"),
+            _exclusive: exclusive,
         };
         let _ = Command::new("ip").args(["netns", "del", &t.ns]).output();
         sh(&["ip", "netns", "add", &t.ns]);

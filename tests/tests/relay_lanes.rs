@@ -19,101 +19,208 @@ use swqos_wire::relay::Provider;
 
 const TOKEN: &str = "test-token-7f3a";
 
+/// The relay test network: topology, mock relay, dataplane, control plane.
+struct Rig {
+    scratch: Scratch,
+    mock: Option<Guard>,
+    dp: Option<DataplaneProcess>,
+    control: Option<std::process::Child>,
+    config: std::path::PathBuf,
+    log: std::path::PathBuf,
+    /// Last: the network (and its lock) goes only after every process using it.
+    topo: Topology,
+}
+
+impl Rig {
+    /// Starts everything; `providers` get one lane each with `connections` connections; the
+    /// mock relay gets `mock_args` too.
+    fn start(name: &str, providers: &[Provider], connections: u32, mock_args: &[&str]) -> Rig {
+        let scratch = Scratch::new(name);
+        let topo = Topology::new();
+        let log = scratch.path("relay.jsonl");
+        let config = scratch.path("relay.toml");
+        let pid = std::process::id();
+        let mut text = format!(
+            "[eal]\nlcores = \"0-1\"\nhugepages = \"off\"\nfile_prefix = \"swqos-{name}-{pid}\"\n\n\
+             [shm]\npath = \"/dev/shm/swqos-{name}-{pid}\"\nrings = 2\n\n{}\n\
+             [control]\nmetrics_listen = \"127.0.0.1:{}\"\n",
+            topo.dataplane_ports(),
+            free_port()
+        );
+        for p in providers {
+            let token = if p.needs_token() {
+                format!("token = \"{TOKEN}\"\n")
+            } else {
+                String::new()
+            };
+            text.push_str(&format!(
+                "\n[[lane]]\nname = \"{p}\"\nkind = \"http\"\nprovider = \"{p}\"\nport = \"nic\"\n\
+                 dst_ip = \"198.18.77.2\"\ndst_port = 8080\nconnections = {connections}\n{token}"
+            ));
+        }
+        std::fs::write(&config, &text).unwrap();
+        let mut rig = Rig {
+            scratch,
+            topo,
+            mock: None,
+            dp: None,
+            control: None,
+            config,
+            log,
+        };
+        rig.start_mock(mock_args);
+        rig.dp = Some(DataplaneProcess::start(&rig.scratch, &rig.config));
+        rig.topo.bring_up_host();
+        rig.start_control();
+        rig
+    }
+
+    fn start_mock(&mut self, extra: &[&str]) {
+        let mock_path = workspace().join("tests/relay/mock_relay.py");
+        let mut args = vec![
+            "python3",
+            "-u",
+            mock_path.to_str().unwrap(),
+            "--listen",
+            "198.18.77.2:8080",
+            "--token-all",
+            TOKEN,
+            "--log",
+            self.log.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let mut mock = Guard(self.topo.spawn_in_ns(&args));
+        wait_for_line(&mut mock.0, "listening on");
+        self.mock = Some(mock);
+    }
+
+    fn start_control(&mut self) {
+        let control_log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.scratch.path("control.err"))
+            .unwrap();
+        self.control = Some(
+            Command::new(bin("swqos"))
+                .args(["control", "--config", self.config.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(control_log)
+                .spawn()
+                .unwrap(),
+        );
+    }
+
+    fn cfg(&self) -> &str {
+        self.config.to_str().unwrap()
+    }
+
+    /// Submits `line` until every lane accepts it (the control plane attached, connections up).
+    fn warm_up(&self, line: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = swqos(
+                &["submit", "--config", self.cfg(), "--timeout", "5", "-"],
+                format!("{line}\n").as_bytes(),
+            );
+            if out.status.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "relay lanes never all answered: {}\ncontrol plane:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                std::fs::read_to_string(self.scratch.path("control.err")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Accepted requests the relay logged, per (provider, signature).
+    fn delivered(&self) -> HashMap<(String, String), usize> {
+        let mut seen = HashMap::new();
+        let log_file = std::fs::File::open(&self.log).unwrap();
+        for line in BufReader::new(log_file).lines() {
+            let v: Value = serde_json::from_str(&line.unwrap()).unwrap();
+            if v["ok"] != true {
+                continue;
+            }
+            let key = (
+                v["provider"].as_str().unwrap().to_string(),
+                v["signature"].as_str().unwrap_or("").to_string(),
+            );
+            *seen.entry(key).or_default() += 1;
+        }
+        seen
+    }
+
+    fn stop_control(&mut self, signal: i32) -> std::process::ExitStatus {
+        let mut c = self.control.take().expect("control running");
+        // SAFETY: kill with our child's pid and a standard signal.
+        unsafe { libc::kill(c.id() as i32, signal) };
+        c.wait().unwrap()
+    }
+
+    fn stop(mut self) -> swqos_tests::Finished {
+        if self.control.is_some() {
+            let status = self.stop_control(libc::SIGTERM);
+            assert!(status.success(), "swqos control: {status}");
+        }
+        let done = self.dp.take().unwrap().stop(libc::SIGTERM);
+        assert!(done.status.success(), "{}", done.stderr);
+        done
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.control.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Submits `lines` with `--json`; returns the parsed lines and the exit code.
+fn submit_json(
+    rig: &Rig,
+    lines: &[&swqos_tests::Sample],
+    timeout: &str,
+) -> (Option<i32>, Vec<Value>) {
+    let input: String = lines.iter().map(|s| format!("{}\n", s.line)).collect();
+    let out = swqos(
+        &[
+            "submit",
+            "--config",
+            rig.cfg(),
+            "--json",
+            "--timeout",
+            timeout,
+            "-",
+        ],
+        input.as_bytes(),
+    );
+    let parsed = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (out.status.code(), parsed)
+}
+
 #[test]
 fn every_relay_format_reaches_a_real_relay_through_the_data_plane() {
     if !have_root("every_relay_format_reaches_a_real_relay_through_the_data_plane") {
         return;
     }
-    let scratch = Scratch::new("relay");
-    let topo = Topology::new();
-    let log = scratch.path("relay.jsonl");
-    let mock_path = workspace().join("tests/relay/mock_relay.py");
-    let mut mock = Guard(topo.spawn_in_ns(&[
-        "python3",
-        "-u",
-        mock_path.to_str().unwrap(),
-        "--listen",
-        "198.18.77.2:8080",
-        "--token-all",
-        TOKEN,
-        "--log",
-        log.to_str().unwrap(),
-    ]));
-    wait_for_line(&mut mock.0, "listening on");
-
-    let pid = std::process::id();
-    let mut text = format!(
-        "[eal]\nlcores = \"0-1\"\nhugepages = \"off\"\nfile_prefix = \"swqos-relay-{pid}\"\n\n\
-         [shm]\npath = \"/dev/shm/swqos-relay-{pid}\"\nrings = 2\n\n{}\n\
-         [control]\nmetrics_listen = \"127.0.0.1:{}\"\n",
-        topo.dataplane_ports(),
-        free_port()
-    );
-    for p in Provider::ALL {
-        let token = if p.needs_token() {
-            format!("token = \"{TOKEN}\"\n")
-        } else {
-            String::new()
-        };
-        text.push_str(&format!(
-            "\n[[lane]]\nname = \"{p}\"\nkind = \"http\"\nprovider = \"{p}\"\nport = \"nic\"\n\
-             dst_ip = \"198.18.77.2\"\ndst_port = 8080\nconnections = 1\n{token}"
-        ));
-    }
-    let config = scratch.path("relay.toml");
-    std::fs::write(&config, &text).unwrap();
-    let cfg = config.to_str().unwrap();
-
-    let dp = DataplaneProcess::start(&scratch, &config);
-    topo.bring_up_host();
-    let control_log = scratch.path("control.err");
-    let mut control = Command::new(bin("swqos"))
-        .args(["control", "--config", cfg])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&control_log).unwrap())
-        .spawn()
-        .unwrap();
-
-    // Warm up: one transaction (not one of the checked ones) until every relay lane answers,
-    // which it does once the control plane is attached and its connections are up.
+    let rig = Rig::start("relay", &Provider::ALL, 1, &[]);
     let all = samples();
     let valid: Vec<_> = all.iter().filter(|s| s.invalid.is_none()).collect();
     let (warmup, checked) = valid.split_first().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = swqos(
-            &["submit", "--config", cfg, "--timeout", "5", "-"],
-            format!("{}\n", warmup.line).as_bytes(),
-        );
-        if out.status.success() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "relay lanes never all answered: {}\ncontrol plane:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            std::fs::read_to_string(&control_log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    rig.warm_up(&warmup.line);
 
     // Every checked transaction to every relay lane at once.
-    let input: String = checked.iter().map(|s| format!("{}\n", s.line)).collect();
-    let out = swqos(
-        &["submit", "--config", cfg, "--json", "-"],
-        input.as_bytes(),
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (code, lines) = submit_json(&rig, checked, "10");
+    assert_eq!(code, Some(0), "{lines:?}");
     assert_eq!(lines.len(), checked.len());
     for (s, v) in checked.iter().zip(&lines) {
         assert_eq!(v["status"], "accepted", "{}: {v}", s.name);
@@ -123,18 +230,8 @@ fn every_relay_format_reaches_a_real_relay_through_the_data_plane() {
     }
 
     // The relay's side: each checked transaction exactly once per provider, every request of
-    // the exact shape that provider wants.
-    let mut seen: HashMap<(String, String), usize> = HashMap::new();
-    let log_file = std::fs::File::open(&log).unwrap();
-    for line in BufReader::new(log_file).lines() {
-        let v: Value = serde_json::from_str(&line.unwrap()).unwrap();
-        assert_eq!(v["ok"], true, "the relay refused a request: {v}");
-        let key = (
-            v["provider"].as_str().unwrap().to_string(),
-            v["signature"].as_str().unwrap_or("").to_string(),
-        );
-        *seen.entry(key).or_default() += 1;
-    }
+    // the exact shape that provider wants (the mock refuses anything else, logged `ok: false`).
+    let seen = rig.delivered();
     for p in Provider::ALL {
         for s in checked {
             let n = seen
@@ -144,14 +241,134 @@ fn every_relay_format_reaches_a_real_relay_through_the_data_plane() {
             assert_eq!(n, 1, "{} reached {p} {n} times", s.name);
         }
     }
+    let refused = std::fs::read_to_string(&rig.log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"ok\": false") || l.contains("\"ok\":false"))
+        .count();
+    assert_eq!(refused, 0, "the relay refused requests");
 
-    // SAFETY: kill with our child's pid and a standard signal.
-    unsafe { libc::kill(control.id() as i32, libc::SIGTERM) };
-    let status = control.wait().unwrap();
-    assert!(status.success(), "swqos control: {status}");
-    let done = dp.stop(libc::SIGTERM);
-    assert!(done.status.success(), "{}", done.stderr);
+    let done = rig.stop();
     // The requests went through DPDK: the bridge carried the kernel's connections.
     assert!(done.stdout.contains("handed_off"), "{}", done.stdout);
     assert!(done.stdout.contains("from_kernel"), "{}", done.stdout);
+}
+
+#[test]
+fn twenty_percent_loss_delays_but_loses_nothing() {
+    if !have_root("twenty_percent_loss_delays_but_loses_nothing") {
+        return;
+    }
+    let providers = [Provider::Jito, Provider::ZeroSlot, Provider::HeliusSender];
+    let rig = Rig::start("relay-loss", &providers, 2, &[]);
+    let all = samples();
+    let valid: Vec<_> = all.iter().filter(|s| s.invalid.is_none()).collect();
+    let (warmup, rest) = valid.split_first().unwrap();
+    let checked = &rest[..20];
+    rig.warm_up(&warmup.line);
+    // nftables in the relay's namespace drops one in five TCP segments coming to it.
+    rig.topo
+        .in_ns(&["nft", "add", "table", "inet", "swqos_loss"]);
+    rig.topo.in_ns(&[
+        "nft",
+        "add",
+        "chain",
+        "inet",
+        "swqos_loss",
+        "input",
+        "{ type filter hook input priority 0; policy accept; }",
+    ]);
+    rig.topo.in_ns(&[
+        "nft",
+        "add",
+        "rule",
+        "inet",
+        "swqos_loss",
+        "input",
+        "tcp",
+        "dport",
+        "8080",
+        "numgen",
+        "random",
+        "mod",
+        "5",
+        "==",
+        "0",
+        "counter",
+        "drop",
+    ]);
+    let (code, lines) = submit_json(&rig, checked, "60");
+    let dropped = rig
+        .topo
+        .in_ns(&["nft", "list", "chain", "inet", "swqos_loss", "input"]);
+    assert_eq!(code, Some(0), "{lines:?}\n{dropped}");
+    assert!(lines.iter().all(|v| v["status"] == "accepted"), "{lines:?}");
+    assert!(
+        !dropped.contains("counter packets 0 "),
+        "nothing was dropped: {dropped}"
+    );
+    let seen = rig.delivered();
+    for p in providers {
+        for s in checked {
+            let n = seen
+                .get(&(p.name().to_string(), s.signature.clone().unwrap()))
+                .copied()
+                .unwrap_or(0);
+            assert_eq!(n, 1, "{} reached {p} {n} times under loss", s.name);
+        }
+    }
+    rig.stop();
+}
+
+#[test]
+fn a_relay_reset_is_reported_and_the_lane_recovers() {
+    if !have_root("a_relay_reset_is_reported_and_the_lane_recovers") {
+        return;
+    }
+    // The relay resets each connection on its third request.
+    let rig = Rig::start("relay-reset", &[Provider::Jito], 1, &["--reset-after", "2"]);
+    let all = samples();
+    let valid: Vec<_> = all.iter().filter(|s| s.invalid.is_none()).collect();
+    rig.warm_up(&valid[0].line); // request 1 on the connection
+    let (code, lines) = submit_json(&rig, &valid[1..2], "10"); // request 2
+    assert_eq!(code, Some(0), "{lines:?}");
+    let (code, lines) = submit_json(&rig, &valid[2..3], "10"); // request 3: reset
+    assert_eq!(code, Some(1), "{lines:?}");
+    let reason = lines[0]["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("relay error") || reason.contains("down"),
+        "{reason}"
+    );
+    // Reconnected: the lane works again.
+    rig.warm_up(&valid[3].line);
+    rig.stop();
+}
+
+#[test]
+fn the_control_plane_can_die_and_come_back() {
+    if !have_root("the_control_plane_can_die_and_come_back") {
+        return;
+    }
+    let mut rig = Rig::start("relay-restart", &[Provider::Bloxroute], 1, &[]);
+    let all = samples();
+    let valid: Vec<_> = all.iter().filter(|s| s.invalid.is_none()).collect();
+    rig.warm_up(&valid[0].line);
+    let status = rig.stop_control(libc::SIGKILL);
+    assert!(!status.success());
+    std::thread::sleep(Duration::from_millis(200));
+    // No control plane: relay submissions are answered at once with the reason, never lost.
+    let (code, lines) = submit_json(&rig, &valid[1..2], "10");
+    assert_eq!(code, Some(1), "{lines:?}");
+    let reason = lines[0]["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("no control plane"), "{reason}");
+    // A new control plane takes over the role and the lane works again.
+    rig.start_control();
+    rig.warm_up(&valid[2].line);
+    let seen = rig.delivered();
+    assert_eq!(
+        seen.get(&("bloxroute".into(), valid[1].signature.clone().unwrap())),
+        None,
+        "the refused one never went out"
+    );
+    rig.stop();
 }
