@@ -14,7 +14,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # --- Debian packages -------------------------------------------------------------------------
-packages=(pkg-config libdpdk-dev dpdk dpdk-dev libclang-dev clang gcc libc6-dev tshark iproute2 iputils-ping procps ethtool python3)
+packages=(pkg-config libdpdk-dev dpdk dpdk-dev libclang-dev clang gcc libc6-dev tshark iproute2 iputils-ping procps ethtool nftables nginx-light python3)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -25,7 +25,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
     # tshark asks whether non-root users may capture; answer for it.
     echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
     apt-get update -qq
+    # Install servers (nginx, for the tests) without starting them: nothing listens by surprise.
+    had_policy=0; [ -e /usr/sbin/policy-rc.d ] && had_policy=1
+    [ $had_policy = 1 ] || printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    [ $had_policy = 1 ] || rm -f /usr/sbin/policy-rc.d
 else
     say "Debian packages present"
 fi

@@ -35,6 +35,17 @@ impl Rig {
     /// Starts everything; `providers` get one lane each with `connections` connections; the
     /// mock relay gets `mock_args` too.
     fn start(name: &str, providers: &[Provider], connections: u32, mock_args: &[&str]) -> Rig {
+        Rig::start_with(name, providers, connections, mock_args, "")
+    }
+
+    /// As [`Rig::start`], with `extra` appended to the config (more lanes).
+    fn start_with(
+        name: &str,
+        providers: &[Provider],
+        connections: u32,
+        mock_args: &[&str],
+        extra: &str,
+    ) -> Rig {
         let scratch = Scratch::new(name);
         let topo = Topology::new();
         let log = scratch.path("relay.jsonl");
@@ -58,6 +69,7 @@ impl Rig {
                  dst_ip = \"198.18.77.2\"\ndst_port = 8080\nconnections = {connections}\n{token}"
             ));
         }
+        text.push_str(extra);
         std::fs::write(&config, &text).unwrap();
         let mut rig = Rig {
             scratch,
@@ -370,5 +382,83 @@ fn the_control_plane_can_die_and_come_back() {
         None,
         "the refused one never went out"
     );
+    rig.stop();
+}
+
+#[test]
+fn nginx_as_an_independent_http_server_receives_each_request_once() {
+    if !have_root("nginx_as_an_independent_http_server_receives_each_request_once") {
+        return;
+    }
+    let lane = format!(
+        "\n[[lane]]\nname = \"nginx\"\nkind = \"http\"\nprovider = \"jito\"\nport = \"nic\"\n\
+         dst_ip = \"198.18.77.2\"\ndst_port = 8081\nconnections = 2\ntoken = \"{TOKEN}\"\n"
+    );
+    let rig = Rig::start_with("relay-nginx", &[], 1, &[], &lane);
+    let dir = rig.scratch.path("nginx");
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("nginx.conf");
+    let d = dir.display();
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes 1;\ndaemon off;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n  log_format swqos '$request_method $request_uri $status $content_length $http_x_jito_auth';\n\
+               access_log {d}/access.log swqos;\n  client_body_temp_path {d};\n\
+               server {{\n    listen 198.18.77.2:8081;\n    location / {{\n      default_type application/json;\n\
+                     return 200 '{{\"jsonrpc\":\"2.0\",\"result\":\"nginx\",\"id\":1}}';\n    }}\n  }}\n}}\n"
+        ),
+    )
+    .unwrap();
+    let _nginx = Guard(rig.topo.spawn_in_ns(&[
+        "nginx",
+        "-c",
+        conf.to_str().unwrap(),
+        "-p",
+        dir.to_str().unwrap(),
+    ]));
+    let all = samples();
+    let valid: Vec<_> = all.iter().filter(|s| s.invalid.is_none()).collect();
+    let (warmup, checked) = valid.split_first().unwrap();
+    rig.warm_up(&warmup.line);
+    let (code, lines) = submit_json(&rig, checked, "10");
+    assert_eq!(code, Some(0), "{lines:?}");
+
+    // nginx's own parser and log: one POST per transaction with Jito's path, token header and
+    // a Content-Length equal to Jito's body for that transaction.
+    let template = swqos_wire::relay::RequestTemplate::new(
+        Provider::Jito,
+        swqos_wire::relay::Endpoint {
+            host: "198.18.77.2:8081",
+            path: None,
+            token: Some(TOKEN),
+        },
+    )
+    .unwrap();
+    let log = std::fs::read_to_string(dir.join("access.log")).unwrap();
+    let posts: Vec<&str> = log.lines().filter(|l| l.starts_with("POST ")).collect();
+    assert_eq!(
+        posts.len(),
+        valid.len(),
+        "warm-up plus each checked transaction once:\n{log}"
+    );
+    let mut lengths: Vec<usize> = posts
+        .iter()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            assert_eq!(f[1], format!("/api/v1/transactions?uuid={TOKEN}"), "{l}");
+            assert_eq!(f[2], "200", "{l}");
+            assert_eq!(f[4], TOKEN, "{l}");
+            f[3].parse().unwrap()
+        })
+        .collect();
+    let mut want: Vec<usize> = valid
+        .iter()
+        .map(|s| template.body_len(s.bytes.len()))
+        .collect();
+    lengths.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(lengths, want);
     rig.stop();
 }
