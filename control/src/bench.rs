@@ -7,6 +7,10 @@
 //! - `latency` submits one transaction at a time and busy-polls for its completions, recording
 //!   `done_tsc - submit_tsc` (client `rdtsc` just before publishing the slot to the dataplane's
 //!   `rdtsc` right after `tx_burst` accepted the frame).
+//! - `e2e` measures one relay lane end to end beside a kernel-socket HTTP client to the same
+//!   relay, alternating one request at a time, and matches each request to the relay's log line
+//!   (its `CLOCK_MONOTONIC` receipt time) to report submit-to-relay-receipt and round trip per
+//!   path: a table, `latency.csv` and an SVG plot (`latency.svg`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -52,6 +56,30 @@ pub(crate) enum BenchCommand {
         #[arg(long, value_delimiter = ',', default_values_t = [1u32, 4, 8])]
         lanes: Vec<u32>,
     },
+    /// End to end through a relay lane: the data-plane path beside a kernel-socket HTTP client
+    /// to the same relay, one request at a time; prints a table and writes latency.csv and
+    /// latency.svg. Needs the relay's request log (the mock relay's `--log`) on this host.
+    E2e {
+        /// The dataplane's TOML configuration (shared-memory path and the lane's relay).
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+        /// The relay lane (`kind = "http"`) to measure.
+        #[arg(long)]
+        lane: String,
+        /// Measured requests per path.
+        #[arg(long, default_value_t = 500)]
+        count: u32,
+        /// Unrecorded requests per path before the measured ones.
+        #[arg(long, default_value_t = 20)]
+        warmup: u32,
+        /// The relay's JSON-lines request log (`mock_relay.py --log FILE`); its `t_ns` is
+        /// `CLOCK_MONOTONIC`, comparable because the relay runs on this host.
+        #[arg(long)]
+        relay_log: PathBuf,
+        /// Folder for latency.csv and latency.svg (created if missing).
+        #[arg(long, default_value = "target/bench/e2e")]
+        out: PathBuf,
+    },
 }
 
 /// Runs one benchmark; exit status 2 for setup errors, 1 when the run failed midway.
@@ -80,6 +108,24 @@ pub(crate) fn run(cmd: BenchCommand) -> ExitCode {
                 config,
                 setup.and_then(|(c, txs)| latency(c, &txs, count.max(1), &lanes)),
             )
+        }
+        BenchCommand::E2e {
+            config,
+            lane,
+            count,
+            warmup,
+            relay_log,
+            out,
+        } => {
+            let opts = E2eOptions {
+                lane,
+                count: count.max(1),
+                warmup,
+                relay_log,
+                out,
+            };
+            let result = e2e(&config, &opts);
+            (config, result)
         }
     };
     match result {
@@ -466,4 +512,967 @@ fn latency(
         );
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// `swqos bench e2e`: the data-plane path beside a kernel-socket HTTP client.
+
+/// What today's relay path is, printed with every report and drawn on the plot.
+const E2E_NOTE: &str = "relay lanes go data plane -> shared-memory hand-off -> swqos control's \
+     kernel TCP socket today (the delegated fast path, where the data plane writes the TCP \
+     segments itself, is not built yet), so the data-plane path is expected to be SLOWER than a \
+     direct kernel client; this report shows that gap now and the improvement later";
+
+/// How long one request may take on either path before the run fails.
+const E2E_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the data-plane path sleeps between completion polls. On a 2-core host a spinning
+/// client would take the CPU `swqos control` needs to forward the request, so it sleeps (with
+/// a 1 us timer slack); the round trip includes up to about this much.
+const E2E_POLL_SLEEP: Duration = Duration::from_micros(10);
+
+/// `swqos bench e2e` arguments.
+struct E2eOptions {
+    lane: String,
+    count: u32,
+    warmup: u32,
+    relay_log: PathBuf,
+    out: PathBuf,
+}
+
+/// The two paths measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// `Client::submit` to the relay lane: TX lcore, hand-off ring, `swqos control`'s socket.
+    Dataplane,
+    /// This process's own keep-alive `TcpStream` to the relay.
+    Kernel,
+}
+
+impl Route {
+    const BOTH: [Route; 2] = [Route::Dataplane, Route::Kernel];
+
+    fn name(self) -> &'static str {
+        match self {
+            Route::Dataplane => "dataplane",
+            Route::Kernel => "kernel-socket",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Route::Dataplane => {
+                "Client::submit -> TX lcore -> hand-off ring -> swqos control's kernel socket"
+            }
+            Route::Kernel => {
+                "own std::net::TcpStream (HTTP/1.1 keep-alive, TCP_NODELAY), RequestTemplate bytes"
+            }
+        }
+    }
+
+    fn colour(self) -> &'static str {
+        match self {
+            Route::Dataplane => "#d95f02",
+            Route::Kernel => "#1f78b4",
+        }
+    }
+}
+
+/// The relay's log line a request was matched to.
+#[derive(Debug, Clone, Copy)]
+struct Receipt {
+    /// `CLOCK_MONOTONIC` when the whole body was received.
+    t_ns: u64,
+    /// `CLOCK_MONOTONIC` when the request line was read.
+    t_first_ns: u64,
+    conn: u64,
+    seq: u64,
+}
+
+/// One measured request.
+struct Request {
+    route: Route,
+    /// Order of the request in the measured run (both paths, alternating).
+    index: u32,
+    /// Index into the sample transactions.
+    tx: usize,
+    signature: String,
+    /// `monotonic_ns()` just before `Client::submit` / the socket write.
+    send_ns: u64,
+    /// `monotonic_ns()` when the completion / the whole response was seen.
+    done_ns: u64,
+    receipt: Option<Receipt>,
+}
+
+impl Request {
+    fn to_receipt(&self) -> Option<u64> {
+        self.receipt.map(|r| r.t_ns.saturating_sub(self.send_ns))
+    }
+
+    fn round_trip(&self) -> u64 {
+        self.done_ns - self.send_ns
+    }
+}
+
+/// A minimal HTTP/1.1 client on one kernel TCP connection, configured as sol-trade-sdk
+/// configures reqwest for SWQOS relays (HTTP/1.1, keep-alive, `TCP_NODELAY`), writing exactly
+/// the bytes the lane's [`RequestTemplate`] produces. It has none of reqwest's/hyper's own
+/// user-space work (JSON, headers, futures), so it is a lower bound for such a client.
+struct KernelClient {
+    addr: std::net::SocketAddrV4,
+    template: swqos_wire::relay::RequestTemplate,
+    stream: Option<std::net::TcpStream>,
+    request: Vec<u8>,
+    response: Vec<u8>,
+    reconnects: u32,
+}
+
+impl KernelClient {
+    fn new(addr: std::net::SocketAddrV4, template: swqos_wire::relay::RequestTemplate) -> Self {
+        KernelClient {
+            addr,
+            template,
+            stream: None,
+            request: Vec::with_capacity(4096),
+            response: Vec::with_capacity(4096),
+            reconnects: 0,
+        }
+    }
+
+    fn connect(&mut self) -> Result<(), String> {
+        let s = std::net::TcpStream::connect_timeout(&self.addr.into(), Duration::from_secs(2))
+            .map_err(|e| format!("kernel client: connect {}: {e}", self.addr))?;
+        s.set_nodelay(true).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(E2E_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        s.set_write_timeout(Some(E2E_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        if self.stream.is_some() {
+            self.reconnects += 1;
+        }
+        self.stream = Some(s);
+        Ok(())
+    }
+
+    /// The local address of the connection (the relay logs it as `peer`).
+    fn local_addr(&self) -> String {
+        self.stream
+            .as_ref()
+            .and_then(|s| s.local_addr().ok())
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    }
+
+    /// Builds the request for `tx` (before the clock starts).
+    fn prepare(&mut self, tx: &[u8]) {
+        self.request.resize(self.template.len(tx.len()), 0);
+        let n = self.template.write(tx, &mut [&mut self.request[..]]);
+        debug_assert_eq!(n, Some(self.request.len()));
+    }
+
+    /// Writes the prepared request and reads the whole response; returns its status and
+    /// `monotonic_ns()` just before the write.
+    fn exchange(&mut self) -> Result<(u16, u64), String> {
+        use std::io::{Read, Write};
+        if self.stream.is_none() {
+            self.connect()?;
+        }
+        let stream = self.stream.as_mut().expect("connected");
+        self.response.clear();
+        let send_ns = swqos_shm::time::monotonic_ns();
+        stream
+            .write_all(&self.request)
+            .map_err(|e| format!("kernel client: write: {e}"))?;
+        let mut buf = [0u8; 4096];
+        let mut head_end = None;
+        let mut want = usize::MAX;
+        let mut status = 0u16;
+        let mut close = false;
+        while self.response.len() < want {
+            let n = stream
+                .read(&mut buf)
+                .map_err(|e| format!("kernel client: read: {e}"))?;
+            if n == 0 {
+                return Err("kernel client: the relay closed the connection mid-response".into());
+            }
+            self.response.extend_from_slice(&buf[..n]);
+            if head_end.is_none() {
+                let Some(end) = find(&self.response, b"\r\n\r\n") else {
+                    continue;
+                };
+                head_end = Some(end + 4);
+                let head = String::from_utf8_lossy(&self.response[..end]).into_owned();
+                let mut lines = head.split("\r\n");
+                status = lines
+                    .next()
+                    .and_then(|l| l.split(' ').nth(1))
+                    .and_then(|c| c.parse().ok())
+                    .ok_or_else(|| format!("kernel client: bad status line in {head:?}"))?;
+                let mut length = None;
+                for l in lines {
+                    let Some((k, v)) = l.split_once(':') else {
+                        continue;
+                    };
+                    let (k, v) = (k.trim(), v.trim());
+                    if k.eq_ignore_ascii_case("content-length") {
+                        length = v.parse::<usize>().ok();
+                    } else if k.eq_ignore_ascii_case("connection") {
+                        close = v.eq_ignore_ascii_case("close");
+                    }
+                }
+                let length = length.ok_or("kernel client: response without Content-Length")?;
+                want = end + 4 + length;
+            }
+        }
+        if close {
+            self.stream = None; // the next request reconnects
+        }
+        Ok((status, send_ns))
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The lane's relay address and request template, from the config.
+fn relay_lane(
+    config: &dpdk_config::Config,
+    name: &str,
+) -> Result<(std::net::SocketAddrV4, swqos_wire::relay::RequestTemplate), Failure> {
+    let lane = config
+        .lanes
+        .iter()
+        .find(|l| l.name == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = config.lanes.iter().map(|l| l.name.as_str()).collect();
+            Failure::Setup(format!(
+                "no lane `{name}`; the config has: {}",
+                names.join(", ")
+            ))
+        })?;
+    let dpdk_config::LaneKind::Http(h) = &lane.kind else {
+        return Err(Failure::Setup(format!(
+            "lane `{name}` is not a relay lane (kind = \"http\")"
+        )));
+    };
+    let template = swqos_wire::relay::RequestTemplate::new(
+        h.provider,
+        swqos_wire::relay::Endpoint {
+            host: &h.host,
+            path: h.path.as_deref(),
+            token: h.token.as_ref().map(|t| t.expose()),
+        },
+    )
+    .map_err(|e| Failure::Setup(format!("lane `{name}`: {e}")))?;
+    Ok((std::net::SocketAddrV4::new(h.dst_ip, h.dst_port), template))
+}
+
+/// One request on the data-plane path; returns (send_ns, done_ns).
+fn dataplane_request(
+    client: &mut Client,
+    tx: &[u8],
+    mask: u64,
+    tag: u64,
+) -> Result<(u64, u64), Failure> {
+    let deadline = Instant::now() + E2E_TIMEOUT;
+    let send_ns = loop {
+        let t = swqos_shm::time::monotonic_ns();
+        match client.submit(tx, mask, tag) {
+            Ok(()) => break t,
+            Err(SubmitError::Full) => {
+                client.poll();
+                if Instant::now() > deadline {
+                    return Err(Failure::Run("submit ring stayed full".into()));
+                }
+            }
+            Err(e) => return Err(submit_error(e)),
+        }
+    };
+    loop {
+        match client.poll() {
+            Some(c) if c.tag == tag => {
+                let done_ns = swqos_shm::time::monotonic_ns();
+                c.outcome()
+                    .map_err(|e| Failure::Run(format!("data-plane path: {e}")))?;
+                return Ok((send_ns, done_ns));
+            }
+            Some(_) => {} // a late completion of an earlier submission
+            None => {
+                if Instant::now() > deadline {
+                    client
+                        .segment()
+                        .check_running()
+                        .map_err(|e| Failure::Run(e.to_string()))?;
+                    return Err(Failure::Run(format!(
+                        "data-plane path: no completion within {E2E_TIMEOUT:?} (is swqos control \
+                         running?)"
+                    )));
+                }
+                std::thread::sleep(E2E_POLL_SLEEP);
+            }
+        }
+    }
+}
+
+/// base58 of the transaction's first signature (what the relay logs).
+fn signature_of(tx: &[u8]) -> String {
+    // Valid samples only: a short-vec count >= 1 (one byte below 128 here) then 64-byte
+    // signatures.
+    bs58::encode(&tx[1..65]).into_string()
+}
+
+/// One `ok` line of the relay's log.
+struct LogLine {
+    t_ns: u64,
+    t_first_ns: u64,
+    conn: u64,
+    seq: u64,
+    provider: String,
+    signature: String,
+}
+
+fn read_relay_log(path: &Path) -> Result<Vec<LogLine>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut lines = Vec::new();
+    for line in text.lines() {
+        // A line being written right now may be incomplete: skip what does not parse.
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v["ok"] != true {
+            continue;
+        }
+        let num = |k: &str| v[k].as_u64().unwrap_or(0);
+        let text = |k: &str| v[k].as_str().unwrap_or("").to_string();
+        lines.push(LogLine {
+            t_ns: num("t_ns"),
+            t_first_ns: num("t_first_ns"),
+            conn: num("conn"),
+            seq: num("seq"),
+            provider: text("provider"),
+            signature: text("signature"),
+        });
+    }
+    Ok(lines)
+}
+
+/// Matches every request to the relay log line with its signature received inside its window
+/// (`send_ns ..= done_ns`; one request in flight, so windows do not overlap). Returns how many
+/// accepted requests of this provider the log has inside the run but matched to no request.
+fn match_receipts(
+    requests: &mut [Request],
+    log: &[LogLine],
+    provider: &str,
+) -> Result<usize, String> {
+    let mut by_sig: std::collections::HashMap<&str, Vec<&LogLine>> = Default::default();
+    for l in log.iter().filter(|l| l.provider == provider) {
+        by_sig.entry(&l.signature).or_default().push(l);
+    }
+    let mut matched = 0;
+    for r in requests.iter_mut() {
+        let hits: Vec<&&LogLine> = by_sig
+            .get(r.signature.as_str())
+            .map(|v| {
+                v.iter()
+                    .filter(|l| l.t_ns >= r.send_ns && l.t_ns <= r.done_ns)
+                    .collect()
+            })
+            .unwrap_or_default();
+        match hits.as_slice() {
+            [] => r.receipt = None,
+            [l] => {
+                r.receipt = Some(Receipt {
+                    t_ns: l.t_ns,
+                    t_first_ns: l.t_first_ns,
+                    conn: l.conn,
+                    seq: l.seq,
+                });
+                matched += 1;
+            }
+            more => {
+                return Err(format!(
+                    "request {} ({}, {}) was received {} times by the relay",
+                    r.index,
+                    r.route.name(),
+                    r.signature,
+                    more.len()
+                ))
+            }
+        }
+    }
+    let (first, last) = (
+        requests.iter().map(|r| r.send_ns).min().unwrap_or(0),
+        requests.iter().map(|r| r.done_ns).max().unwrap_or(0),
+    );
+    let in_run = log
+        .iter()
+        .filter(|l| l.provider == provider && l.t_ns >= first && l.t_ns <= last)
+        .count();
+    Ok(in_run - matched)
+}
+
+/// p50, p90, p99 and max of unsorted nanosecond samples, in microseconds.
+fn summary(samples: &[u64]) -> [f64; 4] {
+    let mut s = samples.to_vec();
+    s.sort_unstable();
+    let us = |ns: u64| ns as f64 / 1e3;
+    [
+        us(pct(&s, 0.5)),
+        us(pct(&s, 0.9)),
+        us(pct(&s, 0.99)),
+        us(s[s.len() - 1]),
+    ]
+}
+
+fn e2e(config_path: &Path, opts: &E2eOptions) -> Result<(), Failure> {
+    let config =
+        dpdk_config::Config::load(config_path).map_err(|e| Failure::Setup(e.to_string()))?;
+    let (addr, template) = relay_lane(&config, &opts.lane)?;
+    let provider = template.provider();
+    let host_note = format!("{provider} at {addr}");
+    let mut client =
+        Client::attach(&config.shm.path).map_err(|e| Failure::Setup(e.to_string()))?;
+    let lane_id = client.lane_id(&opts.lane).ok_or_else(|| {
+        Failure::Setup(format!(
+            "the running dataplane has no lane `{}` (it has: {})",
+            opts.lane,
+            client.lane_names().join(", ")
+        ))
+    })?;
+    let mask = 1u64 << lane_id;
+    let txs = samples().map_err(Failure::Setup)?;
+    std::fs::create_dir_all(&opts.out)
+        .map_err(|e| Failure::Setup(format!("{}: {e}", opts.out.display())))?;
+    if !opts.relay_log.exists() {
+        return Err(Failure::Setup(format!(
+            "relay log {} does not exist (start mock_relay.py with --log)",
+            opts.relay_log.display()
+        )));
+    }
+    // Sleeps in the data-plane path's poll loop should be as short as asked.
+    // SAFETY: PR_SET_TIMERSLACK takes one integer argument and only affects this thread.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1u64, 0u64, 0u64, 0u64) };
+
+    println!(
+        "e2e: lane {} ({host_note}), {} measured requests per path after {} warm-up each, \
+         alternating data plane / kernel socket, one request in flight, {} sample transactions \
+         cycled",
+        opts.lane,
+        opts.count,
+        opts.warmup,
+        txs.len()
+    );
+    for r in Route::BOTH {
+        println!("  {:<14} {}", r.name(), r.describe());
+    }
+
+    // Start from an empty completion ring.
+    let deadline = Instant::now() + STALL;
+    while client.outstanding() > 0 && Instant::now() < deadline {
+        client.poll();
+    }
+    let mut kernel = KernelClient::new(addr, template);
+    kernel.connect().map_err(Failure::Run)?;
+    let kernel_peer = kernel.local_addr();
+
+    let mut requests = Vec::with_capacity(opts.count as usize * 2);
+    let mut tag = 1u64 << 41;
+    let mut next_tx = 0usize;
+    for i in 0..opts.warmup + opts.count {
+        for route in Route::BOTH {
+            let t = next_tx % txs.len();
+            next_tx += 1;
+            let tx = &txs[t];
+            let (send_ns, done_ns) = match route {
+                Route::Dataplane => {
+                    tag += 1;
+                    dataplane_request(&mut client, tx, mask, tag)?
+                }
+                Route::Kernel => {
+                    kernel.prepare(tx);
+                    let (status, send_ns) = kernel.exchange().map_err(Failure::Run)?;
+                    let done_ns = swqos_shm::time::monotonic_ns();
+                    if !(200..300).contains(&status) {
+                        return Err(Failure::Run(format!(
+                            "kernel-socket path: the relay answered {status}"
+                        )));
+                    }
+                    (send_ns, done_ns)
+                }
+            };
+            if i >= opts.warmup {
+                requests.push(Request {
+                    route,
+                    index: requests.len() as u32,
+                    tx: t,
+                    signature: signature_of(tx),
+                    send_ns,
+                    done_ns,
+                    receipt: None,
+                });
+            }
+        }
+    }
+
+    // The relay writes its log line around its answer: give the last ones a moment.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let others = loop {
+        let log = read_relay_log(&opts.relay_log).map_err(Failure::Run)?;
+        let others =
+            match_receipts(&mut requests, &log, provider.name()).map_err(Failure::Run)?;
+        if requests.iter().all(|r| r.receipt.is_some()) || Instant::now() > deadline {
+            break others;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let missing: Vec<&Request> = requests.iter().filter(|r| r.receipt.is_none()).collect();
+    if let Some(r) = missing.first() {
+        return Err(Failure::Run(format!(
+            "{} of {} requests are not in the relay log {} (first: request {}, {}, {})",
+            missing.len(),
+            requests.len(),
+            opts.relay_log.display(),
+            r.index,
+            r.route.name(),
+            r.signature
+        )));
+    }
+    println!(
+        "relay log: all {} requests received exactly once (matched by signature inside each \
+         request's send..done window); {others} other accepted {} request(s) during the run; \
+         kernel socket {kernel_peer}, {} reconnect(s)",
+        requests.len(),
+        provider.name(),
+        kernel.reconnects
+    );
+
+    // The table.
+    let series = |route: Route, f: &dyn Fn(&Request) -> u64| -> Vec<u64> {
+        requests
+            .iter()
+            .filter(|r| r.route == route)
+            .map(f)
+            .collect()
+    };
+    let to_receipt = |r: &Request| r.to_receipt().unwrap_or(0);
+    let round_trip = |r: &Request| r.round_trip();
+    println!();
+    println!(
+        "{:<14} {:<16} {:>6} {:>10} {:>10} {:>10} {:>10}",
+        "path", "metric (us)", "n", "p50", "p90", "p99", "max"
+    );
+    let mut medians = [[0f64; 2]; 2];
+    for (m, (metric, f)) in [
+        ("submit->receipt", &to_receipt as &dyn Fn(&Request) -> u64),
+        ("round-trip", &round_trip),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for (p, route) in Route::BOTH.into_iter().enumerate() {
+            let s = series(route, f);
+            let q = summary(&s);
+            medians[m][p] = q[0];
+            println!(
+                "{:<14} {:<16} {:>6} {:>10.1} {:>10.1} {:>10.1} {:>10.1}",
+                route.name(),
+                metric,
+                s.len(),
+                q[0],
+                q[1],
+                q[2],
+                q[3]
+            );
+        }
+    }
+    println!();
+    println!(
+        "ratio of medians (dataplane / kernel-socket): submit->receipt {:.2}x, round-trip {:.2}x",
+        medians[0][0] / medians[0][1],
+        medians[1][0] / medians[1][1]
+    );
+    println!("(submit->receipt: monotonic_ns() just before Client::submit / the socket write, to");
+    println!(" the relay's CLOCK_MONOTONIC when the request body was fully received; round-trip:");
+    println!(" to the completion / the end of the response; the data-plane client polls for its");
+    println!(
+        " completion every ~{} us so it leaves the CPU to swqos control)",
+        E2E_POLL_SLEEP.as_micros()
+    );
+    println!("note: {E2E_NOTE}");
+
+    // Raw samples and the plot.
+    let csv = opts.out.join("latency.csv");
+    let mut text = String::from(
+        "path,index,signature,tx_sample,send_ns,relay_first_ns,relay_ns,done_ns,\
+         submit_to_receipt_us,round_trip_us,relay_conn,relay_seq\n",
+    );
+    for r in &requests {
+        let rc = r.receipt.expect("matched");
+        text.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{:.3},{:.3},{},{}\n",
+            r.route.name(),
+            r.index,
+            r.signature,
+            r.tx,
+            r.send_ns,
+            rc.t_first_ns,
+            rc.t_ns,
+            r.done_ns,
+            to_receipt(r) as f64 / 1e3,
+            r.round_trip() as f64 / 1e3,
+            rc.conn,
+            rc.seq
+        ));
+    }
+    std::fs::write(&csv, text).map_err(|e| Failure::Run(format!("{}: {e}", csv.display())))?;
+    let svg_path = opts.out.join("latency.svg");
+    let data: Vec<(Route, Vec<f64>)> = Route::BOTH
+        .into_iter()
+        .map(|route| {
+            let v = series(route, &to_receipt)
+                .into_iter()
+                .map(|ns| ns as f64 / 1e3)
+                .collect();
+            (route, v)
+        })
+        .collect();
+    let title = format!(
+        "swqos end to end: submit \u{2192} relay receipt, lane {} ({provider}), {} requests per path",
+        opts.lane, opts.count
+    );
+    std::fs::write(&svg_path, svg(&title, &data))
+        .map_err(|e| Failure::Run(format!("{}: {e}", svg_path.display())))?;
+    println!("wrote {} and {}", csv.display(), svg_path.display());
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The plot: plain SVG text, two panels sharing a log-scale x axis in microseconds.
+
+/// Escapes text for SVG.
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Ticks of a log axis from `lo` to `hi` (values, labelled or not).
+fn log_ticks(lo: f64, hi: f64) -> Vec<(f64, bool)> {
+    let decades = (hi / lo).log10();
+    let labelled: &[f64] = if decades <= 1.2 {
+        &[1.0, 1.5, 2.0, 3.0, 5.0, 7.0]
+    } else if decades <= 3.0 {
+        &[1.0, 2.0, 5.0]
+    } else {
+        &[1.0]
+    };
+    let mut ticks = Vec::new();
+    let mut e = lo.log10().floor() as i32;
+    while 10f64.powi(e) <= hi * 1.0001 {
+        for m in 1..10 {
+            let v = m as f64 * 10f64.powi(e);
+            if v >= lo * 0.9999 && v <= hi * 1.0001 {
+                ticks.push((v, labelled.contains(&(m as f64))));
+            }
+        }
+        if decades <= 1.2 {
+            for m in [1.5] {
+                let v = m * 10f64.powi(e);
+                if v >= lo && v <= hi {
+                    ticks.push((v, true));
+                }
+            }
+        }
+        e += 1;
+    }
+    ticks
+}
+
+/// A tick label for a microsecond value.
+fn us_label(v: f64) -> String {
+    if v >= 1000.0 {
+        let ms = v / 1000.0;
+        if (ms - ms.round()).abs() < 1e-9 {
+            format!("{ms:.0} ms")
+        } else {
+            format!("{ms} ms")
+        }
+    } else if v >= 1.0 {
+        format!("{}", (v * 10.0).round() / 10.0)
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// A "nice" step for a linear axis up to `max` with about `n` ticks.
+fn nice_step(max: f64, n: f64) -> f64 {
+    let raw = (max / n).max(1e-9);
+    let mag = 10f64.powf(raw.log10().floor());
+    let f = raw / mag;
+    let nice = if f <= 1.0 {
+        1.0
+    } else if f <= 2.0 {
+        2.0
+    } else if f <= 5.0 {
+        5.0
+    } else {
+        10.0
+    };
+    nice * mag
+}
+
+/// The report's SVG: a CDF panel (one polyline per path) over a histogram panel, both with the
+/// same log x axis in microseconds, medians marked, a legend and the note about today's path.
+fn svg(title: &str, data: &[(Route, Vec<f64>)]) -> String {
+    use std::fmt::Write;
+    const W: f64 = 960.0;
+    const H: f64 = 760.0;
+    const LEFT: f64 = 80.0;
+    const RIGHT: f64 = 30.0;
+    let (cdf_top, cdf_h) = (110.0, 300.0);
+    let (hist_top, hist_h) = (480.0, 200.0);
+    let plot_w = W - LEFT - RIGHT;
+
+    let all = data.iter().flat_map(|(_, v)| v.iter().copied());
+    let (min, max) = all.fold((f64::MAX, 0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let min = min.max(0.1);
+    let max = max.max(min * 1.5);
+    // Axis range: a little room each side, snapped to 1-2-5 values.
+    let snap_down = |v: f64| {
+        let e = 10f64.powf(v.log10().floor());
+        [5.0, 2.0, 1.0]
+            .into_iter()
+            .map(|m| m * e)
+            .find(|&t| t <= v)
+            .unwrap_or(e)
+    };
+    let snap_up = |v: f64| {
+        let e = 10f64.powf(v.log10().floor());
+        [1.0, 2.0, 5.0, 10.0]
+            .into_iter()
+            .map(|m| m * e)
+            .find(|&t| t >= v)
+            .unwrap_or(10.0 * e)
+    };
+    let lo = snap_down(min / 1.1);
+    let hi = snap_up(max * 1.1);
+    let x = |v: f64| LEFT + (v.max(lo).ln() - lo.ln()) / (hi.ln() - lo.ln()) * plot_w;
+
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="DejaVu Sans, Liberation Sans, Arial, sans-serif" font-size="13">
+<rect x="0" y="0" width="{W}" height="{H}" fill="#ffffff"/>
+<text x="{cx}" y="30" text-anchor="middle" font-size="18" font-weight="bold">{t}</text>
+<text x="{cx}" y="52" text-anchor="middle" font-size="12" fill="#444">submit/send (client CLOCK_MONOTONIC) to the relay having received the whole request (relay CLOCK_MONOTONIC, same host)</text>
+<text x="{cx}" y="70" text-anchor="middle" font-size="12" fill="#8a1c1c">Today the data-plane path hands relay requests to swqos control's kernel socket (no delegated TCP fast path yet): it is expected to be slower.</text>
+"##,
+        cx = W / 2.0,
+        t = xml(title)
+    );
+
+    // Shared x grid and labels for both panels.
+    let ticks = log_ticks(lo, hi);
+    for (top, h) in [(cdf_top, cdf_h), (hist_top, hist_h)] {
+        let _ = writeln!(
+            s,
+            r##"<rect x="{LEFT}" y="{top}" width="{plot_w}" height="{h}" fill="#fafafa" stroke="#999"/>"##
+        );
+        for &(v, labelled) in &ticks {
+            let px = x(v);
+            let (colour, width) = if labelled {
+                ("#cfcfcf", 1.0)
+            } else {
+                ("#ececec", 0.7)
+            };
+            let _ = writeln!(
+                s,
+                r##"<line x1="{px:.1}" y1="{top}" x2="{px:.1}" y2="{y2}" stroke="{colour}" stroke-width="{width}"/>"##,
+                y2 = top + h
+            );
+            if labelled {
+                let _ = writeln!(
+                    s,
+                    r##"<text x="{px:.1}" y="{ty}" text-anchor="middle" font-size="12">{}</text>"##,
+                    us_label(v),
+                    ty = top + h + 17.0
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            r##"<text x="{cx}" y="{ty}" text-anchor="middle" font-size="13">latency, submit/send &#8594; relay receipt (&#181;s, log scale)</text>"##,
+            cx = LEFT + plot_w / 2.0,
+            ty = top + h + 36.0
+        );
+    }
+
+    // CDF panel.
+    let cy = |f: f64| cdf_top + cdf_h - f * cdf_h;
+    for p in (0..=10).map(|i| i as f64 / 10.0) {
+        let py = cy(p);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{LEFT}" y1="{py:.1}" x2="{x2}" y2="{py:.1}" stroke="#e0e0e0"/><text x="{tx}" y="{ty:.1}" text-anchor="end" font-size="12">{pc:.0}%</text>"##,
+            x2 = LEFT + plot_w,
+            tx = LEFT - 6.0,
+            ty = py + 4.0,
+            pc = p * 100.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        r##"<text x="22" y="{ty}" text-anchor="middle" transform="rotate(-90 22 {ty})">cumulative fraction of requests</text>"##,
+        ty = cdf_top + cdf_h / 2.0
+    );
+    let _ = writeln!(
+        s,
+        r##"<text x="{LEFT}" y="{ty}" font-size="14" font-weight="bold">CDF</text>"##,
+        ty = cdf_top - 8.0
+    );
+    for (route, v) in data {
+        let mut sorted = v.clone();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len() as f64;
+        let mut pts = String::new();
+        for (i, &val) in sorted.iter().enumerate() {
+            let px = x(val);
+            let _ = write!(
+                pts,
+                "{px:.1},{:.1} {px:.1},{:.1} ",
+                cy(i as f64 / n),
+                cy((i + 1) as f64 / n)
+            );
+        }
+        let _ = writeln!(
+            s,
+            r##"<polyline fill="none" stroke="{c}" stroke-width="2.2" stroke-linejoin="round" points="{p}"/>"##,
+            c = route.colour(),
+            p = pts.trim_end()
+        );
+    }
+    // Medians: dashed lines down through both panels, labelled in the CDF.
+    for (k, (route, v)) in data.iter().enumerate() {
+        let mut sorted = v.clone();
+        sorted.sort_by(f64::total_cmp);
+        if sorted.is_empty() {
+            continue;
+        }
+        let rank = ((0.5 * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+        let med = sorted[rank - 1];
+        let px = x(med);
+        for (top, h) in [(cdf_top, cdf_h), (hist_top, hist_h)] {
+            let _ = writeln!(
+                s,
+                r##"<line x1="{px:.1}" y1="{top}" x2="{px:.1}" y2="{y2}" stroke="{c}" stroke-width="1.2" stroke-dasharray="5,4"/>"##,
+                c = route.colour(),
+                y2 = top + h
+            );
+        }
+        let anchor = if px > LEFT + plot_w * 0.75 {
+            ("end", -6.0)
+        } else {
+            ("start", 6.0)
+        };
+        let _ = writeln!(
+            s,
+            r##"<text x="{tx:.1}" y="{ty:.1}" text-anchor="{a}" font-size="12" fill="{c}" font-weight="bold">p50 {m} &#181;s</text>"##,
+            tx = px + anchor.1,
+            ty = cy(0.5) + 16.0 + 16.0 * k as f64,
+            a = anchor.0,
+            c = route.colour(),
+            m = us_label(med)
+        );
+    }
+    // Legend (top left of the CDF panel, where the curves have not risen yet... or have; it has
+    // its own white box).
+    let (lx, ly) = (LEFT + 12.0, cdf_top + 12.0);
+    let _ = writeln!(
+        s,
+        r##"<rect x="{lx}" y="{ly}" width="520" height="{lh}" fill="#ffffff" fill-opacity="0.92" stroke="#bbb"/>"##,
+        lh = 12.0 + 20.0 * data.len() as f64
+    );
+    for (k, (route, v)) in data.iter().enumerate() {
+        let yy = ly + 18.0 + 20.0 * k as f64;
+        let label = match route {
+            Route::Dataplane => "data plane: Client::submit \u{2192} hand-off \u{2192} swqos control socket",
+            Route::Kernel => "kernel socket: own TcpStream, HTTP/1.1 keep-alive, TCP_NODELAY",
+        };
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x1}" y1="{y0:.1}" x2="{x2}" y2="{y0:.1}" stroke="{c}" stroke-width="3"/><text x="{tx}" y="{ty:.1}" font-size="12">{l} (n={n})</text>"##,
+            x1 = lx + 10.0,
+            x2 = lx + 40.0,
+            y0 = yy - 4.0,
+            c = route.colour(),
+            tx = lx + 48.0,
+            ty = yy,
+            l = xml(label),
+            n = v.len()
+        );
+    }
+
+    // Histogram panel: log-spaced bins, the two paths side by side in each bin.
+    const BINS: usize = 40;
+    let bin_of = |v: f64| {
+        let f = (v.max(lo).ln() - lo.ln()) / (hi.ln() - lo.ln());
+        ((f * BINS as f64) as usize).min(BINS - 1)
+    };
+    let counts: Vec<Vec<u32>> = data
+        .iter()
+        .map(|(_, v)| {
+            let mut c = vec![0u32; BINS];
+            for &val in v {
+                c[bin_of(val)] += 1;
+            }
+            c
+        })
+        .collect();
+    let top_count = counts.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
+    let step = nice_step(top_count, 5.0).max(1.0);
+    let y_max = (top_count / step).ceil() * step;
+    let hy = |c: f64| hist_top + hist_h - c / y_max * hist_h;
+    let mut t = 0.0;
+    while t <= y_max + 1e-9 {
+        let py = hy(t);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{LEFT}" y1="{py:.1}" x2="{x2}" y2="{py:.1}" stroke="#e0e0e0"/><text x="{tx}" y="{ty:.1}" text-anchor="end" font-size="12">{t}</text>"##,
+            x2 = LEFT + plot_w,
+            tx = LEFT - 6.0,
+            ty = py + 4.0
+        );
+        t += step;
+    }
+    let _ = writeln!(
+        s,
+        r##"<text x="22" y="{ty}" text-anchor="middle" transform="rotate(-90 22 {ty})">requests per bin</text>"##,
+        ty = hist_top + hist_h / 2.0
+    );
+    let _ = writeln!(
+        s,
+        r##"<text x="{LEFT}" y="{ty}" font-size="14" font-weight="bold">Histogram ({BINS} log-spaced bins)</text>"##,
+        ty = hist_top - 8.0
+    );
+    let bin_w = plot_w / BINS as f64;
+    let paths = counts.len().max(1) as f64;
+    for (k, ((route, _), c)) in data.iter().zip(&counts).enumerate() {
+        for (b, &n) in c.iter().enumerate() {
+            if n == 0 {
+                continue;
+            }
+            let bx = LEFT + b as f64 * bin_w + 1.0 + k as f64 * (bin_w - 2.0) / paths;
+            let _ = writeln!(
+                s,
+                r##"<rect x="{bx:.1}" y="{by:.1}" width="{bw:.1}" height="{bh:.1}" fill="{c}" fill-opacity="0.85"/>"##,
+                by = hy(n as f64),
+                bw = (bin_w - 2.0) / paths,
+                bh = hist_top + hist_h - hy(n as f64),
+                c = route.colour()
+            );
+        }
+    }
+    s.push_str("</svg>\n");
+    s
 }

@@ -12,6 +12,7 @@ mod metrics;
 mod relay;
 mod relay_lanes;
 mod rpc;
+mod sessions;
 mod stats;
 mod submit;
 

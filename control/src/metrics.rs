@@ -37,6 +37,7 @@ fn lcore_help(c: Counter) -> &'static str {
         Counter::FromKernel => "Frames the exception-path bridge passed from the kernel to the NIC.",
         Counter::BridgeDropped => "Bridged frames dropped because the other side's queue stayed full.",
         Counter::HandedOff => "Submissions for relay lanes handed to the control plane (one per lane).",
+        Counter::FastSends => "Relay-lane submissions the data plane sent itself on an armed connection.",
     }
 }
 

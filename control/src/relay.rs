@@ -44,6 +44,8 @@ use std::time::{Duration, Instant};
 
 use swqos_wire::relay::RequestTemplate;
 
+use crate::sessions::SessionBoard;
+
 /// Requests a lane holds while all its connections are busy; more are refused (`Err` outcome).
 pub(crate) const QUEUE_LIMIT: usize = 4096;
 /// How long a TCP connect may take.
@@ -86,6 +88,8 @@ pub(crate) struct RelayLaneSpec {
     pub(crate) connections: usize,
     /// Send a keep-alive request when a connection has been idle this long; zero: never.
     pub(crate) ping_interval: Duration,
+    /// The lane's id in the config (what the data plane's session table calls it).
+    pub(crate) lane_id: u8,
 }
 
 /// What became of one request.
@@ -136,6 +140,8 @@ enum ConnState {
 
 struct LaneState {
     queue: VecDeque<Job>,
+    /// Per connection: the completion of a send the data plane made on it (at most one).
+    inbox: Vec<VecDeque<Job>>,
     conns: Vec<ConnState>,
     /// Clones of the connections' sockets, so `stop` can shut them down under a blocked read.
     sockets: Vec<Option<TcpStream>>,
@@ -152,6 +158,11 @@ struct Lane {
     ping_interval: Duration,
     /// `GET / HTTP/1.1` with the lane's address as Host.
     ping: Vec<u8>,
+    /// The session table, where idle connections are armed for the data plane.
+    board: Arc<SessionBoard>,
+    /// Session index of connection 0 of this lane.
+    first_session: usize,
+    lane_id: u8,
     state: Mutex<LaneState>,
     /// Idle connections wait here for requests.
     work: Condvar,
@@ -172,6 +183,18 @@ impl RelayPool {
     /// owned by one thread; they reconnect with exponential backoff after a failure, reset or
     /// remote close. Every request's outcome goes to `outcomes`.
     pub(crate) fn start(lanes: Vec<RelayLaneSpec>, outcomes: Sender<Outcome>) -> RelayPool {
+        let n = lanes.iter().map(|l| l.connections).sum();
+        RelayPool::start_with_board(lanes, outcomes, SessionBoard::new(n))
+    }
+
+    /// As [`RelayPool::start`], arming idle connections in `board` for delegated sends:
+    /// connection `c` of lane `l` is session `sum(connections of lanes before l) + c`.
+    pub(crate) fn start_with_board(
+        lanes: Vec<RelayLaneSpec>,
+        outcomes: Sender<Outcome>,
+        board: Arc<SessionBoard>,
+    ) -> RelayPool {
+        let mut next_session = 0;
         let mut pool = RelayPool {
             lanes: Vec::with_capacity(lanes.len()),
             threads: Vec::new(),
@@ -186,8 +209,12 @@ impl RelayPool {
                 template: spec.template,
                 ping_interval: spec.ping_interval,
                 ping,
+                board: board.clone(),
+                first_session: next_session,
+                lane_id: spec.lane_id,
                 state: Mutex::new(LaneState {
                     queue: VecDeque::new(),
+                    inbox: (0..spec.connections).map(|_| VecDeque::new()).collect(),
                     conns: vec![ConnState::Connecting; spec.connections],
                     sockets: (0..spec.connections).map(|_| None).collect(),
                     last_error: if spec.connections == 0 {
@@ -216,9 +243,26 @@ impl RelayPool {
                     }
                 }
             }
+            next_session += spec.connections;
             pool.lanes.push(lane);
         }
         pool
+    }
+
+    /// Completes a send the data plane made on connection `conn` of `lane` (it claimed that
+    /// connection's session): the connection writes the identical request to its socket, whose
+    /// copy the relay discards as a duplicate, and reads the response as usual.
+    pub(crate) fn send_delegated(&self, lane: usize, conn: usize, id: u64, tx: Vec<u8>) {
+        let Some(l) = self.lanes.get(lane) else {
+            return;
+        };
+        let mut st = l.lock();
+        if conn >= st.inbox.len() {
+            return;
+        }
+        st.inbox[conn].push_back(Job { id, tx });
+        drop(st);
+        l.work.notify_all();
     }
 
     /// Sends a request for `tx` on `lane` over an idle connection, or queues it for the lane's
@@ -423,40 +467,79 @@ impl Lane {
         }
     }
 
-    /// What an idle connection does next: a queued request, a keep-alive ping once it has
-    /// been idle since `idle_since` for the ping interval, or stop.
-    fn next(&self, idle_since: Instant) -> Next {
+    /// What an idle connection does next: the completion of a data-plane send on it, a queued
+    /// request, a keep-alive ping once it has been idle since `idle_since` for the ping
+    /// interval, or stop. While it waits it is armed: the data plane may claim it, after which
+    /// it writes nothing of its own until the claim's completion arrives.
+    fn next(&self, conn: usize, idle_since: Instant) -> Next {
+        let session = self.first_session + conn;
         let mut st = self.lock();
+        let mut claimed_since: Option<Instant> = None;
         loop {
             if st.stopping {
                 return Next::Stop;
             }
-            if let Some(job) = st.queue.pop_front() {
-                return Next::Job(job);
+            if let Some(job) = st.inbox[conn].pop_front() {
+                return Next::Delegated(job);
             }
-            if self.ping_interval.is_zero() {
-                st = self.work.wait(st).unwrap_or_else(|e| e.into_inner());
-            } else {
-                let due = idle_since + self.ping_interval;
-                let now = Instant::now();
-                if now >= due {
-                    return Next::Ping;
+            if self.board.claimed(session) {
+                // The data plane sent on this connection; its hand-off is on its way.
+                let since = *claimed_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > CLAIM_TIMEOUT {
+                    return Next::Abandon;
                 }
                 st = self
                     .work
-                    .wait_timeout(st, due - now)
+                    .wait_timeout(st, Duration::from_millis(5))
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
+                continue;
             }
+            if !st.queue.is_empty() {
+                if self.board.take(session) {
+                    if let Some(job) = st.queue.pop_front() {
+                        return Next::Job(job);
+                    }
+                }
+                continue; // claimed meanwhile: wait for the completion instead
+            }
+            self.board.arm(session);
+            let due = (!self.ping_interval.is_zero()).then(|| idle_since + self.ping_interval);
+            if let Some(due) = due {
+                if Instant::now() >= due {
+                    if self.board.take(session) {
+                        return Next::Ping;
+                    }
+                    continue;
+                }
+            }
+            // Short waits while armed: a claim does not notify this condvar.
+            let wait = due
+                .map(|d| d.saturating_duration_since(Instant::now()))
+                .unwrap_or(Duration::from_millis(5))
+                .min(Duration::from_millis(5));
+            st = self
+                .work
+                .wait_timeout(st, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 }
 
 enum Next {
     Job(Job),
+    /// The completion of the data plane's send on this connection.
+    Delegated(Job),
     Ping,
     Stop,
+    /// Claimed by the data plane but no completion came: the connection's byte stream is in
+    /// an unknown state, so it is closed and replaced.
+    Abandon,
 }
+
+/// How long a claimed connection waits for the data plane's hand-off before giving up on it.
+const CLAIM_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How a connection ended.
 enum End {
@@ -528,9 +611,16 @@ fn run_connection(lane: &Lane, conn: usize) {
         ever_connected = true;
         connect_failures = 0;
         lane.set_up(conn, &stream);
+        if let (Ok(SocketAddr::V4(local)), Ok(SocketAddr::V4(remote))) =
+            (stream.local_addr(), stream.peer_addr())
+        {
+            lane.board
+                .register(lane.first_session + conn, lane.lane_id, local, remote);
+        }
         let connected_at = Instant::now();
         let mut answered = false;
         let end = serve(lane, conn, &stream, &mut bufs, &mut answered);
+        lane.board.unregister(lane.first_session + conn);
         drop(stream);
         let healthy = answered || connected_at.elapsed() >= HEALTHY_AFTER;
         match end {
@@ -600,22 +690,35 @@ fn serve(
 ) -> End {
     let mut idle_since = Instant::now();
     loop {
-        let next = lane.next(idle_since);
-        if let Next::Stop = next {
-            return End::Stop;
+        let next = lane.next(conn, idle_since);
+        match next {
+            Next::Stop => return End::Stop,
+            Next::Abandon => {
+                return End::Failed {
+                    reason: "the data plane claimed the connection but never handed over the request".into(),
+                    in_flight: None,
+                }
+            }
+            _ => {}
         }
         // Nothing written yet: a connection the relay closed while idle is replaced first.
         match peek(stream) {
             Peek::Open => {}
             Peek::Closed(why) => {
-                if let Next::Job(job) = next {
-                    lane.requeue(job);
+                match next {
+                    Next::Job(job) => lane.requeue(job),
+                    Next::Delegated(job) => lane.emit(job.id, conn, Err(why.clone()), None),
+                    _ => {}
                 }
                 return End::Closed(why);
             }
             Peek::Error(e) => {
-                if let Next::Job(job) = next {
-                    lane.requeue(job);
+                match next {
+                    Next::Job(job) => lane.requeue(job),
+                    Next::Delegated(job) => {
+                        lane.emit(job.id, conn, Err(format!("connection lost: {e}")), None)
+                    }
+                    _ => {}
                 }
                 return End::Failed {
                     reason: format!("connection lost while idle: {e}"),
@@ -624,7 +727,7 @@ fn serve(
             }
         }
         let (bytes, in_flight) = match &next {
-            Next::Job(job) => {
+            Next::Job(job) | Next::Delegated(job) => {
                 let n = lane.template.len(job.tx.len());
                 bufs.request.clear();
                 bufs.request.resize(n, 0);
@@ -662,6 +765,9 @@ fn serve(
         };
         *answered = true;
         idle_since = Instant::now();
+        if let Next::Delegated(_) = next {
+            lane.board.finish_claim(lane.first_session + conn);
+        }
         if let Some((id, sent_at)) = in_flight {
             let reply = parse_reply(head.status, &head.reason, &bufs.body);
             lane.emit(id, conn, Ok(reply), Some(sent_at));
@@ -1177,6 +1283,7 @@ mod tests {
             template,
             connections: n,
             ping_interval: Duration::ZERO,
+            lane_id: 0,
         }
     }
 

@@ -24,6 +24,7 @@ use swqos_shm::Segment;
 use swqos_wire::relay::{Endpoint, RequestTemplate};
 
 use crate::relay::{Outcome, RelayLaneSpec, RelayPool};
+use crate::sessions::SessionBoard;
 
 /// How often the heartbeat is refreshed and the rings are polled when idle.
 const IDLE_SLEEP: Duration = Duration::from_micros(200);
@@ -53,6 +54,7 @@ pub(crate) fn lane_specs(config: &Config) -> Result<(Vec<RelayLaneSpec>, Vec<u8>
             template,
             connections: h.connections as usize,
             ping_interval: PING_INTERVAL,
+            lane_id: id as u8,
         });
         ids.push(id as u8);
     }
@@ -118,12 +120,19 @@ pub(crate) fn spawn(
         ));
     }
     let path = config.shm.path.clone();
+    let connections: Vec<usize> = specs.iter().map(|s| s.connections).collect();
     let handle = std::thread::Builder::new()
         .name("swqos-relay".into())
         .spawn(move || {
             let (tx, rx) = mpsc::channel();
-            let pool = RelayPool::start(specs, tx);
-            run(&path, &pool, &rx, &lane_ids, &stop);
+            let board = SessionBoard::new(connections.iter().sum());
+            let pool = RelayPool::start_with_board(specs, tx, board.clone());
+            let routes = Routes {
+                lane_ids,
+                connections,
+            };
+            run(&path, &pool, &board, &rx, &routes, &stop);
+            board.attach(None);
             pool.stop();
         })
         .map_err(|e| e.to_string())?;
@@ -134,19 +143,43 @@ fn log(msg: &str) {
     eprintln!("swqos control: {msg}");
 }
 
+/// How config lane ids and session indices map onto the pool's lanes and connections.
+struct Routes {
+    /// Config lane id of each pool lane.
+    lane_ids: Vec<u8>,
+    /// Connections of each pool lane (session indices are assigned in this order).
+    connections: Vec<usize>,
+}
+
+impl Routes {
+    /// (pool lane, connection) of session `i`.
+    fn conn_of(&self, mut i: usize) -> Option<(usize, usize)> {
+        for (lane, &n) in self.connections.iter().enumerate() {
+            if i < n {
+                return Some((lane, i));
+            }
+            i -= n;
+        }
+        None
+    }
+}
+
 fn run(
     path: &Path,
     pool: &RelayPool,
+    board: &SessionBoard,
     outcomes: &Receiver<Outcome>,
-    lane_ids: &[u8],
+    routes: &Routes,
     stop: &AtomicBool,
 ) {
     // Config lane id -> pool lane index.
-    let pool_lane: HashMap<u8, usize> = lane_ids
+    let pool_lane: HashMap<u8, usize> = routes
+        .lane_ids
         .iter()
         .enumerate()
         .map(|(i, &id)| (id, i))
         .collect();
+    let conn_of = |session| routes.conn_of(session);
     let mut attached: Option<Attached> = None;
     let mut last_try = Instant::now() - Duration::from_secs(10);
     let mut last_error = String::new();
@@ -159,6 +192,7 @@ fn run(
             .is_some_and(|a| !a.seg.is_current() || a.seg.check_running().is_err());
         if gone {
             log("data plane gone; relay lanes wait for the next one");
+            board.attach(None);
             attached = None;
         }
         if attached.is_none() && last_try.elapsed() >= Duration::from_secs(1) {
@@ -167,6 +201,7 @@ fn run(
                 Ok(a) => {
                     log("relay lanes attached to the data plane");
                     last_error.clear();
+                    board.attach(Some(a.seg.clone()));
                     attached = Some(a);
                 }
                 Err(e) if e != last_error => {
@@ -198,7 +233,16 @@ fn run(
                                 submit_tsc: job.submit_tsc,
                             },
                         );
-                        pool.send(pl, next_id, job.tx.clone());
+                        match job.delegated {
+                            // The data plane sent on that connection: complete it there.
+                            Some((session, _)) => match conn_of(session) {
+                                Some((lane_index, conn)) if lane_index == pl => {
+                                    pool.send_delegated(pl, conn, next_id, job.tx.clone())
+                                }
+                                _ => pool.send(pl, next_id, job.tx.clone()),
+                            },
+                            None => pool.send(pl, next_id, job.tx.clone()),
+                        }
                     }
                 }
             }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use dpdk::{Eal, LcoreId, Mempool, Port, PortConf};
 use dpdk_config::{Config, LcoreRole, PortDevice};
 use swqos_rt::Policy;
+use swqos_wire::relay::{Endpoint, RequestTemplate};
 use swqos_shm::layout::{LaneInfo, LaneKind as ShmLaneKind, Layout, State, MAX_TX_SIZE};
 use swqos_shm::ring::{CompletionProducer, HandoffProducer, SubmitConsumer};
 use swqos_shm::stats::{
@@ -18,6 +19,7 @@ use swqos_shm::stats::{
 use swqos_shm::Segment;
 use tracing::{info, warn};
 
+use crate::fast::FastPath;
 use crate::hugepages::{self, Decision, HugepageState};
 use crate::lanes::{LaneTable, PortChecksums};
 use crate::report::Report;
@@ -366,6 +368,11 @@ impl Dataplane {
                         bridge,
                         handoff: (lanes.relay_mask() != 0)
                             .then(|| HandoffProducer::new(seg.clone(), index)),
+                        fast: if lc.bridge.is_some() && lanes.relay_mask() != 0 {
+                            Some(fast_path(config, seg.clone(), tsc_hz)?)
+                        } else {
+                            None
+                        },
                         seg: seg.clone(),
                     })
                     .map_err(|e| RunError(format!("lcore {}: {e}", lc.id)))?;
@@ -526,6 +533,30 @@ impl Dataplane {
 /// Runs the dataplane until `stop` is set, then drains and tears down. Returns the final report.
 pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<Report, RunError> {
     Dataplane::setup(config, opts)?.run(stop)
+}
+
+/// The delegated-send state of a bridging TX lcore: the relay lanes' addresses and templates.
+fn fast_path(config: &Config, seg: Arc<Segment>, tsc_hz: u64) -> Result<FastPath, RunError> {
+    let mut relays = Vec::new();
+    let mut templates = Vec::new();
+    for lane in &config.lanes {
+        let dpdk_config::LaneKind::Http(h) = &lane.kind else {
+            templates.push(None);
+            continue;
+        };
+        relays.push((h.dst_ip, h.dst_port));
+        let t = RequestTemplate::new(
+            h.provider,
+            Endpoint {
+                host: &h.host,
+                path: h.path.as_deref(),
+                token: h.token.as_ref().map(|t| t.expose()),
+            },
+        )
+        .map_err(|e| RunError(format!("lane {}: {e}", lane.name)))?;
+        templates.push(Some(t));
+    }
+    Ok(FastPath::new(seg, relays, templates, tsc_hz))
 }
 
 /// One turn of the main loop (heartbeat resolution).

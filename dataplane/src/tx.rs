@@ -15,6 +15,7 @@ use swqos_shm::stats::{Counter, StatsWriter};
 use swqos_wire::checksum;
 use swqos_wire::solana::{Transaction, TxError};
 
+use crate::fast::FastPath;
 use crate::lanes::{LaneSend, LaneTable};
 
 /// A control plane whose heartbeat is older than this is considered gone (50 ms).
@@ -101,43 +102,71 @@ impl Bridge {
         })
     }
 
-    /// Moves what arrived on each side to the other; returns the frames moved.
-    fn poll(&mut self, paths: &mut [TxPath], stats: &mut StatsWriter) -> usize {
-        let to_kernel = forward(
-            &mut self.nic_rx,
-            &mut self.rx,
-            &mut paths[self.kernel_path],
-            stats,
-        );
+    /// Moves what arrived on each side to the other; returns the frames moved. With a fast
+    /// path, every frame teaches it about the relay connections, and relay segments that
+    /// acknowledge bytes only the data plane has sent wait until the kernel's copy is out.
+    fn poll(
+        &mut self,
+        paths: &mut [TxPath],
+        stats: &mut StatsWriter,
+        mut fast: Option<&mut FastPath>,
+    ) -> usize {
+        let now = dpdk::tsc();
+        let (nic, kernel) = two_mut(paths, self.nic_path, self.kernel_path);
+        if self.nic_rx.rx_burst(&mut self.rx) > 0 {
+            for m in self.rx.drain() {
+                let m = match fast.as_deref_mut() {
+                    Some(f) => match f.on_peer(m, now) {
+                        Some(m) => m,
+                        None => continue, // held
+                    },
+                    None => m,
+                };
+                queue(&mut kernel.forward, m, stats);
+            }
+        }
+        if self.kernel_rx.rx_burst(&mut self.rx) > 0 {
+            for m in self.rx.drain() {
+                if let Some(f) = fast.as_deref_mut() {
+                    f.on_kernel(m.data(), |held| queue(&mut kernel.forward, held, stats));
+                }
+                queue(&mut nic.forward, m, stats);
+            }
+        }
+        if let Some(f) = fast {
+            f.expire(now, |held| queue(&mut kernel.forward, held, stats));
+        }
+        let to_kernel = flush_forward(kernel);
         stats.add(Counter::ToKernel, to_kernel as u64);
-        let from_kernel = forward(
-            &mut self.kernel_rx,
-            &mut self.rx,
-            &mut paths[self.nic_path],
-            stats,
-        );
+        let from_kernel = flush_forward(nic);
         stats.add(Counter::FromKernel, from_kernel as u64);
         to_kernel + from_kernel
     }
 }
 
-/// Receives a burst from `rx` and sends it (with whatever the queue refused last time) out of
-/// `to`. A frame that finds the outgoing burst still full is dropped and counted: the kernel's
-/// TCP retransmits, and holding it would stall this lcore's lanes.
-fn forward(
-    rx: &mut RxQueue,
-    burst: &mut RxBurst<BURST>,
-    to: &mut TxPath,
-    stats: &mut StatsWriter,
-) -> usize {
-    if rx.rx_burst(burst) > 0 {
-        for m in burst.drain() {
-            if let Err((m, ())) = to.forward.push(m, ()) {
-                drop(m);
-                stats.add(Counter::BridgeDropped, 1);
-            }
-        }
+/// Two distinct elements of a slice, mutably.
+fn two_mut<T>(s: &mut [T], a: usize, b: usize) -> (&mut T, &mut T) {
+    assert_ne!(a, b);
+    if a < b {
+        let (x, y) = s.split_at_mut(b);
+        (&mut x[a], &mut y[0])
+    } else {
+        let (x, y) = s.split_at_mut(a);
+        (&mut y[0], &mut x[b])
     }
+}
+
+/// Queues a bridged frame; one that finds the outgoing burst still full is dropped and
+/// counted: the kernel's TCP retransmits, and holding it would stall this lcore's lanes.
+fn queue(to: &mut TxBurst<(), BURST>, m: Mbuf, stats: &mut StatsWriter) {
+    if let Err((m, ())) = to.push(m, ()) {
+        drop(m);
+        stats.add(Counter::BridgeDropped, 1);
+    }
+}
+
+/// Offers a path's forwarded frames to its queue (what it refuses stays for the next poll).
+fn flush_forward(to: &mut TxPath) -> usize {
     if to.forward.is_empty() {
         return 0;
     }
@@ -168,6 +197,10 @@ struct Output {
     handoff: Option<HandoffProducer>,
     /// Lanes whose submissions are handed off.
     relay_mask: u64,
+    /// Delegated sends (with the index in `paths` of the NIC queue they go out on), when this
+    /// lcore bridges the exception path.
+    fast: Option<FastPath>,
+    fast_out: usize,
     seg: Arc<Segment>,
     paths: Vec<TxPath>,
     lanes: Arc<LaneTable>,
@@ -199,6 +232,8 @@ pub struct TxWorkerParts {
     pub bridge: Option<Bridge>,
     /// This lcore's hand-off ring to the control plane (needed when any lane is a relay).
     pub handoff: Option<HandoffProducer>,
+    /// Delegated sends on the bridged relay connections (needs `bridge`).
+    pub fast: Option<FastPath>,
     /// The segment (for the control plane's heartbeat).
     pub seg: Arc<Segment>,
 }
@@ -226,6 +261,8 @@ impl TxWorker {
                 completes,
                 handoff: parts.handoff,
                 relay_mask: parts.lanes.relay_mask(),
+                fast_out: parts.bridge.as_ref().map_or(0, |b| b.nic_path),
+                fast: parts.fast,
                 seg: parts.seg,
                 paths: parts.paths,
                 lanes: parts.lanes,
@@ -247,7 +284,7 @@ impl TxWorker {
         out.stats.begin();
         out.stats.add(Counter::Polls, 1);
         let mut work = match &mut self.bridge {
-            Some(b) => b.poll(&mut out.paths, &mut out.stats),
+            Some(b) => b.poll(&mut out.paths, &mut out.stats, out.fast.as_mut()),
             None => 0,
         };
         work += out.flush(false);
@@ -404,16 +441,34 @@ impl Output {
 
     /// Passes a submission's relay lanes to the control plane, which answers their completions;
     /// without a live control plane, or with its ring full, they are dropped and answered here.
-    fn hand_off(&mut self, r: usize, slot: &SlotRef<'_>, relay: u64) {
+    fn hand_off(&mut self, r: usize, slot: &SlotRef<'_>, mut relay: u64) {
         let reason = match &mut self.handoff {
             Some(h) if self.seg.control_alive(CONTROL_TIMEOUT_NS) => {
-                if h.push(r, slot, relay) {
-                    self.stats.add(Counter::HandedOff, relay.count_ones() as u64);
+                // Lanes with an armed connection go out now, each with its own record; the
+                // rest in one record for the control plane to send.
+                let mut rest = relay;
+                if let Some(fast) = &mut self.fast {
+                    let out = &mut self.paths[self.fast_out].forward;
                     for lane in lanes_of(relay) {
+                        let Some(claim) = fast.try_send(lane, slot.tx, &self.pool, out) else {
+                            continue;
+                        };
+                        if h.push(r, slot, 1 << lane, Some(claim)) {
+                            rest &= !(1 << lane);
+                            self.stats.add(Counter::FastSends, 1);
+                            self.stats.add(Counter::HandedOff, 1);
+                            self.stats.lane_sent(lane as usize);
+                        }
+                    }
+                }
+                if rest == 0 || h.push(r, slot, rest, None) {
+                    self.stats.add(Counter::HandedOff, rest.count_ones() as u64);
+                    for lane in lanes_of(rest) {
                         self.stats.lane_sent(lane as usize);
                     }
                     return;
                 }
+                relay = rest;
                 DropReason::HandoffFull
             }
             _ => DropReason::NoControlPlane,

@@ -23,7 +23,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SWQOSSHM");
 /// Bumped on every change to a structure in this module or in [`crate::stats`].
 ///
 /// 2: per-lane byte counters in [`LcoreStats`], the ports area ([`PortStats`]).
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 /// The largest transaction a slot holds: Solana's packet data size.
 pub const MAX_TX_SIZE: usize = 1232;
 /// Lanes are addressed by bit in a `u64` lane mask.
@@ -41,6 +41,48 @@ pub const COMPLETIONS_PER_SLOT: usize = 8;
 /// Records per hand-off ring: submissions for relay lanes a TX lcore passes to the control
 /// plane (a record is a [`Slot`] whose `flags` hold the client's ring index).
 pub const HANDOFF_SLOTS: u32 = 1024;
+/// Entries of the session table: relay connections the data plane may send on.
+pub const MAX_SESSIONS: usize = 64;
+
+/// [`Session::state`] values. One writer per transition: the control plane moves FREE->BUSY,
+/// BUSY->ARMED, ARMED->BUSY (by CAS) and CLAIMED->BUSY; the data plane moves ARMED->CLAIMED (by
+/// CAS). Nothing writes to a connection's socket while it is ARMED or CLAIMED but the claim's
+/// owner, so every byte has one writer.
+pub mod session {
+    /// Unused entry.
+    pub const FREE: u32 = 0;
+    /// The control plane owns the connection (connecting, sending, reading).
+    pub const BUSY: u32 = 1;
+    /// Idle and fully answered: the data plane may claim it for one request.
+    pub const ARMED: u32 = 2;
+    /// The data plane sent a request on it; the control plane completes the send.
+    pub const CLAIMED: u32 = 3;
+}
+
+/// One relay connection of the control plane, as the data plane sees it.
+#[repr(C, align(64))]
+#[derive(Debug, Default)]
+pub struct Session {
+    /// A [`session`] state.
+    pub state: AtomicU32,
+    /// Bumped each time the entry describes a new connection.
+    pub generation: AtomicU32,
+    /// Config lane id.
+    pub lane: AtomicU32,
+    /// Local IPv4 address (host byte order of the big-endian bytes: `u32::from(Ipv4Addr)`).
+    pub local_ip: AtomicU32,
+    /// Remote IPv4 address, likewise.
+    pub remote_ip: AtomicU32,
+    /// `local_port << 16 | remote_port`.
+    pub ports: AtomicU32,
+    /// First sequence number of the data plane's send (valid while CLAIMED).
+    pub fast_seq: AtomicU32,
+    /// Bytes of the data plane's send (valid while CLAIMED).
+    pub fast_len: AtomicU32,
+    /// Requests the data plane sent on this connection.
+    pub fast_sends: AtomicU64,
+}
+
 /// Highest number of submit rings (client processes at once).
 pub const MAX_RINGS: usize = 64;
 /// Fewest and most slots per submit ring (power of two).
@@ -174,6 +216,8 @@ pub struct Header {
     pub control_heartbeat_ns: AtomicU64,
     /// Offset of the first hand-off ring (one per lcore stats block; TX lcores use theirs).
     pub handoff_offset: u64,
+    /// Offset of the session table ([`MAX_SESSIONS`] entries).
+    pub sessions_offset: u64,
     /// Lanes by id (bit position in a lane mask).
     pub lanes: [LaneInfo; MAX_LANES],
 }
@@ -214,9 +258,13 @@ pub struct Slot {
     pub lease_gen: u32,
     /// Transaction length in bytes.
     pub tx_len: u16,
-    /// Reserved, zero.
+    /// Reserved, zero (in a hand-off record: the client's ring index).
     pub flags: u16,
-    _reserved: [u8; SLOT_HEADER_SIZE - 32],
+    /// In a hand-off record: 1 + the session the data plane sent on (0: none, a fallback send).
+    pub session: u32,
+    /// In a hand-off record: that session's generation when claimed.
+    pub session_gen: u32,
+    _reserved: [u8; SLOT_HEADER_SIZE - 40],
     /// The signed transaction (first `tx_len` bytes).
     pub tx: [u8; SLOT_DATA_SIZE],
 }
@@ -306,7 +354,9 @@ impl DropReason {
             DropReason::NoMbuf => "no mbuf available past the send timeout",
             DropReason::Shutdown => "dataplane shut down",
             DropReason::TooLarge => "frame larger than the port allows",
-            DropReason::NoControlPlane => "no control plane running for relay lanes (start swqos control)",
+            DropReason::NoControlPlane => {
+                "no control plane running for relay lanes (start swqos control)"
+            }
             DropReason::HandoffFull => "control plane hand-off ring full",
         }
     }
@@ -353,6 +403,8 @@ pub struct Layout {
     pub completion_stride: usize,
     /// Offset of the stats blocks.
     pub stats_offset: usize,
+    /// Offset of the session table.
+    pub sessions_offset: usize,
     /// Offset of the hand-off rings (dataplane -> control plane), one per lcore.
     pub handoff_offset: usize,
     /// Bytes of one hand-off ring.
@@ -406,7 +458,11 @@ impl Layout {
         // lanes), so each has a single producer.
         let stats_offset = completions_offset + 2 * n_rings as usize * completion_stride;
         let ports_offset = stats_offset + n_lcores as usize * size_of::<LcoreStats>();
-        let handoff_offset = align_up(ports_offset + n_ports as usize * size_of::<PortStats>(), page);
+        let sessions_offset = align_up(
+            ports_offset + n_ports as usize * size_of::<PortStats>(),
+            page,
+        );
+        let handoff_offset = align_up(sessions_offset + MAX_SESSIONS * size_of::<Session>(), page);
         let handoff_stride = align_up(
             size_of::<CompletionControl>() + HANDOFF_SLOTS as usize * size_of::<Slot>(),
             page,
@@ -423,6 +479,7 @@ impl Layout {
             completion_stride,
             stats_offset,
             ports_offset,
+            sessions_offset,
             handoff_offset,
             handoff_stride,
             size,

@@ -230,6 +230,9 @@ pub struct Handoff {
     pub submit_tsc: u64,
     /// The validated transaction.
     pub tx: Vec<u8>,
+    /// The session the data plane already sent on (`Some((index, generation))`): the control
+    /// plane completes that send on that connection. `None`: the control plane sends.
+    pub delegated: Option<(usize, u32)>,
 }
 
 /// A TX lcore's end of its hand-off ring (dataplane -> control plane).
@@ -261,9 +264,16 @@ impl HandoffProducer {
     }
 
     /// Copies a submission for the relay lanes `lanes` into the ring (visible after
-    /// [`HandoffProducer::publish`]); `false` if the ring is full.
+    /// [`HandoffProducer::publish`]); `delegated` names the session the data plane sent on, if
+    /// it did. `false` if the ring is full.
     #[inline]
-    pub fn push(&mut self, ring: usize, slot: &SlotRef<'_>, lanes: u64) -> bool {
+    pub fn push(
+        &mut self,
+        ring: usize,
+        slot: &SlotRef<'_>,
+        lanes: u64,
+        delegated: Option<(usize, u32)>,
+    ) -> bool {
         let cap = HANDOFF_SLOTS;
         if self.tail.wrapping_sub(self.head) >= cap {
             self.head = self.seg.handoff_control(self.index).head.0.load(Ordering::Acquire) as u32;
@@ -283,6 +293,8 @@ impl HandoffProducer {
             (*r).lease_gen = slot.lease_gen;
             (*r).tx_len = n as u16;
             (*r).flags = ring as u16;
+            (*r).session = delegated.map_or(0, |(i, _)| i as u32 + 1);
+            (*r).session_gen = delegated.map_or(0, |(_, g)| g);
             std::ptr::copy_nonoverlapping(slot.tx.as_ptr(), (*r).tx.as_mut_ptr(), n);
         }
         self.tail = self.tail.wrapping_add(1);
@@ -331,7 +343,11 @@ impl HandoffConsumer {
         let h = unsafe {
             let r = self.seg.handoff_records(self.index).add(idx);
             let n = (std::ptr::read_volatile(&(*r).tx_len) as usize).min(MAX_TX_SIZE);
+            let session = std::ptr::read_volatile(&(*r).session);
             Handoff {
+                delegated: (session != 0).then(|| {
+                    ((session - 1) as usize, std::ptr::read_volatile(&(*r).session_gen))
+                }),
                 ring: std::ptr::read_volatile(&(*r).flags),
                 lanes: std::ptr::read_volatile(&(*r).lanes),
                 tag: std::ptr::read_volatile(&(*r).tag),

@@ -11,8 +11,8 @@ use std::time::Duration;
 use memmap2::MmapMut;
 
 use crate::layout::{
-    Completion, CompletionControl, Header, LaneInfo, Layout, RingControl, Slot, State,
-    LAYOUT_VERSION, MAGIC, MAX_LANES, PORT_NAME_LEN,
+    Completion, CompletionControl, Header, LaneInfo, Layout, RingControl, Session, Slot, State,
+    LAYOUT_VERSION, MAGIC, MAX_LANES, MAX_SESSIONS, PORT_NAME_LEN,
 };
 use crate::stats::{LcoreStats, PortStats};
 use crate::time::monotonic_ns;
@@ -192,6 +192,7 @@ impl Segment {
             (*h).completions_offset = layout.completions_offset as u64;
             (*h).stats_offset = layout.stats_offset as u64;
             (*h).handoff_offset = layout.handoff_offset as u64;
+            (*h).sessions_offset = layout.sessions_offset as u64;
             (*h).ports_offset = layout.ports_offset as u64;
             for (i, lane) in lanes.iter().enumerate() {
                 (*h).lanes[i] = *lane;
@@ -267,6 +268,7 @@ impl Segment {
             || h.completions_offset != layout.completions_offset as u64
             || h.stats_offset != layout.stats_offset as u64
             || h.handoff_offset != layout.handoff_offset as u64
+            || h.sessions_offset != layout.sessions_offset as u64
             || h.ports_offset != layout.ports_offset as u64
             || h.n_lanes as usize > MAX_LANES
             || len < layout.size as u64
@@ -441,6 +443,19 @@ impl Segment {
         unsafe { self.base.add(self.layout.handoff_records(i)) as *mut Slot }
     }
 
+    /// Session table entry `i` (relay connections; see [`crate::layout::session`]).
+    pub fn session(&self, i: usize) -> &Session {
+        assert!(i < MAX_SESSIONS);
+        // SAFETY: offset within the mapping per `Layout`, 64-aligned (page-aligned table of
+        // 64-byte entries), every field an atomic.
+        unsafe {
+            &*(self
+                .base
+                .add(self.layout.sessions_offset + i * size_of::<Session>())
+                as *const Session)
+        }
+    }
+
     /// Makes this process the segment's one control plane: takes the role when it is free or
     /// its holder is dead. `Err(pid)` names the live control plane that holds it.
     pub fn claim_control(&self) -> Result<(), u32> {
@@ -454,8 +469,7 @@ impl Segment {
             if cur != 0 && pid_alive(cur) {
                 return Err(cur);
             }
-            if h
-                .control_pid
+            if h.control_pid
                 .compare_exchange(cur, me, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {

@@ -59,10 +59,12 @@ pub enum Counter {
     BridgeDropped,
     /// (submission, relay lane) pairs handed to the control plane.
     HandedOff,
+    /// Of those, the ones the data plane sent itself on an armed connection (delegated sends).
+    FastSends,
 }
 
 /// Number of [`Counter`]s.
-pub const N_COUNTERS: usize = Counter::HandedOff as usize + 1;
+pub const N_COUNTERS: usize = Counter::FastSends as usize + 1;
 
 impl Counter {
     /// Every counter, in index order.
@@ -85,6 +87,7 @@ impl Counter {
         Counter::FromKernel,
         Counter::BridgeDropped,
         Counter::HandedOff,
+        Counter::FastSends,
     ];
 
     /// A snake_case name for output.
@@ -108,6 +111,7 @@ impl Counter {
             Counter::FromKernel => "from_kernel",
             Counter::BridgeDropped => "bridge_dropped",
             Counter::HandedOff => "handed_off",
+            Counter::FastSends => "fast_sends",
         }
     }
 }

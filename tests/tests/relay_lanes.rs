@@ -462,3 +462,112 @@ fn nginx_as_an_independent_http_server_receives_each_request_once() {
     assert_eq!(lengths, want);
     rig.stop();
 }
+
+/// A counter from the dataplane's exit report (`lcore N: ... name value ...`), summed.
+fn counter(report: &str, name: &str) -> u64 {
+    report
+        .lines()
+        .filter(|l| l.starts_with("lcore "))
+        .flat_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            w.windows(2)
+                .filter(|p| p[0] == name)
+                .map(|p| p[1].parse::<u64>().unwrap_or(0))
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+#[test]
+fn idle_connections_carry_delegated_sends_from_the_data_plane() {
+    if !have_root("idle_connections_carry_delegated_sends_from_the_data_plane") {
+        return;
+    }
+    let providers = [Provider::Jito, Provider::ZeroSlot, Provider::BlockRazor];
+    let rig = Rig::start("relay-fast", &providers, 1, &[]);
+    let all = samples();
+    let valid: Vec<_> = all.iter().filter(|s| s.invalid.is_none()).collect();
+    let (warmup, rest) = valid.split_first().unwrap();
+    let checked = &rest[..20];
+    rig.warm_up(&warmup.line);
+    // Capture the relay's side of the wire while the data plane sends.
+    let pcap = rig.scratch.path("relay-side.pcap");
+    let mut capture = Guard(rig.topo.spawn_in_ns(&[
+        "tshark",
+        "-i",
+        &rig.topo.peer_if,
+        "-f",
+        "tcp port 8080",
+        "-w",
+        pcap.to_str().unwrap(),
+    ]));
+    wait_for_stderr(&mut capture.0, "Capturing on");
+    // One submission at a time: each finds its lane's connection idle and armed.
+    for s in checked {
+        let (code, lines) = submit_json(&rig, &[s], "10");
+        assert_eq!(code, Some(0), "{lines:?}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill with our child's pid and a standard signal.
+    unsafe { libc::kill(capture.0.id() as i32, libc::SIGINT) };
+    let _ = capture.0.wait();
+
+    // Exactly once at the relay, whoever sent first.
+    let seen = rig.delivered();
+    for p in providers {
+        for s in checked {
+            let n = seen
+                .get(&(p.name().to_string(), s.signature.clone().unwrap()))
+                .copied()
+                .unwrap_or(0);
+            assert_eq!(n, 1, "{} reached {p} {n} times", s.name);
+        }
+    }
+    // The wire as tshark sees it (read before `stop` removes the scratch folder).
+    let rows = swqos_tests::tshark_fields(
+        &pcap,
+        &[
+            "tcp.checksum.status",
+            "tcp.analysis.retransmission",
+            "tcp.len",
+        ],
+    );
+    let done = rig.stop();
+    let fast = counter(&done.stdout, "fast_sends");
+    let total = (providers.len() * checked.len()) as u64;
+    assert!(
+        fast * 10 >= total * 8,
+        "only {fast} of {total} sends took the fast path:\n{}",
+        done.stdout
+    );
+
+    // Valid TCP checksums on every segment (1 good, 2 unverified), and the kernel's copy of each
+    // delegated request seen as a retransmission of bytes the relay already had.
+    assert!(!rows.is_empty());
+    let bad = rows.iter().filter(|r| r[0] != "1" && r[0] != "2").count();
+    assert_eq!(bad, 0, "segments with a bad TCP checksum");
+    let retransmissions = rows
+        .iter()
+        .filter(|r| !r[1].is_empty() && r[2] != "0")
+        .count() as u64;
+    assert!(
+        retransmissions >= fast,
+        "{retransmissions} duplicate data segments for {fast} fast sends"
+    );
+}
+
+/// Waits until `want` appears on the child's stderr (tshark reports there).
+fn wait_for_stderr(child: &mut std::process::Child, want: &str) {
+    use std::io::Read;
+    let mut err = child.stderr.take().unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 256];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.contains(want) {
+        assert!(Instant::now() < deadline, "no `{want}`: {seen}");
+        let n = err.read(&mut buf).unwrap();
+        assert!(n > 0, "exited: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    child.stderr = Some(err);
+}

@@ -1,0 +1,169 @@
+//! The control plane's side of the session table: which relay connections the data plane may
+//! send on (delegated sends). See `swqos_shm::layout::session` for the states and who moves
+//! them; this type does the control plane's moves for its connection threads.
+//!
+//! Each pool connection has a fixed entry (its global index). The segment may come and go (a
+//! data plane restart): the board remembers every live connection's addresses and publishes
+//! them again into each new segment.
+
+use std::net::SocketAddrV4;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use swqos_shm::layout::{session, MAX_SESSIONS};
+use swqos_shm::Segment;
+
+/// A connection as registered.
+#[derive(Debug, Clone, Copy)]
+struct Registered {
+    lane: u8,
+    local: SocketAddrV4,
+    remote: SocketAddrV4,
+}
+
+#[derive(Default)]
+struct Inner {
+    seg: Option<Arc<Segment>>,
+    entries: Vec<Option<Registered>>,
+}
+
+/// The session table as the control plane's connection threads use it.
+#[derive(Default)]
+pub(crate) struct SessionBoard {
+    inner: Mutex<Inner>,
+}
+
+impl SessionBoard {
+    /// A board for `n` connections (at most `MAX_SESSIONS` get an entry; the rest are never
+    /// armed).
+    pub(crate) fn new(n: usize) -> Arc<SessionBoard> {
+        Arc::new(SessionBoard {
+            inner: Mutex::new(Inner {
+                seg: None,
+                entries: vec![None; n.min(MAX_SESSIONS)],
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Switches to another segment (or none), publishing every live connection into it.
+    pub(crate) fn attach(&self, seg: Option<Arc<Segment>>) {
+        let mut inner = self.lock();
+        if let Some(old) = &inner.seg {
+            for i in 0..inner.entries.len() {
+                old.session(i).state.store(session::FREE, Ordering::Release);
+            }
+        }
+        inner.seg = seg;
+        for i in 0..inner.entries.len() {
+            if let Some(r) = inner.entries[i] {
+                publish(&inner, i, r);
+            }
+        }
+    }
+
+    /// Records connection `i`'s addresses; the entry is BUSY until the connection is idle.
+    pub(crate) fn register(&self, i: usize, lane: u8, local: SocketAddrV4, remote: SocketAddrV4) {
+        let mut inner = self.lock();
+        let Some(slot) = inner.entries.get_mut(i) else {
+            return;
+        };
+        let r = Registered {
+            lane,
+            local,
+            remote,
+        };
+        *slot = Some(r);
+        publish(&inner, i, r);
+    }
+
+    /// Connection `i` is gone.
+    pub(crate) fn unregister(&self, i: usize) {
+        let mut inner = self.lock();
+        if let Some(slot) = inner.entries.get_mut(i) {
+            *slot = None;
+        }
+        if let (Some(seg), true) = (&inner.seg, i < inner.entries.len()) {
+            seg.session(i).state.store(session::FREE, Ordering::Release);
+        }
+    }
+
+    /// Connection `i` is idle and fully answered: the data plane may claim it.
+    pub(crate) fn arm(&self, i: usize) {
+        let inner = self.lock();
+        if let (Some(seg), Some(Some(_))) = (&inner.seg, inner.entries.get(i)) {
+            let _ = seg.session(i).state.compare_exchange(
+                session::BUSY,
+                session::ARMED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+    }
+
+    /// Takes connection `i` back for a write of the control plane's own (a fallback request or
+    /// a keep-alive). `false`: the data plane has claimed it, and the control plane must not
+    /// write anything but the completion of that send.
+    pub(crate) fn take(&self, i: usize) -> bool {
+        let inner = self.lock();
+        let Some(seg) = &inner.seg else {
+            return true;
+        };
+        if i >= inner.entries.len() {
+            return true;
+        }
+        let state = &seg.session(i).state;
+        match state.compare_exchange(
+            session::ARMED,
+            session::BUSY,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => true,
+            Err(current) => current != session::CLAIMED,
+        }
+    }
+
+    /// Whether the data plane has claimed connection `i`.
+    pub(crate) fn claimed(&self, i: usize) -> bool {
+        let inner = self.lock();
+        match (&inner.seg, i < inner.entries.len()) {
+            (Some(seg), true) => seg.session(i).state.load(Ordering::Acquire) == session::CLAIMED,
+            _ => false,
+        }
+    }
+
+    /// The control plane has completed the data plane's send on connection `i`.
+    pub(crate) fn finish_claim(&self, i: usize) {
+        let inner = self.lock();
+        if let (Some(seg), true) = (&inner.seg, i < inner.entries.len()) {
+            let _ = seg.session(i).state.compare_exchange(
+                session::CLAIMED,
+                session::BUSY,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+    }
+}
+
+/// Writes entry `i` (BUSY, new generation, addresses) into the attached segment.
+fn publish(inner: &Inner, i: usize, r: Registered) {
+    let Some(seg) = &inner.seg else {
+        return;
+    };
+    let e = seg.session(i);
+    // Not claimable while the fields change.
+    e.state.store(session::BUSY, Ordering::Release);
+    e.generation.fetch_add(1, Ordering::AcqRel);
+    e.lane.store(r.lane as u32, Ordering::Relaxed);
+    e.local_ip.store(u32::from(*r.local.ip()), Ordering::Relaxed);
+    e.remote_ip.store(u32::from(*r.remote.ip()), Ordering::Relaxed);
+    e.ports.store(
+        (r.local.port() as u32) << 16 | r.remote.port() as u32,
+        Ordering::Release,
+    );
+}

@@ -1,0 +1,339 @@
+//! Delegated sends: the TX lcore that bridges the kernel's exception path watches the control
+//! plane's relay connections go by, and when one is armed and idle it writes a request as TCP
+//! segments of that connection itself, at the kernel's `snd_nxt`, then hands the submission to
+//! the control plane, which writes the identical bytes to the socket (the relay keeps the first
+//! copy). See docs/relay-lanes.md; the per-connection rules are `swqos_wire::delegate`.
+//!
+//! Everything here runs on one lcore: the flow table has one owner. Flows are kept in a table
+//! allocated at start (no allocation per packet).
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use arrayvec::ArrayVec;
+use dpdk::{Mbuf, Mempool, TxBurst};
+use swqos_shm::layout::{session, MAX_SESSIONS};
+use swqos_shm::Segment;
+use swqos_wire::checksum;
+use swqos_wire::delegate::{Connection, Verdict};
+use swqos_wire::ethernet::{ethertype, EthernetFrame};
+use swqos_wire::ipv4::{protocol, Ipv4Packet};
+use swqos_wire::relay::RequestTemplate;
+use swqos_wire::tcp::{flags, TcpPacket};
+
+/// Flows tracked at once (one per control-plane relay connection, plus closed ones until reused).
+const MAX_FLOWS: usize = MAX_SESSIONS;
+/// Relay segments held per flow while the kernel's copy has not gone out.
+const MAX_HELD: usize = 8;
+/// Segments of one fast send (a 1232-byte transaction in the largest body is under 3 KiB).
+const MAX_SEGMENTS: usize = 8;
+/// Ethernet plus IPv4 header bytes copied from the kernel's frames.
+const L2L3: usize = 34;
+/// TCP header with the timestamp option (NOP, NOP, TS).
+const TCP_TS_LEN: usize = 32;
+
+/// A 4-tuple seen from the host: (local ip, local port, remote ip, remote port).
+type FlowKey = (u32, u16, u32, u16);
+
+struct Flow {
+    key: FlowKey,
+    conn: Connection,
+    /// Ethernet and IPv4 headers of the kernel's latest segment on this flow.
+    l2l3: [u8; L2L3],
+    held: ArrayVec<(Mbuf, u32), MAX_HELD>,
+    held_since: u64,
+}
+
+/// The fast path of one TX lcore.
+pub struct FastPath {
+    seg: Arc<Segment>,
+    flows: Vec<Flow>,
+    /// Relay addresses (ip, port) whose flows are tracked.
+    relays: Vec<(u32, u16)>,
+    /// Request template per config lane id (relay lanes only).
+    templates: Vec<Option<RequestTemplate>>,
+    ip_ident: u16,
+    hold_ticks: u64,
+}
+
+/// Parses Ethernet/IPv4/TCP; returns (key as the sender sees it: src ip, src port, dst ip,
+/// dst port) and the TCP segment.
+fn parse(frame: &[u8]) -> Option<(FlowKey, TcpPacket<&[u8]>)> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    if eth.ethertype() != ethertype::IPV4 {
+        return None;
+    }
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    // Only plain 20-byte headers: fast segments copy the kernel's as they are.
+    if ip.protocol() != protocol::TCP || ip.more_frags() || ip.frag_offset() != 0 || ip.header_len() != 20 {
+        return None;
+    }
+    let (src, dst) = (u32::from(ip.src_addr()), u32::from(ip.dst_addr()));
+    let end = (14 + ip.total_len() as usize).min(frame.len());
+    let tcp = TcpPacket::new_checked(frame.get(L2L3..end)?).ok()?;
+    Some(((src, tcp.src_port(), dst, tcp.dst_port()), tcp))
+}
+
+impl FastPath {
+    /// A fast path for the relay lanes `templates` (indexed by lane id) at `relays`.
+    pub fn new(
+        seg: Arc<Segment>,
+        relays: Vec<(Ipv4Addr, u16)>,
+        templates: Vec<Option<RequestTemplate>>,
+        tsc_hz: u64,
+    ) -> FastPath {
+        FastPath {
+            seg,
+            flows: Vec::with_capacity(MAX_FLOWS),
+            relays: relays.into_iter().map(|(ip, p)| (u32::from(ip), p)).collect(),
+            templates,
+            ip_ident: 0,
+            hold_ticks: tsc_hz / 20, // 50 ms
+        }
+    }
+
+    fn flow(&mut self, key: FlowKey) -> Option<&mut Flow> {
+        self.flows.iter_mut().find(|f| f.key == key)
+    }
+
+    /// Learns from a frame the kernel sends; releases held relay segments the kernel has now
+    /// caught up with into `release` (towards the kernel).
+    pub fn on_kernel(&mut self, frame: &[u8], mut release: impl FnMut(Mbuf)) {
+        let Some((key, tcp)) = parse(frame) else {
+            return;
+        };
+        if !self.relays.contains(&(key.2, key.3)) {
+            return;
+        }
+        if tcp.flags() & (flags::SYN | flags::ACK) == flags::SYN {
+            // A new connection (maybe reusing a closed flow's slot).
+            let Some(conn) = Connection::from_kernel_syn(&tcp) else {
+                return;
+            };
+            let mut l2l3 = [0u8; L2L3];
+            l2l3.copy_from_slice(&frame[..L2L3]);
+            let flow = Flow {
+                key,
+                conn,
+                l2l3,
+                held: ArrayVec::new(),
+                held_since: 0,
+            };
+            if let Some(old) = self.flows.iter_mut().find(|f| {
+                f.key == key || f.conn.phase() == swqos_wire::delegate::Phase::Closed
+            }) {
+                for (m, _) in old.held.drain(..) {
+                    release(m);
+                }
+                *old = flow;
+            } else if self.flows.len() < MAX_FLOWS {
+                self.flows.push(flow); // within the capacity reserved at start
+            }
+            return;
+        }
+        let Some(flow) = self.flow(key) else {
+            return;
+        };
+        flow.conn.on_kernel(&tcp);
+        flow.l2l3.copy_from_slice(&frame[..L2L3]);
+        while let Some(&(_, ack)) = flow.held.first() {
+            if !flow.conn.releasable(ack) {
+                break;
+            }
+            let (m, _) = flow.held.remove(0);
+            if let Some((_, t)) = parse(m.data()) {
+                flow.conn.on_peer(&t);
+            }
+            release(m);
+        }
+    }
+
+    /// Learns from a relay's frame; returns it unless it must wait for the kernel's copy.
+    pub fn on_peer(&mut self, m: Mbuf, now: u64) -> Option<Mbuf> {
+        let Some((key, tcp)) = parse(m.data()) else {
+            return Some(m);
+        };
+        let local = (key.2, key.3, key.0, key.1);
+        let ack = tcp.ack();
+        let Some(flow) = self.flow(local) else {
+            return Some(m);
+        };
+        if flow.conn.on_peer(&tcp) == Verdict::Forward || flow.held.is_full() {
+            return Some(m);
+        }
+        if flow.held.is_empty() {
+            flow.held_since = now;
+        }
+        flow.held.push((m, ack));
+        None
+    }
+
+    /// Releases segments held longer than 50 ms (the kernel will sort them out).
+    pub fn expire(&mut self, now: u64, mut release: impl FnMut(Mbuf)) {
+        for f in &mut self.flows {
+            if !f.held.is_empty() && now.wrapping_sub(f.held_since) > self.hold_ticks {
+                for (m, _) in f.held.drain(..) {
+                    release(m);
+                }
+            }
+        }
+    }
+
+    /// Sends `tx` for relay lane `lane` on an armed connection of that lane, as TCP segments
+    /// built in mbufs from `pool` and queued on `out`. Returns the claimed session (index,
+    /// generation) for the hand-off record, or `None` (no armed connection fits: fallback).
+    pub fn try_send(
+        &mut self,
+        lane: u8,
+        tx: &[u8],
+        pool: &Mempool,
+        out: &mut TxBurst<(), 64>,
+    ) -> Option<(usize, u32)> {
+        let template = self.templates.get(lane as usize)?.as_ref()?;
+        let len = template.len(tx.len());
+        for i in 0..MAX_SESSIONS {
+            let e = self.seg.session(i);
+            if e.state.load(Ordering::Acquire) != session::ARMED
+                || e.lane.load(Ordering::Relaxed) != lane as u32
+            {
+                continue;
+            }
+            let gen = e.generation.load(Ordering::Acquire);
+            let ports = e.ports.load(Ordering::Acquire);
+            let key = (
+                e.local_ip.load(Ordering::Relaxed),
+                (ports >> 16) as u16,
+                e.remote_ip.load(Ordering::Relaxed),
+                ports as u16,
+            );
+            let Some(fi) = self.flows.iter().position(|f| f.key == key) else {
+                continue;
+            };
+            // The session table's ARMED is the control plane's arming of this connection.
+            self.flows[fi].conn.arm();
+            if self.flows[fi].conn.check(len).is_err() {
+                continue;
+            }
+            let mss = self.flows[fi].conn.mss() as usize;
+            let per_segment = mss.saturating_sub(TCP_TS_LEN - 20).max(1);
+            let n = len.div_ceil(per_segment);
+            if n > MAX_SEGMENTS || out.len() + n > out.capacity() {
+                continue;
+            }
+            let mut mbufs: ArrayVec<Mbuf, MAX_SEGMENTS> = ArrayVec::new();
+            if !pool.alloc_bulk(&mut mbufs, n) {
+                return None;
+            }
+            if e
+                .state
+                .compare_exchange(session::ARMED, session::CLAIMED, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                continue; // the control plane took it back just now
+            }
+            if e.generation.load(Ordering::Acquire) != gen {
+                // Re-registered between our reads and the claim: give it back untouched.
+                e.state.store(session::ARMED, Ordering::Release);
+                continue;
+            }
+            let flow = &mut self.flows[fi];
+            let Ok(fs) = flow.conn.begin_fast_send(len) else {
+                e.state.store(session::ARMED, Ordering::Release);
+                continue;
+            };
+            e.fast_seq.store(fs.seq, Ordering::Relaxed);
+            e.fast_len.store(len as u32, Ordering::Relaxed);
+            e.fast_sends.fetch_add(1, Ordering::Relaxed);
+
+            // Headers first, then the request across the payload areas, then checksums.
+            let hdr = L2L3 + TCP_TS_LEN;
+            let mut chunks: ArrayVec<&mut [u8], MAX_SEGMENTS> = ArrayVec::new();
+            let mut frames: ArrayVec<(usize, usize), MAX_SEGMENTS> = ArrayVec::new();
+            for (k, m) in mbufs.iter_mut().enumerate() {
+                let payload = per_segment.min(len - k * per_segment);
+                let Some(frame) = m.append((hdr + payload) as u16) else {
+                    e.state.store(session::ARMED, Ordering::Release);
+                    return None;
+                };
+                frames.push((k * per_segment, payload));
+                let (_, body) = frame.split_at_mut(hdr);
+                chunks.push(body);
+            }
+            template.write(tx, &mut chunks);
+            drop(chunks);
+            let last = mbufs.len() - 1;
+            for (k, m) in mbufs.iter_mut().enumerate() {
+                let (offset, payload) = frames[k];
+                self.ip_ident = self.ip_ident.wrapping_add(1);
+                write_headers(
+                    m.data_mut(),
+                    &flow.l2l3,
+                    key,
+                    fs.seq.wrapping_add(offset as u32),
+                    fs.ack,
+                    fs.window,
+                    fs.timestamps,
+                    k == last,
+                    payload,
+                    self.ip_ident,
+                );
+            }
+            for m in mbufs {
+                let _ = out.push(m, ()); // room was checked above
+            }
+            return Some((i, gen));
+        }
+        None
+    }
+}
+
+/// Writes the Ethernet/IPv4/TCP headers of one fast segment (payload already in place) and both
+/// checksums.
+#[allow(clippy::too_many_arguments)]
+fn write_headers(
+    frame: &mut [u8],
+    l2l3: &[u8; L2L3],
+    key: FlowKey,
+    seq: u32,
+    ack: u32,
+    window: u16,
+    timestamps: Option<(u32, u32)>,
+    push: bool,
+    payload: usize,
+    ident: u16,
+) {
+    frame[..L2L3].copy_from_slice(l2l3);
+    let ip_len = (20 + TCP_TS_LEN + payload) as u16;
+    frame[16..18].copy_from_slice(&ip_len.to_be_bytes());
+    frame[18..20].copy_from_slice(&ident.to_be_bytes());
+    frame[24..26].copy_from_slice(&[0, 0]);
+    let ip_sum = checksum::finish(checksum::sum(&frame[14..34]));
+    frame[24..26].copy_from_slice(&ip_sum.to_be_bytes());
+    let t = &mut frame[L2L3..L2L3 + TCP_TS_LEN];
+    t[0..2].copy_from_slice(&key.1.to_be_bytes());
+    t[2..4].copy_from_slice(&key.3.to_be_bytes());
+    t[4..8].copy_from_slice(&seq.to_be_bytes());
+    t[8..12].copy_from_slice(&ack.to_be_bytes());
+    t[12] = ((TCP_TS_LEN / 4) as u8) << 4;
+    t[13] = flags::ACK | if push { flags::PSH } else { 0 };
+    t[14..16].copy_from_slice(&window.to_be_bytes());
+    t[16..20].copy_from_slice(&[0, 0, 0, 0]);
+    match timestamps {
+        Some((val, ecr)) => {
+            t[20..24].copy_from_slice(&[1, 1, 8, 10]);
+            t[24..28].copy_from_slice(&val.to_be_bytes());
+            t[28..32].copy_from_slice(&ecr.to_be_bytes());
+        }
+        None => t[20..32].copy_from_slice(&[1; 12]), // NOPs
+    }
+    let tcp_len = (TCP_TS_LEN + payload) as u16;
+    let ph = checksum::pseudo_header_ipv4(
+        Ipv4Addr::from(key.0),
+        Ipv4Addr::from(key.2),
+        protocol::TCP,
+        tcp_len,
+    );
+    let sum = checksum::finish(checksum::combine(ph, checksum::sum(&frame[L2L3..])));
+    frame[L2L3 + 16..L2L3 + 18].copy_from_slice(&sum.to_be_bytes());
+}

@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# scripts/bench-e2e.sh: the end-to-end latency report (docs/benchmarks.md, "End to end").
+#
+#   sudo scripts/bench-e2e.sh
+#
+# 1. builds the release binaries;
+# 2. sets up the relay-lane test topology (as tests/src/topology.rs does): a peer network
+#    namespace with the mock relay (tests/relay/mock_relay.py --log), joined by a veth pair whose
+#    root end (offloads off, `arp off`, no IP) is the dataplane's net_af_packet "NIC"; the host
+#    address 198.18.77.1/24 sits on the TAP the dataplane bridges to that NIC, so every kernel
+#    TCP connection to the relay (198.18.77.2:8080) crosses the data plane;
+# 3. starts swqos-dataplane and `swqos control` (whose kernel TCP connections carry the relay
+#    lane), waits until a warm-up submission to the relay lane succeeds;
+# 4. runs `swqos bench e2e`: the data-plane path beside a kernel-socket HTTP client to the same
+#    relay, alternating one request at a time; prints the table and writes latency.csv and
+#    latency.svg.
+#
+# Environment: BENCH_E2E_COUNT (requests per path, default 500), BENCH_E2E_WARMUP (default 20),
+# BENCH_E2E_PROVIDER (the lane's relay format, default jito), BENCH_LOG_DIR (logs and output,
+# default $CARGO_TARGET_DIR/bench/e2e).
+# Idempotent (removes what an earlier run left behind); exits non-zero if any step fails; a
+# trap stops every process it started and removes the namespace and interfaces.
+
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$CARGO_TARGET_DIR/release
+COUNT=${BENCH_E2E_COUNT:-500}
+WARMUP=${BENCH_E2E_WARMUP:-20}
+PROVIDER=${BENCH_E2E_PROVIDER:-jito}
+OUT=${BENCH_LOG_DIR:-$CARGO_TARGET_DIR/bench/e2e}
+
+NS=swqos-e2e-peer
+DP_IF=swqe2e-dp     # the dataplane's veth end (its NIC)
+PEER_IF=swqe2e-peer # the relay's veth end, inside $NS
+TAP=swqe2e-tap      # created by the dataplane (net_tap); carries the host address
+HOST_IP=198.18.77.1
+RELAY_IP=198.18.77.2
+RELAY_PORT=8080
+TOKEN=bench-e2e-token
+SHM=/dev/shm/swqos-e2e
+CFG=$OUT/e2e.toml
+RELAY_LOG=$OUT/relay.jsonl
+
+say() { printf '\n== %s\n' "$*"; }
+die() {
+    printf 'bench-e2e.sh: FAILED: %s\n' "$*" >&2
+    exit 1
+}
+
+# Processes we started, stopped by the trap (SIGTERM, then SIGKILL after 5 s), newest first:
+# swqos control, the dataplane, the mock relay. Then the network goes.
+BG_PIDS=()
+teardown_net() {
+    ip netns del "$NS" 2>/dev/null || true
+    ip link del "$DP_IF" 2>/dev/null || true
+    ip link del "$TAP" 2>/dev/null || true
+}
+cleanup() {
+    local rc=$?
+    local i pid
+    for ((i = ${#BG_PIDS[@]} - 1; i >= 0; i--)); do
+        pid=${BG_PIDS[i]}
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null || true
+            for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            kill -KILL "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
+    teardown_net
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+[ "$(id -u)" -eq 0 ] || die "run as root (DPDK, network namespaces)"
+for tool in ip ethtool python3; do
+    command -v "$tool" >/dev/null || die "$tool not found (scripts/setup.sh installs it)"
+done
+mkdir -p "$OUT"
+
+# ---------------------------------------------------------------------------------------------
+say "building release binaries"
+cargo build --release --workspace --bins --quiet || die "cargo build failed"
+[ -x "$BIN/swqos-dataplane" ] && [ -x "$BIN/swqos" ] || die "binaries missing in $BIN"
+
+# ---------------------------------------------------------------------------------------------
+say "topology: namespace $NS ($RELAY_IP), veth $DP_IF <-> $PEER_IF, TAP $TAP ($HOST_IP)"
+# Left over from an interrupted run: the network (a dataplane still running on our segment
+# refuses to be replaced; the new one then fails to start and says so).
+teardown_net
+ip netns add "$NS"
+ip link add "$DP_IF" type veth peer name "$PEER_IF"
+ip link set "$PEER_IF" netns "$NS"
+ip netns exec "$NS" ip link set lo up
+ip netns exec "$NS" ip addr add "$RELAY_IP/24" dev "$PEER_IF"
+ip netns exec "$NS" ip link set "$PEER_IF" up
+# Both ends behave like a wire: no GSO super-packets or partial checksums on the veth.
+ip netns exec "$NS" ethtool -K "$PEER_IF" tso off gso off gro off tx off >/dev/null
+ethtool -K "$DP_IF" tso off gso off gro off tx off >/dev/null
+# The dataplane's end has no IP and answers no ARP: only DPDK uses it.
+ip link set "$DP_IF" arp off
+sysctl -qw "net.ipv6.conf.$DP_IF.disable_ipv6=1" 2>/dev/null || true
+ip link set "$DP_IF" up
+
+# ---------------------------------------------------------------------------------------------
+say "config $CFG: one relay lane ($PROVIDER -> $RELAY_IP:$RELAY_PORT, 1 connection)"
+cat >"$CFG" <<EOF
+[eal]
+lcores = "0-1"
+hugepages = "auto"
+file_prefix = "swqos-e2e"
+
+[shm]
+path = "$SHM"
+rings = 2
+
+[[port]]
+name = "nic"
+device = "net_af_packet0,iface=$DP_IF"
+rx_queues = 1
+tx_queues = 1
+promiscuous = true
+
+[[port]]
+name = "kernel"
+device = "net_tap0,iface=$TAP"
+rx_queues = 1
+tx_queues = 1
+
+[[lcore]]
+id = 1
+role = "tx"
+queues = [{ port = "nic", queue = 0 }, { port = "kernel", queue = 0 }]
+bridge = { nic = "nic", kernel = "kernel" }
+
+[control]
+metrics_listen = "127.0.0.1:19464"
+
+[[lane]]
+name = "$PROVIDER"
+kind = "http"
+provider = "$PROVIDER"
+port = "nic"
+dst_ip = "$RELAY_IP"
+dst_port = $RELAY_PORT
+connections = 1
+token = "$TOKEN"
+EOF
+
+# ---------------------------------------------------------------------------------------------
+say "mock relay in $NS, log $RELAY_LOG"
+: >"$RELAY_LOG"
+ip netns exec "$NS" python3 -u "$ROOT/tests/relay/mock_relay.py" \
+    --listen "$RELAY_IP:$RELAY_PORT" --token-all "$TOKEN" --log "$RELAY_LOG" \
+    >"$OUT/relay.out" 2>"$OUT/relay.err" &
+BG_PIDS+=($!)
+for _ in $(seq 100); do grep -q "listening on" "$OUT/relay.out" && break; sleep 0.1; done
+grep -q "listening on" "$OUT/relay.out" || die "mock relay did not start: $(cat "$OUT/relay.err")"
+
+# ---------------------------------------------------------------------------------------------
+say "swqos-dataplane"
+"$BIN/swqos-dataplane" --config "$CFG" --stats-interval 0 </dev/null \
+    >"$OUT/dataplane.out" 2>"$OUT/dataplane.err" &
+DP_PID=$!
+BG_PIDS+=("$DP_PID")
+for _ in $(seq 600); do
+    [ -e "$SHM" ] && ip link show "$TAP" >/dev/null 2>&1 && break
+    kill -0 "$DP_PID" 2>/dev/null || die "dataplane exited: $(tail -5 "$OUT/dataplane.err")"
+    sleep 0.1
+done
+ip link show "$TAP" >/dev/null 2>&1 || die "the dataplane did not create $TAP"
+ip addr add "$HOST_IP/24" dev "$TAP"
+ip link set "$TAP" up
+
+say "swqos control"
+"$BIN/swqos" control --config "$CFG" >/dev/null 2>"$OUT/control.err" &
+BG_PIDS+=($!)
+
+say "warm-up: one submission to lane $PROVIDER until the relay answers"
+WARM_TX=$(grep -v '"invalid"' "$ROOT/wire/tests/data/solana-txs.jsonl" | head -1)
+ok=0
+for _ in $(seq 60); do
+    if printf '%s\n' "$WARM_TX" | "$BIN/swqos" submit --config "$CFG" --lane "$PROVIDER" \
+        --timeout 5 - >"$OUT/warmup.out" 2>&1; then
+        ok=1
+        break
+    fi
+    sleep 0.5
+done
+[ "$ok" -eq 1 ] || die "the relay lane never answered: $(cat "$OUT/warmup.out")
+control plane: $(tail -5 "$OUT/control.err")"
+cat "$OUT/warmup.out"
+
+# ---------------------------------------------------------------------------------------------
+say "swqos bench e2e --lane $PROVIDER --count $COUNT --warmup $WARMUP"
+if ! "$BIN/swqos" bench e2e --config "$CFG" --lane "$PROVIDER" --count "$COUNT" \
+    --warmup "$WARMUP" --relay-log "$RELAY_LOG" --out "$OUT" | tee "$OUT/report.txt"; then
+    die "swqos bench e2e failed (control plane: $(tail -3 "$OUT/control.err"))"
+fi
+
+say "done: $OUT/report.txt, $OUT/latency.csv, $OUT/latency.svg"
