@@ -7,8 +7,8 @@
 # 2. sets up the relay-lane test topology (as tests/src/topology.rs does): a peer network
 #    namespace with the mock relay (tests/relay/mock_relay.py --log), joined by a veth pair whose
 #    root end (offloads off, `arp off`, no IP) is the dataplane's net_af_packet "NIC"; the host
-#    address 198.18.77.1/24 sits on the TAP the dataplane bridges to that NIC, so every kernel
-#    TCP connection to the relay (198.18.77.2:8080) crosses the data plane;
+#    address 198.18.79.1/24 sits on the TAP the dataplane bridges to that NIC, so every kernel
+#    TCP connection to the relay (198.18.79.2:8080) crosses the data plane;
 # 3. starts swqos-dataplane and `swqos control` (whose kernel TCP connections carry the relay
 #    lane), waits until a warm-up submission to the relay lane succeeds;
 # 4. runs `swqos bench e2e`: the data-plane path beside a kernel-socket HTTP client to the same
@@ -36,8 +36,9 @@ NS=swqos-e2e-peer
 DP_IF=swqe2e-dp     # the dataplane's veth end (its NIC)
 PEER_IF=swqe2e-peer # the relay's veth end, inside $NS
 TAP=swqe2e-tap      # created by the dataplane (net_tap); carries the host address
-HOST_IP=198.18.77.1
-RELAY_IP=198.18.77.2
+# Not the tests' 198.18.77.0/24, so this can run while `cargo test` builds its own topology.
+HOST_IP=198.18.79.1
+RELAY_IP=198.18.79.2
 RELAY_PORT=8080
 TOKEN=bench-e2e-token
 SHM=/dev/shm/swqos-e2e
@@ -181,7 +182,7 @@ say "swqos control"
 BG_PIDS+=($!)
 
 say "warm-up: one submission to lane $PROVIDER until the relay answers"
-WARM_TX=$(grep -v '"invalid"' "$ROOT/wire/tests/data/solana-txs.jsonl" | head -1)
+WARM_TX=$(awk '!/"invalid"/ { print; exit }' "$ROOT/wire/tests/data/solana-txs.jsonl")
 ok=0
 for _ in $(seq 60); do
     if printf '%s\n' "$WARM_TX" | "$BIN/swqos" submit --config "$CFG" --lane "$PROVIDER" \

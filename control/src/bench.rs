@@ -1157,31 +1157,21 @@ fn xml(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// Ticks of a log axis from `lo` to `hi` (values, labelled or not).
+/// Ticks of a log axis from `lo` to `hi`: (value, labelled). Every 1..9 x 10^k is a grid line;
+/// 1, 2 and 5 are labelled (only 1 beyond three decades).
 fn log_ticks(lo: f64, hi: f64) -> Vec<(f64, bool)> {
-    let decades = (hi / lo).log10();
-    let labelled: &[f64] = if decades <= 1.2 {
-        &[1.0, 1.5, 2.0, 3.0, 5.0, 7.0]
-    } else if decades <= 3.0 {
-        &[1.0, 2.0, 5.0]
+    let labelled: &[u32] = if (hi / lo).log10() <= 3.0 {
+        &[1, 2, 5]
     } else {
-        &[1.0]
+        &[1]
     };
     let mut ticks = Vec::new();
     let mut e = lo.log10().floor() as i32;
     while 10f64.powi(e) <= hi * 1.0001 {
-        for m in 1..10 {
+        for m in 1..10u32 {
             let v = m as f64 * 10f64.powi(e);
             if v >= lo * 0.9999 && v <= hi * 1.0001 {
-                ticks.push((v, labelled.contains(&(m as f64))));
-            }
-        }
-        if decades <= 1.2 {
-            for m in [1.5] {
-                let v = m * 10f64.powi(e);
-                if v >= lo && v <= hi {
-                    ticks.push((v, true));
-                }
+                ticks.push((v, labelled.contains(&m)));
             }
         }
         e += 1;
@@ -1385,23 +1375,30 @@ fn svg(title: &str, data: &[(Route, Vec<f64>)]) -> String {
             m = us_label(med)
         );
     }
-    // Legend (top left of the CDF panel, where the curves have not risen yet... or have; it has
-    // its own white box).
-    let (lx, ly) = (LEFT + 12.0, cdf_top + 12.0);
+    // Legend: bottom right of the CDF panel, which a CDF never reaches.
+    let (lw, lh) = (560.0, 14.0 + 20.0 * data.len() as f64);
+    let (lx, ly) = (LEFT + plot_w - lw - 10.0, cdf_top + cdf_h - lh - 10.0);
     let _ = writeln!(
         s,
-        r##"<rect x="{lx}" y="{ly}" width="520" height="{lh}" fill="#ffffff" fill-opacity="0.92" stroke="#bbb"/>"##,
-        lh = 12.0 + 20.0 * data.len() as f64
+        r##"<rect x="{lx}" y="{ly}" width="{lw}" height="{lh}" fill="#ffffff" fill-opacity="0.92" stroke="#bbb"/>"##
     );
     for (k, (route, v)) in data.iter().enumerate() {
-        let yy = ly + 18.0 + 20.0 * k as f64;
+        let yy = ly + 20.0 + 20.0 * k as f64;
         let label = match route {
             Route::Dataplane => "data plane: Client::submit \u{2192} hand-off \u{2192} swqos control socket",
             Route::Kernel => "kernel socket: own TcpStream, HTTP/1.1 keep-alive, TCP_NODELAY",
         };
+        let mut sorted = v.clone();
+        sorted.sort_by(f64::total_cmp);
+        let p99 = if sorted.is_empty() {
+            String::from("-")
+        } else {
+            let rank = ((0.99 * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+            us_label(sorted[rank - 1])
+        };
         let _ = writeln!(
             s,
-            r##"<line x1="{x1}" y1="{y0:.1}" x2="{x2}" y2="{y0:.1}" stroke="{c}" stroke-width="3"/><text x="{tx}" y="{ty:.1}" font-size="12">{l} (n={n})</text>"##,
+            r##"<line x1="{x1}" y1="{y0:.1}" x2="{x2}" y2="{y0:.1}" stroke="{c}" stroke-width="3"/><text x="{tx}" y="{ty:.1}" font-size="12">{l} (n={n}, p99 {p99})</text>"##,
             x1 = lx + 10.0,
             x2 = lx + 40.0,
             y0 = yy - 4.0,

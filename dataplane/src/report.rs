@@ -17,6 +17,9 @@ pub struct LaneLine {
     pub sent: u64,
     /// Packets dropped.
     pub dropped: u64,
+    /// For relay lanes: how many of `sent` the data plane sent itself (delegated sends); the
+    /// rest went through the control plane's kernel connections.
+    pub fast: Option<u64>,
 }
 
 /// One port's NIC counters.
@@ -65,6 +68,8 @@ impl Report {
                 name: l.name.clone(),
                 sent: lcores.iter().map(|s| s.lane_packets[id]).sum(),
                 dropped: lcores.iter().map(|s| s.lane_dropped[id]).sum(),
+                fast: matches!(l.kind, dpdk_config::LaneKind::Http(_))
+                    .then(|| lcores.iter().map(|s| s.lane_fast[id]).sum()),
             })
             .collect();
         let ports = config
@@ -120,7 +125,17 @@ impl fmt::Display for Report {
             self.total(Counter::TxDropped)
         )?;
         for l in &self.lanes {
-            writeln!(f, "lane {}: sent {} dropped {}", l.name, l.sent, l.dropped)?;
+            match l.fast {
+                None => writeln!(f, "lane {}: sent {} dropped {}", l.name, l.sent, l.dropped)?,
+                Some(fast) => writeln!(
+                    f,
+                    "lane {}: sent {} dropped {} (fast {fast}, fallback {})",
+                    l.name,
+                    l.sent,
+                    l.dropped,
+                    l.sent - fast
+                )?,
+            }
         }
         for p in &self.ports {
             writeln!(

@@ -458,6 +458,7 @@ impl Output {
                             self.stats.add(Counter::FastSends, 1);
                             self.stats.add(Counter::HandedOff, 1);
                             self.stats.lane_sent(lane as usize);
+                            self.stats.lane_fast(lane as usize);
                         }
                     }
                 }

@@ -169,6 +169,8 @@ pub struct LcoreStats {
     /// Bytes (Ethernet frames, no FCS) sent per lane, by writers that call
     /// [`StatsWriter::lane_bytes`].
     pub lane_bytes: [AtomicU64; MAX_LANES],
+    /// Relay-lane submissions the data plane sent itself (delegated sends), per lane.
+    pub lane_fast: [AtomicU64; MAX_LANES],
     /// Submit-to-`tx_burst` latency in TSC ticks, log-linear buckets (see [`bucket_of`]).
     pub latency: [AtomicU64; HISTOGRAM_BUCKETS],
 }
@@ -283,6 +285,13 @@ impl StatsWriter {
         bump(&self.block().lane_dropped[lane % MAX_LANES], 1);
     }
 
+    /// Counts one delegated send on relay lane `lane` (besides [`StatsWriter::lane_sent`]).
+    #[inline]
+    pub fn lane_fast(&mut self, lane: usize) {
+        self.touch();
+        bump(&self.block().lane_fast[lane % MAX_LANES], 1);
+    }
+
     /// Counts `bytes` sent on `lane` (call with each [`StatsWriter::lane_sent`]).
     #[inline]
     pub fn lane_bytes(&mut self, lane: usize, bytes: u64) {
@@ -313,6 +322,8 @@ pub struct StatsSnapshot {
     pub lane_dropped: [u64; MAX_LANES],
     /// Bytes sent per lane.
     pub lane_bytes: [u64; MAX_LANES],
+    /// Delegated sends per relay lane.
+    pub lane_fast: [u64; MAX_LANES],
     /// Latency histogram in TSC ticks.
     pub latency: Vec<u64>,
 }
@@ -381,6 +392,7 @@ pub fn read(block: &LcoreStats) -> StatsSnapshot {
         counters: std::array::from_fn(|i| load(&block.counters[i])),
         lane_packets: std::array::from_fn(|i| load(&block.lane_packets[i])),
         lane_dropped: std::array::from_fn(|i| load(&block.lane_dropped[i])),
+        lane_fast: std::array::from_fn(|i| load(&block.lane_fast[i])),
         lane_bytes: std::array::from_fn(|i| load(&block.lane_bytes[i])),
         latency: block.latency.iter().map(load).collect(),
     })
@@ -604,6 +616,7 @@ impl Snapshot {
             .map(|(id, info)| {
                 let packets: u64 = lcores.iter().map(|s| s.lane_packets[id]).sum();
                 let bytes: u64 = lcores.iter().map(|s| s.lane_bytes[id]).sum();
+                let fast: u64 = lcores.iter().map(|s| s.lane_fast[id]).sum();
                 let kind = match info.kind {
                     k if k == LaneKind::Udp as u8 => LaneKind::Udp,
                     k if k == LaneKind::Http as u8 => LaneKind::Http,
@@ -617,16 +630,16 @@ impl Snapshot {
                     bytes: (bytes > 0 || packets == 0).then_some(bytes),
                     dropped: lcores.iter().map(|s| s.lane_dropped[id]).sum(),
                     // UDP: every packet is built in an mbuf (fast). Relay lanes: `packets`
-                    // counts submissions handed to the control plane, which sends them on its
-                    // kernel connections (fallback) until delegated sends exist.
+                    // counts submissions handed to the control plane; `fast` those the data
+                    // plane sent itself first (delegated), the rest went the kernel's way.
                     fast: match kind {
                         LaneKind::Udp => Some(packets),
-                        LaneKind::Http => Some(0),
+                        LaneKind::Http => Some(fast),
                         LaneKind::None => None,
                     },
                     fallback: match kind {
                         LaneKind::Udp => Some(0),
-                        LaneKind::Http => Some(packets),
+                        LaneKind::Http => Some(packets.saturating_sub(fast)),
                         LaneKind::None => None,
                     },
                 }
@@ -816,6 +829,7 @@ impl Rates {
             counters: [0; N_COUNTERS],
             lane_packets: [0; MAX_LANES],
             lane_dropped: [0; MAX_LANES],
+            lane_fast: [0; MAX_LANES],
             lane_bytes: [0; MAX_LANES],
             latency: Vec::new(),
         };

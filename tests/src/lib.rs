@@ -319,7 +319,7 @@ pub fn swqos(args: &[&str], stdin: &[u8]) -> Output {
     out
 }
 
-/// Reads `fields` of every frame of `pcap` with tshark, checksum validation on. One row per
+/// Reads `fields` of every frame of `pcap` with tshark, IPv4/UDP/TCP checksum validation on. One row per
 /// frame, one string per field.
 pub fn tshark_fields(pcap: &Path, fields: &[&str]) -> Vec<Vec<String>> {
     let mut cmd = Command::new("tshark");
@@ -330,6 +330,8 @@ pub fn tshark_fields(pcap: &Path, fields: &[&str]) -> Vec<Vec<String>> {
             "ip.check_checksum:TRUE",
             "-o",
             "udp.check_checksum:TRUE",
+            "-o",
+            "tcp.check_checksum:TRUE",
         ])
         .args(["-T", "fields", "-E", "separator=\t"]);
     for f in fields {

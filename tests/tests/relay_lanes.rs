@@ -483,7 +483,7 @@ fn idle_connections_carry_delegated_sends_from_the_data_plane() {
     if !have_root("idle_connections_carry_delegated_sends_from_the_data_plane") {
         return;
     }
-    let providers = [Provider::Jito, Provider::ZeroSlot, Provider::BlockRazor];
+    let providers = Provider::ALL;
     let rig = Rig::start("relay-fast", &providers, 1, &[]);
     let all = samples();
     let valid: Vec<_> = all.iter().filter(|s| s.invalid.is_none()).collect();
@@ -541,18 +541,18 @@ fn idle_connections_carry_delegated_sends_from_the_data_plane() {
         done.stdout
     );
 
-    // Valid TCP checksums on every segment (1 good, 2 unverified), and the kernel's copy of each
+    // Valid TCP checksums on every segment (status 1: verified good), and the kernel's copy of each
     // delegated request seen as a retransmission of bytes the relay already had.
     assert!(!rows.is_empty());
-    let bad = rows.iter().filter(|r| r[0] != "1" && r[0] != "2").count();
+    let bad = rows.iter().filter(|r| r[0] != "1").count();
     assert_eq!(bad, 0, "segments with a bad TCP checksum");
     let retransmissions = rows
         .iter()
         .filter(|r| !r[1].is_empty() && r[2] != "0")
         .count() as u64;
     assert!(
-        retransmissions >= fast,
-        "{retransmissions} duplicate data segments for {fast} fast sends"
+        retransmissions * 10 >= total * 8,
+        "{retransmissions} duplicate data segments for {total} requests ({fast} fast sends)"
     );
 }
 
