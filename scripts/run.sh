@@ -1,53 +1,122 @@
 #!/usr/bin/env bash
-# The main job on the built-in default topology: the dataplane on a net_pcap port sends the
-# sample transactions to two UDP lanes; the capture DPDK wrote is then read back with tshark.
+# The main job on the built-in default topology: the whole pipeline on this machine.
 #
-#   scripts/run.sh [PROFILE] [TRANSACTIONS]
-#     PROFILE       default dpdk-config/profiles/pcap.toml (writes /tmp/swqos/tx.pcap)
-#     TRANSACTIONS  default wire/tests/data/solana-txs.jsonl (valid and deliberately invalid)
+#   scripts/run.sh            relays: a network namespace with a mock relay for every provider,
+#                             the dataplane owning one end of a veth pair and bridging a TAP that
+#                             carries the host's IP, `swqos control` with its relay connections;
+#                             the sample transactions go to a UDP lane and twelve relay lanes and
+#                             each lane's completion and latency is printed.
+#   scripts/run.sh --pcap     the dataplane on a net_pcap port sends the sample transactions to
+#                             two UDP lanes; tshark reads back what DPDK wrote.
+#
+# Runs as root (DPDK, namespaces). Cleans up after itself, also when interrupted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-profile=${1:-dpdk-config/profiles/pcap.toml}
-txs=${2:-wire/tests/data/solana-txs.jsonl}
+mode=${1:-relays}
+txs=wire/tests/data/solana-txs.jsonl
 scripts/setup.sh
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
-
 echo "==> building (release)" >&2
 cargo build --release --locked --bins -q
 bin=target/release
+work=$(mktemp -d /tmp/swqos-run.XXXXXX)
 
-log=$(mktemp /tmp/swqos-dataplane.XXXXXX.log)
-report=$(mktemp /tmp/swqos-report.XXXXXX.txt)
-"$bin/swqos-dataplane" --config "$profile" --stats-interval 0 >"$report" 2>"$log" &
-dp=$!
-trap 'kill -INT $dp 2>/dev/null || true; wait $dp 2>/dev/null || true' EXIT
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    ip netns del swqos-peer 2>/dev/null || true
+    ip link del swqos-nic 2>/dev/null || true
+}
+trap cleanup EXIT
 
-shm=$(awk -F'"' '/^path *=/ {print $2; exit}' "$profile")
-for _ in $(seq 1 300); do
-    [ -e "$shm" ] && grep -q "running:" "$log" && break
-    kill -0 $dp 2>/dev/null || { cat "$log" >&2; echo "error: dataplane failed to start" >&2; exit 1; }
-    sleep 0.1
-done
-grep -E "WARN|port |lane |running" "$log" | sed 's/^/dataplane: /' >&2
+start_dataplane() { # profile
+    "$bin/swqos-dataplane" --config "$1" --stats-interval 0 >"$work/report.txt" 2>"$work/dataplane.log" &
+    dp=$!
+    pids+=("$dp")
+    local shm
+    shm=$(awk -F'"' '/^path *=/ {print $2; exit}' "$1")
+    for _ in $(seq 1 300); do
+        [ -e "$shm" ] && grep -q "running:" "$work/dataplane.log" && break
+        kill -0 "$dp" 2>/dev/null || { cat "$work/dataplane.log" >&2; echo "error: dataplane failed to start" >&2; exit 1; }
+        sleep 0.1
+    done
+    grep -E "WARN|port |lane |bridges|running" "$work/dataplane.log" | sed 's/^.*runtime: /dataplane: /' >&2
+}
 
-echo "==> swqos submit --config $profile $txs" >&2
-set +e
-"$bin/swqos" submit --config "$profile" "$txs"
-submit_status=$?
-set -e
+stop_dataplane() {
+    kill -INT "$dp"
+    wait "$dp" || true
+    echo "==> dataplane report" >&2
+    cat "$work/report.txt"
+}
 
-kill -INT $dp
-wait $dp
-trap - EXIT
-echo "==> dataplane report" >&2
-cat "$report"
-
-pcap=$(grep -o 'tx_pcap=[^",]*' "$profile" | head -n1 | cut -d= -f2)
-if [ -n "$pcap" ] && [ -e "$pcap" ]; then
+if [ "$mode" = "--pcap" ]; then
+    profile=dpdk-config/profiles/pcap.toml
+    start_dataplane "$profile"
+    echo "==> swqos submit --config $profile $txs" >&2
+    "$bin/swqos" submit --config "$profile" "$txs" || true
+    stop_dataplane
+    pcap=$(grep -o 'tx_pcap=[^",]*' "$profile" | head -n1 | cut -d= -f2)
     echo "==> $pcap as tshark reads it (frames per destination, checksum status 1 = good)" >&2
     tshark -r "$pcap" -o ip.check_checksum:TRUE -o udp.check_checksum:TRUE \
         -T fields -e ip.dst -e udp.dstport -e ip.checksum.status -e udp.checksum.status 2>/dev/null |
         sort | uniq -c | awk '{printf "  %5d frames to %s:%s  ip-checksum %s udp-checksum %s\n", $1, $2, $3, $4, $5}'
+    exit 0
 fi
-# swqos exits 1 when some transactions were rejected: the sample set has deliberately invalid ones.
-[ $submit_status -le 1 ]
+
+# --- the relays topology -----------------------------------------------------------------------
+profile=dpdk-config/profiles/relays.toml
+echo "==> network: namespace swqos-peer (198.18.77.2), veth swqos-nic (the dataplane's NIC)" >&2
+ip netns del swqos-peer 2>/dev/null || true
+ip link del swqos-nic 2>/dev/null || true
+ip netns add swqos-peer
+ip link add swqos-nic type veth peer name swqos-peer-if
+ip link set swqos-peer-if netns swqos-peer
+ip netns exec swqos-peer ip link set lo up
+ip netns exec swqos-peer ip link set swqos-peer-if address 02:00:5e:77:00:02
+ip netns exec swqos-peer ip addr add 198.18.77.2/24 dev swqos-peer-if
+ip netns exec swqos-peer ip link set swqos-peer-if up
+# Behave like a wire: no GSO/GRO super-packets, no partial checksums; the NIC end has no IP
+# and answers no ARP (the host's IP is on the TAP the dataplane bridges).
+ip netns exec swqos-peer ethtool -K swqos-peer-if tso off gso off gro off tx off >/dev/null
+ethtool -K swqos-nic tso off gso off gro off tx off >/dev/null
+sysctl -qw net.ipv6.conf.swqos-nic.disable_ipv6=1
+ip link set swqos-nic arp off
+ip link set swqos-nic up
+
+echo "==> mock relay for every provider on 198.18.77.2:8080 (tests/relay/mock_relay.py)" >&2
+ip netns exec swqos-peer python3 -u tests/relay/mock_relay.py --listen 198.18.77.2:8080 \
+    --token-all demo-token --log "$work/relay.jsonl" >"$work/relay.out" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 50); do grep -q "listening on" "$work/relay.out" && break; sleep 0.1; done
+
+start_dataplane "$profile"
+ip addr add 198.18.77.1/24 dev swqos-k0
+ip link set swqos-k0 up
+
+echo "==> swqos control (relay connections through the dataplane's exception path)" >&2
+"$bin/swqos" control --config "$profile" 2>"$work/control.log" &
+pids+=($!)
+warm=$(awk '!/"invalid"/ {print; exit}' "$txs")
+for _ in $(seq 1 60); do
+    echo "$warm" | "$bin/swqos" submit --config "$profile" --timeout 3 - >/dev/null 2>&1 && break
+    sleep 0.5
+done
+
+echo "==> swqos submit --config $profile --verbose --sequential $txs" >&2
+echo "    (latency: submit to tx_burst for the UDP lane; submit to the relay's answer for relays)" >&2
+set +e
+"$bin/swqos" submit --config "$profile" --verbose --sequential "$txs"
+set -e
+stop_dataplane
+echo "==> the relay's log: requests accepted per provider (each transaction once, plus the warm-up)" >&2
+python3 - "$work/relay.jsonl" <<'PY'
+import collections, json, sys
+ok = collections.Counter(); bad = collections.Counter()
+for line in open(sys.argv[1]):
+    v = json.loads(line)
+    (ok if v.get("ok") else bad)[v.get("provider")] += 1
+for p in sorted(ok):
+    print(f"  {p:<12} {ok[p]:4d} accepted  {bad[p]:3d} refused")
+PY

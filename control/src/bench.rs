@@ -931,8 +931,7 @@ fn e2e(config_path: &Path, opts: &E2eOptions) -> Result<(), Failure> {
     let (addr, template) = relay_lane(&config, &opts.lane)?;
     let provider = template.provider();
     let host_note = format!("{provider} at {addr}");
-    let mut client =
-        Client::attach(&config.shm.path).map_err(|e| Failure::Setup(e.to_string()))?;
+    let mut client = Client::attach(&config.shm.path).map_err(|e| Failure::Setup(e.to_string()))?;
     let lane_id = client.lane_id(&opts.lane).ok_or_else(|| {
         Failure::Setup(format!(
             "the running dataplane has no lane `{}` (it has: {})",
@@ -1019,8 +1018,7 @@ fn e2e(config_path: &Path, opts: &E2eOptions) -> Result<(), Failure> {
     let deadline = Instant::now() + Duration::from_secs(3);
     let others = loop {
         let log = read_relay_log(&opts.relay_log).map_err(Failure::Run)?;
-        let others =
-            match_receipts(&mut requests, &log, provider.name()).map_err(Failure::Run)?;
+        let others = match_receipts(&mut requests, &log, provider.name()).map_err(Failure::Run)?;
         if requests.iter().all(|r| r.receipt.is_some()) || Instant::now() > deadline {
             break others;
         }
@@ -1179,20 +1177,20 @@ fn log_ticks(lo: f64, hi: f64) -> Vec<(f64, bool)> {
     ticks
 }
 
-/// A tick label for a microsecond value.
-fn us_label(v: f64) -> String {
+/// A tick label for a microsecond value on the log axis (1-2-5 values).
+fn tick_label(v: f64) -> String {
     if v >= 1000.0 {
-        let ms = v / 1000.0;
-        if (ms - ms.round()).abs() < 1e-9 {
-            format!("{ms:.0} ms")
-        } else {
-            format!("{ms} ms")
-        }
+        format!("{} ms", v / 1000.0)
     } else if v >= 1.0 {
-        format!("{}", (v * 10.0).round() / 10.0)
+        format!("{v:.0}")
     } else {
-        format!("{v:.2}")
+        format!("{v:.1}")
     }
+}
+
+/// A measured value in microseconds, for labels.
+fn us_text(v: f64) -> String {
+    format!("{v:.1} &#181;s")
 }
 
 /// A "nice" step for a linear axis up to `max` with about `n` ticks.
@@ -1285,7 +1283,7 @@ fn svg(title: &str, data: &[(Route, Vec<f64>)]) -> String {
                 let _ = writeln!(
                     s,
                     r##"<text x="{px:.1}" y="{ty}" text-anchor="middle" font-size="12">{}</text>"##,
-                    us_label(v),
+                    tick_label(v),
                     ty = top + h + 17.0
                 );
             }
@@ -1367,16 +1365,16 @@ fn svg(title: &str, data: &[(Route, Vec<f64>)]) -> String {
         };
         let _ = writeln!(
             s,
-            r##"<text x="{tx:.1}" y="{ty:.1}" text-anchor="{a}" font-size="12" fill="{c}" font-weight="bold">p50 {m} &#181;s</text>"##,
+            r##"<text x="{tx:.1}" y="{ty:.1}" text-anchor="{a}" font-size="12" fill="{c}" font-weight="bold">p50 {m}</text>"##,
             tx = px + anchor.1,
             ty = cy(0.5) + 16.0 + 16.0 * k as f64,
             a = anchor.0,
             c = route.colour(),
-            m = us_label(med)
+            m = us_text(med)
         );
     }
     // Legend: bottom right of the CDF panel, which a CDF never reaches.
-    let (lw, lh) = (560.0, 14.0 + 20.0 * data.len() as f64);
+    let (lw, lh) = (600.0, 14.0 + 20.0 * data.len() as f64);
     let (lx, ly) = (LEFT + plot_w - lw - 10.0, cdf_top + cdf_h - lh - 10.0);
     let _ = writeln!(
         s,
@@ -1385,8 +1383,10 @@ fn svg(title: &str, data: &[(Route, Vec<f64>)]) -> String {
     for (k, (route, v)) in data.iter().enumerate() {
         let yy = ly + 20.0 + 20.0 * k as f64;
         let label = match route {
-            Route::Dataplane => "data plane: Client::submit \u{2192} hand-off \u{2192} swqos control socket",
-            Route::Kernel => "kernel socket: own TcpStream, HTTP/1.1 keep-alive, TCP_NODELAY",
+            Route::Dataplane => {
+                "data plane: submit \u{2192} hand-off \u{2192} swqos control's socket"
+            }
+            Route::Kernel => "kernel socket: own TcpStream, keep-alive, TCP_NODELAY",
         };
         let mut sorted = v.clone();
         sorted.sort_by(f64::total_cmp);
@@ -1394,7 +1394,7 @@ fn svg(title: &str, data: &[(Route, Vec<f64>)]) -> String {
             String::from("-")
         } else {
             let rank = ((0.99 * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-            us_label(sorted[rank - 1])
+            us_text(sorted[rank - 1])
         };
         let _ = writeln!(
             s,

@@ -50,6 +50,14 @@ enum Command {
         /// Print JSON lines with per-lane outcomes and latencies.
         #[arg(long)]
         json: bool,
+        /// Under each transaction, a line per lane with its outcome and latency (submit to
+        /// tx_burst for UDP lanes, submit to the relay's answer for relay lanes).
+        #[arg(long, short = 'v')]
+        verbose: bool,
+        /// Submit each transaction only after every lane has answered the one before (for
+        /// latency figures without queueing).
+        #[arg(long)]
+        sequential: bool,
         /// Skip validation in the client and leave it to the dataplane (for testing it).
         #[arg(long)]
         no_client_check: bool,
@@ -81,10 +89,19 @@ fn main() -> ExitCode {
             config,
             lanes,
             json,
+            verbose,
+            sequential,
             no_client_check,
             timeout,
             file,
-        } => submit_command(config, lanes, json, !no_client_check, timeout, file),
+        } => submit_command(
+            config,
+            lanes,
+            (json, verbose, sequential),
+            !no_client_check,
+            timeout,
+            file,
+        ),
         Command::Bench { what } => bench::run(what),
         Command::Stats(args) => stats::run(args),
         Command::Control(args) => control::run(args),
@@ -95,7 +112,7 @@ fn main() -> ExitCode {
 fn submit_command(
     config: PathBuf,
     lane_names: Vec<String>,
-    json: bool,
+    (json, verbose, sequential): (bool, bool, bool),
     client_check: bool,
     timeout: f64,
     file: Option<PathBuf>,
@@ -149,6 +166,8 @@ fn submit_command(
         lanes,
         client_check,
         json,
+        verbose,
+        sequential,
         timeout: Duration::from_secs_f64(timeout.max(0.0)),
     };
     let stdout = std::io::stdout().lock();

@@ -34,10 +34,18 @@ fn lcore_help(c: Counter) -> &'static str {
         Counter::RxBytes => "Bytes received on polled RX queues.",
         Counter::RxGarbage => "Received frames that are not Ethernet/IPv4 or are too short.",
         Counter::ToKernel => "Frames the exception-path bridge passed from the NIC to the kernel.",
-        Counter::FromKernel => "Frames the exception-path bridge passed from the kernel to the NIC.",
-        Counter::BridgeDropped => "Bridged frames dropped because the other side's queue stayed full.",
-        Counter::HandedOff => "Submissions for relay lanes handed to the control plane (one per lane).",
-        Counter::FastSends => "Relay-lane submissions the data plane sent itself on an armed connection.",
+        Counter::FromKernel => {
+            "Frames the exception-path bridge passed from the kernel to the NIC."
+        }
+        Counter::BridgeDropped => {
+            "Bridged frames dropped because the other side's queue stayed full."
+        }
+        Counter::HandedOff => {
+            "Submissions for relay lanes handed to the control plane (one per lane)."
+        }
+        Counter::FastSends => {
+            "Relay-lane submissions the data plane sent itself on an armed connection."
+        }
     }
 }
 

@@ -695,7 +695,9 @@ fn serve(
             Next::Stop => return End::Stop,
             Next::Abandon => {
                 return End::Failed {
-                    reason: "the data plane claimed the connection but never handed over the request".into(),
+                    reason:
+                        "the data plane claimed the connection but never handed over the request"
+                            .into(),
                     in_flight: None,
                 }
             }

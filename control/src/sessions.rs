@@ -160,8 +160,10 @@ fn publish(inner: &Inner, i: usize, r: Registered) {
     e.state.store(session::BUSY, Ordering::Release);
     e.generation.fetch_add(1, Ordering::AcqRel);
     e.lane.store(r.lane as u32, Ordering::Relaxed);
-    e.local_ip.store(u32::from(*r.local.ip()), Ordering::Relaxed);
-    e.remote_ip.store(u32::from(*r.remote.ip()), Ordering::Relaxed);
+    e.local_ip
+        .store(u32::from(*r.local.ip()), Ordering::Relaxed);
+    e.remote_ip
+        .store(u32::from(*r.remote.ip()), Ordering::Relaxed);
     e.ports.store(
         (r.local.port() as u32) << 16 | r.remote.port() as u32,
         Ordering::Release,

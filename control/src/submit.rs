@@ -19,6 +19,10 @@ pub(crate) struct SubmitOptions {
     pub(crate) client_check: bool,
     /// JSON lines instead of text.
     pub(crate) json: bool,
+    /// Text mode: a line per lane under each transaction, with its outcome and latency.
+    pub(crate) verbose: bool,
+    /// Submit the next transaction only when every lane has answered the previous one.
+    pub(crate) sequential: bool,
     /// How long to wait for completions after the last submission.
     pub(crate) timeout: Duration,
 }
@@ -159,9 +163,26 @@ impl<W: Write> Run<'_, W> {
                     self.out,
                     "accepted {}",
                     e.signature.as_deref().unwrap_or("-")
-                ),
-                Some(why) => writeln!(self.out, "rejected {why}"),
+                )?,
+                Some(why) => writeln!(self.out, "rejected {why}")?,
             }
+            if self.opts.verbose {
+                let ticks_per_us = self.client.tsc_hz() as f64 / 1e6;
+                let mut lanes: Vec<_> = e.lanes.iter().collect();
+                lanes.sort_by_key(|(lane, _, _)| *lane);
+                for (lane, o, ticks) in lanes {
+                    let name = self.lane_name(*lane);
+                    match o {
+                        Outcome::Sent => writeln!(
+                            self.out,
+                            "    {name:<12} sent in {:>9.1} us",
+                            *ticks as f64 / ticks_per_us
+                        )?,
+                        Outcome::Failed(why) => writeln!(self.out, "    {name:<12} failed: {why}")?,
+                    }
+                }
+            }
+            Ok(())
         }
     }
 
@@ -213,7 +234,11 @@ impl<W: Write> Run<'_, W> {
         }
         self.entries.push_back(entry);
         self.drain_completions();
-        self.print_ready().map_err(|e| e.to_string())
+        self.print_ready().map_err(|e| e.to_string())?;
+        if self.opts.sequential {
+            self.finish()?;
+        }
+        Ok(())
     }
 
     fn reject_line(&mut self, line: usize, why: String) -> Result<(), String> {

@@ -66,7 +66,11 @@ fn parse(frame: &[u8]) -> Option<(FlowKey, TcpPacket<&[u8]>)> {
     }
     let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
     // Only plain 20-byte headers: fast segments copy the kernel's as they are.
-    if ip.protocol() != protocol::TCP || ip.more_frags() || ip.frag_offset() != 0 || ip.header_len() != 20 {
+    if ip.protocol() != protocol::TCP
+        || ip.more_frags()
+        || ip.frag_offset() != 0
+        || ip.header_len() != 20
+    {
         return None;
     }
     let (src, dst) = (u32::from(ip.src_addr()), u32::from(ip.dst_addr()));
@@ -86,7 +90,10 @@ impl FastPath {
         FastPath {
             seg,
             flows: Vec::with_capacity(MAX_FLOWS),
-            relays: relays.into_iter().map(|(ip, p)| (u32::from(ip), p)).collect(),
+            relays: relays
+                .into_iter()
+                .map(|(ip, p)| (u32::from(ip), p))
+                .collect(),
             templates,
             ip_ident: 0,
             hold_ticks: tsc_hz / 20, // 50 ms
@@ -120,9 +127,11 @@ impl FastPath {
                 held: ArrayVec::new(),
                 held_since: 0,
             };
-            if let Some(old) = self.flows.iter_mut().find(|f| {
-                f.key == key || f.conn.phase() == swqos_wire::delegate::Phase::Closed
-            }) {
+            if let Some(old) = self
+                .flows
+                .iter_mut()
+                .find(|f| f.key == key || f.conn.phase() == swqos_wire::delegate::Phase::Closed)
+            {
                 for (m, _) in old.held.drain(..) {
                     release(m);
                 }
@@ -225,9 +234,13 @@ impl FastPath {
             if !pool.alloc_bulk(&mut mbufs, n) {
                 return None;
             }
-            if e
-                .state
-                .compare_exchange(session::ARMED, session::CLAIMED, Ordering::AcqRel, Ordering::Acquire)
+            if e.state
+                .compare_exchange(
+                    session::ARMED,
+                    session::CLAIMED,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
                 .is_err()
             {
                 continue; // the control plane took it back just now

@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 use dpdk::{Eal, LcoreId, Mempool, Port, PortConf};
 use dpdk_config::{Config, LcoreRole, PortDevice};
 use swqos_rt::Policy;
-use swqos_wire::relay::{Endpoint, RequestTemplate};
 use swqos_shm::layout::{LaneInfo, LaneKind as ShmLaneKind, Layout, State, MAX_TX_SIZE};
 use swqos_shm::ring::{CompletionProducer, HandoffProducer, SubmitConsumer};
 use swqos_shm::stats::{
     self, role, Counter, PortCounter, PortStatsWriter, StatsWriter, N_PORT_COUNTERS,
 };
 use swqos_shm::Segment;
+use swqos_wire::relay::{Endpoint, RequestTemplate};
 use tracing::{info, warn};
 
 use crate::fast::FastPath;

@@ -10,8 +10,8 @@ use arrayvec::ArrayVec;
 use dpdk::{Mbuf, Mempool, RxBurst, RxQueue, TxBurst, TxQueue};
 use swqos_shm::layout::{Completion, DropReason, Status, MAX_LANES, MAX_TX_SIZE};
 use swqos_shm::ring::{CompletionProducer, HandoffProducer, SlotRef, SubmitConsumer};
-use swqos_shm::Segment;
 use swqos_shm::stats::{Counter, StatsWriter};
+use swqos_shm::Segment;
 use swqos_wire::checksum;
 use swqos_wire::solana::{Transaction, TxError};
 

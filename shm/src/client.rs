@@ -256,7 +256,9 @@ impl Client {
             // store of the tail acquired above; it is not rewritten before we advance the head.
             let c = unsafe { std::ptr::read_volatile(self.seg.completion_records(index).add(idx)) };
             self.comp_heads[which] = head.wrapping_add(1);
-            ctl.head.0.store(self.comp_heads[which] as u64, Ordering::Release);
+            ctl.head
+                .0
+                .store(self.comp_heads[which] as u64, Ordering::Release);
             if c.lease_gen == self.lease_gen {
                 return Some(c);
             }

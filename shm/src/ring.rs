@@ -276,7 +276,12 @@ impl HandoffProducer {
     ) -> bool {
         let cap = HANDOFF_SLOTS;
         if self.tail.wrapping_sub(self.head) >= cap {
-            self.head = self.seg.handoff_control(self.index).head.0.load(Ordering::Acquire) as u32;
+            self.head = self
+                .seg
+                .handoff_control(self.index)
+                .head
+                .0
+                .load(Ordering::Acquire) as u32;
             if self.tail.wrapping_sub(self.head) >= cap {
                 return false;
             }
@@ -346,7 +351,10 @@ impl HandoffConsumer {
             let session = std::ptr::read_volatile(&(*r).session);
             Handoff {
                 delegated: (session != 0).then(|| {
-                    ((session - 1) as usize, std::ptr::read_volatile(&(*r).session_gen))
+                    (
+                        (session - 1) as usize,
+                        std::ptr::read_volatile(&(*r).session_gen),
+                    )
                 }),
                 ring: std::ptr::read_volatile(&(*r).flags),
                 lanes: std::ptr::read_volatile(&(*r).lanes),
