@@ -1193,6 +1193,16 @@ fn us_text(v: f64) -> String {
     format!("{v:.1} &#181;s")
 }
 
+/// Nearest-rank median of samples (any order); 0 when empty.
+fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let mut sorted = v.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[(sorted.len().div_ceil(2)).max(1) - 1]
+}
+
 /// A "nice" step for a linear axis up to `max` with about `n` ticks.
 fn nice_step(max: f64, n: f64) -> f64 {
     let raw = (max / n).max(1e-9);
@@ -1347,8 +1357,7 @@ fn svg(title: &str, data: &[(Route, Vec<f64>)]) -> String {
         if sorted.is_empty() {
             continue;
         }
-        let rank = ((0.5 * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-        let med = sorted[rank - 1];
+        let med = median(&sorted);
         let px = x(med);
         for (top, h) in [(cdf_top, cdf_h), (hist_top, hist_h)] {
             let _ = writeln!(
@@ -1358,17 +1367,22 @@ fn svg(title: &str, data: &[(Route, Vec<f64>)]) -> String {
                 y2 = top + h
             );
         }
-        let anchor = if px > LEFT + plot_w * 0.75 {
-            ("end", -6.0)
+        // Left of a CDF's median and above 50 % is empty for every curve right of it, so the
+        // leftmost median is labelled there; the others right of their line, below 50 %.
+        let leftmost = data
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(_, v)| median(v))
+            .fold(f64::MAX, f64::min);
+        let (anchor, dx, ty) = if med <= leftmost {
+            ("end", -6.0, cy(0.5) - 8.0)
         } else {
-            ("start", 6.0)
+            ("start", 6.0, cy(0.5) + 16.0 + 16.0 * k as f64)
         };
         let _ = writeln!(
             s,
-            r##"<text x="{tx:.1}" y="{ty:.1}" text-anchor="{a}" font-size="12" fill="{c}" font-weight="bold">p50 {m}</text>"##,
-            tx = px + anchor.1,
-            ty = cy(0.5) + 16.0 + 16.0 * k as f64,
-            a = anchor.0,
+            r##"<text x="{tx:.1}" y="{ty:.1}" text-anchor="{anchor}" font-size="12" fill="{c}" font-weight="bold" stroke="#ffffff" stroke-width="3" paint-order="stroke">p50 {m}</text>"##,
+            tx = px + dx,
             c = route.colour(),
             m = us_text(med)
         );

@@ -330,9 +330,9 @@ fn undefined_mempool() {
 #[test]
 fn unknown_lane_kind_lists_supported() {
     check(
-        &edit(&[("kind = \"udp\"", "kind = \"http\"")]),
+        &edit(&[("kind = \"udp\"", "kind = \"https\"")]),
         "17:8",
-        "unknown variant `http`, expected `udp`",
+        "unknown variant `https`, expected `udp` or `http`",
     );
 }
 
@@ -740,4 +740,73 @@ fn a_bridge_resolves_and_is_checked() {
     let text = bridged("bridge = { nic = \"p0\", kernel = \"k0\" }\n")
         .replace("role = \"tx\"", "role = \"rx\"");
     check(&text, "18:10", "expected `bridge` only on a tx lcore");
+}
+
+/// `BASE`'s lane turned into an http lane with `keys` (one `key = value` per line).
+fn http_lane(keys: &str) -> String {
+    let start = BASE.find("kind = \"udp\"").unwrap();
+    format!("{}kind = \"http\"\nport = \"p0\"\n{keys}", &BASE[..start])
+}
+
+#[test]
+fn http_lanes_are_checked() {
+    let ok = http_lane("provider = \"jito\"\ndst_ip = \"10.0.0.2\"\ntoken = \"t0k\"\n");
+    let config = Config::parse(&ok, Path::new("t.toml")).unwrap();
+    let LaneKind::Http(h) = &config.lanes[0].kind else {
+        panic!("an http lane");
+    };
+    assert_eq!(
+        (h.dst_port, h.host.as_str(), h.connections),
+        (80, "10.0.0.2", 2)
+    );
+    assert!(
+        !format!("{config:?}").contains("t0k"),
+        "tokens never show in Debug"
+    );
+
+    // Line 17 is `kind = "http"`, the keys follow from line 19.
+    check(
+        &http_lane("dst_ip = \"10.0.0.2\"\ntoken = \"t\"\n"),
+        "17:8",
+        "has no `provider`",
+    );
+    check(
+        &http_lane("provider = \"nope\"\ndst_ip = \"10.0.0.2\"\ntoken = \"t\"\n"),
+        "19:12",
+        "unknown provider \"nope\"; expected one of `jito`",
+    );
+    check(
+        &http_lane("provider = \"jito\"\ndst_ip = \"10.0.0.2\"\n"),
+        "17:8",
+        "has no `token`",
+    );
+    check(
+        &http_lane(
+            "provider = \"jito\"\ndst_ip = \"10.0.0.2\"\ntoken = \"t\"\ntoken_env = \"X\"\n",
+        ),
+        "21:9",
+        "both `token` and `token_env`",
+    );
+    check(
+        &http_lane(
+            "provider = \"jito\"\ndst_ip = \"10.0.0.2\"\ntoken_env = \"SWQOS_SURELY_UNSET_VAR\"\n",
+        ),
+        "21:13",
+        "environment variable `SWQOS_SURELY_UNSET_VAR` is not set",
+    );
+    check(
+        &http_lane(
+            "provider = \"jito\"\ndst_ip = \"10.0.0.2\"\ntoken = \"t\"\nsrc_ip = \"10.0.0.1\"\n",
+        ),
+        "22:10",
+        "`src_ip` is for udp lanes",
+    );
+    check(
+        &http_lane("provider = \"jito\"\ndst_ip = \"10.0.0.2\"\ntoken = \"t\"\nconnections = 0\n"),
+        "22:15",
+        "`connections` = 0 is out of range",
+    );
+    // Lightspeed needs no token.
+    let ls = http_lane("provider = \"lightspeed\"\ndst_ip = \"10.0.0.2\"\npath = \"/rpc\"\n");
+    assert!(Config::parse(&ls, Path::new("t.toml")).is_ok());
 }
