@@ -518,10 +518,12 @@ fn latency(
 // `swqos bench e2e`: the data-plane path beside a kernel-socket HTTP client.
 
 /// What today's relay path is, printed with every report and drawn on the plot.
-const E2E_NOTE: &str = "relay lanes go data plane -> shared-memory hand-off -> swqos control's \
-     kernel TCP socket today (the delegated fast path, where the data plane writes the TCP \
-     segments itself, is not built yet), so the data-plane path is expected to be SLOWER than a \
-     direct kernel client; this report shows that gap now and the improvement later";
+const E2E_NOTE: &str = "without delegated sends, relay lanes go data plane -> shared-memory \
+     hand-off -> swqos control's kernel TCP socket, so the data-plane path is expected to be \
+     SLOWER than a direct kernel client; with them (the data plane writing the TCP segments of \
+     control's connections itself) the gap should shrink. The dataplane's report says which \
+     ran: `lane X: ... (fast N, fallback M)`. This report shows the gap now and the improvement \
+     later";
 
 /// How long one request may take on either path before the run fails.
 const E2E_TIMEOUT: Duration = Duration::from_secs(10);
@@ -1264,7 +1266,7 @@ fn svg(title: &str, data: &[(Route, Vec<f64>)]) -> String {
 <rect x="0" y="0" width="{W}" height="{H}" fill="#ffffff"/>
 <text x="{cx}" y="30" text-anchor="middle" font-size="18" font-weight="bold">{t}</text>
 <text x="{cx}" y="52" text-anchor="middle" font-size="12" fill="#444">submit/send (client CLOCK_MONOTONIC) to the relay having received the whole request (relay CLOCK_MONOTONIC, same host)</text>
-<text x="{cx}" y="70" text-anchor="middle" font-size="12" fill="#8a1c1c">Today the data-plane path hands relay requests to swqos control's kernel socket (no delegated TCP fast path yet): it is expected to be slower.</text>
+<text x="{cx}" y="70" text-anchor="middle" font-size="12" fill="#8a1c1c">Without delegated sends the data-plane path hands relay requests to swqos control's kernel socket: it is expected to be slower.</text>
 "##,
         cx = W / 2.0,
         t = xml(title)

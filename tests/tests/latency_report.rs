@@ -193,7 +193,7 @@ fn the_latency_report_measures_both_paths_and_every_request_reaches_the_relay_on
         }
     }
     assert!(stdout.contains("ratio of medians"), "{stdout}");
-    assert!(stdout.contains("not built yet"), "{stdout}");
+    assert!(stdout.contains("expected to be"), "{stdout}");
 
     // The CSV: one row per measured request, alternating paths, each matched to a relay line.
     let csv = std::fs::read_to_string(out_dir.join("latency.csv")).unwrap();
