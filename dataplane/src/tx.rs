@@ -18,8 +18,9 @@ use swqos_wire::solana::{Transaction, TxError};
 use crate::fast::FastPath;
 use crate::lanes::{LaneSend, LaneTable};
 
-/// A control plane whose heartbeat is older than this is considered gone (50 ms).
-const CONTROL_TIMEOUT_NS: u64 = 50_000_000;
+/// A control plane whose heartbeat is older than this is considered gone (500 ms: generous, so a
+/// loaded host that delays its relay thread does not turn into spurious drops).
+const CONTROL_TIMEOUT_NS: u64 = 500_000_000;
 
 /// Packets per `tx_burst` call (and the most a worker holds per queue).
 pub const BURST: usize = 64;

@@ -367,7 +367,7 @@ fn the_control_plane_can_die_and_come_back() {
     rig.warm_up(&valid[0].line);
     let status = rig.stop_control(libc::SIGKILL);
     assert!(!status.success());
-    std::thread::sleep(Duration::from_millis(200));
+    std::thread::sleep(Duration::from_millis(800));
     // No control plane: relay submissions are answered at once with the reason, never lost.
     let (code, lines) = submit_json(&rig, &valid[1..2], "10");
     assert_eq!(code, Some(1), "{lines:?}");
