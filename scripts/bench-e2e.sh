@@ -9,15 +9,20 @@
 #    root end (offloads off, `arp off`, no IP) is the dataplane's net_af_packet "NIC"; the host
 #    address 198.18.79.1/24 sits on the TAP the dataplane bridges to that NIC, so every kernel
 #    TCP connection to the relay (198.18.79.2:8080) crosses the data plane;
-# 3. starts swqos-dataplane and `swqos control` (whose kernel TCP connections carry the relay
-#    lane), waits until a warm-up submission to the relay lane succeeds;
-# 4. runs `swqos bench e2e`: the data-plane path beside a kernel-socket HTTP client to the same
-#    relay, alternating one request at a time; prints the table and writes latency.csv and
-#    latency.svg.
+# 3. starts swqos-dataplane and `swqos control` with eight relay lanes, one per provider format
+#    (each one kernel TCP connection to the same mock relay), waits until a warm-up submission
+#    to every relay lane succeeds;
+# 4. runs `swqos bench e2e --lanes 1,4,8`: one submission to 1, 4 and 8 lanes at once on the
+#    data-plane path beside a reqwest client and a kernel-socket HTTP client sending the same
+#    requests to the same relays, alternating one submission at a time; prints the tables and
+#    writes latency.csv, latency.svg (1 lane) and latency-<N>lanes.svg; then stops the
+#    dataplane and prints its fast/fallback counts per lane.
 #
-# Environment: BENCH_E2E_COUNT (requests per path, default 500), BENCH_E2E_WARMUP (default 20),
-# BENCH_E2E_PROVIDER (the lane's relay format, default jito), BENCH_LOG_DIR (logs and output,
-# default $CARGO_TARGET_DIR/bench/e2e).
+# Environment: BENCH_E2E_COUNT (submissions per path and lane count, default 500),
+# BENCH_E2E_WARMUP (default 20), BENCH_E2E_LANES (lane counts, default 1,4,8),
+# BENCH_E2E_PROVIDERS (the lanes' relay formats, in order, default
+# "jito bloxroute nextblock 0slot temporal helius astralane node1"), BENCH_LOG_DIR (logs and
+# output, default $CARGO_TARGET_DIR/bench/e2e).
 # Idempotent (removes what an earlier run left behind); exits non-zero if any step fails; a
 # trap stops every process it started and removes the namespace and interfaces.
 
@@ -29,7 +34,8 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$CARGO_TARGET_DIR/release
 COUNT=${BENCH_E2E_COUNT:-500}
 WARMUP=${BENCH_E2E_WARMUP:-20}
-PROVIDER=${BENCH_E2E_PROVIDER:-jito}
+LANE_COUNTS=${BENCH_E2E_LANES:-1,4,8}
+PROVIDERS=${BENCH_E2E_PROVIDERS:-jito bloxroute nextblock 0slot temporal helius astralane node1}
 OUT=${BENCH_LOG_DIR:-$CARGO_TARGET_DIR/bench/e2e}
 
 NS=swqos-e2e-peer
@@ -108,7 +114,7 @@ sysctl -qw "net.ipv6.conf.$DP_IF.disable_ipv6=1" 2>/dev/null || true
 ip link set "$DP_IF" up
 
 # ---------------------------------------------------------------------------------------------
-say "config $CFG: one relay lane ($PROVIDER -> $RELAY_IP:$RELAY_PORT, 1 connection)"
+say "config $CFG: relay lanes $PROVIDERS (each -> $RELAY_IP:$RELAY_PORT, 1 connection)"
 cat >"$CFG" <<EOF
 [eal]
 lcores = "0-1"
@@ -140,17 +146,21 @@ bridge = { nic = "nic", kernel = "kernel" }
 
 [control]
 metrics_listen = "127.0.0.1:19464"
+EOF
+for p in $PROVIDERS; do
+    cat >>"$CFG" <<EOF
 
 [[lane]]
-name = "$PROVIDER"
+name = "$p"
 kind = "http"
-provider = "$PROVIDER"
+provider = "$p"
 port = "nic"
 dst_ip = "$RELAY_IP"
 dst_port = $RELAY_PORT
 connections = 1
 token = "$TOKEN"
 EOF
+done
 
 # ---------------------------------------------------------------------------------------------
 say "mock relay in $NS, log $RELAY_LOG"
@@ -181,26 +191,41 @@ say "swqos control"
 "$BIN/swqos" control --config "$CFG" >/dev/null 2>"$OUT/control.err" &
 BG_PIDS+=($!)
 
-say "warm-up: one submission to lane $PROVIDER until the relay answers"
+say "warm-up: one submission to every relay lane until the relay answers on all"
 WARM_TX=$(awk '!/"invalid"/ { print; exit }' "$ROOT/wire/tests/data/solana-txs.jsonl")
 ok=0
 for _ in $(seq 60); do
-    if printf '%s\n' "$WARM_TX" | "$BIN/swqos" submit --config "$CFG" --lane "$PROVIDER" \
+    if printf '%s\n' "$WARM_TX" | "$BIN/swqos" submit --config "$CFG" \
         --timeout 5 - >"$OUT/warmup.out" 2>&1; then
         ok=1
         break
     fi
     sleep 0.5
 done
-[ "$ok" -eq 1 ] || die "the relay lane never answered: $(cat "$OUT/warmup.out")
+[ "$ok" -eq 1 ] || die "the relay lanes never answered: $(cat "$OUT/warmup.out")
 control plane: $(tail -5 "$OUT/control.err")"
 cat "$OUT/warmup.out"
 
 # ---------------------------------------------------------------------------------------------
-say "swqos bench e2e --lane $PROVIDER --count $COUNT --warmup $WARMUP"
-if ! "$BIN/swqos" bench e2e --config "$CFG" --lane "$PROVIDER" --count "$COUNT" \
-    --warmup "$WARMUP" --relay-log "$RELAY_LOG" --out "$OUT" | tee "$OUT/report.txt"; then
+say "swqos bench e2e --lanes $LANE_COUNTS --count $COUNT --warmup $WARMUP (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+LANE_ARGS=()
+for p in $PROVIDERS; do LANE_ARGS+=(--lane "$p"); done
+if ! "$BIN/swqos" bench e2e --config "$CFG" "${LANE_ARGS[@]}" --lanes "$LANE_COUNTS" \
+    --count "$COUNT" --warmup "$WARMUP" --relay-log "$RELAY_LOG" --out "$OUT" \
+    | tee "$OUT/report.txt"; then
     die "swqos bench e2e failed (control plane: $(tail -3 "$OUT/control.err"))"
 fi
 
-say "done: $OUT/report.txt, $OUT/latency.csv, $OUT/latency.svg"
+echo "load average after the run: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)" \
+    | tee -a "$OUT/report.txt"
+
+say "dataplane report (fast and fallback sends per relay lane)"
+# The dataplane prints its report when it stops: stop swqos control, then the dataplane.
+for ((i = ${#BG_PIDS[@]} - 1; i >= 1; i--)); do
+    kill -TERM "${BG_PIDS[i]}" 2>/dev/null || true
+    wait "${BG_PIDS[i]}" 2>/dev/null || true
+done
+cat "$OUT/dataplane.out" "$OUT/dataplane.err" 2>/dev/null | grep -E '^lane ' \
+    | tee -a "$OUT/report.txt" || true
+
+say "done: $OUT/report.txt, $OUT/latency.csv, $OUT/latency.svg, $OUT/latency-*lanes.svg"

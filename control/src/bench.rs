@@ -7,10 +7,11 @@
 //! - `latency` submits one transaction at a time and busy-polls for its completions, recording
 //!   `done_tsc - submit_tsc` (client `rdtsc` just before publishing the slot to the dataplane's
 //!   `rdtsc` right after `tx_burst` accepted the frame).
-//! - `e2e` measures one relay lane end to end beside a kernel-socket HTTP client to the same
-//!   relay, alternating one request at a time, and matches each request to the relay's log line
-//!   (its `CLOCK_MONOTONIC` receipt time) to report submit-to-relay-receipt and round trip per
-//!   path: a table, `latency.csv` and an SVG plot (`latency.svg`).
+//! - `e2e` measures relay lanes end to end (one submission to 1, 4, 8... lanes at once) beside a
+//!   reqwest client and a kernel-socket HTTP client sending the same requests to the same
+//!   relays, alternating one submission at a time, and matches each request to the relay's log
+//!   line (its `CLOCK_MONOTONIC` receipt time) to report submit-to-relay-receipt and round trip
+//!   per path: a table, `latency.csv` and SVG plots (`latency.svg`, `latency-<N>lanes.svg`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -56,20 +57,25 @@ pub(crate) enum BenchCommand {
         #[arg(long, value_delimiter = ',', default_values_t = [1u32, 4, 8])]
         lanes: Vec<u32>,
     },
-    /// End to end through a relay lane: the data-plane path beside a kernel-socket HTTP client
-    /// to the same relay, one request at a time; prints a table and writes latency.csv and
-    /// latency.svg. Needs the relay's request log (the mock relay's `--log`) on this host.
+    /// End to end through relay lanes: the data-plane path beside a reqwest client and a
+    /// kernel-socket HTTP client to the same relays, one submission (to N lanes at once) in
+    /// flight; prints a table and writes latency.csv and one SVG plot per lane count. Needs the
+    /// relay's request log (the mock relay's `--log`) on this host.
     E2e {
-        /// The dataplane's TOML configuration (shared-memory path and the lane's relay).
+        /// The dataplane's TOML configuration (shared-memory path and the lanes' relays).
         #[arg(long, short = 'c')]
         config: PathBuf,
-        /// The relay lane (`kind = "http"`) to measure.
+        /// A relay lane (`kind = "http"`) to measure (repeatable, in order); default: every
+        /// relay lane of the config. Their providers must differ.
         #[arg(long)]
-        lane: String,
-        /// Measured requests per path.
+        lane: Vec<String>,
+        /// Lane counts to measure: each submission goes to the first N of those lanes at once.
+        #[arg(long, value_delimiter = ',', default_values_t = [1u32])]
+        lanes: Vec<u32>,
+        /// Measured submissions per path and lane count.
         #[arg(long, default_value_t = 500)]
         count: u32,
-        /// Unrecorded requests per path before the measured ones.
+        /// Unrecorded submissions per path and lane count before the measured ones.
         #[arg(long, default_value_t = 20)]
         warmup: u32,
         /// The relay's JSON-lines request log (`mock_relay.py --log FILE`); its `t_ns` is
@@ -112,13 +118,15 @@ pub(crate) fn run(cmd: BenchCommand) -> ExitCode {
         BenchCommand::E2e {
             config,
             lane,
+            lanes,
             count,
             warmup,
             relay_log,
             out,
         } => {
             let opts = E2eOptions {
-                lane,
+                lanes: lane,
+                lane_counts: lanes,
                 count: count.max(1),
                 warmup,
                 relay_log,
@@ -515,48 +523,54 @@ fn latency(
 }
 
 // ---------------------------------------------------------------------------------------------
-// `swqos bench e2e`: the data-plane path beside a kernel-socket HTTP client.
+// `swqos bench e2e`: the data-plane path beside a reqwest client and a kernel-socket client.
 
-/// What today's relay path is, printed with every report and drawn on the plot.
-const E2E_NOTE: &str = "without delegated sends, relay lanes go data plane -> shared-memory \
-     hand-off -> swqos control's kernel TCP socket, so the data-plane path is expected to be \
-     SLOWER than a direct kernel client; with them (the data plane writing the TCP segments of \
-     control's connections itself) the gap should shrink. The dataplane's report says which \
-     ran: `lane X: ... (fast N, fallback M)`. This report shows the gap now and the improvement \
-     later";
+/// What the data-plane path is, printed with every report and drawn on the plot.
+const E2E_NOTE: &str = "the data-plane path writes each relay request as TCP segments of an \
+     idle kernel connection of swqos control (a delegated send) when one is armed, and hands \
+     it to swqos control's socket otherwise (the fallback); the dataplane's report says which \
+     ran: `lane X: ... (fast N, fallback M)`. reqwest and the kernel socket use their own \
+     keep-alive connections to the same relay, across the same data-plane bridge";
 
-/// How long one request may take on either path before the run fails.
+/// How long one request may take on any path before the run fails.
 const E2E_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long the data-plane path sleeps between completion polls. On a 2-core host a spinning
-/// client would take the CPU `swqos control` needs to forward the request, so it sleeps (with
+/// client would take the CPU `swqos control` needs to complete the request, so it sleeps (with
 /// a 1 us timer slack); the round trip includes up to about this much.
 const E2E_POLL_SLEEP: Duration = Duration::from_micros(10);
 
 /// `swqos bench e2e` arguments.
 struct E2eOptions {
-    lane: String,
+    /// Relay lanes to measure, in order (empty: every relay lane of the config).
+    lanes: Vec<String>,
+    /// Fan-out widths: each submission goes to the first N of `lanes`.
+    lane_counts: Vec<u32>,
     count: u32,
     warmup: u32,
     relay_log: PathBuf,
     out: PathBuf,
 }
 
-/// The two paths measured.
+/// The three paths measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
-    /// `Client::submit` to the relay lane: TX lcore, hand-off ring, `swqos control`'s socket.
+    /// `Client::submit` to the relay lanes: TX lcore, delegated send (or hand-off) on
+    /// `swqos control`'s connections.
     Dataplane,
-    /// This process's own keep-alive `TcpStream` to the relay.
+    /// reqwest (hyper), HTTP/1.1 keep-alive, `TCP_NODELAY`, on a tokio current-thread runtime.
+    Reqwest,
+    /// This process's own keep-alive `TcpStream`s to the relay, writing the template's bytes.
     Kernel,
 }
 
 impl Route {
-    const BOTH: [Route; 2] = [Route::Dataplane, Route::Kernel];
+    const ALL: [Route; 3] = [Route::Dataplane, Route::Reqwest, Route::Kernel];
 
     fn name(self) -> &'static str {
         match self {
             Route::Dataplane => "dataplane",
+            Route::Reqwest => "reqwest",
             Route::Kernel => "kernel-socket",
         }
     }
@@ -564,10 +578,16 @@ impl Route {
     fn describe(self) -> &'static str {
         match self {
             Route::Dataplane => {
-                "Client::submit -> TX lcore -> hand-off ring -> swqos control's kernel socket"
+                "Client::submit (one submission, N lanes) -> TX lcore -> delegated send on swqos \
+                 control's connections (fallback: hand-off to its socket)"
+            }
+            Route::Reqwest => {
+                "reqwest 0.12 (hyper), http1_only, tcp_nodelay, keep-alive pool, one client per \
+                 lane, N requests joined on a tokio current-thread runtime"
             }
             Route::Kernel => {
-                "own std::net::TcpStream (HTTP/1.1 keep-alive, TCP_NODELAY), RequestTemplate bytes"
+                "own std::net::TcpStream per lane (keep-alive, TCP_NODELAY), RequestTemplate \
+                 bytes, N writes back to back then N reads: a lower bound"
             }
         }
     }
@@ -575,6 +595,7 @@ impl Route {
     fn colour(self) -> &'static str {
         match self {
             Route::Dataplane => "#d95f02",
+            Route::Reqwest => "#33a02c",
             Route::Kernel => "#1f78b4",
         }
     }
@@ -591,24 +612,33 @@ struct Receipt {
     seq: u64,
 }
 
-/// One measured request.
+/// One measured request (one lane of one submission).
 struct Request {
     route: Route,
-    /// Order of the request in the measured run (both paths, alternating).
+    /// Fan-out width of its submission.
+    lanes: u32,
+    /// Index of its submission in the measured run (all widths and paths).
+    submission: u32,
+    /// Index into the measured lanes.
+    lane: usize,
+    /// Order of the request in the measured run.
     index: u32,
     /// Index into the sample transactions.
     tx: usize,
     signature: String,
-    /// `monotonic_ns()` just before `Client::submit` / the socket write.
+    /// `monotonic_ns()` just before the submission started (`Client::submit`, the first
+    /// socket write, the reqwest futures being created): the same for all its lanes.
     send_ns: u64,
-    /// `monotonic_ns()` when the completion / the whole response was seen.
+    /// `monotonic_ns()` when this lane's completion / whole response was seen.
     done_ns: u64,
     receipt: Option<Receipt>,
 }
 
 impl Request {
-    fn to_receipt(&self) -> Option<u64> {
-        self.receipt.map(|r| r.t_ns.saturating_sub(self.send_ns))
+    fn to_receipt(&self) -> u64 {
+        self.receipt
+            .map(|r| r.t_ns.saturating_sub(self.send_ns))
+            .unwrap_or(0)
     }
 
     fn round_trip(&self) -> u64 {
@@ -616,10 +646,18 @@ impl Request {
     }
 }
 
-/// A minimal HTTP/1.1 client on one kernel TCP connection, configured as sol-trade-sdk
-/// configures reqwest for SWQOS relays (HTTP/1.1, keep-alive, `TCP_NODELAY`), writing exactly
-/// the bytes the lane's [`RequestTemplate`] produces. It has none of reqwest's/hyper's own
-/// user-space work (JSON, headers, futures), so it is a lower bound for such a client.
+/// A measured relay lane: its dataplane id, relay address and request template.
+struct RelayLane {
+    name: String,
+    id: u8,
+    addr: std::net::SocketAddrV4,
+    template: swqos_wire::relay::RequestTemplate,
+}
+
+/// A minimal HTTP/1.1 client on one kernel TCP connection (HTTP/1.1, keep-alive,
+/// `TCP_NODELAY`), writing exactly the bytes the lane's [`RequestTemplate`] produces. It has
+/// none of reqwest's/hyper's own user-space work (headers, futures, a connection task), so it
+/// is a lower bound for such a client.
 struct KernelClient {
     addr: std::net::SocketAddrV4,
     template: swqos_wire::relay::RequestTemplate,
@@ -656,35 +694,31 @@ impl KernelClient {
         Ok(())
     }
 
-    /// The local address of the connection (the relay logs it as `peer`).
-    fn local_addr(&self) -> String {
-        self.stream
-            .as_ref()
-            .and_then(|s| s.local_addr().ok())
-            .map(|a| a.to_string())
-            .unwrap_or_default()
-    }
-
-    /// Builds the request for `tx` (before the clock starts).
-    fn prepare(&mut self, tx: &[u8]) {
+    /// Builds the request for `tx` (before the clock starts) and connects if needed.
+    fn prepare(&mut self, tx: &[u8]) -> Result<(), String> {
         self.request.resize(self.template.len(tx.len()), 0);
         let n = self.template.write(tx, &mut [&mut self.request[..]]);
         debug_assert_eq!(n, Some(self.request.len()));
-    }
-
-    /// Writes the prepared request and reads the whole response; returns its status and
-    /// `monotonic_ns()` just before the write.
-    fn exchange(&mut self) -> Result<(u16, u64), String> {
-        use std::io::{Read, Write};
         if self.stream.is_none() {
             self.connect()?;
         }
-        let stream = self.stream.as_mut().expect("connected");
-        self.response.clear();
-        let send_ns = swqos_shm::time::monotonic_ns();
+        Ok(())
+    }
+
+    /// Writes the prepared request.
+    fn send(&mut self) -> Result<(), String> {
+        use std::io::Write;
+        let stream = self.stream.as_mut().ok_or("kernel client: not connected")?;
         stream
             .write_all(&self.request)
-            .map_err(|e| format!("kernel client: write: {e}"))?;
+            .map_err(|e| format!("kernel client: write: {e}"))
+    }
+
+    /// Reads the whole response (by `Content-Length`); returns its status.
+    fn receive(&mut self) -> Result<u16, String> {
+        use std::io::Read;
+        let stream = self.stream.as_mut().ok_or("kernel client: not connected")?;
+        self.response.clear();
         let mut buf = [0u8; 4096];
         let mut head_end = None;
         let mut want = usize::MAX;
@@ -729,7 +763,7 @@ impl KernelClient {
         if close {
             self.stream = None; // the next request reconnects
         }
-        Ok((status, send_ns))
+        Ok(status)
     }
 }
 
@@ -737,46 +771,210 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// The lane's relay address and request template, from the config.
-fn relay_lane(
-    config: &dpdk_config::Config,
-    name: &str,
-) -> Result<(std::net::SocketAddrV4, swqos_wire::relay::RequestTemplate), Failure> {
-    let lane = config
-        .lanes
-        .iter()
-        .find(|l| l.name == name)
-        .ok_or_else(|| {
-            let names: Vec<&str> = config.lanes.iter().map(|l| l.name.as_str()).collect();
-            Failure::Setup(format!(
-                "no lane `{name}`; the config has: {}",
-                names.join(", ")
-            ))
-        })?;
-    let dpdk_config::LaneKind::Http(h) = &lane.kind else {
-        return Err(Failure::Setup(format!(
-            "lane `{name}` is not a relay lane (kind = \"http\")"
-        )));
-    };
-    let template = swqos_wire::relay::RequestTemplate::new(
-        h.provider,
-        swqos_wire::relay::Endpoint {
-            host: &h.host,
-            path: h.path.as_deref(),
-            token: h.token.as_ref().map(|t| t.expose()),
-        },
-    )
-    .map_err(|e| Failure::Setup(format!("lane `{name}`: {e}")))?;
-    Ok((std::net::SocketAddrV4::new(h.dst_ip, h.dst_port), template))
+/// A reqwest client for one relay lane, configured as sol-trade-sdk configures its SWQOS
+/// clients (HTTP/1.1 only, `TCP_NODELAY`, keep-alive connection pool), with the request target
+/// and headers the lane's [`RequestTemplate`] produces (Host, Content-Type, the auth header).
+struct ReqwestLane {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    headers: reqwest::header::HeaderMap,
+    template: swqos_wire::relay::RequestTemplate,
+    /// The prepared body (the template's body bytes for the transaction).
+    body: Vec<u8>,
+    scratch: Vec<u8>,
 }
 
-/// One request on the data-plane path; returns (send_ns, done_ns).
+impl ReqwestLane {
+    fn new(lane: &RelayLane, tx: &[u8]) -> Result<ReqwestLane, String> {
+        let client = reqwest::Client::builder()
+            .http1_only()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(64)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(E2E_TIMEOUT)
+            .build()
+            .map_err(|e| format!("reqwest client: {e}"))?;
+        // The request line and headers of the template, from one request written by it.
+        let mut raw = vec![0u8; lane.template.len(tx.len())];
+        lane.template.write(tx, &mut [&mut raw[..]]);
+        let end = find(&raw, b"\r\n\r\n").ok_or("template: no end of head")?;
+        let head = std::str::from_utf8(&raw[..end]).map_err(|e| format!("template: {e}"))?;
+        let mut lines = head.split("\r\n");
+        let target = lines
+            .next()
+            .and_then(|l| l.strip_prefix("POST "))
+            .and_then(|l| l.strip_suffix(" HTTP/1.1"))
+            .ok_or_else(|| "template: not a POST HTTP/1.1 request line".to_string())?;
+        let url = reqwest::Url::parse(&format!("http://{}{target}", lane.addr))
+            .map_err(|e| format!("lane {}: url: {e}", lane.name))?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        for l in lines {
+            let (k, v) = l
+                .split_once(':')
+                .ok_or_else(|| format!("template: bad header line {l:?}"))?;
+            // Content-Length comes from the body; the connection is hyper's to manage.
+            if k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("connection") {
+                continue;
+            }
+            let name = reqwest::header::HeaderName::from_bytes(k.trim().as_bytes())
+                .map_err(|e| format!("template header {k:?}: {e}"))?;
+            let value = reqwest::header::HeaderValue::from_str(v.trim())
+                .map_err(|e| format!("template header {k:?}: {e}"))?;
+            headers.append(name, value);
+        }
+        Ok(ReqwestLane {
+            client,
+            url,
+            headers,
+            template: lane.template.clone(),
+            body: Vec::new(),
+            scratch: Vec::with_capacity(4096),
+        })
+    }
+
+    /// Builds the body for `tx` (before the clock starts).
+    fn prepare(&mut self, tx: &[u8]) {
+        self.scratch.resize(self.template.len(tx.len()), 0);
+        self.template.write(tx, &mut [&mut self.scratch[..]]);
+        let start = find(&self.scratch, b"\r\n\r\n").map_or(0, |e| e + 4);
+        self.body.clear();
+        self.body.extend_from_slice(&self.scratch[start..]);
+    }
+
+    /// Sends the prepared body and reads the whole response; returns its status and
+    /// `monotonic_ns()` when the response body was complete.
+    async fn exchange(&self, body: Vec<u8>) -> Result<(u16, u64), String> {
+        let response = self
+            .client
+            .post(self.url.clone())
+            .headers(self.headers.clone())
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("reqwest: {e}"))?;
+        let status = response.status().as_u16();
+        response
+            .bytes()
+            .await
+            .map_err(|e| format!("reqwest: body: {e}"))?;
+        Ok((status, swqos_shm::time::monotonic_ns()))
+    }
+}
+
+/// Polls every future to completion (as `futures::future::join_all`, for a handful of them);
+/// outputs in order.
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    use std::task::Poll;
+    let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in futures.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => *o = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().map(|o| o.expect("ready")).collect()
+}
+
+/// The relay lanes to measure: the named ones, or every `kind = "http"` lane of the config.
+fn relay_lanes(
+    config: &dpdk_config::Config,
+    client: &Client,
+    names: &[String],
+) -> Result<Vec<RelayLane>, Failure> {
+    let wanted: Vec<&dpdk_config::LaneConfig> = if names.is_empty() {
+        config
+            .lanes
+            .iter()
+            .filter(|l| matches!(l.kind, dpdk_config::LaneKind::Http(_)))
+            .collect()
+    } else {
+        names
+            .iter()
+            .map(|name| {
+                config
+                    .lanes
+                    .iter()
+                    .find(|l| &l.name == name)
+                    .ok_or_else(|| {
+                        let have: Vec<&str> =
+                            config.lanes.iter().map(|l| l.name.as_str()).collect();
+                        Failure::Setup(format!(
+                            "no lane `{name}`; the config has: {}",
+                            have.join(", ")
+                        ))
+                    })
+            })
+            .collect::<Result<_, _>>()?
+    };
+    let mut lanes: Vec<RelayLane> = Vec::new();
+    for lane in wanted {
+        let name = &lane.name;
+        let dpdk_config::LaneKind::Http(h) = &lane.kind else {
+            return Err(Failure::Setup(format!(
+                "lane `{name}` is not a relay lane (kind = \"http\")"
+            )));
+        };
+        let template = swqos_wire::relay::RequestTemplate::new(
+            h.provider,
+            swqos_wire::relay::Endpoint {
+                host: &h.host,
+                path: h.path.as_deref(),
+                token: h.token.as_ref().map(|t| t.expose()),
+            },
+        )
+        .map_err(|e| Failure::Setup(format!("lane `{name}`: {e}")))?;
+        if let Some(other) = lanes
+            .iter()
+            .find(|l| l.template.provider() == template.provider())
+        {
+            return Err(Failure::Setup(format!(
+                "lanes `{}` and `{name}` are both {}: the relay's log could not tell their \
+                 requests apart (measure lanes of distinct providers)",
+                other.name,
+                template.provider().name()
+            )));
+        }
+        let id = client.lane_id(name).ok_or_else(|| {
+            Failure::Setup(format!(
+                "the running dataplane has no lane `{name}` (it has: {})",
+                client.lane_names().join(", ")
+            ))
+        })?;
+        lanes.push(RelayLane {
+            name: name.clone(),
+            id,
+            addr: std::net::SocketAddrV4::new(h.dst_ip, h.dst_port),
+            template,
+        });
+    }
+    if lanes.is_empty() {
+        return Err(Failure::Setup("the config has no relay lane".into()));
+    }
+    Ok(lanes)
+}
+
+/// One submission on the data-plane path to the lanes of `mask` (`ids[k]` is lane k's id);
+/// returns send_ns and each lane's done_ns.
 fn dataplane_request(
     client: &mut Client,
     tx: &[u8],
-    mask: u64,
+    ids: &[u8],
     tag: u64,
-) -> Result<(u64, u64), Failure> {
+) -> Result<(u64, Vec<u64>), Failure> {
+    let mask = ids.iter().fold(0u64, |m, &id| m | 1u64 << id);
     let deadline = Instant::now() + E2E_TIMEOUT;
     let send_ns = loop {
         let t = swqos_shm::time::monotonic_ns();
@@ -791,13 +989,22 @@ fn dataplane_request(
             Err(e) => return Err(submit_error(e)),
         }
     };
-    loop {
+    let mut done = vec![0u64; ids.len()];
+    let mut got = 0;
+    while got < ids.len() {
         match client.poll() {
             Some(c) if c.tag == tag => {
                 let done_ns = swqos_shm::time::monotonic_ns();
                 c.outcome()
-                    .map_err(|e| Failure::Run(format!("data-plane path: {e}")))?;
-                return Ok((send_ns, done_ns));
+                    .map_err(|e| Failure::Run(format!("data-plane path, lane {}: {e}", c.lane)))?;
+                let k = ids.iter().position(|&id| id == c.lane).ok_or_else(|| {
+                    Failure::Run(format!("a completion for lane {} not submitted to", c.lane))
+                })?;
+                if done[k] != 0 {
+                    return Err(Failure::Run(format!("two completions for lane {}", c.lane)));
+                }
+                done[k] = done_ns;
+                got += 1;
             }
             Some(_) => {} // a late completion of an earlier submission
             None => {
@@ -807,14 +1014,73 @@ fn dataplane_request(
                         .check_running()
                         .map_err(|e| Failure::Run(e.to_string()))?;
                     return Err(Failure::Run(format!(
-                        "data-plane path: no completion within {E2E_TIMEOUT:?} (is swqos control \
-                         running?)"
+                        "data-plane path: {got} of {} completions within {E2E_TIMEOUT:?} (is \
+                         swqos control running?)",
+                        ids.len()
                     )));
                 }
                 std::thread::sleep(E2E_POLL_SLEEP);
             }
         }
     }
+    Ok((send_ns, done))
+}
+
+/// One submission on the kernel-socket path: the N writes back to back, then the N responses
+/// in lane order; returns send_ns and each lane's done_ns.
+fn kernel_request(clients: &mut [KernelClient], tx: &[u8]) -> Result<(u64, Vec<u64>), Failure> {
+    for c in clients.iter_mut() {
+        c.prepare(tx).map_err(Failure::Run)?;
+    }
+    let send_ns = swqos_shm::time::monotonic_ns();
+    for c in clients.iter_mut() {
+        c.send().map_err(Failure::Run)?;
+    }
+    let mut done = Vec::with_capacity(clients.len());
+    for c in clients.iter_mut() {
+        let status = c.receive().map_err(Failure::Run)?;
+        done.push(swqos_shm::time::monotonic_ns());
+        if !(200..300).contains(&status) {
+            return Err(Failure::Run(format!(
+                "kernel-socket path: the relay answered {status}"
+            )));
+        }
+    }
+    Ok((send_ns, done))
+}
+
+/// One submission on the reqwest path: N futures joined on the runtime; returns send_ns and
+/// each lane's done_ns.
+fn reqwest_request(
+    rt: &tokio::runtime::Runtime,
+    lanes: &mut [ReqwestLane],
+    tx: &[u8],
+) -> Result<(u64, Vec<u64>), Failure> {
+    let mut bodies = Vec::with_capacity(lanes.len());
+    for l in lanes.iter_mut() {
+        l.prepare(tx);
+        bodies.push(l.body.clone());
+    }
+    let lanes = &*lanes;
+    let send_ns = swqos_shm::time::monotonic_ns();
+    let results = rt.block_on(join_all(
+        lanes
+            .iter()
+            .zip(bodies)
+            .map(|(l, body)| l.exchange(body))
+            .collect(),
+    ));
+    let mut done = Vec::with_capacity(lanes.len());
+    for r in results {
+        let (status, done_ns) = r.map_err(|e| Failure::Run(format!("reqwest path: {e}")))?;
+        if !(200..300).contains(&status) {
+            return Err(Failure::Run(format!(
+                "reqwest path: the relay answered {status}"
+            )));
+        }
+        done.push(done_ns);
+    }
+    Ok((send_ns, done))
 }
 
 /// base58 of the transaction's first signature (what the relay logs).
@@ -859,22 +1125,28 @@ fn read_relay_log(path: &Path) -> Result<Vec<LogLine>, String> {
     Ok(lines)
 }
 
-/// Matches every request to the relay log line with its signature received inside its window
-/// (`send_ns ..= done_ns`; one request in flight, so windows do not overlap). Returns how many
-/// accepted requests of this provider the log has inside the run but matched to no request.
+/// Matches every request to the relay log line of its lane's provider with its signature
+/// received inside its window (`send_ns ..= done_ns`; one submission in flight and distinct
+/// providers per submission, so windows of the same (provider, signature) do not overlap).
+/// Returns how many accepted requests of these providers the log has inside the run but
+/// matched to no request.
 fn match_receipts(
     requests: &mut [Request],
     log: &[LogLine],
-    provider: &str,
+    providers: &[&str],
 ) -> Result<usize, String> {
-    let mut by_sig: std::collections::HashMap<&str, Vec<&LogLine>> = Default::default();
-    for l in log.iter().filter(|l| l.provider == provider) {
-        by_sig.entry(&l.signature).or_default().push(l);
+    let mut by_key: std::collections::HashMap<(&str, &str), Vec<&LogLine>> = Default::default();
+    for l in log {
+        by_key
+            .entry((&l.provider, &l.signature))
+            .or_default()
+            .push(l);
     }
     let mut matched = 0;
     for r in requests.iter_mut() {
-        let hits: Vec<&&LogLine> = by_sig
-            .get(r.signature.as_str())
+        let provider = providers[r.lane];
+        let hits: Vec<&&LogLine> = by_key
+            .get(&(provider, r.signature.as_str()))
             .map(|v| {
                 v.iter()
                     .filter(|l| l.t_ns >= r.send_ns && l.t_ns <= r.done_ns)
@@ -894,7 +1166,7 @@ fn match_receipts(
             }
             more => {
                 return Err(format!(
-                    "request {} ({}, {}) was received {} times by the relay",
+                    "request {} ({}, {provider}, {}) was received {} times by the relay",
                     r.index,
                     r.route.name(),
                     r.signature,
@@ -909,9 +1181,9 @@ fn match_receipts(
     );
     let in_run = log
         .iter()
-        .filter(|l| l.provider == provider && l.t_ns >= first && l.t_ns <= last)
+        .filter(|l| providers.contains(&l.provider.as_str()) && l.t_ns >= first && l.t_ns <= last)
         .count();
-    Ok(in_run - matched)
+    Ok(in_run.saturating_sub(matched))
 }
 
 /// p50, p90, p99 and max of unsorted nanosecond samples, in microseconds.
@@ -927,21 +1199,53 @@ fn summary(samples: &[u64]) -> [f64; 4] {
     ]
 }
 
+/// The metrics of the table, per (lane count, path).
+const METRICS: [&str; 3] = ["submit->receipt", "last-receipt", "round-trip"];
+
+/// A metric's samples (ns) for one lane count and path: per request, or per submission (the
+/// last of its lanes to reach the relay).
+fn metric_samples(requests: &[Request], lanes: u32, route: Route, metric: &str) -> Vec<u64> {
+    let rows = requests
+        .iter()
+        .filter(move |r| r.lanes == lanes && r.route == route);
+    match metric {
+        "submit->receipt" => rows.map(Request::to_receipt).collect(),
+        "round-trip" => rows.map(Request::round_trip).collect(),
+        _ => {
+            let mut last: std::collections::BTreeMap<u32, u64> = Default::default();
+            for r in rows {
+                let e = last.entry(r.submission).or_default();
+                *e = (*e).max(r.to_receipt());
+            }
+            last.into_values().collect()
+        }
+    }
+}
+
 fn e2e(config_path: &Path, opts: &E2eOptions) -> Result<(), Failure> {
     let config =
         dpdk_config::Config::load(config_path).map_err(|e| Failure::Setup(e.to_string()))?;
-    let (addr, template) = relay_lane(&config, &opts.lane)?;
-    let provider = template.provider();
-    let host_note = format!("{provider} at {addr}");
     let mut client = Client::attach(&config.shm.path).map_err(|e| Failure::Setup(e.to_string()))?;
-    let lane_id = client.lane_id(&opts.lane).ok_or_else(|| {
-        Failure::Setup(format!(
-            "the running dataplane has no lane `{}` (it has: {})",
-            opts.lane,
-            client.lane_names().join(", ")
-        ))
-    })?;
-    let mask = 1u64 << lane_id;
+    let lanes = relay_lanes(&config, &client, &opts.lanes)?;
+    let mut lane_counts = opts.lane_counts.clone();
+    lane_counts.dedup();
+    if let Some(&n) = lane_counts
+        .iter()
+        .find(|&&n| n == 0 || n as usize > lanes.len())
+    {
+        return Err(Failure::Setup(format!(
+            "--lanes {n}: {} relay lane(s) to measure ({})",
+            lanes.len(),
+            lanes
+                .iter()
+                .map(|l| l.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let max_lanes = *lane_counts.iter().max().unwrap_or(&1) as usize;
+    let lanes = &lanes[..max_lanes];
+    let providers: Vec<&str> = lanes.iter().map(|l| l.template.provider().name()).collect();
     let txs = samples().map_err(Failure::Setup)?;
     std::fs::create_dir_all(&opts.out)
         .map_err(|e| Failure::Setup(format!("{}: {e}", opts.out.display())))?;
@@ -954,17 +1258,31 @@ fn e2e(config_path: &Path, opts: &E2eOptions) -> Result<(), Failure> {
     // Sleeps in the data-plane path's poll loop should be as short as asked.
     // SAFETY: PR_SET_TIMERSLACK takes one integer argument and only affects this thread.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1u64, 0u64, 0u64, 0u64) };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Setup(format!("tokio runtime: {e}")))?;
 
+    let counts_text: Vec<String> = lane_counts.iter().map(u32::to_string).collect();
     println!(
-        "e2e: lane {} ({host_note}), {} measured requests per path after {} warm-up each, \
-         alternating data plane / kernel socket, one request in flight, {} sample transactions \
-         cycled",
-        opts.lane,
+        "e2e: lane counts {}, {} measured submissions per path and lane count after {} warm-up \
+         each, alternating data plane / reqwest / kernel socket, one submission in flight, {} \
+         sample transactions cycled",
+        counts_text.join(","),
         opts.count,
         opts.warmup,
         txs.len()
     );
-    for r in Route::BOTH {
+    for (k, l) in lanes.iter().enumerate() {
+        println!(
+            "  lane {:<2} {:<14} {} at {}",
+            k + 1,
+            l.name,
+            providers[k],
+            l.addr
+        );
+    }
+    for r in Route::ALL {
         println!("  {:<14} {}", r.name(), r.describe());
     }
 
@@ -973,45 +1291,55 @@ fn e2e(config_path: &Path, opts: &E2eOptions) -> Result<(), Failure> {
     while client.outstanding() > 0 && Instant::now() < deadline {
         client.poll();
     }
-    let mut kernel = KernelClient::new(addr, template);
-    kernel.connect().map_err(Failure::Run)?;
-    let kernel_peer = kernel.local_addr();
+    let mut kernel: Vec<KernelClient> = lanes
+        .iter()
+        .map(|l| KernelClient::new(l.addr, l.template.clone()))
+        .collect();
+    let mut reqwest_lanes: Vec<ReqwestLane> = lanes
+        .iter()
+        .map(|l| ReqwestLane::new(l, &txs[0]))
+        .collect::<Result<_, _>>()
+        .map_err(Failure::Setup)?;
 
-    let mut requests = Vec::with_capacity(opts.count as usize * 2);
+    let per_n: usize = lane_counts.iter().map(|&n| n as usize).sum();
+    let mut requests = Vec::with_capacity(opts.count as usize * 3 * per_n);
     let mut tag = 1u64 << 41;
     let mut next_tx = 0usize;
-    for i in 0..opts.warmup + opts.count {
-        for route in Route::BOTH {
-            let t = next_tx % txs.len();
-            next_tx += 1;
-            let tx = &txs[t];
-            let (send_ns, done_ns) = match route {
-                Route::Dataplane => {
-                    tag += 1;
-                    dataplane_request(&mut client, tx, mask, tag)?
-                }
-                Route::Kernel => {
-                    kernel.prepare(tx);
-                    let (status, send_ns) = kernel.exchange().map_err(Failure::Run)?;
-                    let done_ns = swqos_shm::time::monotonic_ns();
-                    if !(200..300).contains(&status) {
-                        return Err(Failure::Run(format!(
-                            "kernel-socket path: the relay answered {status}"
-                        )));
+    let mut submission = 0u32;
+    for &n in &lane_counts {
+        let n_us = n as usize;
+        let ids: Vec<u8> = lanes[..n_us].iter().map(|l| l.id).collect();
+        for i in 0..opts.warmup + opts.count {
+            for route in Route::ALL {
+                let t = next_tx % txs.len();
+                next_tx += 1;
+                let tx = &txs[t];
+                let (send_ns, done) = match route {
+                    Route::Dataplane => {
+                        tag += 1;
+                        dataplane_request(&mut client, tx, &ids, tag)?
                     }
-                    (send_ns, done_ns)
+                    Route::Reqwest => reqwest_request(&rt, &mut reqwest_lanes[..n_us], tx)?,
+                    Route::Kernel => kernel_request(&mut kernel[..n_us], tx)?,
+                };
+                if i < opts.warmup {
+                    continue;
                 }
-            };
-            if i >= opts.warmup {
-                requests.push(Request {
-                    route,
-                    index: requests.len() as u32,
-                    tx: t,
-                    signature: signature_of(tx),
-                    send_ns,
-                    done_ns,
-                    receipt: None,
-                });
+                for (lane, done_ns) in done.into_iter().enumerate() {
+                    requests.push(Request {
+                        route,
+                        lanes: n,
+                        submission,
+                        lane,
+                        index: requests.len() as u32,
+                        tx: t,
+                        signature: signature_of(tx),
+                        send_ns,
+                        done_ns,
+                        receipt: None,
+                    });
+                }
+                submission += 1;
             }
         }
     }
@@ -1020,7 +1348,7 @@ fn e2e(config_path: &Path, opts: &E2eOptions) -> Result<(), Failure> {
     let deadline = Instant::now() + Duration::from_secs(3);
     let others = loop {
         let log = read_relay_log(&opts.relay_log).map_err(Failure::Run)?;
-        let others = match_receipts(&mut requests, &log, provider.name()).map_err(Failure::Run)?;
+        let others = match_receipts(&mut requests, &log, &providers).map_err(Failure::Run)?;
         if requests.iter().all(|r| r.receipt.is_some()) || Instant::now() > deadline {
             break others;
         }
@@ -1029,89 +1357,110 @@ fn e2e(config_path: &Path, opts: &E2eOptions) -> Result<(), Failure> {
     let missing: Vec<&Request> = requests.iter().filter(|r| r.receipt.is_none()).collect();
     if let Some(r) = missing.first() {
         return Err(Failure::Run(format!(
-            "{} of {} requests are not in the relay log {} (first: request {}, {}, {})",
+            "{} of {} requests are not in the relay log {} (first: request {}, {}, lane {}, {})",
             missing.len(),
             requests.len(),
             opts.relay_log.display(),
             r.index,
             r.route.name(),
+            lanes[r.lane].name,
             r.signature
         )));
     }
     println!(
-        "relay log: all {} requests received exactly once (matched by signature inside each \
-         request's send..done window); {others} other accepted {} request(s) during the run; \
-         kernel socket {kernel_peer}, {} reconnect(s)",
+        "relay log: all {} requests received exactly once (matched by provider and signature \
+         inside each request's send..done window); {others} other accepted request(s) of these \
+         providers during the run (warm-ups of the later lane counts); kernel socket: {} \
+         reconnect(s)",
         requests.len(),
-        provider.name(),
-        kernel.reconnects
+        kernel.iter().map(|k| k.reconnects).sum::<u32>()
     );
 
-    // The table.
-    let series = |route: Route, f: &dyn Fn(&Request) -> u64| -> Vec<u64> {
-        requests
-            .iter()
-            .filter(|r| r.route == route)
-            .map(f)
-            .collect()
-    };
-    let to_receipt = |r: &Request| r.to_receipt().unwrap_or(0);
-    let round_trip = |r: &Request| r.round_trip();
+    // The detailed table.
     println!();
     println!(
-        "{:<14} {:<16} {:>6} {:>10} {:>10} {:>10} {:>10}",
-        "path", "metric (us)", "n", "p50", "p90", "p99", "max"
+        "{:>5} {:<14} {:<16} {:>6} {:>10} {:>10} {:>10} {:>10}",
+        "lanes", "path", "metric (us)", "n", "p50", "p90", "p99", "max"
     );
-    let mut medians = [[0f64; 2]; 2];
-    for (m, (metric, f)) in [
-        ("submit->receipt", &to_receipt as &dyn Fn(&Request) -> u64),
-        ("round-trip", &round_trip),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        for (p, route) in Route::BOTH.into_iter().enumerate() {
-            let s = series(route, f);
-            let q = summary(&s);
-            medians[m][p] = q[0];
+    // (p50, p99) per lane count, metric and path, for the summary.
+    let mut quant = vec![[[[0f64; 2]; 3]; 3]; lane_counts.len()];
+    for (c, &n) in lane_counts.iter().enumerate() {
+        for (m, metric) in METRICS.into_iter().enumerate() {
+            for (p, route) in Route::ALL.into_iter().enumerate() {
+                let s = metric_samples(&requests, n, route, metric);
+                let q = summary(&s);
+                quant[c][m][p] = [q[0], q[2]];
+                println!(
+                    "{:>5} {:<14} {:<16} {:>6} {:>10.1} {:>10.1} {:>10.1} {:>10.1}",
+                    n,
+                    route.name(),
+                    metric,
+                    s.len(),
+                    q[0],
+                    q[1],
+                    q[2],
+                    q[3]
+                );
+            }
+        }
+    }
+
+    // The summary: p50/p99 of submit->receipt per request and per submission (last lane).
+    println!();
+    println!("summary, submit->receipt (us): per request, and per submission (last lane received)");
+    println!(
+        "{:>5} {:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}",
+        "", "", "dataplane", "", "reqwest", "", "kernel", "", "ratio", "ratio"
+    );
+    println!(
+        "{:>5} {:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}",
+        "lanes", "per", "p50", "p99", "p50", "p99", "p50", "p99", "dp/rq", "dp/ks"
+    );
+    for (c, &n) in lane_counts.iter().enumerate() {
+        for (m, per) in [(0, "request"), (1, "submission")] {
+            let q = &quant[c][m];
             println!(
-                "{:<14} {:<16} {:>6} {:>10.1} {:>10.1} {:>10.1} {:>10.1}",
-                route.name(),
-                metric,
-                s.len(),
-                q[0],
-                q[1],
-                q[2],
-                q[3]
+                "{:>5} {:<12} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>7.2}x {:>7.2}x",
+                n,
+                per,
+                q[0][0],
+                q[0][1],
+                q[1][0],
+                q[1][1],
+                q[2][0],
+                q[2][1],
+                q[0][0] / q[1][0],
+                q[0][0] / q[2][0]
             );
         }
     }
-    println!();
+    println!("(ratio: of medians, dataplane / reqwest and dataplane / kernel socket)");
+    println!("(submit->receipt: monotonic_ns() just before the submission (Client::submit, the");
+    println!(" reqwest futures, the first socket write) to the relay's CLOCK_MONOTONIC when that");
+    println!(" lane's request body was fully received; last-receipt: the last lane of each");
+    println!(" submission; round-trip: to that lane's completion / the end of its response. The");
     println!(
-        "ratio of medians (dataplane / kernel-socket): submit->receipt {:.2}x, round-trip {:.2}x",
-        medians[0][0] / medians[0][1],
-        medians[1][0] / medians[1][1]
-    );
-    println!("(submit->receipt: monotonic_ns() just before Client::submit / the socket write, to");
-    println!(" the relay's CLOCK_MONOTONIC when the request body was fully received; round-trip:");
-    println!(" to the completion / the end of the response; the data-plane client polls for its");
-    println!(
-        " completion every ~{} us so it leaves the CPU to swqos control)",
+        " data-plane client polls for completions every ~{} us so it leaves the CPU to swqos",
         E2E_POLL_SLEEP.as_micros()
     );
+    println!(" control; the kernel socket reads its N responses in lane order)");
     println!("note: {E2E_NOTE}");
 
-    // Raw samples and the plot.
+    // Raw samples and the plots.
     let csv = opts.out.join("latency.csv");
     let mut text = String::from(
-        "path,index,signature,tx_sample,send_ns,relay_first_ns,relay_ns,done_ns,\
-         submit_to_receipt_us,round_trip_us,relay_conn,relay_seq\n",
+        "path,lanes,submission,lane,provider,index,signature,tx_sample,send_ns,relay_first_ns,\
+         relay_ns,done_ns,submit_to_receipt_us,round_trip_us,relay_conn,relay_seq\n",
     );
     for r in &requests {
         let rc = r.receipt.expect("matched");
         text.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{:.3},{:.3},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{:.3},{:.3},{},{}\n",
             r.route.name(),
+            r.lanes,
+            r.submission,
+            lanes[r.lane].name,
+            providers[r.lane],
             r.index,
             r.signature,
             r.tx,
@@ -1119,31 +1468,44 @@ fn e2e(config_path: &Path, opts: &E2eOptions) -> Result<(), Failure> {
             rc.t_first_ns,
             rc.t_ns,
             r.done_ns,
-            to_receipt(r) as f64 / 1e3,
+            r.to_receipt() as f64 / 1e3,
             r.round_trip() as f64 / 1e3,
             rc.conn,
             rc.seq
         ));
     }
     std::fs::write(&csv, text).map_err(|e| Failure::Run(format!("{}: {e}", csv.display())))?;
-    let svg_path = opts.out.join("latency.svg");
-    let data: Vec<(Route, Vec<f64>)> = Route::BOTH
-        .into_iter()
-        .map(|route| {
-            let v = series(route, &to_receipt)
-                .into_iter()
-                .map(|ns| ns as f64 / 1e3)
-                .collect();
-            (route, v)
-        })
-        .collect();
-    let title = format!(
-        "swqos end to end: submit \u{2192} relay receipt, lane {} ({provider}), {} requests per path",
-        opts.lane, opts.count
-    );
-    std::fs::write(&svg_path, svg(&title, &data))
-        .map_err(|e| Failure::Run(format!("{}: {e}", svg_path.display())))?;
-    println!("wrote {} and {}", csv.display(), svg_path.display());
+    let mut written = vec![csv.display().to_string()];
+    for (c, &n) in lane_counts.iter().enumerate() {
+        let data: Vec<(Route, Vec<f64>)> = Route::ALL
+            .into_iter()
+            .map(|route| {
+                let v = metric_samples(&requests, n, route, METRICS[0])
+                    .into_iter()
+                    .map(|ns| ns as f64 / 1e3)
+                    .collect();
+                (route, v)
+            })
+            .collect();
+        let names: Vec<&str> = providers[..n as usize].to_vec();
+        let title = format!(
+            "swqos end to end: submit \u{2192} relay receipt, {n} lane(s) ({}), {} submissions per path",
+            names.join(", "),
+            opts.count
+        );
+        let svg_text = svg(&title, &data);
+        let path = opts.out.join(format!("latency-{n}lanes.svg"));
+        std::fs::write(&path, &svg_text)
+            .map_err(|e| Failure::Run(format!("{}: {e}", path.display())))?;
+        written.push(path.display().to_string());
+        if c == 0 {
+            let path = opts.out.join("latency.svg");
+            std::fs::write(&path, &svg_text)
+                .map_err(|e| Failure::Run(format!("{}: {e}", path.display())))?;
+            written.push(path.display().to_string());
+        }
+    }
+    println!("wrote {}", written.join(", "));
     Ok(())
 }
 
@@ -1223,7 +1585,7 @@ fn nice_step(max: f64, n: f64) -> f64 {
 }
 
 /// The report's SVG: a CDF panel (one polyline per path) over a histogram panel, both with the
-/// same log x axis in microseconds, medians marked, a legend and the note about today's path.
+/// same log x axis in microseconds, medians marked, a legend and a note on the paths.
 fn svg(title: &str, data: &[(Route, Vec<f64>)]) -> String {
     use std::fmt::Write;
     const W: f64 = 960.0;
@@ -1266,7 +1628,7 @@ fn svg(title: &str, data: &[(Route, Vec<f64>)]) -> String {
 <rect x="0" y="0" width="{W}" height="{H}" fill="#ffffff"/>
 <text x="{cx}" y="30" text-anchor="middle" font-size="18" font-weight="bold">{t}</text>
 <text x="{cx}" y="52" text-anchor="middle" font-size="12" fill="#444">submit/send (client CLOCK_MONOTONIC) to the relay having received the whole request (relay CLOCK_MONOTONIC, same host)</text>
-<text x="{cx}" y="70" text-anchor="middle" font-size="12" fill="#8a1c1c">Without delegated sends the data-plane path hands relay requests to swqos control's kernel socket: it is expected to be slower.</text>
+<text x="{cx}" y="70" text-anchor="middle" font-size="12" fill="#444">data plane: delegated sends on swqos control's idle kernel connections; reqwest and the kernel socket: their own keep-alive connections</text>
 "##,
         cx = W / 2.0,
         t = xml(title)
@@ -1399,9 +1761,8 @@ fn svg(title: &str, data: &[(Route, Vec<f64>)]) -> String {
     for (k, (route, v)) in data.iter().enumerate() {
         let yy = ly + 20.0 + 20.0 * k as f64;
         let label = match route {
-            Route::Dataplane => {
-                "data plane: submit \u{2192} hand-off \u{2192} swqos control's socket"
-            }
+            Route::Dataplane => "data plane: Client::submit \u{2192} delegated send",
+            Route::Reqwest => "reqwest: HTTP/1.1 keep-alive, TCP_NODELAY, tokio",
             Route::Kernel => "kernel socket: own TcpStream, keep-alive, TCP_NODELAY",
         };
         let mut sorted = v.clone();

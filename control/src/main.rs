@@ -52,7 +52,7 @@ enum Command {
         json: bool,
         /// Under each transaction, a line per lane with its outcome and latency (submit to
         /// tx_burst for UDP lanes, submit to the relay's answer for relay lanes).
-        #[arg(long, short = 'v')]
+        #[arg(long, short = 'v', visible_alias = "wait")]
         verbose: bool,
         /// Submit each transaction only after every lane has answered the one before (for
         /// latency figures without queueing).

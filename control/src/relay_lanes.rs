@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use dpdk_config::{Config, LaneKind};
-use swqos_shm::layout::{Completion, Status};
+use swqos_shm::layout::{Completion, Status, RELAY_FAST};
 use swqos_shm::ring::{CompletionProducer, HandoffConsumer};
 use swqos_shm::time::tsc;
 use swqos_shm::Segment;
@@ -68,6 +68,8 @@ struct Pending {
     tag: u64,
     lane: u8,
     submit_tsc: u64,
+    /// The data plane sent it first (a delegated send).
+    fast: bool,
 }
 
 /// The segment side: hand-off consumers and relay completion producers.
@@ -231,6 +233,7 @@ fn run(
                                 tag: job.tag,
                                 lane,
                                 submit_tsc: job.submit_tsc,
+                                fast: job.delegated.is_some(),
                             },
                         );
                         match job.delegated {
@@ -252,11 +255,12 @@ fn run(
             let Some(p) = pending.remove(&o.id) else {
                 continue;
             };
-            let (status, reason) = match &o.result {
+            let (status, http) = match &o.result {
                 Ok(reply) if (200..300).contains(&reply.status) => (Status::Relayed, reply.status),
                 Ok(reply) => (Status::RelayError, reply.status),
                 Err(_) => (Status::RelayError, 0),
             };
+            let reason = http | if p.fast { RELAY_FAST } else { 0 };
             if let Err(e) = &o.result {
                 log(&format!("relay lane #{}: request failed: {e}", p.lane));
             }

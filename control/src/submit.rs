@@ -35,9 +35,20 @@ struct Entry {
     /// Lanes still to answer.
     waiting: u32,
     /// (lane, outcome, latency in ticks)
-    lanes: Vec<(u8, Outcome, u64)>,
+    lanes: Vec<LaneResult>,
     /// Rejected before reaching the ring.
     local_error: Option<String>,
+}
+
+/// One lane's answer for one transaction.
+#[derive(Debug)]
+struct LaneResult {
+    lane: u8,
+    outcome: Outcome,
+    /// Submit to completion, in TSC ticks.
+    ticks: u64,
+    /// "fast" (the data plane sent it) or "fallback" (the control plane's kernel socket).
+    path: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -87,7 +98,12 @@ impl<W: Write> Run<'_, W> {
             let outcome = describe(&c);
             let latency = c.done_tsc.wrapping_sub(c.submit_tsc);
             if let Some(e) = self.entry(c.tag) {
-                e.lanes.push((c.lane, outcome, latency));
+                e.lanes.push(LaneResult {
+                    lane: c.lane,
+                    outcome,
+                    ticks: latency,
+                    path: c.path(),
+                });
                 e.waiting = e.waiting.saturating_sub(1);
             }
         }
@@ -114,13 +130,13 @@ impl<W: Write> Run<'_, W> {
 
     fn print(&mut self, e: &Entry) -> std::io::Result<()> {
         let failure = e.local_error.clone().or_else(|| {
-            e.lanes.iter().find_map(|(lane, o, _)| match o {
+            e.lanes.iter().find_map(|r| match &r.outcome {
                 Outcome::Sent => None,
-                Outcome::Failed(why) if e.lanes.iter().all(|(_, o2, _)| o2 == o) => {
-                    let _ = lane;
+                // The same reason on every lane (a rejected transaction) is said once.
+                Outcome::Failed(why) if e.lanes.iter().all(|o| o.outcome == r.outcome) => {
                     Some(why.clone())
                 }
-                Outcome::Failed(why) => Some(format!("lane {}: {why}", self.lane_name(*lane))),
+                Outcome::Failed(why) => Some(format!("lane {}: {why}", self.lane_name(r.lane))),
             })
         });
         if failure.is_some() {
@@ -133,14 +149,17 @@ impl<W: Write> Run<'_, W> {
             let lanes: Vec<serde_json::Value> = e
                 .lanes
                 .iter()
-                .map(|(lane, o, ticks)| {
+                .map(|r| {
                     let mut v = serde_json::json!({
-                        "lane": self.lane_name(*lane),
-                        "status": if *o == Outcome::Sent { "sent" } else { "failed" },
+                        "lane": self.lane_name(r.lane),
+                        "status": if r.outcome == Outcome::Sent { "sent" } else { "failed" },
                     });
-                    match o {
-                        Outcome::Sent => v["latency_us"] = (*ticks as f64 / ticks_per_us).into(),
+                    match &r.outcome {
+                        Outcome::Sent => v["latency_us"] = (r.ticks as f64 / ticks_per_us).into(),
                         Outcome::Failed(why) => v["reason"] = why.clone().into(),
+                    }
+                    if let Some(path) = r.path {
+                        v["path"] = path.into();
                     }
                     v
                 })
@@ -169,16 +188,19 @@ impl<W: Write> Run<'_, W> {
             if self.opts.verbose {
                 let ticks_per_us = self.client.tsc_hz() as f64 / 1e6;
                 let mut lanes: Vec<_> = e.lanes.iter().collect();
-                lanes.sort_by_key(|(lane, _, _)| *lane);
-                for (lane, o, ticks) in lanes {
-                    let name = self.lane_name(*lane);
-                    match o {
+                lanes.sort_by_key(|r| r.lane);
+                for r in lanes {
+                    let name = self.lane_name(r.lane);
+                    let path = r.path.map(|p| format!(" ({p})")).unwrap_or_default();
+                    match &r.outcome {
                         Outcome::Sent => writeln!(
                             self.out,
-                            "    {name:<12} sent in {:>9.1} us",
-                            *ticks as f64 / ticks_per_us
+                            "    {name:<12} sent in {:>9.1} us{path}",
+                            r.ticks as f64 / ticks_per_us
                         )?,
-                        Outcome::Failed(why) => writeln!(self.out, "    {name:<12} failed: {why}")?,
+                        Outcome::Failed(why) => {
+                            writeln!(self.out, "    {name:<12} failed: {why}{path}")?
+                        }
                     }
                 }
             }

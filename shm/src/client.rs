@@ -20,7 +20,9 @@ use std::sync::atomic::Ordering;
 
 use swqos_wire::solana::{Transaction, TxError};
 
-use crate::layout::{Completion, DropReason, RingControl, Slot, State, Status, MAX_TX_SIZE};
+use crate::layout::{
+    Completion, DropReason, RingControl, Slot, State, Status, MAX_TX_SIZE, RELAY_FAST,
+};
 use crate::ring::{pack, unpack};
 use crate::segment::{pid_alive, Segment, SegmentError};
 use crate::time::tsc;
@@ -267,6 +269,20 @@ impl Client {
 }
 
 impl Completion {
+    /// How the transaction left: `"fast"` when the data plane sent it (UDP lanes, and relay
+    /// lanes' delegated sends), `"fallback"` when the control plane's kernel socket did, `None`
+    /// when it did not leave.
+    pub fn path(&self) -> Option<&'static str> {
+        match Status::from_u8(self.status) {
+            Some(Status::Sent) => Some("fast"),
+            Some(Status::Relayed) | Some(Status::RelayError) if self.reason & RELAY_FAST != 0 => {
+                Some("fast")
+            }
+            Some(Status::Relayed) | Some(Status::RelayError) => Some("fallback"),
+            _ => None,
+        }
+    }
+
     /// What the record says: `Ok` when the transaction left on its lane (sent by the dataplane,
     /// or accepted by a relay), otherwise why not, in words.
     pub fn outcome(&self) -> Result<(), String> {
@@ -280,10 +296,12 @@ impl Completion {
                 "dropped: {}",
                 DropReason::from_u16(self.reason).map_or("unknown reason", DropReason::as_str)
             )),
-            Some(Status::RelayError) if self.reason == 0 => {
+            Some(Status::RelayError) if self.reason & !RELAY_FAST == 0 => {
                 Err("relay error: no response (connection failed; see swqos control's log)".into())
             }
-            Some(Status::RelayError) => Err(format!("relay error: HTTP {}", self.reason)),
+            Some(Status::RelayError) => {
+                Err(format!("relay error: HTTP {}", self.reason & !RELAY_FAST))
+            }
             None => Err(format!("unknown completion status {}", self.status)),
         }
     }

@@ -293,12 +293,16 @@ pub enum Status {
     UnknownLane = 3,
     /// Could not be sent; `reason` is a [`DropReason`].
     Dropped = 4,
-    /// A relay accepted it; `reason` is the HTTP status.
+    /// A relay accepted it; `reason` is the HTTP status, with [`RELAY_FAST`] set when the data
+    /// plane sent the request itself (a delegated send) rather than the control plane.
     Relayed = 5,
-    /// A relay refused it or could not be reached; `reason` is the HTTP status, or 0 when no
-    /// response came (the control plane logs why).
+    /// A relay refused it or could not be reached; `reason` is the HTTP status (0 when no
+    /// response came; the control plane logs why), with [`RELAY_FAST`] as for `Relayed`.
     RelayError = 6,
 }
+
+/// Bit of a relay completion's `reason`: the data plane sent the request (the fast path).
+pub const RELAY_FAST: u16 = 0x8000;
 
 impl Status {
     /// Decodes a stored status byte.
