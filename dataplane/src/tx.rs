@@ -45,6 +45,20 @@ pub struct Pending {
     len: u16,
 }
 
+impl Pending {
+    /// What a frame (or answer) for `lane` of a slot of ring `r` must remember.
+    fn of(r: usize, slot: &SlotRef<'_>, lane: u8) -> Pending {
+        Pending {
+            ring: r as u8,
+            lane,
+            lease_gen: slot.lease_gen,
+            tag: slot.tag,
+            submit_tsc: slot.submit_tsc,
+            len: 0,
+        }
+    }
+}
+
 /// One TX queue this worker owns, with its pending burst.
 pub struct TxPath {
     queue: TxQueue,
@@ -297,6 +311,10 @@ impl TxWorker {
         }
         self.next_ring = self.next_ring.wrapping_add(1);
         work += out.flush(false);
+        if out.fast.is_some() {
+            // Delegated sends queued just now leave in this poll, not the next.
+            work += flush_forward(&mut out.paths[out.fast_out]);
+        }
         out.publish_completions();
         out.stats.end();
         work
@@ -351,14 +369,7 @@ impl Output {
     /// Turns a slot of ring `r` into frames (or rejections). `false` leaves it in the ring.
     fn handle_slot(&mut self, r: usize, slot: SlotRef<'_>) -> bool {
         let n_lanes = self.lanes.len() as u32;
-        let pending = |lane: u8| Pending {
-            ring: r as u8,
-            lane,
-            lease_gen: slot.lease_gen,
-            tag: slot.tag,
-            submit_tsc: slot.submit_tsc,
-            len: 0,
-        };
+        let pending = |lane: u8| Pending::of(r, &slot, lane);
 
         // Lanes that do not exist are answered at once; a slot with none gets one answer.
         let known = if n_lanes >= 64 {
@@ -476,15 +487,7 @@ impl Output {
             _ => DropReason::NoControlPlane,
         };
         for lane in lanes_of(relay) {
-            let p = Pending {
-                ring: r as u8,
-                lane,
-                lease_gen: slot.lease_gen,
-                tag: slot.tag,
-                submit_tsc: slot.submit_tsc,
-                len: 0,
-            };
-            self.drop_packet(p, reason);
+            self.drop_packet(Pending::of(r, slot, lane), reason);
         }
     }
 

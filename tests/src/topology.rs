@@ -127,18 +127,29 @@ impl Drop for Guard {
 
 /// Waits until `want` appears on the child's stdout.
 pub fn wait_for_line(child: &mut Child, want: &str) {
-    let mut out = child.stdout.take().unwrap();
+    let out = child.stdout.take().expect("piped stdout");
+    // Keep the pipe open afterwards: the helper may still be writing the rest of its line.
+    child.stdout = Some(wait_for(out, want));
+}
+
+/// Waits until `want` appears on the child's stderr (tshark and nginx report there).
+pub fn wait_for_stderr(child: &mut Child, want: &str) {
+    let err = child.stderr.take().expect("piped stderr");
+    child.stderr = Some(wait_for(err, want));
+}
+
+/// Reads `r` until `want` has appeared (10 s at most); gives the reader back.
+fn wait_for<R: Read>(mut r: R, want: &str) -> R {
     let mut seen = String::new();
     let mut buf = [0u8; 256];
     let deadline = Instant::now() + Duration::from_secs(10);
     while !seen.contains(want) {
         assert!(Instant::now() < deadline, "no `{want}` from helper: {seen}");
-        let n = out.read(&mut buf).unwrap();
+        let n = r.read(&mut buf).unwrap();
         assert!(n > 0, "helper exited: {seen}");
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
-    // Keep the pipe open: the helper may still be writing the rest of its line.
-    child.stdout = Some(out);
+    r
 }
 
 impl Default for Topology {

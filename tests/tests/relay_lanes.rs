@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use swqos_tests::topology::{wait_for_line, Guard, Topology};
+use swqos_tests::topology::{wait_for_line, wait_for_stderr, Guard, Topology};
 use swqos_tests::{
     bin, free_port, have_root, samples, swqos, workspace, DataplaneProcess, Scratch,
 };
@@ -588,20 +588,4 @@ fn idle_connections_carry_delegated_sends_from_the_data_plane() {
         retransmissions * 10 >= total * 8,
         "{retransmissions} duplicate data segments for {total} requests ({fast} fast sends)"
     );
-}
-
-/// Waits until `want` appears on the child's stderr (tshark reports there).
-fn wait_for_stderr(child: &mut std::process::Child, want: &str) {
-    use std::io::Read;
-    let mut err = child.stderr.take().unwrap();
-    let mut seen = String::new();
-    let mut buf = [0u8; 256];
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !seen.contains(want) {
-        assert!(Instant::now() < deadline, "no `{want}`: {seen}");
-        let n = err.read(&mut buf).unwrap();
-        assert!(n > 0, "exited: {seen}");
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
-    child.stderr = Some(err);
 }
