@@ -87,30 +87,47 @@ pub(crate) fn run(args: ControlArgs) -> ExitCode {
     let bound = listener.local_addr().unwrap_or(addr);
     log!("serving metrics on http://{bound}/metrics");
 
-    if let Some(rpc_addr) = config.control.rpc_listen {
-        let rpc_listener = match TcpListener::bind(rpc_addr) {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("error: cannot listen on {rpc_addr} (`[control] rpc_listen`): {e}");
-                return ExitCode::from(2);
-            }
-        };
-        let bound = rpc_listener.local_addr().unwrap_or(rpc_addr);
-        let lanes = rpc::lane_mask(config.control.rpc_lanes.as_deref());
-        if let Err(e) = rpc::spawn(rpc_listener, config.shm.path.clone(), lanes, stop.clone()) {
-            eprintln!("error: cannot start the RPC endpoint: {e}");
-            return ExitCode::FAILURE;
-        }
-        log!("{}", rpc::describe(bound));
-    }
-
-    let relay_thread = match relay_lanes::spawn(&config, stop.clone()) {
+    let relay = match relay_lanes::spawn(&config, stop.clone()) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: relay lanes: {e}");
             return ExitCode::from(2);
         }
     };
+    let (relay_thread, bundle_jobs) = relay.unzip();
+    // Stops the relay thread before an early exit (it holds the data plane's control claim).
+    let abandon = |relay_thread: Option<std::thread::JoinHandle<()>>| {
+        stop.store(true, Ordering::Relaxed);
+        if let Some(t) = relay_thread {
+            let _ = t.join();
+        }
+    };
+
+    if let Some(rpc_addr) = config.control.rpc_listen {
+        let rpc_listener = match TcpListener::bind(rpc_addr) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: cannot listen on {rpc_addr} (`[control] rpc_listen`): {e}");
+                abandon(relay_thread);
+                return ExitCode::from(2);
+            }
+        };
+        let bound = rpc_listener.local_addr().unwrap_or(rpc_addr);
+        let lanes = rpc::lane_mask(config.control.rpc_lanes.as_deref());
+        let bundles = rpc::Bundles::new(&config, bundle_jobs);
+        if let Err(e) = rpc::spawn(
+            rpc_listener,
+            config.shm.path.clone(),
+            lanes,
+            bundles,
+            stop.clone(),
+        ) {
+            eprintln!("error: cannot start the RPC endpoint: {e}");
+            abandon(relay_thread);
+            return ExitCode::FAILURE;
+        }
+        log!("{}", rpc::describe(bound));
+    }
 
     let mut attachment = Attachment::new(config.shm.path.clone());
     attachment.refresh();

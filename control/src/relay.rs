@@ -126,7 +126,10 @@ pub(crate) struct Reply {
 /// A request waiting for a connection.
 struct Job {
     id: u64,
+    /// The transaction (written with the lane's template), or with `raw` the whole request.
     tx: Vec<u8>,
+    /// `tx` is ready request bytes ([`RelayPool::send_raw`]), written as they are.
+    raw: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -260,7 +263,7 @@ impl RelayPool {
         if conn >= st.inbox.len() {
             return;
         }
-        st.inbox[conn].push_back(Job { id, tx });
+        st.inbox[conn].push_back(Job { id, tx, raw: false });
         drop(st);
         l.work.notify_all();
     }
@@ -269,6 +272,25 @@ impl RelayPool {
     /// next free connection. When every connection of the lane is down, when the queue holds
     /// [`QUEUE_LIMIT`] requests, or when `lane` does not exist, the outcome is an `Err` at once.
     pub(crate) fn send(&self, lane: usize, id: u64, tx: Vec<u8>) {
+        self.enqueue(lane, Job { id, tx, raw: false });
+    }
+
+    /// As [`RelayPool::send`], for a whole request built by the caller (a Jito bundle): the
+    /// bytes are written as they are on the lane's next free connection, and the response is
+    /// read and reported like any other.
+    pub(crate) fn send_raw(&self, lane: usize, id: u64, request: Vec<u8>) {
+        self.enqueue(
+            lane,
+            Job {
+                id,
+                tx: request,
+                raw: true,
+            },
+        );
+    }
+
+    fn enqueue(&self, lane: usize, job: Job) {
+        let id = job.id;
         let refuse = |reason: String| {
             let now = Instant::now();
             let _ = self.outcomes.send(Outcome {
@@ -302,7 +324,7 @@ impl RelayPool {
                 l.name, l.addr
             ));
         } else {
-            st.queue.push_back(Job { id, tx });
+            st.queue.push_back(job);
             drop(st);
             l.work.notify_one();
         }
@@ -729,6 +751,7 @@ fn serve(
             }
         }
         let (bytes, in_flight) = match &next {
+            Next::Job(job) | Next::Delegated(job) if job.raw => (&job.tx[..], Some(job.id)),
             Next::Job(job) | Next::Delegated(job) => {
                 let n = lane.template.len(job.tx.len());
                 bufs.request.clear();
@@ -1345,6 +1368,47 @@ mod tests {
         let log = mock.log();
         assert_eq!(log.len(), total);
         assert!(log.iter().all(|l| l["ok"] == true));
+    }
+
+    #[test]
+    fn relay_raw_bundle_request_shares_the_lane_with_transactions() {
+        let mock = Mock::start("bundle", &["--strict"]);
+        let samples = samples();
+        let (tx, rx) = mpsc::channel();
+        let spec = lane("jito", mock.addr, mock.template(Provider::Jito, TOKEN), 1);
+        let pool = RelayPool::start(vec![spec], tx);
+        let host = mock.addr.to_string();
+        let txs: Vec<&[u8]> = samples[..3].iter().map(|s| &s.tx[..]).collect();
+        let request = swqos_wire::relay::jito_bundle_request(
+            Endpoint {
+                host: &host,
+                path: None,
+                token: Some(TOKEN),
+            },
+            &txs,
+        )
+        .unwrap();
+        pool.send_raw(0, 1, request);
+        pool.send(0, 2, samples[3].tx.clone());
+        let mut got: Vec<Outcome> = (0..2).map(|_| recv(&rx)).collect();
+        got.sort_by_key(|o| o.id);
+        let bundle = got[0].result.clone().unwrap();
+        assert_eq!(bundle.status, 200, "{bundle:?}");
+        let id = bundle.signature.unwrap();
+        assert!(
+            id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{id}"
+        );
+        let single = got[1].result.clone().unwrap();
+        assert_eq!(single.signature.as_deref(), Some(&samples[3].signature[..]));
+        let log = mock.log();
+        assert_eq!(log.len(), 2, "{log:?}");
+        let b = log.iter().find(|l| l["provider"] == "jito-bundle").unwrap();
+        assert_eq!(b["ok"], true, "{b}");
+        assert_eq!(b["bundle_id"], id.as_str());
+        let sigs: Vec<&str> = samples[..3].iter().map(|s| &s.signature[..]).collect();
+        assert_eq!(b["signatures"], serde_json::json!(sigs));
+        pool.stop();
     }
 
     #[test]

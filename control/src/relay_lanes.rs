@@ -4,14 +4,17 @@
 //! lane) in the client's relay completion ring, which only this process writes.
 //!
 //! One thread does it all: keep the control plane's heartbeat (the dataplane hands over only
-//! while it is fresh), drain the hand-off rings, route outcomes back. The connection pool lives
+//! while it is fresh), drain the hand-off rings, route outcomes back. It also takes Jito bundles
+//! from the RPC endpoint ([`BundleJob`], over a channel): those are whole requests sent on the
+//! lane's connections ([`RelayPool::send_raw`]) whose outcomes go back to the RPC thread, not to
+//! a completion ring; they need no data plane attached. The connection pool lives
 //! across data-plane restarts; the segment side is re-attached when the data plane comes back.
 
 use std::collections::HashMap;
 use std::net::SocketAddrV4;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -23,7 +26,7 @@ use swqos_shm::time::tsc;
 use swqos_shm::Segment;
 use swqos_wire::relay::{Endpoint, RequestTemplate};
 
-use crate::relay::{Outcome, RelayLaneSpec, RelayPool};
+use crate::relay::{Outcome, RelayLaneSpec, RelayPool, Reply};
 use crate::sessions::SessionBoard;
 
 /// How often the heartbeat is refreshed and the rings are polled when idle.
@@ -59,6 +62,14 @@ pub(crate) fn lane_specs(config: &Config) -> Result<(Vec<RelayLaneSpec>, Vec<u8>
         ids.push(id as u8);
     }
     Ok((specs, ids))
+}
+
+/// A Jito bundle from the RPC endpoint: the whole request, the config id of the (Jito) lane to
+/// send it on, and where its outcome goes (the relay's reply, or why there is none).
+pub(crate) struct BundleJob {
+    pub(crate) lane: u8,
+    pub(crate) request: Vec<u8>,
+    pub(crate) reply: Sender<Result<Reply, String>>,
 }
 
 /// Where a request's completion goes.
@@ -103,11 +114,12 @@ impl Drop for Attached {
     }
 }
 
-/// Starts the relay thread for the config's relay lanes (none: no thread).
-pub(crate) fn spawn(
-    config: &Config,
-    stop: Arc<AtomicBool>,
-) -> Result<Option<JoinHandle<()>>, String> {
+/// The relay thread and the sender the RPC endpoint hands Jito bundles to.
+pub(crate) type RelayThread = (JoinHandle<()>, Sender<BundleJob>);
+
+/// Starts the relay thread for the config's relay lanes (none: no thread), and returns it with
+/// the sender the RPC endpoint hands Jito bundles to.
+pub(crate) fn spawn(config: &Config, stop: Arc<AtomicBool>) -> Result<Option<RelayThread>, String> {
     let (specs, lane_ids) = lane_specs(config)?;
     if specs.is_empty() {
         return Ok(None);
@@ -123,6 +135,7 @@ pub(crate) fn spawn(
     }
     let path = config.shm.path.clone();
     let connections: Vec<usize> = specs.iter().map(|s| s.connections).collect();
+    let (bundles_tx, bundles) = mpsc::channel::<BundleJob>();
     let handle = std::thread::Builder::new()
         .name("swqos-relay".into())
         .spawn(move || {
@@ -133,12 +146,12 @@ pub(crate) fn spawn(
                 lane_ids,
                 connections,
             };
-            run(&path, &pool, &board, &rx, &routes, &stop);
+            run(&path, &pool, &board, &rx, &bundles, &routes, &stop);
             board.attach(None);
             pool.stop();
         })
         .map_err(|e| e.to_string())?;
-    Ok(Some(handle))
+    Ok(Some((handle, bundles_tx)))
 }
 
 fn log(msg: &str) {
@@ -171,6 +184,7 @@ fn run(
     pool: &RelayPool,
     board: &SessionBoard,
     outcomes: &Receiver<Outcome>,
+    bundles: &Receiver<BundleJob>,
     routes: &Routes,
     stop: &AtomicBool,
 ) {
@@ -186,6 +200,9 @@ fn run(
     let mut last_try = Instant::now() - Duration::from_secs(10);
     let mut last_error = String::new();
     let mut pending: HashMap<u64, Pending> = HashMap::new();
+    // Bundles in flight: pool request id -> the RPC thread waiting for it (ids from `next_id`
+    // too, so they never collide with `pending`).
+    let mut bundles_pending: HashMap<u64, Sender<Result<Reply, String>>> = HashMap::new();
     let mut next_id = 0u64;
     while !stop.load(Ordering::Relaxed) {
         // (Re-)attach: the data plane may start after us, stop, or be replaced.
@@ -250,8 +267,28 @@ fn run(
                 }
             }
         }
+        while let Ok(b) = bundles.try_recv() {
+            work += 1;
+            let Some(&pl) = pool_lane.get(&b.lane) else {
+                let _ = b
+                    .reply
+                    .send(Err(format!("lane #{} is not a relay lane", b.lane)));
+                continue;
+            };
+            next_id += 1;
+            bundles_pending.insert(next_id, b.reply);
+            pool.send_raw(pl, next_id, b.request);
+        }
         while let Ok(o) = outcomes.try_recv() {
             work += 1;
+            if let Some(reply) = bundles_pending.remove(&o.id) {
+                if let Err(e) = &o.result {
+                    let lane = routes.lane_ids.get(o.lane).copied().unwrap_or_default();
+                    log(&format!("relay lane #{lane}: bundle failed: {e}"));
+                }
+                let _ = reply.send(o.result);
+                continue;
+            }
             let Some(p) = pending.remove(&o.id) else {
                 continue;
             };

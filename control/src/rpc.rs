@@ -1,12 +1,19 @@
 //! The drop-in endpoint: a Solana JSON-RPC compatible `sendTransaction` (and `getHealth`) on
 //! loopback, so a bot can point its RPC URL at the control plane and have its transactions fanned
-//! out by the data plane.
+//! out by the data plane; and `sendBundle` for Jito relay lanes.
 //!
 //! Threads: one accepts connections; one per connection parses HTTP/1.1 (keep-alive) and
 //! JSON-RPC; one submitter owns the shared-memory client (a ring is single-producer) and answers
 //! each request when every lane has reported. A request is answered with the transaction's
 //! signature only after the data plane has sent it on every lane; anything else is a JSON-RPC
 //! error saying why, never silence.
+//!
+//! `sendBundle` does not go through the data plane: the connection's thread builds the Jito
+//! bundle request ([`swqos_wire::relay::jito_bundle_request`]) for the *first* Jito lane among
+//! `[control] rpc_lanes` (config order; all lanes when unset) and hands it to the relay thread
+//! ([`crate::relay_lanes::BundleJob`]), which sends it on one of that lane's kernel TCP
+//! connections; the answer is the relay's bundle id. A bundle is not fanned out to several
+//! relays: each bundle id names one submission to one block engine.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -21,7 +28,11 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::{json, Value};
 use swqos_shm::{Client, SubmitError};
+use swqos_wire::relay::{jito_bundle_request, Endpoint, Provider, MAX_BUNDLE_TXS};
 use swqos_wire::solana::Transaction;
+
+use crate::relay::READ_TIMEOUT;
+use crate::relay_lanes::BundleJob;
 
 /// JSON-RPC 2.0 error codes (the Solana RPC's where one fits).
 mod code {
@@ -43,10 +54,59 @@ const COMPLETION_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle keep-alive connections are closed after this.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long a bundle waits for its relay's answer (the pool's own read timeout bounds the
+/// exchange; this covers the wait for a free connection on top).
+const BUNDLE_TIMEOUT: Duration = Duration::from_secs(READ_TIMEOUT.as_secs() + 1);
+
 /// What a connection's handler needs.
 struct Ctx {
     jobs: Sender<Job>,
     shm: PathBuf,
+    bundles: Arc<Bundles>,
+}
+
+/// A Jito relay lane `sendBundle` may use: where its requests go (the token is never logged).
+pub(crate) struct BundleLane {
+    /// Config lane id.
+    pub(crate) lane_id: u8,
+    pub(crate) name: String,
+    pub(crate) host: String,
+    pub(crate) path: Option<String>,
+    pub(crate) token: Option<String>,
+}
+
+/// Where `sendBundle` goes: the Jito lanes among `rpc_lanes` (the first is used) and the relay
+/// thread's bundle channel (`None` without relay lanes).
+pub(crate) struct Bundles {
+    pub(crate) lanes: Vec<BundleLane>,
+    pub(crate) jobs: Option<Sender<BundleJob>>,
+}
+
+impl Bundles {
+    /// The Jito lanes of `config` among `[control] rpc_lanes` (every lane when unset), in
+    /// config order.
+    pub(crate) fn new(config: &dpdk_config::Config, jobs: Option<Sender<BundleJob>>) -> Bundles {
+        let allowed = config.control.rpc_lanes.as_deref();
+        let lanes = config
+            .lanes
+            .iter()
+            .enumerate()
+            .filter(|(id, _)| allowed.map_or(true, |ids| ids.contains(id)))
+            .filter_map(|(id, lane)| match &lane.kind {
+                dpdk_config::LaneKind::Http(h) if h.provider == Provider::Jito => {
+                    Some(BundleLane {
+                        lane_id: id as u8,
+                        name: lane.name.clone(),
+                        host: h.host.clone(),
+                        path: h.path.clone(),
+                        token: h.token.as_ref().map(|t| t.expose().to_string()),
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        Bundles { lanes, jobs }
+    }
 }
 
 /// One transaction for the submitter, and where to send the outcome.
@@ -57,12 +117,15 @@ struct Job {
 
 /// Starts the endpoint on `listener`; it sends to the lanes in `lanes` (a lane mask; 0 = every
 /// lane) of the data plane whose segment is at `shm`. Runs until `stop` is set.
+/// `sendBundle` goes to the first lane of `bundles`.
 pub(crate) fn spawn(
     listener: TcpListener,
     shm: PathBuf,
     lanes: u64,
+    bundles: Bundles,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
+    let bundles = Arc::new(bundles);
     let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
     let stop2 = stop.clone();
     let shm2 = shm.clone();
@@ -79,6 +142,7 @@ pub(crate) fn spawn(
                         let ctx = Ctx {
                             jobs: jobs_tx.clone(),
                             shm: shm.clone(),
+                            bundles: bundles.clone(),
                         };
                         let stop = stop.clone();
                         let _ = std::thread::Builder::new()
@@ -364,10 +428,7 @@ fn handle_call(call: &Value, ctx: &Ctx) -> Value {
         "getHealth" => swqos_shm::Segment::attach(&ctx.shm)
             .map(|_| json!("ok"))
             .map_err(|e| (code::UNHEALTHY, format!("node is unhealthy: {e}"))),
-        "sendBundle" => Err((
-            code::METHOD_NOT_FOUND,
-            "sendBundle needs a Jito relay lane; this data plane has UDP lanes only".into(),
-        )),
+        "sendBundle" => send_bundle(&params, &ctx.bundles),
         other => Err((code::METHOD_NOT_FOUND, format!("method not found: {other}"))),
     };
     match result {
@@ -414,6 +475,99 @@ fn send_transaction(params: &Value, jobs: &Sender<Job>) -> Result<Value, (i64, S
     }
 }
 
+/// Decodes one transaction in `encoding`.
+fn decode_tx(s: &str, encoding: &str) -> Result<Vec<u8>, String> {
+    match encoding {
+        "base58" => bs58::decode(s)
+            .into_vec()
+            .map_err(|e| format!("invalid base58: {e}")),
+        "base64" => base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .map_err(|e| format!("invalid base64: {e}")),
+        other => Err(format!("unsupported encoding: {other}")),
+    }
+}
+
+/// `sendBundle [[tx, ...], {encoding}]` (base58 by default): 1..=5 transactions, each validated,
+/// sent as one Jito bundle to the first Jito lane; the answer is the relay's bundle id.
+fn send_bundle(params: &Value, bundles: &Bundles) -> Result<Value, (i64, String)> {
+    let Some(lane) = bundles.lanes.first() else {
+        return Err((
+            code::METHOD_NOT_FOUND,
+            "sendBundle needs a Jito relay lane (none among the endpoint's lanes)".into(),
+        ));
+    };
+    let invalid = |m: String| (code::INVALID_PARAMS, m);
+    let list = params
+        .get(0)
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid("params[0] must be the list of encoded transactions".into()))?;
+    if list.is_empty() || list.len() > MAX_BUNDLE_TXS {
+        return Err(invalid(format!(
+            "a bundle holds 1 to {MAX_BUNDLE_TXS} transactions, not {}",
+            list.len()
+        )));
+    }
+    let encoding = params
+        .get(1)
+        .and_then(|c| c.get("encoding"))
+        .and_then(Value::as_str)
+        .unwrap_or("base58");
+    let mut txs = Vec::with_capacity(list.len());
+    for (i, v) in list.iter().enumerate() {
+        let s = v
+            .as_str()
+            .ok_or_else(|| invalid(format!("transaction {i}: not a string")))?;
+        let tx = decode_tx(s, encoding).map_err(|e| invalid(format!("transaction {i}: {e}")))?;
+        Transaction::parse(&tx)
+            .map_err(|e| invalid(format!("transaction {i}: invalid transaction: {e}")))?;
+        txs.push(tx);
+    }
+    let refs: Vec<&[u8]> = txs.iter().map(Vec::as_slice).collect();
+    let endpoint = Endpoint {
+        host: &lane.host,
+        path: lane.path.as_deref(),
+        token: lane.token.as_deref(),
+    };
+    let request = jito_bundle_request(endpoint, &refs)
+        .map_err(|e| invalid(format!("lane {}: {e}", lane.name)))?;
+    let unhealthy = |m: String| (code::UNHEALTHY, m);
+    let Some(jobs) = &bundles.jobs else {
+        return Err(unhealthy("no relay thread to send the bundle".into()));
+    };
+    let (reply, answer) = mpsc::channel();
+    jobs.send(BundleJob {
+        lane: lane.lane_id,
+        request,
+        reply,
+    })
+    .map_err(|_| unhealthy("control plane is shutting down".into()))?;
+    match answer.recv_timeout(BUNDLE_TIMEOUT) {
+        Ok(Ok(r)) => match (r.status, r.signature, r.error) {
+            (200..=299, Some(id), None) => Ok(json!(id)),
+            (_, _, Some(e)) => Err((
+                code::REJECTED,
+                format!("lane {}: the relay refused the bundle: {e}", lane.name),
+            )),
+            (status, _, None) => Err((
+                code::REJECTED,
+                format!(
+                    "lane {}: the relay answered HTTP {status} without a bundle id",
+                    lane.name
+                ),
+            )),
+        },
+        Ok(Err(e)) => Err(unhealthy(format!(
+            "lane {}: relay unreachable: {e}",
+            lane.name
+        ))),
+        Err(_) => Err(unhealthy(format!(
+            "lane {}: no answer from the relay in time",
+            lane.name
+        ))),
+    }
+}
+
 /// Resolves `[control] rpc_lanes` to a lane mask (0 when unset: every lane).
 pub(crate) fn lane_mask(lanes: Option<&[usize]>) -> u64 {
     lanes.map_or(0, |ids| {
@@ -439,6 +593,10 @@ mod tests {
         let ctx = Ctx {
             jobs,
             shm: "/nonexistent/swqos-rpc-test".into(),
+            bundles: Arc::new(Bundles {
+                lanes: Vec::new(),
+                jobs: None,
+            }),
         };
         serde_json::from_str(&handle_body(body.as_bytes(), &ctx)).unwrap()
     }
@@ -474,7 +632,90 @@ mod tests {
         );
         assert_eq!(v[0]["error"]["code"], code::UNHEALTHY, "no data plane here");
         assert_eq!(v[1]["error"]["code"], code::METHOD_NOT_FOUND);
+        assert!(v[1]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("needs a Jito relay lane"));
         assert_eq!(lane_mask(Some(&[0, 2])), 0b101);
         assert_eq!(lane_mask(None), 0);
+    }
+
+    #[test]
+    fn send_bundle_validates_then_answers_with_the_relay_bundle_id() {
+        use crate::relay::Reply;
+        let text = std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../wire/tests/data/solana-txs.jsonl"),
+        )
+        .unwrap();
+        let rows: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let valid: Vec<&str> = rows
+            .iter()
+            .filter(|v| v.get("invalid").is_none())
+            .map(|v| v["base64"].as_str().unwrap())
+            .collect();
+        let invalid = rows
+            .iter()
+            .find(|v| v.get("invalid").is_some() && v["base64"] != "")
+            .unwrap()["base64"]
+            .as_str()
+            .unwrap();
+        let (bundle_tx, bundle_rx) = mpsc::channel::<BundleJob>();
+        let relay = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while let Ok(job) = bundle_rx.recv() {
+                let _ = job.reply.send(Ok(Reply {
+                    status: 200,
+                    signature: Some("bundle-1".into()),
+                    error: None,
+                }));
+                seen.push((job.lane, String::from_utf8(job.request).unwrap()));
+            }
+            seen
+        });
+        let (jobs, _rx) = mpsc::channel();
+        let ctx = Ctx {
+            jobs,
+            shm: "/nonexistent/swqos-rpc-test".into(),
+            bundles: Arc::new(Bundles {
+                lanes: vec![BundleLane {
+                    lane_id: 3,
+                    name: "jito".into(),
+                    host: "relay:80".into(),
+                    path: None,
+                    token: Some("tok".into()),
+                }],
+                jobs: Some(bundle_tx),
+            }),
+        };
+        let call = |params: Value| -> Value {
+            let body = json!({"jsonrpc": "2.0", "id": 1, "method": "sendBundle", "params": params});
+            serde_json::from_str(&handle_body(body.to_string().as_bytes(), &ctx)).unwrap()
+        };
+        let b64 = json!({"encoding": "base64"});
+        let v = call(json!([vec![valid[0]; 6], b64]));
+        assert_eq!(v["error"]["code"], code::INVALID_PARAMS, "{v}");
+        let v = call(json!([[], b64]));
+        assert_eq!(v["error"]["code"], code::INVALID_PARAMS, "{v}");
+        let v = call(json!([[valid[0], invalid], b64]));
+        assert_eq!(v["error"]["code"], code::INVALID_PARAMS, "{v}");
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("transaction 1: invalid transaction"));
+        let v = call(json!([[valid[0]]])); // base58 by default: not valid base58
+        assert_eq!(v["error"]["code"], code::INVALID_PARAMS, "{v}");
+        let v = call(json!([valid[..3], b64]));
+        assert_eq!(v["result"], "bundle-1", "{v}");
+        drop(ctx);
+        let seen = relay.join().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].0, 3);
+        assert!(seen[0]
+            .1
+            .starts_with("POST /api/v1/bundles?uuid=tok HTTP/1.1\r\n"));
+        assert!(seen[0].1.contains(&format!("[[\"{}\",", valid[0])));
     }
 }

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import hashlib
 import http.server
 import itertools
 import json
@@ -75,6 +76,14 @@ SPECS = {
                        body=("jsonrpc", {"encoding": "base64", "skipPreflight": True,
                                          "preflightCommitment": "processed", "maxRetries": 0})),
 }
+
+# Jito's bundle endpoint: the same auth as jito's transactions (its token: --token jito=...),
+# a JSON-RPC sendBundle body. Not one of PROVIDERS (no lane of its own; relay.rs
+# jito_bundle_request writes it for a jito lane).
+BUNDLE = "jito-bundle"
+SPECS[BUNDLE] = dict(path="/api/v1/bundles", query={"uuid": TOKEN}, header="x-jito-auth",
+                     ctype="application/json", body=("bundle", {"encoding": "base64"}))
+MAX_BUNDLE_TXS = 5
 
 JSONRPC_PROVIDERS = {"jito", "temporal", "helius", "node1", "stellium", "lightspeed", "astralane"}
 
@@ -290,6 +299,64 @@ def decode_b64(s, where: str) -> bytes:
     return raw
 
 
+def canonical_bundle_body(b64s: list[str]) -> bytes:
+    """The body relay.rs jito_bundle_request writes for these base64 transactions."""
+    return ('{"id":1,"jsonrpc":"2.0","method":"sendBundle","params":[['
+            + ",".join('"' + b + '"' for b in b64s) + '],{"encoding":"base64"}]}').encode()
+
+
+def extract_bundle(body: bytes, strict: bool) -> tuple[list[bytes], object]:
+    """The transactions of a sendBundle body, in order, and the JSON-RPC id."""
+    try:
+        doc = json.loads(body, object_pairs_hook=no_duplicate_keys)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise Reject(400, f"body is not JSON: {e}") from None
+    if not isinstance(doc, dict) or doc.keys() != {"id", "jsonrpc", "method", "params"}:
+        raise Reject(400, "body must be an object with exactly id, jsonrpc, method, params")
+    rpc_id = doc["id"]
+    if strict and not strict_equal(rpc_id, 1):
+        raise Reject(400, "id must be 1")
+    if not isinstance(rpc_id, (int, str)) or isinstance(rpc_id, bool):
+        raise Reject(400, "id must be a number or string")
+    if not strict_equal(doc["jsonrpc"], "2.0"):
+        raise Reject(400, 'jsonrpc must be "2.0"')
+    if not strict_equal(doc["method"], "sendBundle"):
+        raise Reject(400, 'method must be "sendBundle"')
+    params = doc["params"]
+    if not isinstance(params, list) or len(params) != 2:
+        raise Reject(400, "params must be [[transactions], config]")
+    fixed = SPECS[BUNDLE]["body"][1]
+    if not strict_equal(params[1], fixed):
+        raise Reject(400, f"params[1] is {compact(params[1])}, expected {compact(fixed)}")
+    b64s = params[0]
+    if not isinstance(b64s, list) or not 1 <= len(b64s) <= MAX_BUNDLE_TXS:
+        raise Reject(400, f"params[0] must be a list of 1 to {MAX_BUNDLE_TXS} transactions")
+    raws = [decode_b64(b, f"params[0][{i}]") for i, b in enumerate(b64s)]
+    if strict and body != canonical_bundle_body(b64s):
+        raise Reject(400, "body bytes differ from the wire/src/relay.rs bundle request")
+    return raws, rpc_id
+
+
+def bundle_id(raws: list[bytes]) -> str:
+    """The mock's deterministic bundle id: hex sha256 of the transactions' first signatures
+    (64 bytes each, raw), concatenated in bundle order."""
+    h = hashlib.sha256()
+    for raw in raws:
+        r = Reader(raw)
+        r.short_len()
+        h.update(r.take(64))
+    return h.hexdigest()
+
+
+def bundle_path(cfg: "Config") -> str:
+    """Where jito bundles go: a jito --path override ending in /transactions has that segment
+    replaced by /bundles (as relay.rs does); otherwise /api/v1/bundles."""
+    custom = cfg.paths.get("jito", "")
+    if custom.endswith("/transactions"):
+        return custom[: -len("/transactions")] + "/bundles"
+    return SPECS[BUNDLE]["path"]
+
+
 def extract_tx(provider: str, body: bytes, strict: bool) -> tuple[bytes, object]:
     """The transaction bytes from a body of `provider`'s shape, and the JSON-RPC id."""
     kind, fixed = SPECS[provider]["body"]
@@ -390,6 +457,9 @@ class Config:
 def classify(cfg: Config, path: str, query: dict, headers, body: bytes) -> str | None:
     """Which provider a request is for, from its path (and headers/body where paths are
     shared); None for an unknown path."""
+    if path == bundle_path(cfg):
+        # Only a sendBundle body: anything else there (a transaction) is an unknown request.
+        return BUNDLE if b'"sendBundle"' in body else None
     for p, custom in cfg.paths.items():
         if path == custom:
             if p in ("bloxroute", "nextblock"):
@@ -436,6 +506,8 @@ def route(cfg: Config, pinned: str | None, target: str, headers,
             raise Reject(400, f"query parameter {k} repeated")
         query[k] = v
     provider = pinned or classify(cfg, path, query, headers, body)
+    if pinned == "jito" and path == bundle_path(cfg) and b'"sendBundle"' in body:
+        provider = BUNDLE  # a jito listener also takes that relay's bundles
     if provider is None:
         raise Reject(404, f"no provider serves {path}")
     return provider, path, query
@@ -443,7 +515,7 @@ def route(cfg: Config, pinned: str | None, target: str, headers,
 
 def check_auth(cfg: Config, provider: str, path: str, query: dict, headers) -> None:
     spec = SPECS[provider]
-    want = cfg.tokens.get(provider)
+    want = cfg.tokens.get("jito" if provider == BUNDLE else provider)
     status = 403 if provider == "0slot" else 401
 
     def match(got: str | None, where: str) -> None:
@@ -478,7 +550,7 @@ def check_auth(cfg: Config, provider: str, path: str, query: dict, headers) -> N
 
 def check_shape(cfg: Config, provider: str, path: str, query: dict, headers) -> None:
     spec = SPECS[provider]
-    want_path = cfg.paths.get(provider, spec["path"])
+    want_path = bundle_path(cfg) if provider == BUNDLE else cfg.paths.get(provider, spec["path"])
     if want_path is not None and path != want_path:
         raise Reject(400, f"path {path} is not {provider}'s {want_path}")
     want_query = spec["query"]
@@ -585,8 +657,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             head += "Connection: close\r\n"
         self.wfile.write(head.encode("ascii") + b"\r\n" + body)
 
-    def record(self, provider, ok, status, error, sig, tx_len, t_done=None) -> None:
+    def record(self, provider, ok, status, error, sig, tx_len, t_done=None,
+               bundle=None) -> None:
         cfg = self.server.cfg
+        extra = {} if bundle is None else {"signatures": bundle[0], "bundle_id": bundle[1]}
         cfg.write_log({
             "t_ns": t_done if t_done is not None else time.clock_gettime_ns(time.CLOCK_MONOTONIC),
             "t_first_ns": self.t_first,
@@ -600,6 +674,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             "error": error,
             "signature": sig,
             "tx_len": tx_len,
+            **extra,
         })
 
     def read_body(self) -> bytes:
@@ -651,6 +726,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         sig = None
         tx_len = None
         rpc_id = None
+        bundle = None  # (signatures, bundle id) of a jito-bundle request, when decoded
         reset = cfg.reset_after is not None and self.seq > cfg.reset_after
         try:
             if self.command != "POST":
@@ -666,18 +742,29 @@ class Handler(http.server.BaseHTTPRequestHandler):
             except Reject as e:
                 shape_error = e
             try:
-                raw, rpc_id = extract_tx(provider, body, cfg.strict)
-                tx_len = len(raw)
-                try:
-                    sig = parse_tx(raw)
-                except TxInvalid as e:
-                    raise Reject(400, f"invalid transaction: {e.args[0]}") from None
+                if provider == BUNDLE:
+                    raws, rpc_id = extract_bundle(body, cfg.strict)
+                    tx_len = sum(len(r) for r in raws)
+                    sigs = []
+                    for i, raw in enumerate(raws):
+                        try:
+                            sigs.append(parse_tx(raw))
+                        except TxInvalid as e:
+                            raise Reject(400, f"invalid transaction {i}: {e.args[0]}") from None
+                    bundle = (sigs, bundle_id(raws))
+                else:
+                    raw, rpc_id = extract_tx(provider, body, cfg.strict)
+                    tx_len = len(raw)
+                    try:
+                        sig = parse_tx(raw)
+                    except TxInvalid as e:
+                        raise Reject(400, f"invalid transaction: {e.args[0]}") from None
             except Reject as e:
                 shape_error = shape_error or e
             if reset:
                 self.record(provider, False, None,
                             f"connection reset after {cfg.reset_after} requests", sig, tx_len,
-                            t_done)
+                            t_done, bundle)
                 self.abort()
                 return
             check_auth(cfg, provider, path, query, self.headers)
@@ -692,20 +779,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     pass
             if reset:
                 self.record(provider, False, None,
-                            f"connection reset after {cfg.reset_after} requests", sig, tx_len)
+                            f"connection reset after {cfg.reset_after} requests", sig, tx_len,
+                            bundle=bundle)
                 self.abort()
                 return
             if e.close:
                 self.close_connection = True
-            self.record(provider, False, e.status, e.reason, sig, tx_len)
+            self.record(provider, False, e.status, e.reason, sig, tx_len, bundle=bundle)
             if cfg.delay:
                 time.sleep(cfg.delay)
             body, ctype = failure(provider, e.status, e.reason, rpc_id)
             self.reply(e.status, body, ctype)
             return
-        self.record(provider, True, 200, None, sig, tx_len, t_done)
+        self.record(provider, True, 200, None, sig, tx_len, t_done, bundle)
         if cfg.delay:
             time.sleep(cfg.delay)
+        if bundle is not None:
+            sig = bundle[1]  # the answer's result is the bundle id
         body, ctype = success(provider, sig, rpc_id)
         self.reply(200, body, ctype)
 

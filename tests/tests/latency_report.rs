@@ -6,16 +6,13 @@
 //! tables, CSV and SVGs must be complete. No timing is asserted: speed belongs in benchmarks.
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use serde_json::Value;
-use swqos_tests::topology::{wait_for_line, Guard, Topology};
-use swqos_tests::{
-    bin, free_port, have_root, samples, swqos, workspace, DataplaneProcess, Scratch,
-};
+use swqos_tests::rig::Rig;
+use swqos_tests::{bin, have_root, samples};
+use swqos_wire::relay::Provider;
 
-const TOKEN: &str = "test-token-7f3a";
 const COUNT: usize = 12;
 const WARMUP: usize = 2;
 /// The rig's relay lanes (name, provider), in the order the bench fans out to them.
@@ -29,122 +26,13 @@ const LANES: [(&str, &str); 4] = [
 const LANE_COUNTS: [usize; 2] = [1, 4];
 const PATHS: [&str; 3] = ["dataplane", "reqwest", "kernel-socket"];
 
-/// The relay test network (as in relay_lanes.rs): topology, mock relay, dataplane, control.
-struct Rig {
-    scratch: Scratch,
-    mock: Option<Guard>,
-    dp: Option<DataplaneProcess>,
-    control: Option<std::process::Child>,
-    config: std::path::PathBuf,
-    log: std::path::PathBuf,
-    /// Last: the network (and its lock) goes only after every process using it.
-    topo: Topology,
-}
-
-impl Rig {
-    /// Starts everything with the relay lanes of [`LANES`], one connection each.
-    fn start(name: &str) -> Rig {
-        let scratch = Scratch::new(name);
-        let topo = Topology::new();
-        let log = scratch.path("relay.jsonl");
-        let config = scratch.path("relay.toml");
-        let pid = std::process::id();
-        let text = format!(
-            "[eal]\nlcores = \"0-1\"\nhugepages = \"off\"\nfile_prefix = \"swqos-{name}-{pid}\"\n\n\
-             [shm]\npath = \"/dev/shm/swqos-{name}-{pid}\"\nrings = 2\n\n{}\n\
-             [control]\nmetrics_listen = \"127.0.0.1:{}\"\n{}",
-            topo.dataplane_ports(),
-            free_port(),
-            LANES
-                .iter()
-                .map(|(name, provider)| format!(
-                    "\n[[lane]]\nname = \"{name}\"\nkind = \"http\"\nprovider = \"{provider}\"\n\
-                     port = \"nic\"\ndst_ip = \"198.18.77.2\"\ndst_port = 8080\nconnections = 1\n\
-                     token = \"{TOKEN}\"\n"
-                ))
-                .collect::<String>()
-        );
-        std::fs::write(&config, &text).unwrap();
-        let mut rig = Rig {
-            scratch,
-            topo,
-            mock: None,
-            dp: None,
-            control: None,
-            config,
-            log,
-        };
-        let mock_path = workspace().join("tests/relay/mock_relay.py");
-        let mut mock = Guard(rig.topo.spawn_in_ns(&[
-            "python3",
-            "-u",
-            mock_path.to_str().unwrap(),
-            "--listen",
-            "198.18.77.2:8080",
-            "--token-all",
-            TOKEN,
-            "--log",
-            rig.log.to_str().unwrap(),
-        ]));
-        wait_for_line(&mut mock.0, "listening on");
-        rig.mock = Some(mock);
-        rig.dp = Some(DataplaneProcess::start(&rig.scratch, &rig.config));
-        rig.topo.bring_up_host();
-        let control_log = std::fs::File::create(rig.scratch.path("control.err")).unwrap();
-        rig.control = Some(
-            Command::new(bin("swqos"))
-                .args(["control", "--config", rig.cfg()])
-                .stdout(Stdio::null())
-                .stderr(control_log)
-                .spawn()
-                .unwrap(),
-        );
-        rig
-    }
-
-    fn cfg(&self) -> &str {
-        self.config.to_str().unwrap()
-    }
-
-    /// Submits `line` (to every lane) until every relay lane accepts it (control plane attached, connection up).
-    fn warm_up(&self, line: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let out = swqos(
-                &["submit", "--config", self.cfg(), "--timeout", "5", "-"],
-                format!("{line}\n").as_bytes(),
-            );
-            if out.status.success() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the relay lane never answered: {}\ncontrol plane:\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                std::fs::read_to_string(self.scratch.path("control.err")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
-
-    fn stop(mut self) {
-        let mut c = self.control.take().expect("control running");
-        // SAFETY: kill with our child's pid and a standard signal.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        let status = c.wait().unwrap();
-        assert!(status.success(), "swqos control: {status}");
-        let done = self.dp.take().unwrap().stop(libc::SIGTERM);
-        assert!(done.status.success(), "{}", done.stderr);
-    }
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.control.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// The relay rig with the lanes of [`LANES`], one connection each.
+fn start_rig(name: &str) -> Rig {
+    let lanes: Vec<(String, Provider)> = LANES
+        .iter()
+        .map(|(lane, provider)| (lane.to_string(), provider.parse().unwrap()))
+        .collect();
+    Rig::start_with(name, &lanes, 1, &[], "", "")
 }
 
 #[test]
@@ -153,7 +41,7 @@ fn the_latency_report_measures_all_paths_and_every_request_reaches_the_relay_onc
     {
         return;
     }
-    let rig = Rig::start("e2e-report");
+    let rig = start_rig("e2e-report");
     let all = samples();
     let valid: Vec<_> = all.iter().filter(|s| s.invalid.is_none()).collect();
     rig.warm_up(&valid[0].line);

@@ -5,192 +5,13 @@
 //! each provider's exact request shape and logs what it accepted, so exactly-once delivery is
 //! checked on the relay's side.
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
-use swqos_tests::topology::{wait_for_line, wait_for_stderr, Guard, Topology};
-use swqos_tests::{
-    bin, free_port, have_root, samples, swqos, workspace, DataplaneProcess, Scratch,
-};
+use swqos_tests::rig::{Rig, TOKEN};
+use swqos_tests::topology::{wait_for_stderr, Guard};
+use swqos_tests::{have_root, samples, swqos};
 use swqos_wire::relay::Provider;
-
-const TOKEN: &str = "test-token-7f3a";
-
-/// The relay test network: topology, mock relay, dataplane, control plane.
-struct Rig {
-    scratch: Scratch,
-    mock: Option<Guard>,
-    dp: Option<DataplaneProcess>,
-    control: Option<std::process::Child>,
-    config: std::path::PathBuf,
-    log: std::path::PathBuf,
-    /// Last: the network (and its lock) goes only after every process using it.
-    topo: Topology,
-}
-
-impl Rig {
-    /// Starts everything; `providers` get one lane each with `connections` connections; the
-    /// mock relay gets `mock_args` too.
-    fn start(name: &str, providers: &[Provider], connections: u32, mock_args: &[&str]) -> Rig {
-        Rig::start_with(name, providers, connections, mock_args, "")
-    }
-
-    /// As [`Rig::start`], with `extra` appended to the config (more lanes).
-    fn start_with(
-        name: &str,
-        providers: &[Provider],
-        connections: u32,
-        mock_args: &[&str],
-        extra: &str,
-    ) -> Rig {
-        let scratch = Scratch::new(name);
-        let topo = Topology::new();
-        let log = scratch.path("relay.jsonl");
-        let config = scratch.path("relay.toml");
-        let pid = std::process::id();
-        let mut text = format!(
-            "[eal]\nlcores = \"0-1\"\nhugepages = \"off\"\nfile_prefix = \"swqos-{name}-{pid}\"\n\n\
-             [shm]\npath = \"/dev/shm/swqos-{name}-{pid}\"\nrings = 2\n\n{}\n\
-             [control]\nmetrics_listen = \"127.0.0.1:{}\"\n",
-            topo.dataplane_ports(),
-            free_port()
-        );
-        for p in providers {
-            let token = if p.needs_token() {
-                format!("token = \"{TOKEN}\"\n")
-            } else {
-                String::new()
-            };
-            text.push_str(&format!(
-                "\n[[lane]]\nname = \"{p}\"\nkind = \"http\"\nprovider = \"{p}\"\nport = \"nic\"\n\
-                 dst_ip = \"198.18.77.2\"\ndst_port = 8080\nconnections = {connections}\n{token}"
-            ));
-        }
-        text.push_str(extra);
-        std::fs::write(&config, &text).unwrap();
-        let mut rig = Rig {
-            scratch,
-            topo,
-            mock: None,
-            dp: None,
-            control: None,
-            config,
-            log,
-        };
-        rig.start_mock(mock_args);
-        rig.dp = Some(DataplaneProcess::start(&rig.scratch, &rig.config));
-        rig.topo.bring_up_host();
-        rig.start_control();
-        rig
-    }
-
-    fn start_mock(&mut self, extra: &[&str]) {
-        let mock_path = workspace().join("tests/relay/mock_relay.py");
-        let mut args = vec![
-            "python3",
-            "-u",
-            mock_path.to_str().unwrap(),
-            "--listen",
-            "198.18.77.2:8080",
-            "--token-all",
-            TOKEN,
-            "--log",
-            self.log.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        let mut mock = Guard(self.topo.spawn_in_ns(&args));
-        wait_for_line(&mut mock.0, "listening on");
-        self.mock = Some(mock);
-    }
-
-    fn start_control(&mut self) {
-        let control_log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.scratch.path("control.err"))
-            .unwrap();
-        self.control = Some(
-            Command::new(bin("swqos"))
-                .args(["control", "--config", self.config.to_str().unwrap()])
-                .stdout(Stdio::null())
-                .stderr(control_log)
-                .spawn()
-                .unwrap(),
-        );
-    }
-
-    fn cfg(&self) -> &str {
-        self.config.to_str().unwrap()
-    }
-
-    /// Submits `line` until every lane accepts it (the control plane attached, connections up).
-    fn warm_up(&self, line: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let out = swqos(
-                &["submit", "--config", self.cfg(), "--timeout", "5", "-"],
-                format!("{line}\n").as_bytes(),
-            );
-            if out.status.success() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "relay lanes never all answered: {}\ncontrol plane:\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                std::fs::read_to_string(self.scratch.path("control.err")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
-
-    /// Accepted requests the relay logged, per (provider, signature).
-    fn delivered(&self) -> HashMap<(String, String), usize> {
-        let mut seen = HashMap::new();
-        let log_file = std::fs::File::open(&self.log).unwrap();
-        for line in BufReader::new(log_file).lines() {
-            let v: Value = serde_json::from_str(&line.unwrap()).unwrap();
-            if v["ok"] != true {
-                continue;
-            }
-            let key = (
-                v["provider"].as_str().unwrap().to_string(),
-                v["signature"].as_str().unwrap_or("").to_string(),
-            );
-            *seen.entry(key).or_default() += 1;
-        }
-        seen
-    }
-
-    fn stop_control(&mut self, signal: i32) -> std::process::ExitStatus {
-        let mut c = self.control.take().expect("control running");
-        // SAFETY: kill with our child's pid and a standard signal.
-        unsafe { libc::kill(c.id() as i32, signal) };
-        c.wait().unwrap()
-    }
-
-    fn stop(mut self) -> swqos_tests::Finished {
-        if self.control.is_some() {
-            let status = self.stop_control(libc::SIGTERM);
-            assert!(status.success(), "swqos control: {status}");
-        }
-        let done = self.dp.take().unwrap().stop(libc::SIGTERM);
-        assert!(done.status.success(), "{}", done.stderr);
-        done
-    }
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.control.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// Submits `lines` with `--json`; returns the parsed lines and the exit code.
 fn submit_json(
@@ -407,7 +228,7 @@ fn nginx_as_an_independent_http_server_receives_each_request_once() {
         "\n[[lane]]\nname = \"nginx\"\nkind = \"http\"\nprovider = \"jito\"\nport = \"nic\"\n\
          dst_ip = \"198.18.77.2\"\ndst_port = 8081\nconnections = 2\ntoken = \"{TOKEN}\"\n"
     );
-    let rig = Rig::start_with("relay-nginx", &[], 1, &[], &lane);
+    let rig = Rig::start_with("relay-nginx", &[], 1, &[], "", &lane);
     let dir = rig.scratch.path("nginx");
     std::fs::create_dir_all(&dir).unwrap();
     let conf = dir.join("nginx.conf");

@@ -1,15 +1,20 @@
 //! The drop-in JSON-RPC endpoint of `swqos control`, driven by an independent client (Python's
 //! standard library): `sendTransaction` fans a transaction out to the data plane's lanes, errors
-//! follow JSON-RPC conventions, and the capture shows exactly what was accepted.
+//! follow JSON-RPC conventions, and the capture shows exactly what was accepted; `sendBundle`
+//! reaches the mock Jito relay through a relay lane (over the data plane's exception path) and
+//! answers with the relay's bundle id.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use serde_json::{json, Value};
+use swqos_tests::rig::Rig;
 use swqos_tests::{
     bin, config_text, free_port, have_root, hex, samples, tshark_fields, two_lanes,
     DataplaneProcess, Scratch,
 };
+use swqos_wire::relay::Provider;
 
 /// POSTs `body` to `url` with urllib; returns (HTTP status, parsed JSON body).
 fn post(url: &str, body: &str) -> (u16, Value) {
@@ -138,6 +143,20 @@ fn send_transaction_fans_out_through_the_data_plane() {
         )["error"]["code"],
         -32602
     );
+    // No Jito relay lane here (UDP lanes only): no bundles.
+    let v = call(
+        &url,
+        "sendBundle",
+        json!([[base64::engine::general_purpose::STANDARD.encode(&valid[0].bytes)], {"encoding": "base64"}]),
+    );
+    assert_eq!(v["error"]["code"], -32601, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("sendBundle needs a Jito relay lane"),
+        "{v}"
+    );
     // A batch answers each call.
     let (_, v) = post(
         &url,
@@ -172,4 +191,115 @@ fn send_transaction_fans_out_through_the_data_plane() {
         }
     }
     assert!(rows.iter().all(|r| r[1] == "1"), "UDP checksums good");
+}
+
+/// Waits until something listens on `port` on loopback.
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "swqos control did not open the RPC port"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The mock relay's bundle id: hex sha256 of the transactions' first signatures, concatenated
+/// (tests/relay/README.md), computed independently with Python's hashlib.
+fn mock_bundle_id(signatures: &[&str]) -> String {
+    let raw: Vec<u8> = signatures
+        .iter()
+        .flat_map(|s| bs58::decode(s).into_vec().unwrap())
+        .collect();
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import hashlib, sys; print(hashlib.sha256(bytes.fromhex(sys.argv[1])).hexdigest())",
+            &hex(&raw),
+        ])
+        .output()
+        .expect("run python3");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn send_bundle_reaches_the_jito_relay_lane() {
+    if !have_root("send_bundle_reaches_the_jito_relay_lane") {
+        return;
+    }
+    // The relay network of tests/tests/relay_lanes.rs, reduced to one Jito lane: the mock relay
+    // in the peer namespace, the dataplane bridging the control plane's kernel TCP to it.
+    let rpc_port = free_port();
+    let rig = Rig::start_with(
+        "rpc-bundle",
+        &[("jito".to_string(), Provider::Jito)],
+        1,
+        &["--strict"],
+        &format!("rpc_listen = \"127.0.0.1:{rpc_port}\"\n"),
+        "",
+    );
+    wait_for_port(rpc_port);
+    let url = format!("http://127.0.0.1:{rpc_port}/");
+    let all = samples();
+    let valid: Vec<_> = all.iter().filter(|s| s.invalid.is_none()).collect();
+    // Warm up: one transaction through the lane, until the relay connection is up.
+    rig.warm_up(&valid[0].line);
+
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let enc = json!({"encoding": "base64"});
+    // Refused before anything is sent: six transactions, an invalid one (named by index).
+    let six: Vec<String> = valid[1..7].iter().map(|s| b64(&s.bytes)).collect();
+    let v = call(&url, "sendBundle", json!([six, enc]));
+    assert_eq!(v["error"]["code"], -32602, "{v}");
+    let bad = all
+        .iter()
+        .find(|s| s.invalid.is_some() && !s.bytes.is_empty())
+        .unwrap();
+    let v = call(
+        &url,
+        "sendBundle",
+        json!([[b64(&valid[1].bytes), b64(&bad.bytes)], enc]),
+    );
+    assert_eq!(v["error"]["code"], -32602, "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("transaction 1") && msg.contains("invalid transaction"),
+        "{v}"
+    );
+
+    // Three valid transactions: one bundle, answered with the relay's bundle id.
+    let bundle = &valid[1..4];
+    let txs: Vec<String> = bundle.iter().map(|s| b64(&s.bytes)).collect();
+    let sigs: Vec<&str> = bundle
+        .iter()
+        .map(|s| s.signature.as_deref().unwrap())
+        .collect();
+    let v = call(&url, "sendBundle", json!([txs, enc]));
+    assert_eq!(
+        v["result"].as_str(),
+        Some(&mock_bundle_id(&sigs)[..]),
+        "{v}"
+    );
+    // base58 (the default encoding) is accepted too; not sent here to keep the count exact.
+
+    let lines: Vec<Value> = std::fs::read_to_string(&rig.log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let bundles: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["provider"] == "jito-bundle")
+        .collect();
+    assert_eq!(bundles.len(), 1, "{bundles:?}");
+    assert_eq!(bundles[0]["ok"], true, "{}", bundles[0]);
+    assert_eq!(bundles[0]["signatures"], json!(sigs), "{}", bundles[0]);
+    assert!(
+        lines.iter().all(|l| l["ok"] == true),
+        "the relay refused requests: {lines:?}"
+    );
+
+    rig.stop();
 }

@@ -11,6 +11,7 @@
 //! Request shapes follow the public sol-trade-sdk clients (see DESIGN.md's table). API tokens are
 //! part of the prebuilt bytes; `Debug` never shows them.
 
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 use core::str::FromStr;
@@ -113,6 +114,8 @@ pub enum RelayError {
     InvalidCharacter,
     /// The path must start with `/`.
     InvalidPath,
+    /// A bundle holds 1..=[`MAX_BUNDLE_TXS`] transactions.
+    BundleSize,
 }
 
 impl fmt::Display for RelayError {
@@ -124,6 +127,7 @@ impl fmt::Display for RelayError {
                 "token, host or path contains a character not allowed in an HTTP request"
             }
             RelayError::InvalidPath => "path must start with '/'",
+            RelayError::BundleSize => "a Jito bundle holds 1 to 5 transactions",
         })
     }
 }
@@ -410,6 +414,62 @@ impl RequestTemplate {
     }
 }
 
+/// Most transactions a Jito bundle may hold.
+pub const MAX_BUNDLE_TXS: usize = 5;
+
+/// The whole HTTP/1.1 request for a Jito bundle of `txs` (1..=[`MAX_BUNDLE_TXS`] signed
+/// transactions, in bundle order) at `endpoint`: `POST /api/v1/bundles?uuid=TOKEN` with
+/// `x-jito-auth: TOKEN` (the same auth as [`Provider::Jito`]'s transactions) and the JSON-RPC
+/// body `{"id":1,"jsonrpc":"2.0","method":"sendBundle","params":[["<b64>",...],{"encoding":"base64"}]}`.
+///
+/// A path override ending in `/transactions` (a block engine's transaction path) has that last
+/// segment replaced by `/bundles`; any other override is ignored and the default path is used.
+/// This allocates: bundles are not on the per-packet path.
+pub fn jito_bundle_request(endpoint: Endpoint<'_>, txs: &[&[u8]]) -> Result<Vec<u8>, RelayError> {
+    if txs.is_empty() || txs.len() > MAX_BUNDLE_TXS {
+        return Err(RelayError::BundleSize);
+    }
+    // Validates host, token and path exactly as a transaction lane's template does.
+    RequestTemplate::new(Provider::Jito, endpoint)?;
+    let token = endpoint.token.ok_or(RelayError::MissingToken)?;
+    let path = endpoint
+        .path
+        .and_then(|p| p.strip_suffix("/transactions"))
+        .map_or_else(
+            || String::from("/api/v1/bundles"),
+            |base| alloc::format!("{base}/bundles"),
+        );
+    let mut body =
+        Vec::with_capacity(96 + txs.iter().map(|t| base64_len(t.len()) + 3).sum::<usize>());
+    body.extend_from_slice(br#"{"id":1,"jsonrpc":"2.0","method":"sendBundle","params":[["#);
+    for (i, tx) in txs.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.push(b'"');
+        let start = body.len();
+        body.resize(start + base64_len(tx.len()), 0);
+        let _ = base64_simd::STANDARD.encode(tx, base64_simd::Out::from_slice(&mut body[start..]));
+        body.push(b'"');
+    }
+    body.extend_from_slice(br#"],{"encoding":"base64"}]}"#);
+
+    let mut req = Vec::with_capacity(256 + body.len());
+    req.extend_from_slice(b"POST ");
+    req.extend_from_slice(path.as_bytes());
+    req.extend_from_slice(b"?uuid=");
+    push_encoded(&mut req, token);
+    req.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    req.extend_from_slice(endpoint.host.as_bytes());
+    req.extend_from_slice(b"\r\nContent-Type: application/json\r\nx-jito-auth: ");
+    req.extend_from_slice(token.as_bytes());
+    req.extend_from_slice(b"\r\nContent-Length: ");
+    req.extend_from_slice(alloc::format!("{}", body.len()).as_bytes());
+    req.extend_from_slice(b"\r\n\r\n");
+    req.extend_from_slice(&body);
+    Ok(req)
+}
+
 /// Padded base64 length of `n` bytes.
 pub const fn base64_len(n: usize) -> usize {
     n.div_ceil(3) * 4
@@ -630,6 +690,51 @@ mod tests {
         let want = base64::engine::general_purpose::STANDARD.encode(&tx);
         assert_eq!(want.len(), 1644);
         assert!(buf.ends_with(want.as_bytes()));
+    }
+
+    #[test]
+    fn jito_bundle_request_is_exact() {
+        let r =
+            jito_bundle_request(endpoint(Some("tok/1")), &[&[1, 2, 3, 4], &[0xFF, 0, 7]]).unwrap();
+        let body = r#"{"id":1,"jsonrpc":"2.0","method":"sendBundle","params":[["AQIDBA==","/wAH"],{"encoding":"base64"}]}"#;
+        let want = alloc::format!(
+            "POST /api/v1/bundles?uuid=tok%2F1 HTTP/1.1\r\nHost: relay.example:8080\r\nContent-Type: application/json\r\nx-jito-auth: tok/1\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        assert_eq!(String::from_utf8(r).unwrap(), want);
+        // A transaction-path override maps to its bundle path.
+        let r = jito_bundle_request(
+            Endpoint {
+                host: "h",
+                path: Some("/x/api/v1/transactions"),
+                token: Some("t"),
+            },
+            &[&[1]],
+        )
+        .unwrap();
+        assert!(r.starts_with(b"POST /x/api/v1/bundles?uuid=t HTTP/1.1\r\n"));
+    }
+
+    #[test]
+    fn jito_bundle_size_and_endpoint_are_checked() {
+        let tx: &[u8] = &[1, 2, 3];
+        assert_eq!(
+            jito_bundle_request(endpoint(Some("k")), &[tx; 6]),
+            Err(RelayError::BundleSize)
+        );
+        assert_eq!(
+            jito_bundle_request(endpoint(Some("k")), &[]),
+            Err(RelayError::BundleSize)
+        );
+        assert!(jito_bundle_request(endpoint(Some("k")), &[tx; 5]).is_ok());
+        assert_eq!(
+            jito_bundle_request(endpoint(None), &[tx]),
+            Err(RelayError::MissingToken)
+        );
+        assert_eq!(
+            jito_bundle_request(endpoint(Some("a b")), &[tx]),
+            Err(RelayError::InvalidCharacter)
+        );
     }
 
     #[test]
