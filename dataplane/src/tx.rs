@@ -459,7 +459,10 @@ impl Output {
                 // Lanes with an armed connection go out now, each with its own record; the
                 // rest in one record for the control plane to send.
                 let mut rest = relay;
-                if let Some(fast) = &mut self.fast {
+                // Fast sends only when every record this slot may need fits: a request already
+                // on the wire must always reach the control plane to be completed.
+                let room = h.has_room(relay.count_ones() + 1);
+                if let (Some(fast), true) = (&mut self.fast, room) {
                     let out = &mut self.paths[self.fast_out].forward;
                     for lane in lanes_of(relay) {
                         let Some(claim) = fast.try_send(lane, slot.tx, &self.pool, out) else {

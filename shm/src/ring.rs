@@ -263,6 +263,21 @@ impl HandoffProducer {
         }
     }
 
+    /// Whether at least `n` more records fit now.
+    #[inline]
+    pub fn has_room(&mut self, n: u32) -> bool {
+        if self.tail.wrapping_sub(self.head) + n <= HANDOFF_SLOTS {
+            return true;
+        }
+        self.head = self
+            .seg
+            .handoff_control(self.index)
+            .head
+            .0
+            .load(Ordering::Acquire) as u32;
+        self.tail.wrapping_sub(self.head) + n <= HANDOFF_SLOTS
+    }
+
     /// Copies a submission for the relay lanes `lanes` into the ring (visible after
     /// [`HandoffProducer::publish`]); `delegated` names the session the data plane sent on, if
     /// it did. `false` if the ring is full.
