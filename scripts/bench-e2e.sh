@@ -12,7 +12,7 @@
 # 3. starts swqos-dataplane and `swqos control` with eight relay lanes, one per provider format
 #    (each one kernel TCP connection to the same mock relay), waits until a warm-up submission
 #    to every relay lane succeeds;
-# 4. runs `swqos bench e2e --lanes 1,4,8`: one submission to 1, 4 and 8 lanes at once on the
+# 4. runs `swqos bench latency --lanes 1,4,8`: one submission to 1, 4 and 8 lanes at once on the
 #    data-plane path beside a reqwest client and a kernel-socket HTTP client sending the same
 #    requests to the same relays, alternating one submission at a time; prints the tables and
 #    writes latency.csv, latency.svg (1 lane) and latency-<N>lanes.svg; then stops the
@@ -207,13 +207,13 @@ control plane: $(tail -5 "$OUT/control.err")"
 cat "$OUT/warmup.out"
 
 # ---------------------------------------------------------------------------------------------
-say "swqos bench e2e --lanes $LANE_COUNTS --count $COUNT --warmup $WARMUP (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+say "swqos bench latency --lanes $LANE_COUNTS --count $COUNT --warmup $WARMUP (load average $(cut -d' ' -f1-3 /proc/loadavg))"
 LANE_ARGS=()
 for p in $PROVIDERS; do LANE_ARGS+=(--lane "$p"); done
-if ! "$BIN/swqos" bench e2e --config "$CFG" "${LANE_ARGS[@]}" --lanes "$LANE_COUNTS" \
+if ! "$BIN/swqos" bench latency --config "$CFG" "${LANE_ARGS[@]}" --lanes "$LANE_COUNTS" \
     --count "$COUNT" --warmup "$WARMUP" --relay-log "$RELAY_LOG" --out "$OUT" \
     | tee "$OUT/report.txt"; then
-    die "swqos bench e2e failed (control plane: $(tail -3 "$OUT/control.err"))"
+    die "swqos bench latency failed (control plane: $(tail -3 "$OUT/control.err"))"
 fi
 
 echo "load average after the run: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)" \

@@ -8,7 +8,7 @@
 # 3. runs `dpdk-testpmd --forward-mode=txonly` on net_null0 with 64-byte frames: DPDK's own
 #    per-lcore "line rate" on this machine;
 # 4. starts `swqos-dataplane` with dpdk-config/profiles/bench.toml (net_null0, 8 UDP lanes), runs
-#    `swqos bench throughput` (8 lanes, then 1 lane) and `swqos bench latency`, stops it;
+#    `swqos bench throughput` (8 lanes, then 1 lane) and `swqos bench tx-latency`, stops it;
 # 5. runs testpmd again with frames as large as the dataplane's average lane frame;
 # 6. prints one table: testpmd pps, our lane pkt/s per tx lcore, the ratios, the latencies.
 #
@@ -168,9 +168,9 @@ say "swqos bench throughput, 8 lanes, ${WINDOW}s"
 say "swqos bench throughput, 1 lane, ${WINDOW}s"
 "$BIN/swqos" bench throughput --config "$PROFILE" --seconds "$WINDOW" --lanes 1 |
     tee "$LOGS/throughput-1.txt" || die "swqos bench throughput (1 lane) failed"
-say "swqos bench latency, lanes 1,4,8, $COUNT submissions each"
-"$BIN/swqos" bench latency --config "$PROFILE" --count "$COUNT" --lanes 1,4,8 |
-    tee "$LOGS/latency.txt" || die "swqos bench latency failed"
+say "swqos bench tx-latency, lanes 1,4,8, $COUNT submissions each"
+"$BIN/swqos" bench tx-latency --config "$PROFILE" --count "$COUNT" --lanes 1,4,8 |
+    tee "$LOGS/latency.txt" || die "swqos bench tx-latency failed"
 
 say "stopping swqos-dataplane"
 stop_and_wait "$DP_PID" "swqos-dataplane (log $DP_LOG)" 15

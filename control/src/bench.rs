@@ -45,8 +45,10 @@ pub(crate) enum BenchCommand {
         #[arg(long)]
         lanes: Option<u32>,
     },
-    /// Submit one transaction at a time and report submit-to-tx_burst latency percentiles.
-    Latency {
+    /// Submit one transaction at a time and report submit-to-tx_burst latency percentiles (the
+    /// data plane alone; `latency` is the end-to-end comparison).
+    #[command(name = "tx-latency")]
+    TxLatency {
         /// The dataplane's TOML configuration (for the shared-memory path).
         #[arg(long, short = 'c')]
         config: PathBuf,
@@ -61,7 +63,8 @@ pub(crate) enum BenchCommand {
     /// kernel-socket HTTP client to the same relays, one submission (to N lanes at once) in
     /// flight; prints a table and writes latency.csv and one SVG plot per lane count. Needs the
     /// relay's request log (the mock relay's `--log`) on this host.
-    E2e {
+    #[command(name = "latency", alias = "e2e")]
+    Latency {
         /// The dataplane's TOML configuration (shared-memory path and the lanes' relays).
         #[arg(long, short = 'c')]
         config: PathBuf,
@@ -104,7 +107,7 @@ pub(crate) fn run(cmd: BenchCommand) -> ExitCode {
                 }),
             )
         }
-        BenchCommand::Latency {
+        BenchCommand::TxLatency {
             config,
             count,
             lanes,
@@ -115,7 +118,7 @@ pub(crate) fn run(cmd: BenchCommand) -> ExitCode {
                 setup.and_then(|(c, txs)| latency(c, &txs, count.max(1), &lanes)),
             )
         }
-        BenchCommand::E2e {
+        BenchCommand::Latency {
             config,
             lane,
             lanes,
@@ -523,7 +526,7 @@ fn latency(
 }
 
 // ---------------------------------------------------------------------------------------------
-// `swqos bench e2e`: the data-plane path beside a reqwest client and a kernel-socket client.
+// `swqos bench latency` (alias `e2e`): the data-plane path beside a reqwest client and a kernel-socket client.
 
 /// What the data-plane path is, printed with every report and drawn on the plot.
 const E2E_NOTE: &str = "the data-plane path writes each relay request as TCP segments of an \
@@ -540,7 +543,7 @@ const E2E_TIMEOUT: Duration = Duration::from_secs(10);
 /// a 1 us timer slack); the round trip includes up to about this much.
 const E2E_POLL_SLEEP: Duration = Duration::from_micros(10);
 
-/// `swqos bench e2e` arguments.
+/// `swqos bench latency` arguments.
 struct E2eOptions {
     /// Relay lanes to measure, in order (empty: every relay lane of the config).
     lanes: Vec<String>,

@@ -1,4 +1,4 @@
-//! The end-to-end latency report (`swqos bench e2e`) on the real relay topology: the mock relay
+//! The end-to-end latency report (`swqos bench latency`) on the real relay topology: the mock relay
 //! in the peer namespace, the dataplane bridging the host's TAP to its af_packet NIC, and
 //! `swqos control`'s kernel TCP connections as four relay lanes. The report must measure the
 //! three paths (data plane, reqwest, kernel socket) for one and four lanes per submission,
@@ -53,7 +53,7 @@ fn the_latency_report_measures_all_paths_and_every_request_reaches_the_relay_onc
     let warmup = WARMUP.to_string();
     let counts: Vec<String> = LANE_COUNTS.iter().map(usize::to_string).collect();
     let counts = counts.join(",");
-    let mut args = vec!["bench", "e2e", "--config", rig.cfg()];
+    let mut args = vec!["bench", "latency", "--config", rig.cfg()];
     for (name, _) in LANES {
         args.extend(["--lane", name]);
     }
@@ -74,7 +74,7 @@ fn the_latency_report_measures_all_paths_and_every_request_reaches_the_relay_onc
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         out.status.success(),
-        "swqos bench e2e: {}\n{stdout}\n{stderr}\ncontrol plane:\n{}",
+        "swqos bench latency: {}\n{stdout}\n{stderr}\ncontrol plane:\n{}",
         out.status,
         std::fs::read_to_string(rig.scratch.path("control.err")).unwrap_or_default()
     );
