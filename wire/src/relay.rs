@@ -158,6 +158,120 @@ pub enum BodyEncoding {
 
 const JSONRPC_PREFIX: &str = r#"{"id":1,"jsonrpc":"2.0","method":"sendTransaction","params":[""#;
 
+/// Where a provider wants the API token.
+#[derive(Clone, Copy)]
+enum TokenAt {
+    /// A query parameter.
+    Query(&'static str),
+    /// A header.
+    Header(&'static str),
+    /// Both (Jito: `?uuid=` and `x-jito-auth`).
+    QueryAndHeader(&'static str, &'static str),
+    /// The path itself (Stellium: `/TOKEN`).
+    Path,
+    /// Nowhere (Lightspeed: the user's URL carries it).
+    Nowhere,
+}
+
+/// One provider's request shape (from the public sol-trade-sdk clients; DESIGN.md's table).
+struct Shape {
+    path: &'static str,
+    token: TokenAt,
+    /// Fixed query parameters after the token (`&...`).
+    query_suffix: &'static str,
+    content_type: &'static str,
+    body_prefix: &'static str,
+    body_suffix: &'static str,
+    encoding: BodyEncoding,
+}
+
+const JSON: &str = "application/json";
+const BASE64_OPTIONS: &str = r#"",{"encoding":"base64"}]}"#;
+
+impl Shape {
+    fn of(p: Provider) -> Shape {
+        let jsonrpc = |token, path, suffix| Shape {
+            path,
+            token,
+            query_suffix: "",
+            content_type: JSON,
+            body_prefix: JSONRPC_PREFIX,
+            body_suffix: suffix,
+            encoding: BodyEncoding::Base64,
+        };
+        let raw = |token, path, query_suffix| Shape {
+            path,
+            token,
+            query_suffix,
+            content_type: "application/octet-stream",
+            body_prefix: "",
+            body_suffix: "",
+            encoding: BodyEncoding::Raw,
+        };
+        let submit = |suffix| Shape {
+            path: "/api/v2/submit",
+            token: TokenAt::Header("Authorization"),
+            query_suffix: "",
+            content_type: JSON,
+            body_prefix: r#"{"transaction":{"content":""#,
+            body_suffix: suffix,
+            encoding: BodyEncoding::Base64,
+        };
+        match p {
+            Provider::Jito => jsonrpc(
+                TokenAt::QueryAndHeader("uuid", "x-jito-auth"),
+                "/api/v1/transactions",
+                BASE64_OPTIONS,
+            ),
+            Provider::Bloxroute => {
+                submit(r#""},"frontRunningProtection":false,"useStakedRPCs":true}"#)
+            }
+            Provider::NextBlock => submit(r#""},"frontRunningProtection":false}"#),
+            Provider::ZeroSlot => raw(TokenAt::Query("api-key"), "/txb", ""),
+            Provider::Temporal => jsonrpc(TokenAt::Query("c"), "/", BASE64_OPTIONS),
+            Provider::HeliusSender => jsonrpc(
+                TokenAt::Query("api-key"),
+                "/fast",
+                r#"",{"encoding":"base64","skipPreflight":true,"maxRetries":0}]}"#,
+            ),
+            Provider::Astralane => raw(
+                TokenAt::Query("api-key"),
+                "/irisb",
+                "&method=sendTransaction",
+            ),
+            Provider::Node1 => jsonrpc(
+                TokenAt::Header("api-key"),
+                "/",
+                r#"",{"encoding":"base64","skipPreflight":true}]}"#,
+            ),
+            Provider::FlashBlock => Shape {
+                path: "/api/v2/submit-batch",
+                token: TokenAt::Header("Authorization"),
+                query_suffix: "",
+                content_type: JSON,
+                body_prefix: r#"{"transactions":[""#,
+                body_suffix: r#""]}"#,
+                encoding: BodyEncoding::Base64,
+            },
+            Provider::Stellium => jsonrpc(TokenAt::Path, "/", BASE64_OPTIONS),
+            Provider::BlockRazor => Shape {
+                path: "/v2/sendTransaction",
+                token: TokenAt::Query("auth"),
+                query_suffix: "&mode=fast",
+                content_type: "text/plain",
+                body_prefix: "",
+                body_suffix: "",
+                encoding: BodyEncoding::Base64,
+            },
+            Provider::Lightspeed => jsonrpc(
+                TokenAt::Nowhere,
+                "/",
+                r#"",{"encoding":"base64","skipPreflight":true,"preflightCommitment":"processed","maxRetries":0}]}"#,
+            ),
+        }
+    }
+}
+
 /// A lane's request with everything but the transaction prebuilt.
 #[derive(Clone)]
 pub struct RequestTemplate {
@@ -223,124 +337,34 @@ impl RequestTemplate {
             }
         }
 
-        // Request target: provider path with the token where the provider wants it.
+        // Request target: the provider's path with the token where the provider wants it.
+        let shape = Shape::of(provider);
         let mut target = Vec::new();
-        let path = |default: &str| endpoint.path.unwrap_or(default).as_bytes().to_vec();
-        let mut auth_header: Option<(&str, &str)> = None;
-        let content_type;
-        let (body_prefix, body_suffix, encoding): (&str, &str, BodyEncoding);
-        match provider {
-            Provider::Jito => {
-                target.extend(path("/api/v1/transactions"));
-                target.extend_from_slice(b"?uuid=");
+        match (shape.token, endpoint.path) {
+            (TokenAt::Path, None) => {
+                target.push(b'/');
                 push_encoded(&mut target, token);
-                auth_header = Some(("x-jito-auth", token));
-                content_type = "application/json";
-                (body_prefix, body_suffix, encoding) = (
-                    JSONRPC_PREFIX,
-                    r#"",{"encoding":"base64"}]}"#,
-                    BodyEncoding::Base64,
-                );
             }
-            Provider::Bloxroute | Provider::NextBlock => {
-                target.extend(path("/api/v2/submit"));
-                auth_header = Some(("Authorization", token));
-                content_type = "application/json";
-                body_prefix = r#"{"transaction":{"content":""#;
-                body_suffix = if provider == Provider::Bloxroute {
-                    r#""},"frontRunningProtection":false,"useStakedRPCs":true}"#
-                } else {
-                    r#""},"frontRunningProtection":false}"#
-                };
-                encoding = BodyEncoding::Base64;
-            }
-            Provider::ZeroSlot => {
-                target.extend(path("/txb"));
-                target.extend_from_slice(b"?api-key=");
-                push_encoded(&mut target, token);
-                content_type = "application/octet-stream";
-                (body_prefix, body_suffix, encoding) = ("", "", BodyEncoding::Raw);
-            }
-            Provider::Temporal => {
-                target.extend(path("/"));
-                target.extend_from_slice(b"?c=");
-                push_encoded(&mut target, token);
-                content_type = "application/json";
-                (body_prefix, body_suffix, encoding) = (
-                    JSONRPC_PREFIX,
-                    r#"",{"encoding":"base64"}]}"#,
-                    BodyEncoding::Base64,
-                );
-            }
-            Provider::HeliusSender => {
-                target.extend(path("/fast"));
-                target.extend_from_slice(b"?api-key=");
-                push_encoded(&mut target, token);
-                content_type = "application/json";
-                (body_prefix, body_suffix, encoding) = (
-                    JSONRPC_PREFIX,
-                    r#"",{"encoding":"base64","skipPreflight":true,"maxRetries":0}]}"#,
-                    BodyEncoding::Base64,
-                );
-            }
-            Provider::Astralane => {
-                target.extend(path("/irisb"));
-                target.extend_from_slice(b"?api-key=");
-                push_encoded(&mut target, token);
-                target.extend_from_slice(b"&method=sendTransaction");
-                content_type = "application/octet-stream";
-                (body_prefix, body_suffix, encoding) = ("", "", BodyEncoding::Raw);
-            }
-            Provider::Node1 => {
-                target.extend(path("/"));
-                auth_header = Some(("api-key", token));
-                content_type = "application/json";
-                (body_prefix, body_suffix, encoding) = (
-                    JSONRPC_PREFIX,
-                    r#"",{"encoding":"base64","skipPreflight":true}]}"#,
-                    BodyEncoding::Base64,
-                );
-            }
-            Provider::FlashBlock => {
-                target.extend(path("/api/v2/submit-batch"));
-                auth_header = Some(("Authorization", token));
-                content_type = "application/json";
-                (body_prefix, body_suffix, encoding) =
-                    (r#"{"transactions":[""#, r#""]}"#, BodyEncoding::Base64);
-            }
-            Provider::Stellium => {
-                match endpoint.path {
-                    Some(p) => target.extend_from_slice(p.as_bytes()),
-                    None => {
-                        target.push(b'/');
-                        push_encoded(&mut target, token);
-                    }
-                }
-                content_type = "application/json";
-                (body_prefix, body_suffix, encoding) = (
-                    JSONRPC_PREFIX,
-                    r#"",{"encoding":"base64"}]}"#,
-                    BodyEncoding::Base64,
-                );
-            }
-            Provider::BlockRazor => {
-                target.extend(path("/v2/sendTransaction"));
-                target.extend_from_slice(b"?auth=");
-                push_encoded(&mut target, token);
-                target.extend_from_slice(b"&mode=fast");
-                content_type = "text/plain";
-                (body_prefix, body_suffix, encoding) = ("", "", BodyEncoding::Base64);
-            }
-            Provider::Lightspeed => {
-                target.extend(path("/"));
-                content_type = "application/json";
-                (body_prefix, body_suffix, encoding) = (
-                    JSONRPC_PREFIX,
-                    r#"",{"encoding":"base64","skipPreflight":true,"preflightCommitment":"processed","maxRetries":0}]}"#,
-                    BodyEncoding::Base64,
-                );
-            }
+            (_, Some(p)) => target.extend_from_slice(p.as_bytes()),
+            (_, None) => target.extend_from_slice(shape.path.as_bytes()),
         }
+        if let TokenAt::Query(key) | TokenAt::QueryAndHeader(key, _) = shape.token {
+            target.push(b'?');
+            target.extend_from_slice(key.as_bytes());
+            target.push(b'=');
+            push_encoded(&mut target, token);
+        }
+        target.extend_from_slice(shape.query_suffix.as_bytes());
+        let auth_header = match shape.token {
+            TokenAt::Header(name) | TokenAt::QueryAndHeader(_, name) => Some((name, token)),
+            _ => None,
+        };
+        let (content_type, body_prefix, body_suffix, encoding) = (
+            shape.content_type,
+            shape.body_prefix,
+            shape.body_suffix,
+            shape.encoding,
+        );
 
         let mut head = Vec::with_capacity(256);
         head.extend_from_slice(b"POST ");
