@@ -46,7 +46,12 @@ if ! command -v cargo >/dev/null 2>&1; then
     done
 fi
 if ! command -v cargo >/dev/null 2>&1; then
-    echo "error: cargo not found; install Rust 1.80 or newer (https://rustup.rs) and re-run" >&2
+    echo "error: cargo not found; install Rust 1.88 or newer (https://rustup.rs) and re-run" >&2
+    exit 1
+fi
+rustc_minor=$(rustc --version | awk '{split($2, v, "."); print v[2]}')
+if [ "${rustc_minor:-0}" -lt 88 ]; then
+    echo "error: $(rustc --version) is too old; the dependencies need Rust 1.88 or newer (rustup update)" >&2
     exit 1
 fi
 
