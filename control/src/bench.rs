@@ -298,7 +298,7 @@ fn throughput(
             may_submit = true;
         }
         iter += 1;
-        if iter % 64 == 0 {
+        if iter.is_multiple_of(64) {
             let now = Instant::now();
             if now.duration_since(start) >= window {
                 break;
@@ -444,7 +444,7 @@ fn wait_for(
             Some(_) => {} // a late completion of an earlier submission: ignore
             None => {
                 spins += 1;
-                if spins % 4096 == 0 {
+                if spins.is_multiple_of(4096) {
                     let t = *started.get_or_insert_with(Instant::now);
                     if t.elapsed() > STALL {
                         client

@@ -611,7 +611,7 @@ fn run_connection(lane: &Lane, conn: usize) {
                 let reason = format!("connect: {e}");
                 lane.set_state(conn, ConnState::Down, Some(&reason));
                 delay = backoff(failures, &mut rng);
-                if connect_failures == 1 || connect_failures % 10 == 0 {
+                if connect_failures == 1 || connect_failures.is_multiple_of(10) {
                     log!(
                         "{who}: {reason} (failed attempt {connect_failures}; retrying in {} ms)",
                         delay.as_millis()

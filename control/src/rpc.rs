@@ -91,7 +91,7 @@ impl Bundles {
             .lanes
             .iter()
             .enumerate()
-            .filter(|(id, _)| allowed.map_or(true, |ids| ids.contains(id)))
+            .filter(|(id, _)| allowed.is_none_or(|ids| ids.contains(id)))
             .filter_map(|(id, lane)| match &lane.kind {
                 dpdk_config::LaneKind::Http(h) if h.provider == Provider::Jito => {
                     Some(BundleLane {

@@ -211,7 +211,7 @@ fn the_latency_report_measures_all_paths_and_every_request_reaches_the_relay_onc
     // lane, reqwest its pool's, the data plane swqos control's.
     let conns = |path: &str, lane: Option<&str>| -> HashSet<&str> {
         rows.iter()
-            .filter(|r| r[c_path] == path && lane.map_or(true, |l| r[c_lane] == l))
+            .filter(|r| r[c_path] == path && lane.is_none_or(|l| r[c_lane] == l))
             .map(|r| r[c_conn])
             .collect()
     };

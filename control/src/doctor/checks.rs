@@ -1012,9 +1012,9 @@ fn is_bifurcated_driver(driver: &str) -> bool {
 
 /// `2048` -> `2 MiB`, `1048576` -> `1 GiB`.
 fn human_kb(kb: u64) -> String {
-    if kb >= 1 << 20 && kb % (1 << 20) == 0 {
+    if kb >= 1 << 20 && kb.is_multiple_of(1 << 20) {
         format!("{} GiB", kb >> 20)
-    } else if kb >= 1 << 10 && kb % (1 << 10) == 0 {
+    } else if kb >= 1 << 10 && kb.is_multiple_of(1 << 10) {
         format!("{} MiB", kb >> 10)
     } else {
         format!("{kb} KiB")
