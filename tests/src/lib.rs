@@ -294,6 +294,10 @@ impl Drop for DataplaneProcess {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            // A killed dataplane cannot remove its segment; do it for it.
+            if let Ok(config) = dpdk_config::Config::load(&self.config) {
+                let _ = std::fs::remove_file(config.shm.path);
+            }
         }
     }
 }
