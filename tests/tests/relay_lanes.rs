@@ -236,7 +236,7 @@ fn nginx_as_an_independent_http_server_receives_each_request_once() {
     std::fs::write(
         &conf,
         format!(
-            "worker_processes 1;\ndaemon off;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
+            "worker_processes 1;\nmaster_process off;\ndaemon off;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
              events {{ worker_connections 64; }}\n\
              http {{\n  log_format swqos '$request_method $request_uri $status $content_length $http_x_jito_auth';\n\
                access_log {d}/access.log swqos;\n  client_body_temp_path {d};\n\
