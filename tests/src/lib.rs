@@ -265,7 +265,8 @@ impl DataplaneProcess {
         }
     }
 
-    /// Sends `signal` and waits (at most 30 s) for the process to exit.
+    /// Sends `signal`, waits (at most 30 s) for the process to exit, and requires a clean exit
+    /// (status 0: the dataplane drained, stopped its ports and removed its segment).
     pub fn stop(mut self, signal: i32) -> Finished {
         let mut child = self.child.take().expect("running");
         // SAFETY: kill with a valid pid of our own child and a standard signal.
@@ -281,11 +282,18 @@ impl DataplaneProcess {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        Finished {
+        let done = Finished {
             status,
             stdout: fs::read_to_string(&self.stdout).unwrap_or_default(),
             stderr: fs::read_to_string(&self.stderr).unwrap_or_default(),
-        }
+        };
+        assert!(
+            done.status.success(),
+            "swqos-dataplane exit {:?} after signal {signal}:\n{}",
+            done.status,
+            done.stderr
+        );
+        done
     }
 }
 

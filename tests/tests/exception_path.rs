@@ -162,7 +162,6 @@ dst_mac = "{peer_mac}"
     drop(http);
     drop(sink);
     let done = dp.stop(libc::SIGTERM);
-    assert!(done.status.success(), "{}", done.stderr);
     let to_kernel = counter(&done.stdout, "to_kernel");
     let from_kernel = counter(&done.stdout, "from_kernel");
     assert!(

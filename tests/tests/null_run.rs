@@ -48,12 +48,6 @@ fn null_port_moves_traffic_and_stops_cleanly_on_sigint() {
 
     let done = dp.stop(libc::SIGINT);
     assert!(
-        done.status.success(),
-        "exit {:?}\n{}",
-        done.status,
-        done.stderr
-    );
-    assert!(
         done.stderr.contains("stopping: draining"),
         "{}",
         done.stderr

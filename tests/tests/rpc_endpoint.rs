@@ -167,8 +167,7 @@ fn send_transaction_fans_out_through_the_data_plane() {
         (Some("ok"), Some(-32601))
     );
 
-    let done = dp.stop(libc::SIGTERM);
-    assert!(done.status.success(), "{}", done.stderr);
+    dp.stop(libc::SIGTERM);
     // Without a data plane the endpoint says the node is unhealthy.
     let v = call(&url, "getHealth", json!([]));
     assert_eq!(v["error"]["code"], -32005, "{v}");

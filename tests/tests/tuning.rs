@@ -18,7 +18,6 @@ fn dataplane_reports_each_tuning_step() {
     std::fs::write(&config, text).unwrap();
     let dp = DataplaneProcess::start(&scratch, &config);
     let done = dp.stop(libc::SIGINT);
-    assert!(done.status.success(), "{}", done.stderr);
     assert!(
         done.stderr.contains("tuning: mlockall: ok"),
         "{}",

@@ -72,6 +72,23 @@ pub(crate) fn get_u16(buf: &[u8], at: usize) -> u16 {
     }
 }
 
+/// Reads a big-endian `u32` at `at`; 0 if out of range.
+#[inline(always)]
+pub(crate) fn get_u32(buf: &[u8], at: usize) -> u32 {
+    match buf.get(at..at + 4) {
+        Some(&[a, b, c, d]) => u32::from_be_bytes([a, b, c, d]),
+        _ => 0,
+    }
+}
+
+/// Writes a big-endian `u32` at `at`; no-op if out of range.
+#[inline(always)]
+pub(crate) fn set_u32(buf: &mut [u8], at: usize, value: u32) {
+    if let Some(dst) = buf.get_mut(at..at + 4) {
+        dst.copy_from_slice(&value.to_be_bytes());
+    }
+}
+
 /// Writes a big-endian `u16` at `at`; no-op if out of range (callers guarantee it never is).
 #[inline(always)]
 pub(crate) fn set_u16(buf: &mut [u8], at: usize, value: u16) {

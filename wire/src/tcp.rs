@@ -4,7 +4,7 @@
 use core::net::Ipv4Addr;
 
 use crate::ipv4::protocol;
-use crate::{checksum, get_u16, set_u16, WireError};
+use crate::{checksum, get_u16, get_u32, set_u16, set_u32, WireError};
 
 /// Length of a TCP header without options.
 pub const HEADER_LEN: usize = 20;
@@ -32,19 +32,6 @@ mod field {
     pub(super) const FLAGS: usize = 13;
     pub(super) const WINDOW: usize = 14;
     pub(super) const CHECKSUM: usize = 16;
-}
-
-fn get_u32(b: &[u8], at: usize) -> u32 {
-    match b.get(at..at + 4) {
-        Some(s) => u32::from_be_bytes([s[0], s[1], s[2], s[3]]),
-        None => 0,
-    }
-}
-
-fn set_u32(b: &mut [u8], at: usize, v: u32) {
-    if let Some(s) = b.get_mut(at..at + 4) {
-        s.copy_from_slice(&v.to_be_bytes());
-    }
 }
 
 /// The options of one segment that matter to us.
