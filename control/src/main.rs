@@ -15,6 +15,7 @@ mod rpc;
 mod sessions;
 mod stats;
 mod submit;
+mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

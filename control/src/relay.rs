@@ -44,7 +44,8 @@ use std::time::{Duration, Instant};
 
 use swqos_wire::relay::RequestTemplate;
 
-use crate::sessions::SessionBoard;
+use crate::sessions::{SessionBoard, TlsTx};
+use crate::tls::TlsConn;
 
 /// Requests a lane holds while all its connections are busy; more are refused (`Err` outcome).
 pub(crate) const QUEUE_LIMIT: usize = 4096;
@@ -90,6 +91,17 @@ pub(crate) struct RelayLaneSpec {
     pub(crate) ping_interval: Duration,
     /// The lane's id in the config (what the data plane's session table calls it).
     pub(crate) lane_id: u8,
+    /// HTTPS: how to make the TLS connection.
+    pub(crate) tls: Option<LaneTls>,
+}
+
+/// The TLS side of an HTTPS lane, built once at start.
+#[derive(Debug, Clone)]
+pub(crate) struct LaneTls {
+    /// rustls's client config (roots, ALPN, key log).
+    pub(crate) config: Arc<rustls::ClientConfig>,
+    /// SNI and the name verified.
+    pub(crate) server_name: String,
 }
 
 /// What became of one request.
@@ -166,6 +178,7 @@ struct Lane {
     /// Session index of connection 0 of this lane.
     first_session: usize,
     lane_id: u8,
+    tls: Option<LaneTls>,
     state: Mutex<LaneState>,
     /// Idle connections wait here for requests.
     work: Condvar,
@@ -215,6 +228,7 @@ impl RelayPool {
                 board: board.clone(),
                 first_session: next_session,
                 lane_id: spec.lane_id,
+                tls: spec.tls,
                 state: Mutex::new(LaneState {
                     queue: VecDeque::new(),
                     inbox: (0..spec.connections).map(|_| VecDeque::new()).collect(),
@@ -493,8 +507,17 @@ impl Lane {
     /// request, a keep-alive ping once it has been idle since `idle_since` for the ping
     /// interval, or stop. While it waits it is armed: the data plane may claim it, after which
     /// it writes nothing of its own until the claim's completion arrives.
-    fn next(&self, conn: usize, idle_since: Instant) -> Next {
+    fn next(&self, conn: usize, idle_since: Instant, tls: Option<&TlsConn>) -> Next {
         let session = self.first_session + conn;
+        // The write keys and sequence number the data plane continues from if it claims the
+        // connection: nothing is written on it between here and the claim's completion.
+        let tx = tls.map(TlsConn::tx_state);
+        let armed = tx.as_ref().map(|t| TlsTx {
+            suite: t.iana,
+            key: t.key(),
+            iv: &t.iv,
+            seq: t.seq,
+        });
         let mut st = self.lock();
         let mut claimed_since: Option<Instant> = None;
         loop {
@@ -525,7 +548,7 @@ impl Lane {
                 }
                 continue; // claimed meanwhile: wait for the completion instead
             }
-            self.board.arm(session);
+            self.board.arm(session, armed);
             let due = (!self.ping_interval.is_zero()).then(|| idle_since + self.ping_interval);
             if let Some(due) = due {
                 if Instant::now() >= due {
@@ -559,6 +582,9 @@ enum Next {
     /// an unknown state, so it is closed and replaced.
     Abandon,
 }
+
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a claimed connection waits for the data plane's hand-off before giving up on it.
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(2);
@@ -620,15 +646,43 @@ fn run_connection(lane: &Lane, conn: usize) {
                 continue;
             }
         };
+        let mut tls = match &lane.tls {
+            None => None,
+            Some(t) => {
+                let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+                match TlsConn::handshake(&stream, t.config.clone(), &t.server_name, deadline) {
+                    Ok(c) => Some(c),
+                    Err(reason) => {
+                        // As a failed connect: the lane's error names it, so submissions to a
+                        // lane whose relay is not trusted fail with the reason.
+                        failures += 1;
+                        connect_failures += 1;
+                        lane.set_state(conn, ConnState::Down, Some(&reason));
+                        delay = backoff(failures, &mut rng);
+                        if connect_failures == 1 || connect_failures.is_multiple_of(10) {
+                            log!(
+                                "{who}: {reason} (failed attempt {connect_failures}; retrying in {} ms)",
+                                delay.as_millis()
+                            );
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
         let verb = if ever_connected {
             "reconnected"
         } else {
             "connected"
         };
+        let over = tls
+            .as_ref()
+            .map(|t| format!(" ({})", t.describe()))
+            .unwrap_or_default();
         if connect_failures > 0 {
-            log!("{who}: {verb} after {connect_failures} failed attempts");
+            log!("{who}: {verb}{over} after {connect_failures} failed attempts");
         } else {
-            log!("{who}: {verb}");
+            log!("{who}: {verb}{over}");
         }
         ever_connected = true;
         connect_failures = 0;
@@ -641,8 +695,9 @@ fn run_connection(lane: &Lane, conn: usize) {
         }
         let connected_at = Instant::now();
         let mut answered = false;
-        let end = serve(lane, conn, &stream, &mut bufs, &mut answered);
+        let end = serve(lane, conn, &stream, tls.as_mut(), &mut bufs, &mut answered);
         lane.board.unregister(lane.first_session + conn);
+        drop(tls); // zeroizes the keys
         drop(stream);
         let healthy = answered || connected_at.elapsed() >= HEALTHY_AFTER;
         match end {
@@ -707,12 +762,14 @@ fn serve(
     lane: &Lane,
     conn: usize,
     stream: &TcpStream,
+    mut tls: Option<&mut TlsConn>,
     bufs: &mut Buffers,
     answered: &mut bool,
 ) -> End {
     let mut idle_since = Instant::now();
+    let session = lane.first_session + conn;
     loop {
-        let next = lane.next(conn, idle_since);
+        let next = lane.next(conn, idle_since, tls.as_deref());
         match next {
             Next::Stop => return End::Stop,
             Next::Abandon => {
@@ -725,8 +782,16 @@ fn serve(
             }
             _ => {}
         }
-        // Nothing written yet: a connection the relay closed while idle is replaced first.
-        match peek(stream) {
+        // Nothing written yet: a connection the relay closed while idle is replaced first. (A
+        // TLS relay may have sent a session ticket or a KeyUpdate meanwhile: handled here.)
+        let idle = match tls.as_deref_mut() {
+            Some(t) => match t.poll_idle(stream) {
+                Ok(()) => Peek::Open,
+                Err(why) => Peek::Closed(why),
+            },
+            None => peek(stream),
+        };
+        match idle {
             Peek::Open => {}
             Peek::Closed(why) => {
                 match next {
@@ -765,16 +830,47 @@ fn serve(
         let sent_at = Instant::now();
         let in_flight = in_flight.map(|id| (id, sent_at));
         let mut w = stream;
-        if let Err(e) = w.write_all(bytes) {
+        let written = match (tls.as_deref_mut(), &next) {
+            (None, _) => w.write_all(bytes),
+            // The data plane's records: the same plaintexts at the same sequence numbers.
+            (Some(t), Next::Delegated(_)) => match lane.board.claim(session) {
+                Some((wire, record))
+                    if record > 0 && t.wire_len(bytes.len(), record as usize) == wire as usize =>
+                {
+                    t.write_records(stream, bytes, record as usize).map(|_| ())
+                }
+                claim => {
+                    return End::Failed {
+                        reason: format!(
+                            "the data plane's TLS send ({claim:?}) does not match the request; \
+                             closing the connection"
+                        ),
+                        in_flight,
+                    }
+                }
+            },
+            // A KeyUpdate owed to the peer goes first (before our next application data).
+            (Some(t), _) => t
+                .flush_key_update(stream)
+                .and_then(|_| t.write(stream, bytes)),
+        };
+        if let Err(e) = written {
             return End::Failed {
                 reason: format!("write: {e}"),
                 in_flight,
             };
         }
-        let head = match bufs
-            .reader
-            .read_response(&mut w, sent_at + READ_TIMEOUT, &mut bufs.body)
-        {
+        let response = match tls.as_deref_mut() {
+            Some(t) => bufs.reader.read_response(
+                &mut t.reader(stream),
+                sent_at + READ_TIMEOUT,
+                &mut bufs.body,
+            ),
+            None => bufs
+                .reader
+                .read_response(&mut w, sent_at + READ_TIMEOUT, &mut bufs.body),
+        };
+        let head = match response {
             Ok(h) => h,
             Err(reason) => {
                 let what = if in_flight.is_some() {
@@ -791,11 +887,23 @@ fn serve(
         *answered = true;
         idle_since = Instant::now();
         if let Next::Delegated(_) = next {
-            lane.board.finish_claim(lane.first_session + conn);
+            lane.board.finish_claim(session);
         }
+
         if let Some((id, sent_at)) = in_flight {
             let reply = parse_reply(head.status, &head.reason, &bufs.body);
             lane.emit(id, conn, Ok(reply), Some(sent_at));
+        }
+        if let Some(t) = tls.as_deref_mut() {
+            // A KeyUpdate owed to the peer (it asked with this response, or before the data
+            // plane's send): written while the connection is ours, before it is armed again
+            // with the new keys.
+            if let Err(e) = t.flush_key_update(stream) {
+                return End::Failed {
+                    reason: format!("write (TLS KeyUpdate): {e}"),
+                    in_flight: None,
+                };
+            }
         }
         if head.close {
             return End::Closed(format!(
@@ -1309,6 +1417,7 @@ mod tests {
             connections: n,
             ping_interval: Duration::ZERO,
             lane_id: 0,
+            tls: None,
         }
     }
 

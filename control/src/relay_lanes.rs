@@ -26,8 +26,9 @@ use swqos_shm::time::tsc;
 use swqos_shm::Segment;
 use swqos_wire::relay::{Endpoint, RequestTemplate};
 
-use crate::relay::{Outcome, RelayLaneSpec, RelayPool, Reply};
+use crate::relay::{LaneTls, Outcome, RelayLaneSpec, RelayPool, Reply};
 use crate::sessions::SessionBoard;
+use crate::tls::TlsSettings;
 
 /// How often the heartbeat is refreshed and the rings are polled when idle.
 const IDLE_SLEEP: Duration = Duration::from_micros(200);
@@ -58,6 +59,20 @@ pub(crate) fn lane_specs(config: &Config) -> Result<(Vec<RelayLaneSpec>, Vec<u8>
             connections: h.connections as usize,
             ping_interval: PING_INTERVAL,
             lane_id: id as u8,
+            tls: match &h.tls {
+                None => None,
+                Some(t) => Some(LaneTls {
+                    config: crate::tls::client_config(
+                        &lane.name,
+                        &TlsSettings {
+                            server_name: t.server_name.clone(),
+                            ca_files: t.ca_files.clone(),
+                            insecure_skip_verify: t.insecure_skip_verify,
+                        },
+                    )?,
+                    server_name: t.server_name.clone(),
+                }),
+            },
         });
         ids.push(id as u8);
     }

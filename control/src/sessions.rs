@@ -13,6 +13,19 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use swqos_shm::layout::{session, MAX_SESSIONS};
 use swqos_shm::Segment;
 
+/// A TLS connection's write state, published when it is armed.
+#[derive(Clone, Copy)]
+pub(crate) struct TlsTx<'a> {
+    /// IANA cipher suite id.
+    pub(crate) suite: u16,
+    /// Write key (16 or 32 bytes).
+    pub(crate) key: &'a [u8],
+    /// Write iv.
+    pub(crate) iv: &'a [u8; 12],
+    /// Sequence number of the next record.
+    pub(crate) seq: u64,
+}
+
 /// A connection as registered.
 #[derive(Debug, Clone, Copy)]
 struct Registered {
@@ -55,6 +68,7 @@ impl SessionBoard {
         if let Some(old) = &inner.seg {
             for i in 0..inner.entries.len() {
                 old.session(i).state.store(session::FREE, Ordering::Release);
+                old.session(i).clear_tls();
             }
         }
         inner.seg = seg;
@@ -88,14 +102,28 @@ impl SessionBoard {
         }
         if let (Some(seg), true) = (&inner.seg, i < inner.entries.len()) {
             seg.session(i).state.store(session::FREE, Ordering::Release);
+            seg.session(i).clear_tls();
         }
     }
 
-    /// Connection `i` is idle and fully answered: the data plane may claim it.
-    pub(crate) fn arm(&self, i: usize) {
+    /// Connection `i` is idle and fully answered: the data plane may claim it. A TLS
+    /// connection publishes its write keys and next sequence number with it; nothing else
+    /// writes on the connection until it is taken back, so the data plane's records continue
+    /// exactly that sequence.
+    pub(crate) fn arm(&self, i: usize, tls: Option<TlsTx<'_>>) {
         let inner = self.lock();
         if let (Some(seg), Some(Some(_))) = (&inner.seg, inner.entries.get(i)) {
-            let _ = seg.session(i).state.compare_exchange(
+            let e = seg.session(i);
+            // Only this thread moves an entry out of BUSY, so it stays BUSY (unread by the data
+            // plane) while the fields change; the CAS below publishes them.
+            if e.state.load(Ordering::Acquire) != session::BUSY {
+                return;
+            }
+            match tls {
+                Some(t) => e.store_tls(t.suite, t.key, t.iv, t.seq),
+                None => e.clear_tls(),
+            }
+            let _ = e.state.compare_exchange(
                 session::BUSY,
                 session::ARMED,
                 Ordering::AcqRel,
@@ -136,6 +164,20 @@ impl SessionBoard {
         }
     }
 
+    /// The data plane's claim of connection `i`: (bytes on the wire, plaintext per TLS record;
+    /// 0 for plain TCP). Valid while the entry is CLAIMED.
+    pub(crate) fn claim(&self, i: usize) -> Option<(u32, u32)> {
+        let inner = self.lock();
+        let seg = inner.seg.as_ref().filter(|_| i < inner.entries.len())?;
+        let e = seg.session(i);
+        (e.state.load(Ordering::Acquire) == session::CLAIMED).then(|| {
+            (
+                e.fast_len.load(Ordering::Relaxed),
+                e.fast_record.load(Ordering::Relaxed),
+            )
+        })
+    }
+
     /// The control plane has completed the data plane's send on connection `i`.
     pub(crate) fn finish_claim(&self, i: usize) {
         let inner = self.lock();
@@ -160,6 +202,7 @@ fn publish(inner: &Inner, i: usize, r: Registered) {
     e.state.store(session::BUSY, Ordering::Release);
     e.generation.fetch_add(1, Ordering::AcqRel);
     e.lane.store(r.lane as u32, Ordering::Relaxed);
+    e.clear_tls();
     e.local_ip
         .store(u32::from(*r.local.ip()), Ordering::Relaxed);
     e.remote_ip

@@ -15,12 +15,14 @@ use arrayvec::ArrayVec;
 use dpdk::{Mbuf, Mempool, TxBurst};
 use swqos_shm::layout::{session, MAX_SESSIONS};
 use swqos_shm::Segment;
+use swqos_tls::{content_type, RecordSealer, Suite, TrafficKeys};
 use swqos_wire::checksum;
 use swqos_wire::delegate::{Connection, Verdict};
 use swqos_wire::ethernet::{ethertype, EthernetFrame};
 use swqos_wire::ipv4::{protocol, Ipv4Packet};
 use swqos_wire::relay::RequestTemplate;
 use swqos_wire::tcp::{flags, TcpPacket};
+use zeroize::Zeroize;
 
 /// Flows tracked at once (one per control-plane relay connection, plus closed ones until reused).
 const MAX_FLOWS: usize = MAX_SESSIONS;
@@ -32,6 +34,22 @@ const MAX_SEGMENTS: usize = 8;
 const L2L3: usize = 34;
 /// TCP header with the timestamp option (NOP, NOP, TS).
 const TCP_TS_LEN: usize = 32;
+
+/// The sealer of one TLS session entry, kept while its keys stay the same (the control plane
+/// publishes the keys with every arming; they change on a new connection or a KeyUpdate).
+struct CachedSealer {
+    suite: u32,
+    key: [u8; 32],
+    iv: [u8; 12],
+    sealer: RecordSealer,
+}
+
+impl Drop for CachedSealer {
+    fn drop(&mut self) {
+        self.key.zeroize();
+        self.iv.zeroize();
+    }
+}
 
 /// A 4-tuple seen from the host: (local ip, local port, remote ip, remote port).
 type FlowKey = (u32, u16, u32, u16);
@@ -53,6 +71,8 @@ pub struct FastPath {
     relays: Vec<(u32, u16)>,
     /// Request template per config lane id (relay lanes only).
     templates: Vec<Option<RequestTemplate>>,
+    /// Per session entry: the TLS sealer of its connection, if it has one.
+    sealers: Vec<Option<CachedSealer>>,
     ip_ident: u16,
     hold_ticks: u64,
 }
@@ -95,6 +115,7 @@ impl FastPath {
                 .map(|(ip, p)| (u32::from(ip), p))
                 .collect(),
             templates,
+            sealers: (0..MAX_SESSIONS).map(|_| None).collect(),
             ip_ident: 0,
             hold_ticks: tsc_hz / 20, // 50 ms
         }
@@ -192,12 +213,18 @@ impl FastPath {
     /// Sends `tx` for relay lane `lane` on an armed connection of that lane, as TCP segments
     /// built in mbufs from `pool` and queued on `out`. Returns the claimed session (index,
     /// generation) for the hand-off record, or `None` (no armed connection fits: fallback).
+    ///
+    /// On a TLS connection each segment carries one application-data record sealed in place
+    /// with the keys and sequence number the control plane published when it armed the
+    /// connection; the session entry records the plaintext per record so that the control
+    /// plane's mirror write seals the same plaintexts at the same sequence numbers.
     pub fn try_send(
         &mut self,
         lane: u8,
         tx: &[u8],
+        submit_tsc: u64,
         pool: &Mempool,
-        out: &mut TxBurst<(), 64>,
+        out: &mut TxBurst<u64, 64>,
     ) -> Option<(usize, u32)> {
         let template = self.templates.get(lane as usize)?.as_ref()?;
         let len = template.len(tx.len());
@@ -210,6 +237,8 @@ impl FastPath {
             }
             let gen = e.generation.load(Ordering::Acquire);
             let ports = e.ports.load(Ordering::Acquire);
+            // Read again after the claim: a re-arming in between may change it.
+            let suite_id = e.tls_suite.load(Ordering::Relaxed);
             let key = (
                 e.local_ip.load(Ordering::Relaxed),
                 (ports >> 16) as u16,
@@ -219,14 +248,15 @@ impl FastPath {
             let Some(fi) = self.flows.iter().position(|f| f.key == key) else {
                 continue;
             };
+            let Some(shape) = Shape::of(suite_id, self.flows[fi].conn.mss() as usize, len) else {
+                continue;
+            };
             // The session table's ARMED is the control plane's arming of this connection.
             self.flows[fi].conn.arm();
-            if self.flows[fi].conn.check(len).is_err() {
+            if self.flows[fi].conn.check(shape.wire_len).is_err() {
                 continue;
             }
-            let mss = self.flows[fi].conn.mss() as usize;
-            let per_segment = mss.saturating_sub(TCP_TS_LEN - 20).max(1);
-            let n = len.div_ceil(per_segment);
+            let n = shape.segments;
             if n > MAX_SEGMENTS || out.len() + n > out.capacity() {
                 continue;
             }
@@ -245,39 +275,67 @@ impl FastPath {
             {
                 continue; // the control plane took it back just now
             }
-            if e.generation.load(Ordering::Acquire) != gen {
-                // Re-registered between our reads and the claim: give it back untouched.
-                e.state.store(session::ARMED, Ordering::Release);
+            let unclaim = || e.state.store(session::ARMED, Ordering::Release);
+            if e.generation.load(Ordering::Acquire) != gen
+                || e.tls_suite.load(Ordering::Relaxed) != suite_id
+            {
+                // Re-registered or re-armed between our reads and the claim: give it back.
+                unclaim();
                 continue;
             }
+            let sealer = match shape.tls {
+                Some(_) => match sealer_for(&mut self.sealers[i], e, suite_id) {
+                    Some(s) => Some(s),
+                    None => {
+                        unclaim();
+                        continue;
+                    }
+                },
+                None => None,
+            };
             let flow = &mut self.flows[fi];
-            let Ok(fs) = flow.conn.begin_fast_send(len) else {
-                e.state.store(session::ARMED, Ordering::Release);
+            let Ok(fs) = flow.conn.begin_fast_send(shape.wire_len) else {
+                unclaim();
                 continue;
             };
             e.fast_seq.store(fs.seq, Ordering::Relaxed);
-            e.fast_len.store(len as u32, Ordering::Relaxed);
+            e.fast_len.store(shape.wire_len as u32, Ordering::Relaxed);
+            e.fast_record.store(
+                shape.tls.map_or(0, |t| t.plaintext) as u32,
+                Ordering::Relaxed,
+            );
             e.fast_sends.fetch_add(1, Ordering::Relaxed);
 
-            // Headers first, then the request across the payload areas, then checksums.
+            // Headers first, then the request across the payload areas (each record's
+            // plaintext area, with TLS), then sealing, then checksums.
             let hdr = L2L3 + TCP_TS_LEN;
             let mut chunks: ArrayVec<&mut [u8], MAX_SEGMENTS> = ArrayVec::new();
-            let mut frames: ArrayVec<(usize, usize), MAX_SEGMENTS> = ArrayVec::new();
+            let mut frames: ArrayVec<(usize, usize, usize), MAX_SEGMENTS> = ArrayVec::new();
             for (k, m) in mbufs.iter_mut().enumerate() {
-                let payload = per_segment.min(len - k * per_segment);
+                let (wire_offset, payload, plain) = shape.segment(k, len);
                 let Some(frame) = m.append((hdr + payload) as u16) else {
-                    e.state.store(session::ARMED, Ordering::Release);
+                    unclaim();
                     return None;
                 };
-                frames.push((k * per_segment, payload));
+                frames.push((wire_offset, payload, plain));
                 let (_, body) = frame.split_at_mut(hdr);
-                chunks.push(body);
+                let start = shape.tls.map_or(0, |t| t.offset);
+                chunks.push(&mut body[start..start + plain]);
             }
             template.write(tx, &mut chunks);
             drop(chunks);
+            if let Some(sealer) = sealer {
+                sealer.set_seq(e.tls_seq.load(Ordering::Relaxed));
+                for (k, m) in mbufs.iter_mut().enumerate() {
+                    let (_, payload, plain) = frames[k];
+                    let record = &mut m.data_mut()[hdr..hdr + payload];
+                    // Cannot fail: the record fits its segment and `plain` <= 16 KiB.
+                    let _ = sealer.seal_in_place(record, plain, content_type::APPLICATION_DATA);
+                }
+            }
             let last = mbufs.len() - 1;
             for (k, m) in mbufs.iter_mut().enumerate() {
-                let (offset, payload) = frames[k];
+                let (offset, payload, _) = frames[k];
                 self.ip_ident = self.ip_ident.wrapping_add(1);
                 write_headers(
                     m.data_mut(),
@@ -292,13 +350,110 @@ impl FastPath {
                     self.ip_ident,
                 );
             }
-            for m in mbufs {
-                let _ = out.push(m, ()); // room was checked above
+            for (k, m) in mbufs.into_iter().enumerate() {
+                let tag = if k == last { submit_tsc.max(1) } else { 0 };
+                let _ = out.push(m, tag); // room was checked above
             }
             return Some((i, gen));
         }
         None
     }
+}
+
+/// How one request is cut into segments (and TLS records) on a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Shape {
+    /// TCP payload bytes per full segment.
+    per_segment: usize,
+    /// TLS: record layout; one record per segment.
+    tls: Option<RecordShape>,
+    segments: usize,
+    /// Bytes on the wire (the request, plus the records' overhead with TLS).
+    wire_len: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct RecordShape {
+    /// Plaintext bytes per full record.
+    plaintext: usize,
+    /// Where the plaintext starts in a record.
+    offset: usize,
+    overhead: usize,
+}
+
+impl Shape {
+    /// The shape of a `len`-byte request on a connection with `mss` and TLS suite `suite_id`
+    /// (IANA id, 0 for none); `None` for a suite this build cannot seal.
+    fn of(suite_id: u32, mss: usize, len: usize) -> Option<Shape> {
+        let per_segment = mss.saturating_sub(TCP_TS_LEN - 20).max(1);
+        if suite_id == 0 {
+            return Some(Shape {
+                per_segment,
+                tls: None,
+                segments: len.div_ceil(per_segment),
+                wire_len: len,
+            });
+        }
+        let suite = Suite::from_iana(u16::try_from(suite_id).ok()?)?;
+        let overhead = suite.record_overhead();
+        let plaintext = per_segment
+            .checked_sub(overhead)?
+            .clamp(1, swqos_tls::MAX_PLAINTEXT);
+        let segments = len.div_ceil(plaintext);
+        Some(Shape {
+            per_segment,
+            tls: Some(RecordShape {
+                plaintext,
+                offset: suite.plaintext_offset(),
+                overhead,
+            }),
+            segments,
+            wire_len: len + segments * overhead,
+        })
+    }
+
+    /// Segment `k` of a `len`-byte request: (offset in the byte stream, payload bytes,
+    /// plaintext bytes).
+    fn segment(&self, k: usize, len: usize) -> (usize, usize, usize) {
+        match self.tls {
+            None => {
+                let payload = self.per_segment.min(len - k * self.per_segment);
+                (k * self.per_segment, payload, payload)
+            }
+            Some(t) => {
+                let plain = t.plaintext.min(len - k * t.plaintext);
+                (k * (t.plaintext + t.overhead), plain + t.overhead, plain)
+            }
+        }
+    }
+}
+
+/// The sealer for session entry `e` (keys as published), building it when they changed.
+fn sealer_for<'a>(
+    cache: &'a mut Option<CachedSealer>,
+    e: &swqos_shm::layout::Session,
+    suite_id: u32,
+) -> Option<&'a mut RecordSealer> {
+    let mut key = [0u8; 32];
+    let mut iv = [0u8; 12];
+    e.load_tls(&mut key, &mut iv);
+    let fresh = match cache {
+        Some(c) => c.suite != suite_id || c.key != key || c.iv != iv,
+        None => true,
+    };
+    if fresh {
+        let suite = Suite::from_iana(u16::try_from(suite_id).ok()?)?;
+        let keys = TrafficKeys::new(suite, &key[..suite.aead().key_len()], &iv).ok();
+        *cache = keys.map(|k| CachedSealer {
+            suite: suite_id,
+            key,
+            iv,
+            sealer: RecordSealer::new(k, 0),
+        });
+    }
+    key.zeroize();
+    iv.zeroize();
+    cache.as_mut().map(|c| &mut c.sealer)
 }
 
 /// Writes the Ethernet/IPv4/TCP headers of one fast segment (payload already in place) and both
@@ -349,4 +504,36 @@ fn write_headers(
     );
     let sum = checksum::finish(checksum::combine(ph, checksum::sum(&frame[L2L3..])));
     frame[L2L3 + 16..L2L3 + 18].copy_from_slice(&sum.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_requests_fill_segments_up_to_the_mss() {
+        // MSS 1460 with the 12-byte timestamp option: 1448 payload bytes per segment.
+        let s = Shape::of(0, 1460, 3000).unwrap();
+        assert_eq!((s.segments, s.wire_len), (3, 3000));
+        assert_eq!(s.segment(0, 3000), (0, 1448, 1448));
+        assert_eq!(s.segment(2, 3000), (2896, 104, 104));
+    }
+
+    #[test]
+    fn tls_requests_are_one_record_per_segment() {
+        // TLS 1.3 AES-128-GCM: 22 bytes per record (header 5, inner type 1, tag 16).
+        let s = Shape::of(0x1301, 1460, 3000).unwrap();
+        let t = s.tls.unwrap();
+        assert_eq!((t.plaintext, t.offset, t.overhead), (1426, 5, 22));
+        assert_eq!((s.segments, s.wire_len), (3, 3000 + 3 * 22));
+        assert_eq!(s.segment(0, 3000), (0, 1448, 1426));
+        assert_eq!(s.segment(2, 3000), (2 * 1448, 148 + 22, 148));
+        // TLS 1.2 AES-GCM adds the 8-byte explicit nonce and has no inner type.
+        let s = Shape::of(0xc02c, 1460, 1000).unwrap();
+        let t = s.tls.unwrap();
+        assert_eq!((t.plaintext, t.offset, t.overhead), (1419, 13, 29));
+        assert_eq!((s.segments, s.wire_len), (1, 1029));
+        // A suite this build does not know is not claimed.
+        assert_eq!(Shape::of(0x1304, 1460, 1000), None);
+    }
 }

@@ -63,8 +63,10 @@ impl Pending {
 pub struct TxPath {
     queue: TxQueue,
     burst: TxBurst<Pending, BURST>,
-    /// Frames the exception-path bridge forwards out of this queue (no completions).
-    forward: TxBurst<(), BURST>,
+    /// Frames the exception-path bridge forwards out of this queue (no completions), and
+    /// delegated sends' segments; the tag is the submission's TSC on a delegated send's last
+    /// segment (for its latency), otherwise 0.
+    forward: TxBurst<u64, BURST>,
     /// TSC when the queue first refused packets in the current stall, 0 when not stalled.
     stalled_since: u64,
 }
@@ -151,9 +153,9 @@ impl Bridge {
         if let Some(f) = fast {
             f.expire(now, |held| queue(&mut kernel.forward, held, stats));
         }
-        let to_kernel = flush_forward(kernel);
+        let to_kernel = flush_forward(kernel, stats);
         stats.add(Counter::ToKernel, to_kernel as u64);
-        let from_kernel = flush_forward(nic);
+        let from_kernel = flush_forward(nic, stats);
         stats.add(Counter::FromKernel, from_kernel as u64);
         to_kernel + from_kernel
     }
@@ -173,19 +175,24 @@ fn two_mut<T>(s: &mut [T], a: usize, b: usize) -> (&mut T, &mut T) {
 
 /// Queues a bridged frame; one that finds the outgoing burst still full is dropped and
 /// counted: the kernel's TCP retransmits, and holding it would stall this lcore's lanes.
-fn queue(to: &mut TxBurst<(), BURST>, m: Mbuf, stats: &mut StatsWriter) {
-    if let Err((m, ())) = to.push(m, ()) {
+fn queue(to: &mut TxBurst<u64, BURST>, m: Mbuf, stats: &mut StatsWriter) {
+    if let Err((m, _)) = to.push(m, 0) {
         drop(m);
         stats.add(Counter::BridgeDropped, 1);
     }
 }
 
 /// Offers a path's forwarded frames to its queue (what it refuses stays for the next poll).
-fn flush_forward(to: &mut TxPath) -> usize {
+fn flush_forward(to: &mut TxPath, stats: &mut StatsWriter) -> usize {
     if to.forward.is_empty() {
         return 0;
     }
-    to.queue.tx_burst(&mut to.forward, |()| {})
+    let done = dpdk::tsc();
+    to.queue.tx_burst(&mut to.forward, |submit_tsc| {
+        if submit_tsc != 0 {
+            stats.fast_latency(done.wrapping_sub(submit_tsc));
+        }
+    })
 }
 
 /// A client's ring pair as the dataplane holds it.
@@ -313,7 +320,7 @@ impl TxWorker {
         work += out.flush(false);
         if out.fast.is_some() {
             // Delegated sends queued just now leave in this poll, not the next.
-            work += flush_forward(&mut out.paths[out.fast_out]);
+            work += flush_forward(&mut out.paths[out.fast_out], &mut out.stats);
         }
         out.publish_completions();
         out.stats.end();
@@ -465,7 +472,8 @@ impl Output {
                 if let (Some(fast), true) = (&mut self.fast, room) {
                     let out = &mut self.paths[self.fast_out].forward;
                     for lane in lanes_of(relay) {
-                        let Some(claim) = fast.try_send(lane, slot.tx, &self.pool, out) else {
+                        let sent = fast.try_send(lane, slot.tx, slot.submit_tsc, &self.pool, out);
+                        let Some(claim) = sent else {
                             continue;
                         };
                         if h.push(r, slot, 1 << lane, Some(claim)) {

@@ -415,6 +415,21 @@ pub struct HttpLane {
     pub token: Option<Secret>,
     /// Kernel TCP connections the control plane keeps open to the relay.
     pub connections: u16,
+    /// `tls = true`: HTTPS (the control plane's rustls handshake; records sealed by both
+    /// processes with `swqos-tls`).
+    pub tls: Option<TlsLane>,
+}
+
+/// The TLS settings of an HTTPS lane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsLane {
+    /// The name sent as SNI and verified against the relay's certificate: `server_name`, else
+    /// `host` without its port, else `dst_ip`.
+    pub server_name: String,
+    /// Extra PEM trust anchors (absolute paths), added to the bundled and system roots.
+    pub ca_files: Vec<PathBuf>,
+    /// Accept any certificate (for tests; the control plane warns).
+    pub insecure_skip_verify: bool,
 }
 
 impl fmt::Debug for HttpLane {
@@ -427,6 +442,7 @@ impl fmt::Debug for HttpLane {
             .field("path", &self.path)
             .field("token", &self.token)
             .field("connections", &self.connections)
+            .field("tls", &self.tls)
             .finish()
     }
 }

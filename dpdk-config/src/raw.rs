@@ -169,6 +169,10 @@ pub(crate) struct RawLane {
     pub(crate) token: Option<Spanned<String>>,
     pub(crate) token_env: Option<Spanned<String>>,
     pub(crate) connections: Option<Spanned<i64>>,
+    pub(crate) tls: Option<Spanned<bool>>,
+    pub(crate) server_name: Option<Spanned<String>>,
+    pub(crate) ca_files: Option<Vec<Spanned<String>>>,
+    pub(crate) insecure_skip_verify: Option<Spanned<bool>>,
 }
 
 /// `[control]`.

@@ -2,7 +2,7 @@
 //! resolving names to indices. The first error wins; it points at the offending value.
 
 use crate::raw::RawBridge;
-use crate::{BridgeConfig, HttpLane, PortDevice, Provider, Secret};
+use crate::{BridgeConfig, HttpLane, PortDevice, Provider, Secret, TlsLane};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -857,9 +857,33 @@ fn resolve_http_lane(lane: &RawLane, src: &Source<'_>) -> Result<HttpLane> {
             ),
         )
     })?;
+    let tls_on = lane.tls.as_ref().is_some_and(|t| *t.get_ref());
+    if !tls_on {
+        for (key, at) in [
+            ("server_name", lane.server_name.as_ref().map(|v| v.span())),
+            (
+                "ca_files",
+                lane.ca_files
+                    .as_ref()
+                    .and_then(|v| v.first().map(|f| f.span())),
+            ),
+            (
+                "insecure_skip_verify",
+                lane.insecure_skip_verify.as_ref().map(|v| v.span()),
+            ),
+        ] {
+            if let Some(span) = at {
+                return Err(src.error_at(
+                    span.start,
+                    format!("`{key}` is for TLS lanes; add `tls = true` or remove it"),
+                ));
+            }
+        }
+    }
+    let default_port = if tls_on { 443 } else { 80 };
     let dst_port = match &lane.dst_port {
         Some(p) => in_range(src, p, "dst_port", 1, 65535)? as u16,
-        None => 80,
+        None => default_port,
     };
     let host = match &lane.host {
         Some(h) => {
@@ -869,7 +893,7 @@ fn resolve_http_lane(lane: &RawLane, src: &Source<'_>) -> Result<HttpLane> {
             }
             text.clone()
         }
-        None if dst_port == 80 => dst_ip.to_string(),
+        None if dst_port == default_port => dst_ip.to_string(),
         None => format!("{dst_ip}:{dst_port}"),
     };
     let path = match &lane.path {
@@ -916,6 +940,11 @@ fn resolve_http_lane(lane: &RawLane, src: &Source<'_>) -> Result<HttpLane> {
         Some(c) => in_range(src, c, "connections", 1, MAX_CONNECTIONS)? as u16,
         None => 2,
     };
+    let tls = if tls_on {
+        Some(resolve_tls(lane, src, &host)?)
+    } else {
+        None
+    };
     Ok(HttpLane {
         provider,
         dst_ip,
@@ -924,6 +953,38 @@ fn resolve_http_lane(lane: &RawLane, src: &Source<'_>) -> Result<HttpLane> {
         path,
         token: token.map(Secret::new),
         connections,
+        tls,
+    })
+}
+
+/// The TLS keys of an http lane with `tls = true`.
+fn resolve_tls(lane: &RawLane, src: &Source<'_>, host: &str) -> Result<TlsLane> {
+    let server_name = match &lane.server_name {
+        Some(n) => {
+            let text = n.get_ref();
+            if text.is_empty() || !text.bytes().all(|b| b.is_ascii_graphic()) || text.contains(':')
+            {
+                return Err(src.error(
+                    n,
+                    "`server_name` must be a host name or IPv4 address without port or spaces",
+                ));
+            }
+            text.clone()
+        }
+        // `host` may carry a port (`relay.example:8443`); SNI is the name alone.
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h).to_string(),
+    };
+    let mut ca_files = Vec::new();
+    for f in lane.ca_files.iter().flatten() {
+        ca_files.push(absolute_path(src, f, "ca_files")?);
+    }
+    Ok(TlsLane {
+        server_name,
+        ca_files,
+        insecure_skip_verify: lane
+            .insecure_skip_verify
+            .as_ref()
+            .is_some_and(|v| *v.get_ref()),
     })
 }
 

@@ -810,3 +810,67 @@ fn http_lanes_are_checked() {
     let ls = http_lane("provider = \"lightspeed\"\ndst_ip = \"10.0.0.2\"\npath = \"/rpc\"\n");
     assert!(Config::parse(&ls, Path::new("t.toml")).is_ok());
 }
+
+#[test]
+fn tls_lanes_are_checked() {
+    let lane = |keys: &str| {
+        let text = http_lane(&format!(
+            "provider = \"jito\"\ndst_ip = \"10.0.0.2\"\ntoken = \"t\"\n{keys}"
+        ));
+        Config::parse(&text, Path::new("t.toml")).map(|c| {
+            let LaneKind::Http(h) = &c.lanes[0].kind else {
+                panic!("an http lane");
+            };
+            h.clone()
+        })
+    };
+    // `tls = true`: port 443 by default, SNI from the host without its port.
+    let h = lane("tls = true\n").unwrap();
+    let tls = h.tls.unwrap();
+    assert_eq!((h.dst_port, h.host.as_str()), (443, "10.0.0.2"));
+    assert_eq!(tls.server_name, "10.0.0.2");
+    assert!(tls.ca_files.is_empty() && !tls.insecure_skip_verify);
+    let h = lane(
+        "tls = true\nhost = \"relay.example:8443\"\ndst_port = 8443\n\
+         ca_files = [\"/etc/swqos/ca.pem\"]\ninsecure_skip_verify = true\n",
+    )
+    .unwrap();
+    let tls = h.tls.unwrap();
+    assert_eq!(tls.server_name, "relay.example");
+    assert_eq!(
+        tls.ca_files,
+        vec![std::path::PathBuf::from("/etc/swqos/ca.pem")]
+    );
+    assert!(tls.insecure_skip_verify);
+    let h = lane("tls = true\nserver_name = \"sni.example\"\n").unwrap();
+    assert_eq!(h.tls.unwrap().server_name, "sni.example");
+    assert_eq!(lane("").unwrap().tls, None);
+
+    // Line 22 holds the first key after the token.
+    let text = |keys: &str| {
+        http_lane(&format!(
+            "provider = \"jito\"\ndst_ip = \"10.0.0.2\"\ntoken = \"t\"\n{keys}"
+        ))
+    };
+    check(
+        &text("server_name = \"x\"\n"),
+        "22:15",
+        "`server_name` is for TLS lanes; add `tls = true`",
+    );
+    check(
+        &text("tls = false\ninsecure_skip_verify = true\n"),
+        "23:24",
+        "`insecure_skip_verify` is for TLS lanes",
+    );
+    check(
+        &text("tls = true\nca_files = [\"ca.pem\"]\n"),
+        "23:13",
+        "`ca_files` = \"ca.pem\" is not valid; expected an absolute path",
+    );
+    check(
+        &text("tls = true\nserver_name = \"a.example:443\"\n"),
+        "23:15",
+        "`server_name` must be a host name",
+    );
+    check(&text("tls = \"yes\"\n"), "22:7", "expected a boolean");
+}

@@ -14,7 +14,7 @@
 //! and [`LAYOUT_VERSION`] changes whenever any structure here changes.
 
 use std::mem::size_of;
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::stats::{LcoreStats, PortStats};
 
@@ -23,7 +23,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SWQOSSHM");
 /// Bumped on every change to a structure in this module or in [`crate::stats`].
 ///
 /// 2: per-lane byte counters in [`LcoreStats`], the ports area ([`PortStats`]).
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 /// The largest transaction a slot holds: Solana's packet data size.
 pub const MAX_TX_SIZE: usize = 1232;
 /// Lanes are addressed by bit in a `u64` lane mask.
@@ -81,6 +81,66 @@ pub struct Session {
     pub fast_len: AtomicU32,
     /// Requests the data plane sent on this connection.
     pub fast_sends: AtomicU64,
+    /// TLS (zero for plain TCP): the IANA cipher suite id of the connection's records. With
+    /// the key, iv and sequence number below, written by the control plane while the entry is
+    /// BUSY and published by its BUSY->ARMED store (release), read by the data plane after its
+    /// claim (acquire). The control plane zeroes the key material when the entry goes FREE.
+    pub tls_suite: AtomicU32,
+    /// Plaintext bytes per TLS record of the data plane's send (valid while CLAIMED): the
+    /// control plane's mirror write seals the same records at the same sequence numbers.
+    pub fast_record: AtomicU32,
+    /// The sequence number of the next record this side sends (TLS; valid while ARMED or
+    /// CLAIMED: the control plane writes nothing in between).
+    pub tls_seq: AtomicU64,
+    /// The write key (16 or 32 bytes, little-endian words).
+    pub tls_key: [AtomicU64; 4],
+    /// The write iv (12 bytes, little-endian words; the last 4 bytes unused).
+    pub tls_iv: [AtomicU64; 2],
+}
+
+impl Session {
+    /// Stores TLS write-key material (the control plane, while BUSY).
+    pub fn store_tls(&self, suite: u16, key: &[u8], iv: &[u8; 12], seq: u64) {
+        let mut k = [0u8; 32];
+        k[..key.len().min(32)].copy_from_slice(&key[..key.len().min(32)]);
+        for (w, c) in self.tls_key.iter().zip(k.chunks_exact(8)) {
+            w.store(
+                u64::from_le_bytes(c.try_into().unwrap_or([0; 8])),
+                Ordering::Relaxed,
+            );
+        }
+        let mut v = [0u8; 16];
+        v[..12].copy_from_slice(iv);
+        for (w, c) in self.tls_iv.iter().zip(v.chunks_exact(8)) {
+            w.store(
+                u64::from_le_bytes(c.try_into().unwrap_or([0; 8])),
+                Ordering::Relaxed,
+            );
+        }
+        k.fill(0);
+        self.tls_seq.store(seq, Ordering::Relaxed);
+        self.tls_suite.store(u32::from(suite), Ordering::Relaxed);
+    }
+
+    /// Loads the key (32 bytes; the suite says how many are used) and iv.
+    pub fn load_tls(&self, key: &mut [u8; 32], iv: &mut [u8; 12]) {
+        for (w, c) in self.tls_key.iter().zip(key.chunks_exact_mut(8)) {
+            c.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+        }
+        let lo = self.tls_iv[0].load(Ordering::Relaxed).to_le_bytes();
+        let hi = self.tls_iv[1].load(Ordering::Relaxed).to_le_bytes();
+        iv[..8].copy_from_slice(&lo);
+        iv[8..].copy_from_slice(&hi[..4]);
+    }
+
+    /// Zeroes the TLS fields (the connection ended, or it is plain TCP).
+    pub fn clear_tls(&self) {
+        self.tls_suite.store(0, Ordering::Relaxed);
+        self.tls_seq.store(0, Ordering::Relaxed);
+        for w in self.tls_key.iter().chain(self.tls_iv.iter()) {
+            w.store(0, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Highest number of submit rings (client processes at once).

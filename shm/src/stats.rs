@@ -173,6 +173,9 @@ pub struct LcoreStats {
     pub lane_fast: [AtomicU64; MAX_LANES],
     /// Submit-to-`tx_burst` latency in TSC ticks, log-linear buckets (see [`bucket_of`]).
     pub latency: [AtomicU64; HISTOGRAM_BUCKETS],
+    /// The same for delegated sends (relay lanes, plain or TLS): submit to the `tx_burst`
+    /// that took the request's last segment.
+    pub fast_latency: [AtomicU64; HISTOGRAM_BUCKETS],
 }
 
 /// Role numbers stored in [`LcoreStats::role`].
@@ -305,6 +308,13 @@ impl StatsWriter {
         self.touch();
         bump(&self.block().latency[bucket_of(ticks)], 1);
     }
+
+    /// Records one delegated send's submit-to-`tx_burst` latency in TSC ticks.
+    #[inline]
+    pub fn fast_latency(&mut self, ticks: u64) {
+        self.touch();
+        bump(&self.block().fast_latency[bucket_of(ticks)], 1);
+    }
 }
 
 /// A consistent copy of one block.
@@ -326,6 +336,8 @@ pub struct StatsSnapshot {
     pub lane_fast: [u64; MAX_LANES],
     /// Latency histogram in TSC ticks.
     pub latency: Vec<u64>,
+    /// Delegated sends' latency histogram in TSC ticks.
+    pub fast_latency: Vec<u64>,
 }
 
 impl StatsSnapshot {
@@ -395,6 +407,7 @@ pub fn read(block: &LcoreStats) -> StatsSnapshot {
         lane_fast: std::array::from_fn(|i| load(&block.lane_fast[i])),
         lane_bytes: std::array::from_fn(|i| load(&block.lane_bytes[i])),
         latency: block.latency.iter().map(load).collect(),
+        fast_latency: block.fast_latency.iter().map(load).collect(),
     })
 }
 
@@ -832,6 +845,7 @@ impl Rates {
             lane_fast: [0; MAX_LANES],
             lane_bytes: [0; MAX_LANES],
             latency: Vec::new(),
+            fast_latency: Vec::new(),
         };
         let lcores = later
             .lcores

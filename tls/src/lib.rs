@@ -131,6 +131,18 @@ impl Suite {
         })
     }
 
+    /// The suite's IANA number (for the TLS 1.2 suites the ECDSA one: records are the same).
+    pub const fn iana(self) -> u16 {
+        match self {
+            Suite::Tls13Aes128GcmSha256 => 0x1301,
+            Suite::Tls13Aes256GcmSha384 => 0x1302,
+            Suite::Tls13Chacha20Poly1305Sha256 => 0x1303,
+            Suite::Tls12EcdheAes128GcmSha256 => 0xc02b,
+            Suite::Tls12EcdheAes256GcmSha384 => 0xc02c,
+            Suite::Tls12EcdheChacha20Poly1305Sha256 => 0xcca9,
+        }
+    }
+
     /// The protocol version the suite belongs to.
     pub const fn version(self) -> Version {
         match self {
@@ -174,6 +186,23 @@ impl Suite {
             self,
             Suite::Tls12EcdheAes128GcmSha256 | Suite::Tls12EcdheAes256GcmSha384
         )
+    }
+
+    /// Where a record's plaintext starts: after the 5-byte header, and for TLS 1.2 AES-GCM
+    /// also after the 8-byte explicit nonce (so 5 or 13).
+    pub const fn plaintext_offset(self) -> usize {
+        HEADER_LEN
+            + if self.explicit_nonce() {
+                TLS12_EXPLICIT_NONCE_LEN
+            } else {
+                0
+            }
+    }
+
+    /// Bytes a record adds to its plaintext: header, explicit nonce (TLS 1.2 AES-GCM), inner
+    /// content type (TLS 1.3) and tag.
+    pub const fn record_overhead(self) -> usize {
+        self.plaintext_offset() + TAG_LEN + matches!(self.version(), Version::Tls13) as usize
     }
 }
 
@@ -484,20 +513,13 @@ impl RecordSealer {
     /// Where the plaintext goes in the output buffer: after the 5-byte header, and for TLS 1.2
     /// AES-GCM also after the 8-byte explicit nonce (so 5 or 13).
     pub fn plaintext_offset(&self) -> usize {
-        HEADER_LEN
-            + if self.cipher.suite.explicit_nonce() {
-                TLS12_EXPLICIT_NONCE_LEN
-            } else {
-                0
-            }
+        self.cipher.suite.plaintext_offset()
     }
 
     /// Bytes a record adds to its plaintext: header, explicit nonce (TLS 1.2 AES-GCM), inner
     /// content type (TLS 1.3) and tag.
     pub fn overhead(&self) -> usize {
-        self.plaintext_offset()
-            + TAG_LEN
-            + usize::from(self.cipher.suite.version() == Version::Tls13)
+        self.cipher.suite.record_overhead()
     }
 
     /// Length of the record that seals `plaintext_len` bytes.
