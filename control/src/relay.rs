@@ -42,6 +42,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use swqos_shm::layout::relay_failure;
 use swqos_wire::relay::RequestTemplate;
 
 use crate::sessions::{SessionBoard, TlsTx};
@@ -583,6 +584,26 @@ enum Next {
     Abandon,
 }
 
+/// The completion code ([`relay_failure`]) of a request that got no response, from the
+/// outcome's reason. A lane with no connection up answers with the last connect failure, which
+/// tells a relay that cannot be reached from one whose certificate is not trusted.
+pub(crate) fn failure_code(reason: &str) -> u16 {
+    let Some((_, last)) = reason.split_once(" are down: ") else {
+        return relay_failure::NO_RESPONSE;
+    };
+    if last.starts_with("TLS handshake") {
+        if last.contains("invalid peer certificate") {
+            relay_failure::TLS_UNTRUSTED
+        } else {
+            relay_failure::TLS_HANDSHAKE
+        }
+    } else if last.starts_with("connect") {
+        relay_failure::CONNECT
+    } else {
+        relay_failure::NO_RESPONSE
+    }
+}
+
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -615,6 +636,8 @@ fn run_connection(lane: &Lane, conn: usize) {
     // Consecutive failures (the backoff streak) and consecutive failed connects (for logs).
     let mut failures = 0u32;
     let mut connect_failures = 0u32;
+    // The last connect failure logged: a new kind of failure is logged at once.
+    let mut logged_failure = String::new();
     let mut ever_connected = false;
     let mut delay = Duration::ZERO;
     let mut bufs = Buffers {
@@ -637,7 +660,11 @@ fn run_connection(lane: &Lane, conn: usize) {
                 let reason = format!("connect: {e}");
                 lane.set_state(conn, ConnState::Down, Some(&reason));
                 delay = backoff(failures, &mut rng);
-                if connect_failures == 1 || connect_failures.is_multiple_of(10) {
+                if connect_failures == 1
+                    || connect_failures.is_multiple_of(10)
+                    || reason != logged_failure
+                {
+                    logged_failure.clone_from(&reason);
                     log!(
                         "{who}: {reason} (failed attempt {connect_failures}; retrying in {} ms)",
                         delay.as_millis()
@@ -659,7 +686,11 @@ fn run_connection(lane: &Lane, conn: usize) {
                         connect_failures += 1;
                         lane.set_state(conn, ConnState::Down, Some(&reason));
                         delay = backoff(failures, &mut rng);
-                        if connect_failures == 1 || connect_failures.is_multiple_of(10) {
+                        if connect_failures == 1
+                            || connect_failures.is_multiple_of(10)
+                            || reason != logged_failure
+                        {
+                            logged_failure.clone_from(&reason);
                             log!(
                                 "{who}: {reason} (failed attempt {connect_failures}; retrying in {} ms)",
                                 delay.as_millis()
@@ -686,6 +717,7 @@ fn run_connection(lane: &Lane, conn: usize) {
         }
         ever_connected = true;
         connect_failures = 0;
+        logged_failure.clear();
         lane.set_up(conn, &stream);
         if let (Ok(SocketAddr::V4(local)), Ok(SocketAddr::V4(remote))) =
             (stream.local_addr(), stream.peer_addr())
@@ -1833,6 +1865,29 @@ mod tests {
         );
         assert_eq!(pair(r(419, "")), sig(None, Some("HTTP 419 X")));
         assert_eq!(pair(r(200, "")), sig(None, None));
+    }
+
+    #[test]
+    fn relay_failures_are_told_apart() {
+        let down = |last: &str| format!("all 2 connections to 10.0.0.1:443 are down: {last}");
+        assert_eq!(
+            failure_code(&down("connect: Connection refused (os error 111)")),
+            relay_failure::CONNECT
+        );
+        assert_eq!(
+            failure_code(&down(
+                "TLS handshake with relay.test: invalid peer certificate: UnknownIssuer"
+            )),
+            relay_failure::TLS_UNTRUSTED
+        );
+        assert_eq!(
+            failure_code(&down("TLS handshake with relay.test: timed out")),
+            relay_failure::TLS_HANDSHAKE
+        );
+        assert_eq!(
+            failure_code("request sent, no complete response: reset"),
+            relay_failure::NO_RESPONSE
+        );
     }
 
     #[test]

@@ -310,7 +310,7 @@ fn run(
             let (status, http) = match &o.result {
                 Ok(reply) if (200..300).contains(&reply.status) => (Status::Relayed, reply.status),
                 Ok(reply) => (Status::RelayError, reply.status),
-                Err(_) => (Status::RelayError, 0),
+                Err(e) => (Status::RelayError, crate::relay::failure_code(e)),
             };
             let reason = http | if p.fast { RELAY_FAST } else { 0 };
             if let Err(e) = &o.result {

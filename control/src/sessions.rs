@@ -72,9 +72,23 @@ impl SessionBoard {
             }
         }
         inner.seg = seg;
+        if let Some(new) = &inner.seg {
+            // Entries no connection of ours uses: a control plane that died (SIGKILL) may have
+            // left connections and their keys there.
+            for i in inner.entries.len()..MAX_SESSIONS {
+                new.session(i).state.store(session::FREE, Ordering::Release);
+                new.session(i).clear_tls();
+            }
+        }
         for i in 0..inner.entries.len() {
-            if let Some(r) = inner.entries[i] {
-                publish(&inner, i, r);
+            match inner.entries[i] {
+                Some(r) => publish(&inner, i, r),
+                None => {
+                    if let Some(new) = &inner.seg {
+                        new.session(i).state.store(session::FREE, Ordering::Release);
+                        new.session(i).clear_tls();
+                    }
+                }
             }
         }
     }

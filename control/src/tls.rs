@@ -309,14 +309,16 @@ impl TlsConn {
         })
     }
 
-    /// Version and suite, e.g. "TLS 1.3, TLS13_AES_256_GCM_SHA384" (for the connect log line).
+    /// Version and suite, e.g. "TLS 1.3, TLS_AES_256_GCM_SHA384" (for the connect log line).
     pub(crate) fn describe(&self) -> String {
         let version = match self.suite.version() {
             Version::Tls13 => "TLS 1.3",
             Version::Tls12 => "TLS 1.2",
         };
         let cs = self.kernel.negotiated_cipher_suite().suite();
-        format!("{version}, {}", cs.as_str().unwrap_or("unknown suite"))
+        // IANA's names (rustls spells the TLS 1.3 ones `TLS13_...`).
+        let name = cs.as_str().unwrap_or("unknown suite");
+        format!("{version}, {}", name.replacen("TLS13_", "TLS_", 1))
     }
 
     /// The write state the data plane needs to continue this connection's records.
@@ -771,15 +773,15 @@ mod tests {
     const SUITES: [(SupportedCipherSuite, &str); 6] = [
         (
             cs::TLS13_AES_128_GCM_SHA256,
-            "TLS 1.3, TLS13_AES_128_GCM_SHA256",
+            "TLS 1.3, TLS_AES_128_GCM_SHA256",
         ),
         (
             cs::TLS13_AES_256_GCM_SHA384,
-            "TLS 1.3, TLS13_AES_256_GCM_SHA384",
+            "TLS 1.3, TLS_AES_256_GCM_SHA384",
         ),
         (
             cs::TLS13_CHACHA20_POLY1305_SHA256,
-            "TLS 1.3, TLS13_CHACHA20_POLY1305_SHA256",
+            "TLS 1.3, TLS_CHACHA20_POLY1305_SHA256",
         ),
         (
             cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,

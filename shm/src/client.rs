@@ -21,7 +21,8 @@ use std::sync::atomic::Ordering;
 use swqos_wire::solana::{Transaction, TxError};
 
 use crate::layout::{
-    Completion, DropReason, RingControl, Slot, State, Status, MAX_TX_SIZE, RELAY_FAST,
+    relay_failure, Completion, DropReason, RingControl, Slot, State, Status, MAX_TX_SIZE,
+    RELAY_FAST,
 };
 use crate::ring::{pack, unpack};
 use crate::segment::{pid_alive, Segment, SegmentError};
@@ -296,9 +297,10 @@ impl Completion {
                 "dropped: {}",
                 DropReason::from_u16(self.reason).map_or("unknown reason", DropReason::as_str)
             )),
-            Some(Status::RelayError) if self.reason & !RELAY_FAST == 0 => {
-                Err("relay error: no response (connection failed; see swqos control's log)".into())
-            }
+            Some(Status::RelayError) if self.reason & !RELAY_FAST < 100 => Err(format!(
+                "relay error: {} (see swqos control's log)",
+                relay_failure::describe(self.reason & !RELAY_FAST)
+            )),
             Some(Status::RelayError) => {
                 Err(format!("relay error: HTTP {}", self.reason & !RELAY_FAST))
             }

@@ -356,9 +356,33 @@ pub enum Status {
     /// A relay accepted it; `reason` is the HTTP status, with [`RELAY_FAST`] set when the data
     /// plane sent the request itself (a delegated send) rather than the control plane.
     Relayed = 5,
-    /// A relay refused it or could not be reached; `reason` is the HTTP status (0 when no
-    /// response came; the control plane logs why), with [`RELAY_FAST`] as for `Relayed`.
+    /// A relay refused it or could not be reached; `reason` is the HTTP status, or below 100
+    /// a [`relay_failure`] code when no response came (the control plane logs the details),
+    /// with [`RELAY_FAST`] as for `Relayed`.
     RelayError = 6,
+}
+
+/// Why a relay request got no HTTP response: [`Status::RelayError`] reasons below 100.
+pub mod relay_failure {
+    /// Written (or about to be), then the connection failed, or no answer in time.
+    pub const NO_RESPONSE: u16 = 0;
+    /// No connection of the lane is up: connecting to the relay fails.
+    pub const CONNECT: u16 = 1;
+    /// No connection of the lane is up: the TLS handshake fails for want of a trusted
+    /// certificate (unknown issuer, wrong name, expired...).
+    pub const TLS_UNTRUSTED: u16 = 2;
+    /// No connection of the lane is up: the TLS handshake fails otherwise.
+    pub const TLS_HANDSHAKE: u16 = 3;
+
+    /// The words for a code.
+    pub fn describe(code: u16) -> &'static str {
+        match code {
+            CONNECT => "cannot connect to the relay",
+            TLS_UNTRUSTED => "TLS handshake failed: the relay's certificate is not trusted",
+            TLS_HANDSHAKE => "TLS handshake failed",
+            _ => "no response (connection failed)",
+        }
+    }
 }
 
 /// Bit of a relay completion's `reason`: the data plane sent the request (the fast path).

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 
 pub mod rig;
+pub mod tls_relays;
 pub mod topology;
 
 /// Whether the tests can use DPDK here; prints why not.
