@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # scripts/bench-e2e.sh: the end-to-end latency report (docs/benchmarks.md, "End to end").
 #
-#   sudo scripts/bench-e2e.sh
+#   sudo scripts/bench-e2e.sh          # plain HTTP relay lanes
+#   sudo scripts/bench-e2e.sh --tls    # HTTPS relay lanes (nginx terminating TLS for the relay)
 #
 # 1. builds the release binaries;
 # 2. sets up the relay-lane test topology (as tests/src/topology.rs does): a peer network
@@ -12,7 +13,11 @@
 # 3. starts swqos-dataplane and `swqos control` with eight relay lanes, one per provider format
 #    (each one kernel TCP connection to the same mock relay), waits until a warm-up submission
 #    to every relay lane succeeds;
-# 4. runs `swqos bench latency --lanes 1,4,8`: one submission to 1, 4 and 8 lanes at once on the
+#    With --tls the lanes are `tls = true` to an nginx in the namespace (TLS 1.3, a test CA made
+#    here with openssl, certificate for relay.test) in front of the mock relay; reqwest and the
+#    kernel-socket client then speak TLS too (rustls);
+# 4. runs `swqos bench tx-latency` (submit to the tx_burst of each delegated send, 1, 4 and 8
+#    lanes) and `swqos bench latency --lanes 1,4,8`: one submission to 1, 4 and 8 lanes at once on the
 #    data-plane path beside a reqwest client and a kernel-socket HTTP client sending the same
 #    requests to the same relays, alternating one submission at a time; prints the tables and
 #    writes latency.csv, latency.svg (1 lane) and latency-<N>lanes.svg; then stops the
@@ -36,7 +41,16 @@ COUNT=${BENCH_E2E_COUNT:-500}
 WARMUP=${BENCH_E2E_WARMUP:-20}
 LANE_COUNTS=${BENCH_E2E_LANES:-1,4,8}
 PROVIDERS=${BENCH_E2E_PROVIDERS:-jito bloxroute nextblock 0slot temporal helius astralane node1}
-OUT=${BENCH_LOG_DIR:-$CARGO_TARGET_DIR/bench/e2e}
+TXLAT_COUNT=${BENCH_TXLAT_COUNT:-1000}
+TLS=0
+case "${1:-}" in
+    --tls) TLS=1 ;;
+    "") ;;
+    *) echo "usage: $0 [--tls]" >&2; exit 2 ;;
+esac
+SUFFIX=""
+[ "$TLS" -eq 1 ] && SUFFIX=-tls
+OUT=${BENCH_LOG_DIR:-$CARGO_TARGET_DIR/bench/e2e$SUFFIX}
 
 NS=swqos-e2e-peer
 DP_IF=swqe2e-dp     # the dataplane's veth end (its NIC)
@@ -84,7 +98,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 [ "$(id -u)" -eq 0 ] || die "run as root (DPDK, network namespaces)"
-for tool in ip ethtool python3; do
+for tool in ip ethtool python3 $([ "$TLS" -eq 1 ] && echo openssl nginx); do
     command -v "$tool" >/dev/null || die "$tool not found (scripts/setup.sh installs it)"
 done
 mkdir -p "$OUT"
@@ -147,6 +161,24 @@ bridge = { nic = "nic", kernel = "kernel" }
 [control]
 metrics_listen = "127.0.0.1:19464"
 EOF
+LANE_PORT=$RELAY_PORT
+LANE_TLS=""
+if [ "$TLS" -eq 1 ]; then
+    # The relay side's TLS: a test CA and a certificate for relay.test (and the relay's IP).
+    LANE_PORT=8443
+    PKI=$OUT/pki
+    mkdir -p "$PKI"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+        -subj "/CN=swqos bench CA" -keyout "$PKI/ca.key" -out "$PKI/ca.pem" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=relay.test" \
+        -keyout "$PKI/key.pem" -out "$PKI/req.pem" 2>/dev/null
+    printf 'subjectAltName=DNS:relay.test,IP:%s\n' "$RELAY_IP" >"$PKI/san.ext"
+    openssl x509 -req -in "$PKI/req.pem" -CA "$PKI/ca.pem" -CAkey "$PKI/ca.key" \
+        -CAcreateserial -days 30 -extfile "$PKI/san.ext" -out "$PKI/cert.pem" 2>/dev/null
+    LANE_TLS="host = \"relay.test\"
+tls = true
+ca_files = [\"$PKI/ca.pem\"]"
+fi
 for p in $PROVIDERS; do
     cat >>"$CFG" <<EOF
 
@@ -156,9 +188,10 @@ kind = "http"
 provider = "$p"
 port = "nic"
 dst_ip = "$RELAY_IP"
-dst_port = $RELAY_PORT
+dst_port = $LANE_PORT
 connections = 1
 token = "$TOKEN"
+$LANE_TLS
 EOF
 done
 
@@ -171,6 +204,46 @@ ip netns exec "$NS" python3 -u "$ROOT/tests/relay/mock_relay.py" \
 BG_PIDS+=($!)
 for _ in $(seq 100); do grep -q "listening on" "$OUT/relay.out" && break; sleep 0.1; done
 grep -q "listening on" "$OUT/relay.out" || die "mock relay did not start: $(cat "$OUT/relay.err")"
+
+if [ "$TLS" -eq 1 ]; then
+    say "nginx in $NS: TLS on $RELAY_IP:8443 for the mock relay"
+    mkdir -p "$OUT/nginx"
+    cat >"$OUT/nginx/nginx.conf" <<EOF
+worker_processes 1;
+master_process off;
+daemon off;
+error_log $OUT/nginx/error.log;
+pid $OUT/nginx/nginx.pid;
+events { worker_connections 256; }
+http {
+    access_log off;
+    client_body_temp_path $OUT/nginx;
+    proxy_temp_path $OUT/nginx;
+    upstream relay { server $RELAY_IP:$RELAY_PORT; keepalive 32; }
+    server {
+        listen $RELAY_IP:8443 ssl;
+        ssl_certificate $PKI/cert.pem;
+        ssl_certificate_key $PKI/key.pem;
+        ssl_protocols TLSv1.3;
+        keepalive_requests 1000000;
+        location / {
+            proxy_pass http://relay;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$http_host;
+            proxy_next_upstream off;
+        }
+    }
+}
+EOF
+    ip netns exec "$NS" nginx -c "$OUT/nginx/nginx.conf" -p "$OUT/nginx" \
+        >"$OUT/nginx/stdout" 2>&1 &
+    BG_PIDS+=($!)
+    for _ in $(seq 50); do
+        ip netns exec "$NS" bash -c "exec 3<>/dev/tcp/$RELAY_IP/8443" 2>/dev/null && break
+        sleep 0.1
+    done
+fi
 
 # ---------------------------------------------------------------------------------------------
 say "swqos-dataplane"
@@ -207,6 +280,11 @@ control plane: $(tail -5 "$OUT/control.err")"
 cat "$OUT/warmup.out"
 
 # ---------------------------------------------------------------------------------------------
+say "swqos bench tx-latency --lanes $LANE_COUNTS --count $TXLAT_COUNT (delegated sends)"
+"$BIN/swqos" bench tx-latency --config "$CFG" --lanes "$LANE_COUNTS" --count "$TXLAT_COUNT" \
+    | tee "$OUT/tx-latency.txt" || die "swqos bench tx-latency failed"
+
+# ---------------------------------------------------------------------------------------------
 say "swqos bench latency --lanes $LANE_COUNTS --count $COUNT --warmup $WARMUP (load average $(cut -d' ' -f1-3 /proc/loadavg))"
 LANE_ARGS=()
 for p in $PROVIDERS; do LANE_ARGS+=(--lane "$p"); done
@@ -216,6 +294,7 @@ if ! "$BIN/swqos" bench latency --config "$CFG" "${LANE_ARGS[@]}" --lanes "$LANE
     die "swqos bench latency failed (control plane: $(tail -3 "$OUT/control.err"))"
 fi
 
+cat "$OUT/tx-latency.txt" >>"$OUT/report.txt"
 echo "load average after the run: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)" \
     | tee -a "$OUT/report.txt"
 

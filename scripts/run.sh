@@ -4,8 +4,9 @@
 #   scripts/run.sh            relays: a network namespace with a mock relay for every provider,
 #                             the dataplane owning one end of a veth pair and bridging a TAP that
 #                             carries the host's IP, `swqos control` with its relay connections;
-#                             the sample transactions go to a UDP lane and twelve relay lanes and
-#                             each lane's completion and latency is printed.
+#                             the sample transactions go to a UDP lane and twelve relay lanes
+#                             (four of them over TLS, through nginx) and each lane's completion
+#                             and latency is printed.
 #   scripts/run.sh --pcap     the dataplane on a net_pcap port sends the sample transactions to
 #                             two UDP lanes; tshark reads back what DPDK wrote.
 #
@@ -91,6 +92,48 @@ ip netns exec swqos-peer python3 -u tests/relay/mock_relay.py --listen 198.18.77
 pids+=($!)
 for _ in $(seq 1 50); do grep -q "listening on" "$work/relay.out" && break; sleep 0.1; done
 
+# The TLS lanes (jito, bloxroute, helius, astralane) reach the same mock relay through nginx,
+# which terminates TLS with a certificate from a test CA the profile's lanes trust.
+ca=/tmp/swqos-demo-ca
+echo "==> test CA $ca and nginx with TLS on 198.18.77.2:8443 in front of the mock relay" >&2
+rm -rf "$ca"
+mkdir -p "$ca"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+    -subj "/CN=swqos demo CA" -keyout "$ca/ca.key" -out "$ca/ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=relay.test" \
+    -keyout "$ca/key.pem" -out "$ca/req.pem" 2>/dev/null
+printf 'subjectAltName=DNS:relay.test,IP:198.18.77.2\n' >"$ca/san.ext"
+openssl x509 -req -in "$ca/req.pem" -CA "$ca/ca.pem" -CAkey "$ca/ca.key" -CAcreateserial \
+    -days 30 -extfile "$ca/san.ext" -out "$ca/cert.pem" 2>/dev/null
+cat >"$work/nginx.conf" <<EOF
+worker_processes 1;
+master_process off;
+daemon off;
+error_log $work/nginx-error.log;
+pid $work/nginx.pid;
+events { worker_connections 256; }
+http {
+    access_log $work/nginx-access.log;
+    client_body_temp_path $work;
+    proxy_temp_path $work;
+    upstream relay { server 198.18.77.2:8080; keepalive 32; }
+    server {
+        listen 198.18.77.2:8443 ssl;
+        ssl_certificate $ca/cert.pem;
+        ssl_certificate_key $ca/key.pem;
+        location / {
+            proxy_pass http://relay;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$http_host;
+            proxy_next_upstream off;
+        }
+    }
+}
+EOF
+ip netns exec swqos-peer nginx -c "$work/nginx.conf" -p "$work" >"$work/nginx.out" 2>&1 &
+pids+=($!)
+
 start_dataplane "$profile"
 ip addr add 198.18.77.1/24 dev swqos-k0
 ip link set swqos-k0 up
@@ -110,6 +153,7 @@ set +e
 "$bin/swqos" submit --config "$profile" --verbose --sequential "$txs"
 set -e
 stop_dataplane
+grep -h "TLS" "$work/control.log" | grep "conn 0" | sed 's/^swqos control: /control: /' >&2 || true
 echo "==> the relay's log: requests accepted per provider (each transaction once, plus the warm-up)" >&2
 python3 - "$work/relay.jsonl" <<'PY'
 import collections, json, sys

@@ -614,10 +614,13 @@ const E2E_NOTE: &str = "the data-plane path writes each relay request as TCP seg
 /// How long one request may take on any path before the run fails.
 const E2E_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long the data-plane path sleeps between completion polls. On a 2-core host a spinning
-/// client would take the CPU `swqos control` needs to complete the request, so it sleeps (with
-/// a 1 us timer slack); the round trip includes up to about this much.
-const E2E_POLL_SLEEP: Duration = Duration::from_micros(10);
+/// How long the data-plane path sleeps between completion polls. On a 2-core host a polling
+/// client takes the CPU the relay (and `swqos control`) need while the request is under way, so
+/// it sleeps (with a 1 us timer slack); the round trip includes up to about this much, the
+/// submit->receipt time nothing. Measured with TLS lanes behind nginx: polling every 10 us made
+/// the relay side answer slower, and the data-plane path's median submit->receipt 658 us
+/// instead of 407 us at 200 us; reqwest and the kernel socket block in the kernel instead.
+const E2E_POLL_SLEEP: Duration = Duration::from_micros(200);
 
 /// `swqos bench latency` arguments.
 struct E2eOptions {
@@ -661,12 +664,14 @@ impl Route {
                  control's connections (fallback: hand-off to its socket)"
             }
             Route::Reqwest => {
-                "reqwest 0.12 (hyper), http1_only, tcp_nodelay, keep-alive pool, one client per \
-                 lane, N requests joined on a tokio current-thread runtime"
+                "reqwest 0.12 (hyper; rustls for https lanes), http1_only, tcp_nodelay, \
+                 keep-alive pool, one client per lane, N requests joined on a tokio \
+                 current-thread runtime"
             }
             Route::Kernel => {
-                "own std::net::TcpStream per lane (keep-alive, TCP_NODELAY), RequestTemplate \
-                 bytes, N writes back to back then N reads: a lower bound"
+                "own std::net::TcpStream per lane (keep-alive, TCP_NODELAY; rustls's \
+                 StreamOwned for https lanes), RequestTemplate bytes, N writes back to back then \
+                 N reads: a lower bound"
             }
         }
     }
@@ -731,6 +736,8 @@ struct RelayLane {
     id: u8,
     addr: std::net::SocketAddrV4,
     template: swqos_wire::relay::RequestTemplate,
+    /// HTTPS: the lane's TLS settings, which the reqwest and kernel-socket clients use too.
+    tls: Option<crate::tls::TlsSettings>,
 }
 
 /// A minimal HTTP/1.1 client on one kernel TCP connection (HTTP/1.1, keep-alive,
@@ -740,22 +747,62 @@ struct RelayLane {
 struct KernelClient {
     addr: std::net::SocketAddrV4,
     template: swqos_wire::relay::RequestTemplate,
-    stream: Option<std::net::TcpStream>,
+    /// HTTPS: rustls (the same roots and suites as the lane) over the socket.
+    tls: Option<(std::sync::Arc<rustls::ClientConfig>, String)>,
+    stream: Option<KernelStream>,
     request: Vec<u8>,
     response: Vec<u8>,
     reconnects: u32,
 }
 
+/// The kernel-socket client's connection: plain, or rustls's blocking stream over it.
+enum KernelStream {
+    Plain(std::net::TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>>),
+}
+
+impl std::io::Read for KernelStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            KernelStream::Plain(s) => s.read(buf),
+            KernelStream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl std::io::Write for KernelStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            KernelStream::Plain(s) => s.write(buf),
+            KernelStream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            KernelStream::Plain(s) => s.flush(),
+            KernelStream::Tls(s) => s.flush(),
+        }
+    }
+}
+
 impl KernelClient {
-    fn new(addr: std::net::SocketAddrV4, template: swqos_wire::relay::RequestTemplate) -> Self {
-        KernelClient {
-            addr,
-            template,
+    fn new(lane: &RelayLane) -> Result<Self, String> {
+        let tls = match &lane.tls {
+            Some(t) => Some((
+                crate::tls::client_config(&lane.name, t)?,
+                t.server_name.clone(),
+            )),
+            None => None,
+        };
+        Ok(KernelClient {
+            addr: lane.addr,
+            template: lane.template.clone(),
+            tls,
             stream: None,
             request: Vec::with_capacity(4096),
             response: Vec::with_capacity(4096),
             reconnects: 0,
-        }
+        })
     }
 
     fn connect(&mut self) -> Result<(), String> {
@@ -769,7 +816,23 @@ impl KernelClient {
         if self.stream.is_some() {
             self.reconnects += 1;
         }
-        self.stream = Some(s);
+        self.stream = Some(match &self.tls {
+            None => KernelStream::Plain(s),
+            Some((config, name)) => {
+                let server = rustls::pki_types::ServerName::try_from(name.clone())
+                    .map_err(|e| format!("kernel client: server name {name:?}: {e}"))?;
+                let conn = rustls::ClientConnection::new(config.clone(), server)
+                    .map_err(|e| format!("kernel client: TLS: {e}"))?;
+                let mut tls = rustls::StreamOwned::new(conn, s);
+                // The handshake now, not inside the first timed request.
+                while tls.conn.is_handshaking() {
+                    tls.conn
+                        .complete_io(&mut tls.sock)
+                        .map_err(|e| format!("kernel client: TLS handshake with {name}: {e}"))?;
+                }
+                KernelStream::Tls(Box::new(tls))
+            }
+        });
         Ok(())
     }
 
@@ -865,13 +928,37 @@ struct ReqwestLane {
 
 impl ReqwestLane {
     fn new(lane: &RelayLane, tx: &[u8]) -> Result<ReqwestLane, String> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .http1_only()
             .tcp_nodelay(true)
             .pool_max_idle_per_host(64)
             .pool_idle_timeout(Duration::from_secs(90))
             .connect_timeout(Duration::from_secs(2))
-            .timeout(E2E_TIMEOUT)
+            .timeout(E2E_TIMEOUT);
+        // HTTPS: rustls (ring) with its bundled roots plus the lane's CA files, the relay's
+        // name resolved to the lane's address (as DNS would).
+        let origin = match &lane.tls {
+            None => format!("http://{}", lane.addr),
+            Some(t) => {
+                builder = builder
+                    .use_rustls_tls()
+                    .resolve(&t.server_name, lane.addr.into());
+                for f in &t.ca_files {
+                    let pem = std::fs::read(f)
+                        .map_err(|e| format!("lane {}: {}: {e}", lane.name, f.display()))?;
+                    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                        .map_err(|e| format!("lane {}: {}: {e}", lane.name, f.display()))?;
+                    for c in certs {
+                        builder = builder.add_root_certificate(c);
+                    }
+                }
+                if t.insecure_skip_verify {
+                    builder = builder.danger_accept_invalid_certs(true);
+                }
+                format!("https://{}:{}", t.server_name, lane.addr.port())
+            }
+        };
+        let client = builder
             .build()
             .map_err(|e| format!("reqwest client: {e}"))?;
         // The request line and headers of the template, from one request written by it.
@@ -885,7 +972,7 @@ impl ReqwestLane {
             .and_then(|l| l.strip_prefix("POST "))
             .and_then(|l| l.strip_suffix(" HTTP/1.1"))
             .ok_or_else(|| "template: not a POST HTTP/1.1 request line".to_string())?;
-        let url = reqwest::Url::parse(&format!("http://{}{target}", lane.addr))
+        let url = reqwest::Url::parse(&format!("{origin}{target}"))
             .map_err(|e| format!("lane {}: url: {e}", lane.name))?;
         let mut headers = reqwest::header::HeaderMap::new();
         for l in lines {
@@ -1037,6 +1124,11 @@ fn relay_lanes(
             id,
             addr: std::net::SocketAddrV4::new(h.dst_ip, h.dst_port),
             template,
+            tls: h.tls.as_ref().map(|t| crate::tls::TlsSettings {
+                server_name: t.server_name.clone(),
+                ca_files: t.ca_files.clone(),
+                insecure_skip_verify: t.insecure_skip_verify,
+            }),
         });
     }
     if lanes.is_empty() {
@@ -1372,8 +1464,9 @@ fn e2e(config_path: &Path, opts: &E2eOptions) -> Result<(), Failure> {
     }
     let mut kernel: Vec<KernelClient> = lanes
         .iter()
-        .map(|l| KernelClient::new(l.addr, l.template.clone()))
-        .collect();
+        .map(KernelClient::new)
+        .collect::<Result<_, _>>()
+        .map_err(Failure::Setup)?;
     let mut reqwest_lanes: Vec<ReqwestLane> = lanes
         .iter()
         .map(|l| ReqwestLane::new(l, &txs[0]))
