@@ -936,6 +936,14 @@ fn serve(
                     in_flight: None,
                 };
             }
+            // Many records under one key: new keys (TLS 1.3) or a new connection (TLS 1.2).
+            if t.rekey_due() {
+                if let Err(e) = t.update_own_keys(stream) {
+                    return End::Closed(format!(
+                        "the write key reached its record limit ({e}); reconnecting"
+                    ));
+                }
+            }
         }
         if head.close {
             return End::Closed(format!(

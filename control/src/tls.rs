@@ -31,6 +31,11 @@ use swqos_tls::{
 };
 use zeroize::Zeroize;
 
+/// Records sealed under one write key before the connection changes keys: 2^23, well inside
+/// AES-GCM's confidentiality limit for TLS 1.3 (2^24.5 records, RFC 8446 section 5.5; rustls
+/// uses the same), and for ChaCha20-Poly1305 far inside its.
+const REKEY_AFTER: u64 = 1 << 23;
+
 /// Largest record we accept: header, TLS 1.2's bound on ciphertext expansion, 16 KiB.
 const MAX_RECORD: usize = swqos_tls::HEADER_LEN + MAX_PLAINTEXT + 2048;
 /// Ciphertext buffer: always room for one whole record after a partial one is moved to the front.
@@ -237,6 +242,8 @@ pub(crate) struct TlsConn {
     /// Records being written.
     tx: Vec<u8>,
     key_update_pending: bool,
+    /// [`REKEY_AFTER`], smaller in tests.
+    rekey_after: u64,
     /// close_notify or the TCP FIN arrived.
     eof: bool,
 }
@@ -305,6 +312,7 @@ impl TlsConn {
             plain_pos: 0,
             tx: Vec::new(),
             key_update_pending: false,
+            rekey_after: REKEY_AFTER,
             eof: false,
         })
     }
@@ -464,6 +472,24 @@ impl TlsConn {
         self.tx_keys = next;
         self.key_update_pending = false;
         Ok(true)
+    }
+
+    /// Whether the write keys have sealed [`REKEY_AFTER`] records. rustls's kernel-offload
+    /// API leaves counting to its user: past AES-GCM's confidentiality limit the connection
+    /// must change keys (TLS 1.3: [`TlsConn::update_own_keys`]) or end (TLS 1.2).
+    pub(crate) fn rekey_due(&self) -> bool {
+        self.sealer.seq() >= self.rekey_after
+    }
+
+    /// TLS 1.3: sends a `KeyUpdate` of our own and moves to the next write keys (sequence 0);
+    /// while the connection is the control plane's (BUSY), before it is armed again. An error
+    /// for TLS 1.2, which has no `KeyUpdate`.
+    pub(crate) fn update_own_keys(&mut self, stream: &TcpStream) -> io::Result<()> {
+        if self.suite.version() != Version::Tls13 {
+            return Err(io::Error::other("TLS 1.2 has no KeyUpdate"));
+        }
+        self.key_update_pending = true;
+        self.flush_key_update(stream).map(drop)
     }
 
     /// Reads more ciphertext into `rx`; `Ok(0)` at the TCP end of stream.
@@ -1029,6 +1055,53 @@ mod tests {
             expect_read(&mut conn.reader(&stream), b"resp3");
             server.join().unwrap();
         }
+    }
+
+    /// After its record limit the connection moves to new write keys on its own (TLS 1.3) and
+    /// the relay follows; TLS 1.2 cannot.
+    #[test]
+    fn record_limit_rekeys() {
+        for (suite, _) in &SUITES[..3] {
+            let (addr, server) = serve(trusted(), *suite, |s| {
+                for (req, resp) in [
+                    (b"req1", b"resp1"),
+                    (b"req2", b"resp2"),
+                    (b"req3", b"resp3"),
+                ] {
+                    expect_read(s, req);
+                    s.write_all(resp).unwrap();
+                    s.flush().unwrap();
+                }
+            });
+            let (stream, conn) = connect(addr, &settings("relay.test"));
+            let mut conn = conn.unwrap();
+            conn.rekey_after = 2;
+            let first_key = conn.tx_state().key;
+            for (req, resp) in [(b"req1", b"resp1"), (b"req2", b"resp2")] {
+                assert!(!conn.rekey_due());
+                conn.write(&stream, req).unwrap();
+                expect_read(&mut conn.reader(&stream), resp);
+            }
+            assert!(conn.rekey_due());
+            conn.update_own_keys(&stream).unwrap();
+            assert!(!conn.rekey_due());
+            assert_eq!(conn.tx_state().seq, 0);
+            assert_ne!(conn.tx_state().key, first_key);
+            // The relay reads the next request under the new keys.
+            conn.write(&stream, b"req3").unwrap();
+            expect_read(&mut conn.reader(&stream), b"resp3");
+            server.join().unwrap();
+        }
+        let (suite, _) = &SUITES[3];
+        let (addr, server) = serve(trusted(), *suite, finish_handshake);
+        let (stream, conn) = connect(addr, &settings("relay.test"));
+        let mut conn = conn.unwrap();
+        assert!(
+            conn.update_own_keys(&stream).is_err(),
+            "TLS 1.2 has no KeyUpdate"
+        );
+        drop(stream);
+        server.join().unwrap();
     }
 
     /// TLS 1.3 session tickets arrive after the handshake, are consumed while idle and stored
