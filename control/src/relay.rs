@@ -508,7 +508,13 @@ impl Lane {
     /// request, a keep-alive ping once it has been idle since `idle_since` for the ping
     /// interval, or stop. While it waits it is armed: the data plane may claim it, after which
     /// it writes nothing of its own until the claim's completion arrives.
-    fn next(&self, conn: usize, idle_since: Instant, tls: Option<&TlsConn>) -> Next {
+    fn next(
+        &self,
+        conn: usize,
+        idle_since: Instant,
+        stream: &TcpStream,
+        tls: Option<&TlsConn>,
+    ) -> Next {
         let session = self.first_session + conn;
         // The write keys and sequence number the data plane continues from if it claims the
         // connection: nothing is written on it between here and the claim's completion.
@@ -549,7 +555,14 @@ impl Lane {
                 }
                 continue; // claimed meanwhile: wait for the completion instead
             }
-            self.board.arm(session, armed);
+            // Armed only once the relay has acknowledged every byte written: then the data
+            // plane, which bridges them, has seen them go out and continues after them. (A
+            // TLS KeyUpdate gets no answer, so it may still be on its way to the bridge when
+            // the loop comes here; a fast send then would take its place in the byte stream.)
+            let settled = unacked(stream) == 0;
+            if settled {
+                self.board.arm(session, armed);
+            }
             let due = (!self.ping_interval.is_zero()).then(|| idle_since + self.ping_interval);
             if let Some(due) = due {
                 if Instant::now() >= due {
@@ -559,11 +572,13 @@ impl Lane {
                     continue;
                 }
             }
-            // Short waits while armed: a claim does not notify this condvar.
+            // Short waits while armed: a claim does not notify this condvar; shorter until the
+            // last write is acknowledged.
+            let poll = Duration::from_millis(if settled { 5 } else { 1 });
             let wait = due
                 .map(|d| d.saturating_duration_since(Instant::now()))
-                .unwrap_or(Duration::from_millis(5))
-                .min(Duration::from_millis(5));
+                .unwrap_or(poll)
+                .min(poll);
             st = self
                 .work
                 .wait_timeout(st, wait)
@@ -801,7 +816,7 @@ fn serve(
     let mut idle_since = Instant::now();
     let session = lane.first_session + conn;
     loop {
-        let next = lane.next(conn, idle_since, tls.as_deref());
+        let next = lane.next(conn, idle_since, stream, tls.as_deref());
         match next {
             Next::Stop => return End::Stop,
             Next::Abandon => {
@@ -985,6 +1000,26 @@ fn peek(stream: &TcpStream) -> Peek {
                 _ => Peek::Error(e),
             }
         }
+    }
+}
+
+/// Bytes written to `stream` that the peer has not acknowledged yet (`SIOCOUTQ`: unsent plus
+/// unacknowledged); an error counts as unsettled.
+fn unacked(stream: &TcpStream) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: the descriptor belongs to `stream`, which outlives the call; TIOCOUTQ (SIOCOUTQ)
+    // writes one c_int to the pointer, which points at `n` on this stack frame.
+    let rc = unsafe {
+        libc::ioctl(
+            stream.as_raw_fd(),
+            libc::TIOCOUTQ,
+            &mut n as *mut libc::c_int,
+        )
+    };
+    if rc == 0 {
+        n.max(0) as usize
+    } else {
+        usize::MAX
     }
 }
 
@@ -1873,6 +1908,42 @@ mod tests {
         );
         assert_eq!(pair(r(419, "")), sig(None, Some("HTTP 419 X")));
         assert_eq!(pair(r(200, "")), sig(None, None));
+    }
+
+    /// What a connection waits for before it is armed: the peer has every byte written.
+    #[test]
+    fn relay_unacked_counts_bytes_the_peer_has_not_taken() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        assert_eq!(unacked(&client), 0);
+        // More than the peer's receive buffer takes while it reads nothing: the rest waits.
+        client.set_nonblocking(true).unwrap();
+        let chunk = vec![7u8; 64 * 1024];
+        let mut written = 0usize;
+        loop {
+            match (&client).write(&chunk) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(unacked(&client) > 0, "{written} bytes written");
+        // The peer takes everything: nothing left unacknowledged.
+        let mut buf = vec![0u8; 1 << 20];
+        let mut read = 0;
+        while read < written {
+            read += server.read(&mut buf).unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while unacked(&client) != 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{} still unacked",
+                unacked(&client)
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     #[test]

@@ -75,6 +75,8 @@ pub struct FastPath {
     sealers: Vec<Option<CachedSealer>>,
     ip_ident: u16,
     hold_ticks: u64,
+    /// When the sealer cache was last swept.
+    last_sweep: u64,
 }
 
 /// Parses Ethernet/IPv4/TCP; returns (key as the sender sees it: src ip, src port, dst ip,
@@ -118,6 +120,7 @@ impl FastPath {
             sealers: (0..MAX_SESSIONS).map(|_| None).collect(),
             ip_ident: 0,
             hold_ticks: tsc_hz / 20, // 50 ms
+            last_sweep: 0,
         }
     }
 
@@ -199,12 +202,28 @@ impl FastPath {
         None
     }
 
-    /// Releases segments held longer than 50 ms (the kernel will sort them out).
+    /// Releases segments held longer than 50 ms (the kernel will sort them out), and every
+    /// 100 ms forgets (zeroizes) the sealers of connections that have ended or changed keys.
     pub fn expire(&mut self, now: u64, mut release: impl FnMut(Mbuf)) {
         for f in &mut self.flows {
             if !f.held.is_empty() && now.wrapping_sub(f.held_since) > self.hold_ticks {
                 for (m, _) in f.held.drain(..) {
                     release(m);
+                }
+            }
+        }
+        if now.wrapping_sub(self.last_sweep) > 2 * self.hold_ticks {
+            self.last_sweep = now;
+            for (i, cached) in self.sealers.iter_mut().enumerate() {
+                let Some(c) = cached else {
+                    continue;
+                };
+                let e = self.seg.session(i);
+                // The control plane clears the entry's keys when the connection ends.
+                if e.state.load(Ordering::Acquire) == session::FREE
+                    || e.tls_suite.load(Ordering::Relaxed) != c.suite
+                {
+                    *cached = None; // `CachedSealer`'s drop zeroizes the keys
                 }
             }
         }
