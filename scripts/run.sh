@@ -121,6 +121,7 @@ http {
         listen 198.18.77.2:8443 ssl;
         ssl_certificate $ca/cert.pem;
         ssl_certificate_key $ca/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
         location / {
             proxy_pass http://relay;
             proxy_http_version 1.1;
