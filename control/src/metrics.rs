@@ -247,21 +247,33 @@ pub(crate) fn render(snap: Option<&Snapshot>) -> String {
     }
 
     // Latency.
-    let hist = snap.latency();
-    let name = "swqos_submit_to_tx_latency_seconds";
-    header(
+    histogram(
         &mut o,
-        name,
-        "histogram",
+        snap,
+        &snap.latency(),
+        "swqos_submit_to_tx_latency_seconds",
         "Submit-to-tx_burst latency (client TSC at submit to dataplane TSC after tx_burst accepted the frame), all TX lcores. Buckets are collapsed from ~3%-resolution buckets: a sample counts under le only when its whole fine bucket lies at or below le. _sum is approximated from the fine buckets' midpoints.",
     );
+    histogram(
+        &mut o,
+        snap,
+        &snap.fast_latency(),
+        "swqos_delegated_send_latency_seconds",
+        "Relay lanes' delegated sends (plain or TLS): client TSC at submit to dataplane TSC after tx_burst accepted the request's last segment. Buckets as for swqos_submit_to_tx_latency_seconds.",
+    );
+    o
+}
+
+/// Appends one latency histogram of the data plane (TSC ticks, ~3% buckets) in seconds.
+fn histogram(o: &mut String, snap: &Snapshot, hist: &[u64], name: &str, help: &str) {
+    header(o, name, "histogram", help);
     for bound in LATENCY_BOUNDS {
         let ticks = (bound * snap.tsc_hz as f64).floor() as u64;
         let _ = writeln!(
             o,
             "{name}_bucket{{le=\"{}\"}} {}",
             fmt_le(bound),
-            count_at_most(&hist, ticks)
+            count_at_most(hist, ticks)
         );
     }
     let count: u64 = hist.iter().sum();
@@ -269,10 +281,9 @@ pub(crate) fn render(snap: Option<&Snapshot>) -> String {
     let _ = writeln!(
         o,
         "{name}_sum {}",
-        snap.ticks_to_secs(approximate_sum(&hist))
+        snap.ticks_to_secs(approximate_sum(hist))
     );
     let _ = writeln!(o, "{name}_count {count}");
-    o
 }
 
 /// A bucket bound as Prometheus clients print them (`1e-06`, `0.0001`, `1.0`).

@@ -278,6 +278,7 @@ pub(crate) fn render_json(snap: &Snapshot, rates: &Rates) -> Value {
             "tx_bytes": snap.total(Counter::TxBytes),
             "completions": outcomes_json(&snap.outcomes()),
             "latency_us": latency_json(snap, &all),
+            "delegated_send_latency_us": latency_json(snap, &snap.fast_latency()),
         },
         "lcores": lcores,
         "ports": ports,
@@ -314,6 +315,15 @@ pub(crate) fn render_text(path: &Path, snap: &Snapshot, rates: &Rates) -> String
         "completions: sent {} rejected {} unknown-lane {} dropped {}; submit-to-tx_burst latency p50 {p50} us, p99 {p99} us, p99.9 {p999} us",
         o_all.sent, o_all.rejected, o_all.unknown_lane, o_all.dropped
     );
+    let fast = snap.fast_latency();
+    let fast_n: u64 = fast.iter().sum();
+    if fast_n > 0 {
+        let [p50, p99, p999] = quantiles(snap, &fast);
+        let _ = writeln!(
+            o,
+            "delegated sends (relay lanes): {fast_n}; submit-to-tx_burst of the last segment p50 {p50} us, p99 {p99} us, p99.9 {p999} us"
+        );
+    }
 
     let _ = writeln!(o);
     let _ = writeln!(

@@ -694,6 +694,17 @@ impl Snapshot {
         merge_latency(self.lcores.iter())
     }
 
+    /// The delegated sends' latency histograms of every lcore, merged.
+    pub fn fast_latency(&self) -> Vec<u64> {
+        let mut hist = vec![0u64; HISTOGRAM_BUCKETS];
+        for s in &self.lcores {
+            for (h, v) in hist.iter_mut().zip(&s.fast_latency) {
+                *h += v;
+            }
+        }
+        hist
+    }
+
     /// Converts TSC ticks to seconds with the dataplane's measured rate.
     pub fn ticks_to_secs(&self, ticks: f64) -> f64 {
         if self.tsc_hz == 0 {

@@ -232,6 +232,19 @@ fn tls_lanes_of_every_suite_take_the_fast_path_to_nginx_exactly_once() {
             );
         }
     }
+    // `swqos stats` reports the delegated sends' submit-to-tx_burst latency.
+    let out = swqos(&["stats", "--config", rig.cfg(), "--json"], b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lat = &stats["totals"]["delegated_send_latency_us"];
+    assert!(
+        lat["samples"].as_u64().unwrap() >= fast as u64 && lat["p50"].as_f64().unwrap() > 0.0,
+        "{lat}"
+    );
     let done = rig.stop();
     assert!(done.stdout.contains("fast"), "{}", done.stdout);
 }
