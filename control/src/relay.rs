@@ -896,10 +896,8 @@ fn serve(
                     }
                 }
             },
-            // A KeyUpdate owed to the peer goes first (before our next application data).
-            (Some(t), _) => t
-                .flush_key_update(stream)
-                .and_then(|_| t.write(stream, bytes)),
+            // (A KeyUpdate owed to the peer goes first: `write` sends it.)
+            (Some(t), _) => t.write(stream, bytes),
         };
         if let Err(e) = written {
             return End::Failed {
@@ -936,7 +934,6 @@ fn serve(
         if let Next::Delegated(_) = next {
             lane.board.finish_claim(session);
         }
-
         if let Some((id, sent_at)) = in_flight {
             let reply = parse_reply(head.status, &head.reason, &bufs.body);
             lane.emit(id, conn, Ok(reply), Some(sent_at));
