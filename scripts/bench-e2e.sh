@@ -167,14 +167,7 @@ if [ "$TLS" -eq 1 ]; then
     # The relay side's TLS: a test CA and a certificate for relay.test (and the relay's IP).
     LANE_PORT=8443
     PKI=$OUT/pki
-    mkdir -p "$PKI"
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
-        -subj "/CN=swqos bench CA" -keyout "$PKI/ca.key" -out "$PKI/ca.pem" 2>/dev/null
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=relay.test" \
-        -keyout "$PKI/key.pem" -out "$PKI/req.pem" 2>/dev/null
-    printf 'subjectAltName=DNS:relay.test,IP:%s\n' "$RELAY_IP" >"$PKI/san.ext"
-    openssl x509 -req -in "$PKI/req.pem" -CA "$PKI/ca.pem" -CAkey "$PKI/ca.key" \
-        -CAcreateserial -days 30 -extfile "$PKI/san.ext" -out "$PKI/cert.pem" 2>/dev/null
+    "$ROOT/scripts/tls-relay.sh" "$PKI" "$RELAY_IP" 8443 "$RELAY_PORT" TLSv1.3
     LANE_TLS="host = \"relay.test\"
 tls = true
 ca_files = [\"$PKI/ca.pem\"]"
@@ -207,37 +200,7 @@ grep -q "listening on" "$OUT/relay.out" || die "mock relay did not start: $(cat 
 
 if [ "$TLS" -eq 1 ]; then
     say "nginx in $NS: TLS on $RELAY_IP:8443 for the mock relay"
-    mkdir -p "$OUT/nginx"
-    cat >"$OUT/nginx/nginx.conf" <<EOF
-worker_processes 1;
-master_process off;
-daemon off;
-error_log $OUT/nginx/error.log;
-pid $OUT/nginx/nginx.pid;
-events { worker_connections 256; }
-http {
-    access_log off;
-    client_body_temp_path $OUT/nginx;
-    proxy_temp_path $OUT/nginx;
-    upstream relay { server $RELAY_IP:$RELAY_PORT; keepalive 32; }
-    server {
-        listen $RELAY_IP:8443 ssl;
-        ssl_certificate $PKI/cert.pem;
-        ssl_certificate_key $PKI/key.pem;
-        ssl_protocols TLSv1.3;
-        keepalive_requests 1000000;
-        location / {
-            proxy_pass http://relay;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$http_host;
-            proxy_next_upstream off;
-        }
-    }
-}
-EOF
-    ip netns exec "$NS" nginx -c "$OUT/nginx/nginx.conf" -p "$OUT/nginx" \
-        >"$OUT/nginx/stdout" 2>&1 &
+    ip netns exec "$NS" nginx -c "$PKI/nginx.conf" -p "$PKI" >"$OUT/nginx.out" 2>&1 &
     BG_PIDS+=($!)
     for _ in $(seq 50); do
         ip netns exec "$NS" bash -c "exec 3<>/dev/tcp/$RELAY_IP/8443" 2>/dev/null && break

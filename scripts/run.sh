@@ -96,43 +96,8 @@ for _ in $(seq 1 50); do grep -q "listening on" "$work/relay.out" && break; slee
 # which terminates TLS with a certificate from a test CA the profile's lanes trust.
 ca=/tmp/swqos-demo-ca
 echo "==> test CA $ca and nginx with TLS on 198.18.77.2:8443 in front of the mock relay" >&2
-rm -rf "$ca"
-mkdir -p "$ca"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
-    -subj "/CN=swqos demo CA" -keyout "$ca/ca.key" -out "$ca/ca.pem" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=relay.test" \
-    -keyout "$ca/key.pem" -out "$ca/req.pem" 2>/dev/null
-printf 'subjectAltName=DNS:relay.test,IP:198.18.77.2\n' >"$ca/san.ext"
-openssl x509 -req -in "$ca/req.pem" -CA "$ca/ca.pem" -CAkey "$ca/ca.key" -CAcreateserial \
-    -days 30 -extfile "$ca/san.ext" -out "$ca/cert.pem" 2>/dev/null
-cat >"$work/nginx.conf" <<EOF
-worker_processes 1;
-master_process off;
-daemon off;
-error_log $work/nginx-error.log;
-pid $work/nginx.pid;
-events { worker_connections 256; }
-http {
-    access_log $work/nginx-access.log;
-    client_body_temp_path $work;
-    proxy_temp_path $work;
-    upstream relay { server 198.18.77.2:8080; keepalive 32; }
-    server {
-        listen 198.18.77.2:8443 ssl;
-        ssl_certificate $ca/cert.pem;
-        ssl_certificate_key $ca/key.pem;
-        ssl_protocols TLSv1.2 TLSv1.3;
-        location / {
-            proxy_pass http://relay;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$http_host;
-            proxy_next_upstream off;
-        }
-    }
-}
-EOF
-ip netns exec swqos-peer nginx -c "$work/nginx.conf" -p "$work" >"$work/nginx.out" 2>&1 &
+scripts/tls-relay.sh "$ca" 198.18.77.2 8443 8080 "TLSv1.2 TLSv1.3"
+ip netns exec swqos-peer nginx -c "$ca/nginx.conf" -p "$ca" >"$work/nginx.out" 2>&1 &
 pids+=($!)
 
 start_dataplane "$profile"

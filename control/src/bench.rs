@@ -465,6 +465,20 @@ fn wait_for(
     Ok(())
 }
 
+/// Submits one transaction, polling completions while the ring is full (one in flight: it
+/// empties as the data plane sends).
+fn submit_waiting(client: &mut Client, tx: &[u8], mask: u64, tag: u64) -> Result<(), Failure> {
+    loop {
+        match client.submit(tx, mask, tag) {
+            Ok(()) => return Ok(()),
+            Err(SubmitError::Full) => {
+                client.poll();
+            }
+            Err(e) => return Err(submit_error(e)),
+        }
+    }
+}
+
 /// Nearest-rank quantile of sorted samples.
 fn pct(sorted: &[u64], q: f64) -> u64 {
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
@@ -512,15 +526,7 @@ fn latency(
         for i in 0..warmup + count {
             tag += 1;
             let tx = &txs[i as usize % txs.len()];
-            loop {
-                match client.submit(tx, mask, tag) {
-                    Ok(()) => break,
-                    Err(SubmitError::Full) => {
-                        client.poll();
-                    }
-                    Err(e) => return Err(submit_error(e)),
-                }
-            }
+            submit_waiting(&mut client, tx, mask, tag)?;
             let record = if i >= warmup {
                 Some(&mut samples)
             } else {
@@ -555,13 +561,7 @@ fn relay_tx_latency(
     tag: &mut u64,
 ) -> Result<(), Failure> {
     let fast_hist = |client: &Client| {
-        let mut h = vec![0u64; stats::HISTOGRAM_BUCKETS];
-        for s in snapshot(client.segment()) {
-            for (a, b) in h.iter_mut().zip(&s.fast_latency) {
-                *a += b;
-            }
-        }
-        h
+        stats::merge_histograms(snapshot(client.segment()).iter(), |s| &s.fast_latency)
     };
     let warmup = (count / 10).max(20);
     let mut before = fast_hist(client);
@@ -571,15 +571,7 @@ fn relay_tx_latency(
         }
         *tag += 1;
         let tx = &txs[i as usize % txs.len()];
-        loop {
-            match client.submit(tx, mask, *tag) {
-                Ok(()) => break,
-                Err(SubmitError::Full) => {
-                    client.poll();
-                }
-                Err(e) => return Err(submit_error(e)),
-            }
-        }
+        submit_waiting(client, tx, mask, *tag)?;
         wait_for(client, *tag, k, None)?;
     }
     let after = fast_hist(client);

@@ -667,12 +667,13 @@ fn run_connection(lane: &Lane, conn: usize) {
         if lane.stopping() {
             break;
         }
-        let stream = match connect(lane.addr) {
-            Ok(s) => s,
-            Err(e) => {
+        let (stream, mut tls) = match open(lane) {
+            Ok(c) => c,
+            Err(reason) => {
+                // A failed TLS handshake counts as a failed connect: the lane's error names it,
+                // so submissions to a lane whose relay is not trusted fail with the reason.
                 failures += 1;
                 connect_failures += 1;
-                let reason = format!("connect: {e}");
                 lane.set_state(conn, ConnState::Down, Some(&reason));
                 delay = backoff(failures, &mut rng);
                 if connect_failures == 1
@@ -686,34 +687,6 @@ fn run_connection(lane: &Lane, conn: usize) {
                     );
                 }
                 continue;
-            }
-        };
-        let mut tls = match &lane.tls {
-            None => None,
-            Some(t) => {
-                let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-                match TlsConn::handshake(&stream, t.config.clone(), &t.server_name, deadline) {
-                    Ok(c) => Some(c),
-                    Err(reason) => {
-                        // As a failed connect: the lane's error names it, so submissions to a
-                        // lane whose relay is not trusted fail with the reason.
-                        failures += 1;
-                        connect_failures += 1;
-                        lane.set_state(conn, ConnState::Down, Some(&reason));
-                        delay = backoff(failures, &mut rng);
-                        if connect_failures == 1
-                            || connect_failures.is_multiple_of(10)
-                            || reason != logged_failure
-                        {
-                            logged_failure.clone_from(&reason);
-                            log!(
-                                "{who}: {reason} (failed attempt {connect_failures}; retrying in {} ms)",
-                                delay.as_millis()
-                            );
-                        }
-                        continue;
-                    }
-                }
             }
         };
         let verb = if ever_connected {
@@ -794,6 +767,24 @@ fn run_connection(lane: &Lane, conn: usize) {
             }
         }
     }
+}
+
+/// Connects to the lane's relay, with the TLS handshake on a TLS lane.
+fn open(lane: &Lane) -> Result<(TcpStream, Option<TlsConn>), String> {
+    let stream = connect(lane.addr).map_err(|e| format!("connect: {e}"))?;
+    let tls = match &lane.tls {
+        None => None,
+        Some(t) => {
+            let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+            Some(TlsConn::handshake(
+                &stream,
+                t.config.clone(),
+                &t.server_name,
+                deadline,
+            )?)
+        }
+    };
+    Ok((stream, tls))
 }
 
 fn connect(addr: SocketAddrV4) -> io::Result<TcpStream> {

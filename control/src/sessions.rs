@@ -10,7 +10,7 @@ use std::net::SocketAddrV4;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use swqos_shm::layout::{session, MAX_SESSIONS};
+use swqos_shm::layout::{session, Session, MAX_SESSIONS};
 use swqos_shm::Segment;
 
 /// A TLS connection's write state, published when it is armed.
@@ -67,28 +67,21 @@ impl SessionBoard {
         let mut inner = self.lock();
         if let Some(old) = &inner.seg {
             for i in 0..inner.entries.len() {
-                old.session(i).state.store(session::FREE, Ordering::Release);
-                old.session(i).clear_tls();
+                release(old.session(i));
             }
         }
         inner.seg = seg;
-        if let Some(new) = &inner.seg {
-            // Entries no connection of ours uses: a control plane that died (SIGKILL) may have
-            // left connections and their keys there.
-            for i in inner.entries.len()..MAX_SESSIONS {
-                new.session(i).state.store(session::FREE, Ordering::Release);
-                new.session(i).clear_tls();
-            }
+        let Some(new) = &inner.seg else {
+            return;
+        };
+        // Every entry first: a control plane that died (SIGKILL) may have left connections and
+        // their keys there.
+        for i in 0..MAX_SESSIONS {
+            release(new.session(i));
         }
-        for i in 0..inner.entries.len() {
-            match inner.entries[i] {
-                Some(r) => publish(&inner, i, r),
-                None => {
-                    if let Some(new) = &inner.seg {
-                        new.session(i).state.store(session::FREE, Ordering::Release);
-                        new.session(i).clear_tls();
-                    }
-                }
+        for (i, r) in inner.entries.iter().enumerate() {
+            if let Some(r) = r {
+                publish(&inner, i, *r);
             }
         }
     }
@@ -115,8 +108,7 @@ impl SessionBoard {
             *slot = None;
         }
         if let (Some(seg), true) = (&inner.seg, i < inner.entries.len()) {
-            seg.session(i).state.store(session::FREE, Ordering::Release);
-            seg.session(i).clear_tls();
+            release(seg.session(i));
         }
     }
 
@@ -204,6 +196,12 @@ impl SessionBoard {
             );
         }
     }
+}
+
+/// Frees an entry and zeroes its keys.
+fn release(e: &Session) {
+    e.state.store(session::FREE, Ordering::Release);
+    e.clear_tls();
 }
 
 /// Writes entry `i` (BUSY, new generation, addresses) into the attached segment.

@@ -3,80 +3,22 @@
 //!
 //! Needs root (EAL); runs in its own process because EAL initialises once per process.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+mod common;
 
+use common::{counted, have_root, net_null_config, sample_transactions};
 use swqos_dataplane::runtime::{Dataplane, RunOptions, Worker};
 use swqos_shm::layout::{State, Status};
 use swqos_shm::stats::{self, Counter};
 use swqos_shm::Client;
 
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn sample_transactions() -> Vec<Vec<u8>> {
-    use base64::Engine;
-    include_str!("../../wire/tests/data/solana-txs.jsonl")
-        .lines()
-        .filter(|l| !l.contains("\"invalid\""))
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            base64::engine::general_purpose::STANDARD
-                .decode(v["base64"].as_str().unwrap())
-                .unwrap()
-        })
-        .collect()
-}
-
 #[test]
 fn tx_poll_allocates_nothing_per_packet() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: tx_poll_allocates_nothing_per_packet needs root for DPDK's EAL");
+    if !have_root("tx_poll_allocates_nothing_per_packet") {
         return;
     }
-    let pid = std::process::id();
-    let text = format!(
+    let config = net_null_config(
+        "noalloc",
         r#"
-[eal]
-lcores = "0-1"
-hugepages = "off"
-memory_mb = 256
-file_prefix = "swqos-noalloc-{pid}"
-[shm]
-path = "/dev/shm/swqos-noalloc-{pid}"
-rings = 2
-[[port]]
-name = "p0"
-device = "net_null0"
-rx_queues = 0
-[[lcore]]
-id = 1
-role = "tx"
-queues = [{{ port = "p0", queue = 0 }}]
 [[lane]]
 name = "a"
 kind = "udp"
@@ -95,9 +37,8 @@ src_port = 9002
 dst_ip = "198.19.0.2"
 dst_port = 8002
 dst_mac = "02:00:00:00:00:03"
-"#
+"#,
     );
-    let config = dpdk_config::Config::parse(&text, Path::new("no_alloc.toml")).unwrap();
     let mut dp = Dataplane::setup(&config, &RunOptions::default()).unwrap();
     let seg = dp.segment().clone();
     let mut workers = dp.take_workers();
@@ -120,11 +61,9 @@ dst_mac = "02:00:00:00:00:03"
                 submitted += 1;
             }
         }
-        let before = ALLOCATIONS.load(Ordering::Relaxed);
-        worker.poll();
-        let after = ALLOCATIONS.load(Ordering::Relaxed);
+        let (_, counts) = counted(|| worker.poll());
         // The first rounds may warm lazily initialised state; after that, nothing.
-        if round >= 10 && after != before {
+        if round >= 10 && counts.allocations != 0 {
             polls_with_allocations += 1;
         }
         while let Some(c) = client.poll() {

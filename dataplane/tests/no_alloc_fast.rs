@@ -6,14 +6,14 @@
 //!
 //! Needs root (EAL); runs in its own process because EAL initialises once per process.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::Ipv4Addr;
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+mod common;
+
+use common::{counted, have_root, net_null_config, sample_transactions};
 use dpdk::{Mempool, TxBurst};
 use swqos_dataplane::fast::FastPath;
 use swqos_dataplane::runtime::{Dataplane, RunOptions};
@@ -24,92 +24,6 @@ use swqos_wire::checksum;
 use swqos_wire::ipv4::protocol;
 use swqos_wire::relay::{Endpoint, Provider, RequestTemplate};
 use swqos_wire::tcp::flags;
-
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-static ALLOCATED_BYTES: AtomicU64 = AtomicU64::new(0);
-static DEALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    /// Set while this thread is in a counted region (other threads, such as the test harness's,
-    /// are not watched).
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-fn counting() -> bool {
-    COUNTING.try_with(Cell::get).unwrap_or(false)
-}
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if counting() {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-            ALLOCATED_BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if counting() {
-            DEALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if counting() {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-            ALLOCATED_BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// What the allocator saw in a counted region.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Counts {
-    allocations: u64,
-    bytes: u64,
-    deallocations: u64,
-}
-
-/// Runs `f` with this thread's allocations counted.
-fn counted<R>(f: impl FnOnce() -> R) -> (R, Counts) {
-    let before = (
-        ALLOCATIONS.load(Ordering::Relaxed),
-        ALLOCATED_BYTES.load(Ordering::Relaxed),
-        DEALLOCATIONS.load(Ordering::Relaxed),
-    );
-    COUNTING.with(|c| c.set(true));
-    let r = f();
-    COUNTING.with(|c| c.set(false));
-    let counts = Counts {
-        allocations: ALLOCATIONS.load(Ordering::Relaxed) - before.0,
-        bytes: ALLOCATED_BYTES.load(Ordering::Relaxed) - before.1,
-        deallocations: DEALLOCATIONS.load(Ordering::Relaxed) - before.2,
-    };
-    (r, counts)
-}
-
-fn sample_transactions() -> Vec<Vec<u8>> {
-    use base64::Engine;
-    include_str!("../../wire/tests/data/solana-txs.jsonl")
-        .lines()
-        .filter(|l| !l.contains("\"invalid\""))
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            base64::engine::general_purpose::STANDARD
-                .decode(v["base64"].as_str().unwrap())
-                .unwrap()
-        })
-        .collect()
-}
 
 const LOCAL_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x77, 0x01];
 const GATEWAY_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x77, 0x02];
@@ -401,30 +315,12 @@ fn expected_request(template: &RequestTemplate, tx: &[u8]) -> Vec<u8> {
 
 #[test]
 fn fast_path_tls_sends_allocate_nothing() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: fast_path_tls_sends_allocate_nothing needs root for DPDK's EAL");
+    if !have_root("fast_path_tls_sends_allocate_nothing") {
         return;
     }
-    let pid = std::process::id();
-    let text = format!(
+    let config = net_null_config(
+        "noallocfast",
         r#"
-[eal]
-lcores = "0-1"
-hugepages = "off"
-memory_mb = 256
-file_prefix = "swqos-noallocfast-{pid}"
-[shm]
-path = "/dev/shm/swqos-noallocfast-{pid}"
-rings = 2
-[[port]]
-name = "p0"
-device = "net_null0"
-rx_queues = 0
-[[lcore]]
-id = 1
-role = "tx"
-queues = [{{ port = "p0", queue = 0 }}]
 [[lane]]
 name = "a"
 kind = "udp"
@@ -434,9 +330,8 @@ src_port = 9001
 dst_ip = "198.18.0.2"
 dst_port = 8001
 dst_mac = "02:00:00:00:00:02"
-"#
+"#,
     );
-    let config = dpdk_config::Config::parse(&text, Path::new("no_alloc_fast.toml")).unwrap();
     // EAL, the shared segment (and its session table) as the data plane sets them up; the
     // fast path's mbufs come from a pool of its own.
     let dp = Dataplane::setup(&config, &RunOptions::default()).unwrap();

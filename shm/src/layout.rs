@@ -101,45 +101,43 @@ pub struct Session {
 impl Session {
     /// Stores TLS write-key material (the control plane, while BUSY).
     pub fn store_tls(&self, suite: u16, key: &[u8], iv: &[u8; 12], seq: u64) {
-        let mut k = [0u8; 32];
-        k[..key.len().min(32)].copy_from_slice(&key[..key.len().min(32)]);
-        for (w, c) in self.tls_key.iter().zip(k.chunks_exact(8)) {
-            w.store(
-                u64::from_le_bytes(c.try_into().unwrap_or([0; 8])),
-                Ordering::Relaxed,
-            );
-        }
-        let mut v = [0u8; 16];
-        v[..12].copy_from_slice(iv);
-        for (w, c) in self.tls_iv.iter().zip(v.chunks_exact(8)) {
-            w.store(
-                u64::from_le_bytes(c.try_into().unwrap_or([0; 8])),
-                Ordering::Relaxed,
-            );
-        }
-        k.fill(0);
+        store_words(&self.tls_key, key);
+        store_words(&self.tls_iv, iv);
         self.tls_seq.store(seq, Ordering::Relaxed);
         self.tls_suite.store(u32::from(suite), Ordering::Relaxed);
     }
 
     /// Loads the key (32 bytes; the suite says how many are used) and iv.
     pub fn load_tls(&self, key: &mut [u8; 32], iv: &mut [u8; 12]) {
-        for (w, c) in self.tls_key.iter().zip(key.chunks_exact_mut(8)) {
-            c.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
-        }
-        let lo = self.tls_iv[0].load(Ordering::Relaxed).to_le_bytes();
-        let hi = self.tls_iv[1].load(Ordering::Relaxed).to_le_bytes();
-        iv[..8].copy_from_slice(&lo);
-        iv[8..].copy_from_slice(&hi[..4]);
+        load_words(&self.tls_key, key);
+        load_words(&self.tls_iv, iv);
     }
 
     /// Zeroes the TLS fields (the connection ended, or it is plain TCP).
     pub fn clear_tls(&self) {
         self.tls_suite.store(0, Ordering::Relaxed);
         self.tls_seq.store(0, Ordering::Relaxed);
-        for w in self.tls_key.iter().chain(self.tls_iv.iter()) {
-            w.store(0, Ordering::Relaxed);
-        }
+        store_words(&self.tls_key, &[]);
+        store_words(&self.tls_iv, &[]);
+    }
+}
+
+/// Stores `bytes` into `words` as little-endian words, zero-padded (extra bytes are cut).
+fn store_words(words: &[AtomicU64], bytes: &[u8]) {
+    for (i, w) in words.iter().enumerate() {
+        let chunk = bytes.get(i * 8..).unwrap_or(&[]);
+        let n = chunk.len().min(8);
+        let mut b = [0u8; 8];
+        b[..n].copy_from_slice(&chunk[..n]);
+        w.store(u64::from_le_bytes(b), Ordering::Relaxed);
+    }
+}
+
+/// Loads `words` into `out` (as many bytes as it holds), little-endian.
+fn load_words(words: &[AtomicU64], out: &mut [u8]) {
+    for (w, chunk) in words.iter().zip(out.chunks_mut(8)) {
+        let n = chunk.len();
+        chunk.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes()[..n]);
     }
 }
 
@@ -629,6 +627,28 @@ impl Layout {
 mod tests {
     use super::*;
     use std::mem::{align_of, offset_of};
+
+    #[test]
+    fn session_tls_fields_round_trip_and_clear() {
+        let e = Session::default();
+        let key: Vec<u8> = (1..=32).collect();
+        let iv: [u8; 12] = std::array::from_fn(|i| 100 + i as u8);
+        e.store_tls(0x1302, &key, &iv, 7);
+        let (mut k, mut v) = ([0u8; 32], [0u8; 12]);
+        e.load_tls(&mut k, &mut v);
+        assert_eq!((&k[..], v), (&key[..], iv));
+        assert_eq!(e.tls_seq.load(Ordering::Relaxed), 7);
+        // A 16-byte key leaves the rest zero.
+        e.store_tls(0x1301, &key[..16], &iv, 0);
+        e.load_tls(&mut k, &mut v);
+        assert_eq!((&k[..16], &k[16..]), (&key[..16], &[0u8; 16][..]));
+        e.clear_tls();
+        e.load_tls(&mut k, &mut v);
+        assert_eq!(
+            (k, v, e.tls_suite.load(Ordering::Relaxed)),
+            ([0; 32], [0; 12], 0)
+        );
+    }
 
     #[test]
     fn structures_have_the_documented_shape() {

@@ -696,13 +696,7 @@ impl Snapshot {
 
     /// The delegated sends' latency histograms of every lcore, merged.
     pub fn fast_latency(&self) -> Vec<u64> {
-        let mut hist = vec![0u64; HISTOGRAM_BUCKETS];
-        for s in &self.lcores {
-            for (h, v) in hist.iter_mut().zip(&s.fast_latency) {
-                *h += v;
-            }
-        }
-        hist
+        merge_histograms(self.lcores.iter(), |s| &s.fast_latency)
     }
 
     /// Converts TSC ticks to seconds with the dataplane's measured rate.
@@ -734,9 +728,17 @@ pub fn outcomes_of<'a>(lcores: impl Iterator<Item = &'a StatsSnapshot>) -> Outco
 
 /// The latency histograms of some lcores, merged.
 pub fn merge_latency<'a>(lcores: impl Iterator<Item = &'a StatsSnapshot>) -> Vec<u64> {
+    merge_histograms(lcores, |s| &s.latency)
+}
+
+/// One histogram (`pick`) of some lcores, merged.
+pub fn merge_histograms<'a>(
+    lcores: impl Iterator<Item = &'a StatsSnapshot>,
+    pick: impl Fn(&StatsSnapshot) -> &[u64],
+) -> Vec<u64> {
     let mut hist = vec![0u64; HISTOGRAM_BUCKETS];
     for s in lcores {
-        for (h, v) in hist.iter_mut().zip(&s.latency) {
+        for (h, v) in hist.iter_mut().zip(pick(s)) {
             *h += v;
         }
     }

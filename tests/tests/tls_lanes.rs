@@ -56,6 +56,29 @@ fn suite_lanes(pki: &TestPki, connections: u32) -> String {
         .collect()
 }
 
+/// A test CA and its certificates, in a scratch folder of their own: the lanes' config names
+/// the CA before the rig (and its scratch folder) exists.
+fn test_pki(name: &str) -> (Scratch, TestPki) {
+    let dir = Scratch::new(&format!("{name}-pki"));
+    let pki = TestPki::new(&dir.path("pki"));
+    (dir, pki)
+}
+
+/// The relay network with only the `lanes` given (TOML), one connection per mock-relay lane.
+fn tls_rig(name: &str, lanes: &str) -> Rig {
+    Rig::start_with(name, &[], 1, &[], "", lanes)
+}
+
+/// nginx terminating TLS in the rig's peer namespace, in front of its mock relay.
+fn start_nginx(rig: &Rig, pki: &TestPki) -> NginxTls {
+    nginx_tls(
+        &rig.topo,
+        &rig.scratch.path("nginx"),
+        pki,
+        "198.18.77.2:8080",
+    )
+}
+
 /// The valid samples.
 fn valid() -> Vec<Sample> {
     samples()
@@ -156,16 +179,10 @@ fn tls_lanes_of_every_suite_take_the_fast_path_to_nginx_exactly_once() {
     if !have_root("tls_lanes_of_every_suite_take_the_fast_path_to_nginx_exactly_once") {
         return;
     }
-    let pki_dir = Scratch::new("tls-suites-pki");
-    let pki = TestPki::new(&pki_dir.path("pki"));
+    let (pki_dir, pki) = test_pki("tls-suites");
     let keylog = pki_dir.path("keylog.txt");
-    let mut rig = Rig::start_with("tls-suites", &[], 1, &[], "", &suite_lanes(&pki, 2));
-    let nginx = nginx_tls(
-        &rig.topo,
-        &rig.scratch.path("nginx"),
-        &pki,
-        "198.18.77.2:8080",
-    );
+    let mut rig = tls_rig("tls-suites", &suite_lanes(&pki, 2));
+    let nginx = start_nginx(&rig, &pki);
     // The capture on the relay's side of the wire (what the data plane's NIC sent and
     // received) must hold the handshakes for tshark to decrypt: a control plane that knows the
     // key log starts after it, with new connections.
@@ -321,12 +338,11 @@ fn openssl_s_server_decrypts_every_request_once_across_key_updates() {
     if !have_root("openssl_s_server_decrypts_every_request_once_across_key_updates") {
         return;
     }
-    let pki_dir = Scratch::new("tls-s-server-pki");
-    let pki = TestPki::new(&pki_dir.path("pki"));
+    let (_pki_dir, pki) = test_pki("tls-s-server");
     // One connection per lane: s_server serves one client at a time.
     let lanes = tls_lane("tls13", Provider::Jito, 8450, 1, &pki)
         + &tls_lane("tls12", Provider::Bloxroute, 8451, 1, &pki);
-    let rig = Rig::start_with("tls-s-server", &[], 1, &[], "", &lanes);
+    let rig = tls_rig("tls-s-server", &lanes);
     let dir = rig.scratch.path("s_server");
     // TLS 1.3: s_server asks for a KeyUpdate after every third response, so the control plane
     // rekeys its reader, sends its own KeyUpdate and re-arms the data plane with new keys.
@@ -395,16 +411,10 @@ fn a_relay_certificate_the_lane_does_not_trust_fails_with_a_clear_error() {
     if !have_root("a_relay_certificate_the_lane_does_not_trust_fails_with_a_clear_error") {
         return;
     }
-    let pki_dir = Scratch::new("tls-untrusted-pki");
-    let pki = TestPki::new(&pki_dir.path("pki"));
+    let (_pki_dir, pki) = test_pki("tls-untrusted");
     let lane = tls_lane("untrusted", Provider::Jito, UNTRUSTED_PORT, 1, &pki);
-    let rig = Rig::start_with("tls-untrusted", &[], 1, &[], "", &lane);
-    let _nginx = nginx_tls(
-        &rig.topo,
-        &rig.scratch.path("nginx"),
-        &pki,
-        "198.18.77.2:8080",
-    );
+    let rig = tls_rig("tls-untrusted", &lane);
+    let _nginx = start_nginx(&rig, &pki);
     let all = valid();
     // The first handshake may still be under way: wait until the lane has failed once.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -465,18 +475,12 @@ fn tls_lanes_lose_nothing_under_twenty_percent_loss() {
     if !have_root("tls_lanes_lose_nothing_under_twenty_percent_loss") {
         return;
     }
-    let pki_dir = Scratch::new("tls-loss-pki");
-    let pki = TestPki::new(&pki_dir.path("pki"));
+    let (_pki_dir, pki) = test_pki("tls-loss");
     // TLS 1.3 (AES-256-GCM) and TLS 1.2 (AES-128-GCM) lanes.
     let lanes = tls_lane("jito", Provider::Jito, 8443, 2, &pki)
         + &tls_lane("bloxroute", Provider::Bloxroute, 8446, 2, &pki);
-    let rig = Rig::start_with("tls-loss", &[], 1, &[], "", &lanes);
-    let _nginx = nginx_tls(
-        &rig.topo,
-        &rig.scratch.path("nginx"),
-        &pki,
-        "198.18.77.2:8080",
-    );
+    let rig = tls_rig("tls-loss", &lanes);
+    let _nginx = start_nginx(&rig, &pki);
     let all = valid();
     let (warmup, rest) = all.split_first().unwrap();
     let checked = &rest[..20];
@@ -510,16 +514,10 @@ fn a_tls_relay_reset_is_reported_and_the_lane_recovers() {
     if !have_root("a_tls_relay_reset_is_reported_and_the_lane_recovers") {
         return;
     }
-    let pki_dir = Scratch::new("tls-reset-pki");
-    let pki = TestPki::new(&pki_dir.path("pki"));
+    let (_pki_dir, pki) = test_pki("tls-reset");
     let lane = tls_lane("jito", Provider::Jito, 8443, 1, &pki);
-    let rig = Rig::start_with("tls-reset", &[], 1, &[], "", &lane);
-    let _nginx = nginx_tls(
-        &rig.topo,
-        &rig.scratch.path("nginx"),
-        &pki,
-        "198.18.77.2:8080",
-    );
+    let rig = tls_rig("tls-reset", &lane);
+    let _nginx = start_nginx(&rig, &pki);
     let all = valid();
     rig.warm_up(&all[0].line);
     let (code, lines) = submit(&rig, &all[1..2], "10");
@@ -563,16 +561,10 @@ fn tls_lanes_survive_a_control_plane_restart() {
     if !have_root("tls_lanes_survive_a_control_plane_restart") {
         return;
     }
-    let pki_dir = Scratch::new("tls-restart-pki");
-    let pki = TestPki::new(&pki_dir.path("pki"));
+    let (_pki_dir, pki) = test_pki("tls-restart");
     let lane = tls_lane("bloxroute", Provider::Bloxroute, 8445, 1, &pki);
-    let mut rig = Rig::start_with("tls-restart", &[], 1, &[], "", &lane);
-    let _nginx = nginx_tls(
-        &rig.topo,
-        &rig.scratch.path("nginx"),
-        &pki,
-        "198.18.77.2:8080",
-    );
+    let mut rig = tls_rig("tls-restart", &lane);
+    let _nginx = start_nginx(&rig, &pki);
     let all = valid();
     rig.warm_up(&all[0].line);
     let status = rig.stop_control(libc::SIGKILL);

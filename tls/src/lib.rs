@@ -131,18 +131,6 @@ impl Suite {
         })
     }
 
-    /// The suite's IANA number (for the TLS 1.2 suites the ECDSA one: records are the same).
-    pub const fn iana(self) -> u16 {
-        match self {
-            Suite::Tls13Aes128GcmSha256 => 0x1301,
-            Suite::Tls13Aes256GcmSha384 => 0x1302,
-            Suite::Tls13Chacha20Poly1305Sha256 => 0x1303,
-            Suite::Tls12EcdheAes128GcmSha256 => 0xc02b,
-            Suite::Tls12EcdheAes256GcmSha384 => 0xc02c,
-            Suite::Tls12EcdheChacha20Poly1305Sha256 => 0xcca9,
-        }
-    }
-
     /// The protocol version the suite belongs to.
     pub const fn version(self) -> Version {
         match self {
