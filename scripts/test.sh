@@ -15,3 +15,7 @@ cargo build --workspace --bins --locked
 echo "==> cargo test" >&2
 # One test at a time: end-to-end tests each run a dataplane that busy-polls a core.
 cargo test --workspace --locked -- --test-threads=1
+echo "==> loom model of the session-table protocol (shm/tests/session_model.rs)" >&2
+# Its own target directory: `--cfg loom` rebuilds the crate and its dependencies.
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+    cargo test -p swqos-shm --test session_model --release --locked

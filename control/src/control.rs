@@ -273,6 +273,7 @@ fn serve(
     match (method, path) {
         ("GET" | "HEAD", "/metrics") => {
             let mut body = metrics::render(attachment.snapshot().as_ref());
+            metrics::render_relay(&mut body, &relay_lanes::METRICS);
             if let Some(m) = monitor {
                 metrics::render_wakeup_latency(&mut body, m.stats());
             }

@@ -46,6 +46,9 @@ fn lcore_help(c: Counter) -> &'static str {
         Counter::FastSends => {
             "Relay-lane submissions the data plane sent itself on an armed connection."
         }
+        Counter::FastRefused => {
+            "Delegated sends given up before the claim (could not be built or sealed); sent by the control plane."
+        }
     }
 }
 
@@ -288,6 +291,36 @@ fn histogram(o: &mut String, snap: &Snapshot, hist: &[u64], name: &str, help: &s
 
 /// A bucket bound as Prometheus clients print them (`1e-06`, `0.0001`, `1.0`).
 /// Appends the control plane's wake-up latency histogram (from `swqos_rt::LatencyMonitor`).
+/// The relay thread's own counters (`crate::relay_lanes::METRICS`): which relay lanes may take
+/// delegated sends (their request templates match the data plane's), and delegated sends the
+/// control plane refused to complete.
+pub(crate) fn render_relay(o: &mut String, m: &crate::relay_lanes::RelayMetrics) {
+    let lanes = m.lanes();
+    if lanes.is_empty() {
+        return;
+    }
+    let name = "swqos_relay_lane_fast_enabled";
+    header(
+        o,
+        name,
+        "gauge",
+        "1 when the data plane builds the lane's requests exactly as the control plane does (fast sends allowed), 0 when their templates differ.",
+    );
+    for (lane, on) in &lanes {
+        let _ = writeln!(o, "{name}{{lane=\"{}\"}} {}", esc(lane), u8::from(*on));
+    }
+    let name = "swqos_relay_delegated_refused_total";
+    header(
+        o,
+        name,
+        "counter",
+        "Delegated sends the control plane did not complete: stale (made on a connection or by a data plane that is gone) or mismatch (not what the control plane would write; the connection was closed).",
+    );
+    let (stale, mismatch) = m.refused();
+    let _ = writeln!(o, "{name}{{reason=\"stale\"}} {stale}");
+    let _ = writeln!(o, "{name}{{reason=\"mismatch\"}} {mismatch}");
+}
+
 pub(crate) fn render_wakeup_latency(o: &mut String, stats: &swqos_rt::LatencyStats) {
     let name = "swqos_control_wakeup_latency_seconds";
     header(

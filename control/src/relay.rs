@@ -43,9 +43,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use swqos_shm::layout::relay_failure;
-use swqos_wire::relay::RequestTemplate;
+use swqos_shm::sessions::DelegatedSend;
+use swqos_wire::relay::{request_digest, RequestTemplate};
 
-use crate::sessions::{SessionBoard, TlsTx};
+use crate::sessions::{SessionBoard, SessionId, TlsTx};
 use crate::tls::TlsConn;
 
 /// Requests a lane holds while all its connections are busy; more are refused (`Err` outcome).
@@ -115,12 +116,49 @@ pub(crate) struct Outcome {
     /// The connection index within the lane, or [`NO_CONN`] when refused before reaching one.
     pub(crate) conn: usize,
     /// The relay's answer, or why there is none (the request may or may not have reached the
-    /// relay when it was written before the failure).
-    pub(crate) result: Result<Reply, String>,
+    /// relay when it was written before the failure: the code says).
+    pub(crate) result: Result<Reply, Failure>,
     /// When the request was written to the socket (when it was refused, for refusals).
     pub(crate) sent_at: Instant,
     /// When the response was read or the failure seen.
     pub(crate) done_at: Instant,
+}
+
+/// Why a request got no answer: a [`relay_failure`] code (which also says whether the request
+/// may have reached the relay) and the details, for logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    /// A [`relay_failure`] code.
+    pub(crate) code: u16,
+    /// What happened, in words.
+    pub(crate) reason: String,
+}
+
+impl Failure {
+    pub(crate) fn new(code: u16, reason: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            reason: reason.into(),
+        }
+    }
+
+    /// A request refused before it was written: the lane is down (with the connect or TLS
+    /// failure that keeps it down), stopping, or full.
+    fn not_sent(reason: String) -> Failure {
+        let code = match failure_code(&reason) {
+            c @ (relay_failure::CONNECT
+            | relay_failure::TLS_UNTRUSTED
+            | relay_failure::TLS_HANDSHAKE) => c,
+            _ => relay_failure::NOT_SENT,
+        };
+        Failure::new(code, reason)
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
 }
 
 /// A relay's HTTP answer.
@@ -143,6 +181,17 @@ struct Job {
     tx: Vec<u8>,
     /// `tx` is ready request bytes ([`RelayPool::send_raw`]), written as they are.
     raw: bool,
+    /// The data plane already sent it: complete that send (after checking it).
+    delegated: Option<Delegated>,
+}
+
+/// A send the data plane made on one of the pool's connections, as its hand-off record says.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Delegated {
+    /// The attach epoch the record was read under.
+    pub(crate) epoch: u64,
+    /// What the data plane sent, where.
+    pub(crate) send: DelegatedSend,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,15 +319,39 @@ impl RelayPool {
     /// Completes a send the data plane made on connection `conn` of `lane` (it claimed that
     /// connection's session): the connection writes the identical request to its socket, whose
     /// copy the relay discards as a duplicate, and reads the response as usual.
-    pub(crate) fn send_delegated(&self, lane: usize, conn: usize, id: u64, tx: Vec<u8>) {
+    pub(crate) fn send_delegated(
+        &self,
+        lane: usize,
+        conn: usize,
+        id: u64,
+        tx: Vec<u8>,
+        delegated: Delegated,
+    ) {
+        let stale = |why: &str| {
+            let now = Instant::now();
+            let _ = self.outcomes.send(Outcome {
+                id,
+                lane,
+                conn: NO_CONN,
+                result: Err(Failure::new(relay_failure::STALE, why)),
+                sent_at: now,
+                done_at: now,
+            });
+        };
         let Some(l) = self.lanes.get(lane) else {
-            return;
+            return stale("the data plane sent on a lane this control plane does not have");
         };
         let mut st = l.lock();
         if conn >= st.inbox.len() {
-            return;
+            drop(st);
+            return stale("the data plane sent on a connection this control plane does not have");
         }
-        st.inbox[conn].push_back(Job { id, tx, raw: false });
+        st.inbox[conn].push_back(Job {
+            id,
+            tx,
+            raw: false,
+            delegated: Some(delegated),
+        });
         drop(st);
         l.work.notify_all();
     }
@@ -287,7 +360,15 @@ impl RelayPool {
     /// next free connection. When every connection of the lane is down, when the queue holds
     /// [`QUEUE_LIMIT`] requests, or when `lane` does not exist, the outcome is an `Err` at once.
     pub(crate) fn send(&self, lane: usize, id: u64, tx: Vec<u8>) {
-        self.enqueue(lane, Job { id, tx, raw: false });
+        self.enqueue(
+            lane,
+            Job {
+                id,
+                tx,
+                raw: false,
+                delegated: None,
+            },
+        );
     }
 
     /// As [`RelayPool::send`], for a whole request built by the caller (a Jito bundle): the
@@ -300,6 +381,7 @@ impl RelayPool {
                 id,
                 tx: request,
                 raw: true,
+                delegated: None,
             },
         );
     }
@@ -312,7 +394,7 @@ impl RelayPool {
                 id,
                 lane,
                 conn: NO_CONN,
-                result: Err(reason),
+                result: Err(Failure::not_sent(reason)),
                 sent_at: now,
                 done_at: now,
             });
@@ -384,7 +466,10 @@ impl RelayPool {
                 l.emit(
                     job.id,
                     NO_CONN,
-                    Err("the relay pool stopped".to_string()),
+                    Err(Failure::new(
+                        relay_failure::NOT_SENT,
+                        "the relay pool stopped before sending it",
+                    )),
                     None,
                 );
             }
@@ -421,7 +506,7 @@ impl Lane {
         )
     }
 
-    fn emit(&self, id: u64, conn: usize, result: Result<Reply, String>, sent_at: Option<Instant>) {
+    fn emit(&self, id: u64, conn: usize, result: Result<Reply, Failure>, sent_at: Option<Instant>) {
         let done_at = Instant::now();
         let _ = self.outcomes.send(Outcome {
             id,
@@ -450,7 +535,12 @@ impl Lane {
             let queued: Vec<Job> = st.queue.drain(..).collect();
             drop(st);
             for job in queued {
-                self.emit(job.id, NO_CONN, Err(reason.clone()), None);
+                self.emit(
+                    job.id,
+                    NO_CONN,
+                    Err(Failure::not_sent(reason.clone())),
+                    None,
+                );
             }
         }
     }
@@ -474,7 +564,10 @@ impl Lane {
             self.emit(
                 job.id,
                 NO_CONN,
-                Err("the relay pool stopped".to_string()),
+                Err(Failure::new(
+                    relay_failure::NOT_SENT,
+                    "the relay pool stopped before sending it",
+                )),
                 None,
             );
             return;
@@ -619,6 +712,56 @@ pub(crate) fn failure_code(reason: &str) -> u16 {
     }
 }
 
+/// Checks a delegated send against connection `session` and the request this process would
+/// write (`request`, the plaintext). `Ok` gives the TLS record size to write it with (0 on
+/// plain TCP); `Err` a [`relay_failure`] code and why: `STALE` when the send was made on another
+/// connection or by a data plane that is gone (nothing to do on this one), `MISMATCH` when it
+/// was made on this connection but differs from what this process would write (which must then
+/// close the connection: writing would put a second, different copy in the byte stream, and on
+/// TLS seal a different plaintext under sequence numbers already used).
+fn check_delegated(
+    lane: &Lane,
+    session: usize,
+    d: &Delegated,
+    request: &[u8],
+    tls: Option<&TlsConn>,
+) -> Result<usize, (u16, String)> {
+    let stale = |why: String| Err((relay_failure::STALE, why));
+    let Some(SessionId { epoch, generation }) = lane.board.current(session) else {
+        return stale("the data plane's send names a connection that is gone".into());
+    };
+    if epoch != d.epoch {
+        return stale("the data plane's send was made by a data plane that is gone".into());
+    }
+    if generation != d.send.generation {
+        return stale(format!(
+            "the data plane's send was made on an earlier connection (generation {}, now {generation})",
+            d.send.generation
+        ));
+    }
+    let record = d.send.record_plaintext as usize;
+    let (wire_len, seq) = match tls {
+        Some(t) if record > 0 => (t.wire_len(request.len(), record), Some(t.next_seq())),
+        Some(_) => (request.len(), Some(0)),
+        None => (request.len(), None),
+    };
+    d.send
+        .verify(generation, request_digest(&[request]), wire_len, seq)
+        .map(|()| record)
+        .map_err(|why| (relay_failure::MISMATCH, why))
+}
+
+/// The [`relay_failure`] code of a response that did not come (the reader's error).
+fn response_failure(reason: &str) -> u16 {
+    if reason == timeout_message() {
+        relay_failure::TIMEOUT
+    } else if reason == "connection closed by the relay" || reason.starts_with("read: ") {
+        relay_failure::NO_RESPONSE
+    } else {
+        relay_failure::BAD_RESPONSE
+    }
+}
+
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -630,9 +773,11 @@ enum End {
     Stop,
     /// Orderly close (the relay's `Connection: close`, or closed while idle).
     Closed(String),
-    /// Reset, timeout, protocol error; `in_flight` is the request written before it, if any.
+    /// Reset, timeout, protocol error; `in_flight` is the request written before it, if any,
+    /// and `code` the [`relay_failure`] its outcome gets.
     Failed {
         reason: String,
+        code: u16,
         in_flight: Option<(u64, Instant)>,
     },
 }
@@ -740,7 +885,11 @@ fn run_connection(lane: &Lane, conn: usize) {
                     delay.as_millis()
                 );
             }
-            End::Failed { reason, in_flight } => {
+            End::Failed {
+                reason,
+                code,
+                in_flight,
+            } => {
                 if healthy {
                     failures = 0;
                 }
@@ -749,12 +898,15 @@ fn run_connection(lane: &Lane, conn: usize) {
                 lane.set_state(conn, ConnState::Down, Some(&reason));
                 let stopping = lane.stopping();
                 if let Some((id, sent_at)) = in_flight {
-                    let reason = if stopping {
-                        format!("the relay pool stopped with the request in flight ({reason})")
+                    let failure = if stopping {
+                        Failure::new(
+                            relay_failure::CONTROL_STOPPED,
+                            format!("the relay pool stopped with the request in flight ({reason})"),
+                        )
                     } else {
-                        reason.clone()
+                        Failure::new(code, reason.clone())
                     };
-                    lane.emit(id, conn, Err(reason), Some(sent_at));
+                    lane.emit(id, conn, Err(failure), Some(sent_at));
                 }
                 if stopping {
                     break;
@@ -815,6 +967,7 @@ fn serve(
                     reason:
                         "the data plane claimed the connection but never handed over the request"
                             .into(),
+                    code: relay_failure::NO_RESPONSE,
                     in_flight: None,
                 }
             }
@@ -834,7 +987,13 @@ fn serve(
             Peek::Closed(why) => {
                 match next {
                     Next::Job(job) => lane.requeue(job),
-                    Next::Delegated(job) => lane.emit(job.id, conn, Err(why.clone()), None),
+                    // The data plane's copy is on the wire: maybe delivered.
+                    Next::Delegated(job) => lane.emit(
+                        job.id,
+                        conn,
+                        Err(Failure::new(relay_failure::NO_RESPONSE, why.clone())),
+                        None,
+                    ),
                     _ => {}
                 }
                 return End::Closed(why);
@@ -842,13 +1001,20 @@ fn serve(
             Peek::Error(e) => {
                 match next {
                     Next::Job(job) => lane.requeue(job),
-                    Next::Delegated(job) => {
-                        lane.emit(job.id, conn, Err(format!("connection lost: {e}")), None)
-                    }
+                    Next::Delegated(job) => lane.emit(
+                        job.id,
+                        conn,
+                        Err(Failure::new(
+                            relay_failure::NO_RESPONSE,
+                            format!("connection lost: {e}"),
+                        )),
+                        None,
+                    ),
                     _ => {}
                 }
                 return End::Failed {
                     reason: format!("connection lost while idle: {e}"),
+                    code: relay_failure::NO_RESPONSE,
                     in_flight: None,
                 };
             }
@@ -867,32 +1033,45 @@ fn serve(
         };
         let sent_at = Instant::now();
         let in_flight = in_flight.map(|id| (id, sent_at));
+        // A delegated send is completed only if it is this connection's, and byte for byte
+        // what this process would write now (same plaintext, same record sequence numbers);
+        // otherwise nothing is written.
+        let mut record = 0;
+        if let Next::Delegated(job) = &next {
+            let Some(d) = job.delegated else {
+                continue; // cannot happen: inbox jobs carry their send
+            };
+            match check_delegated(lane, session, &d, bytes, tls.as_deref()) {
+                Ok(r) => record = r,
+                Err((relay_failure::STALE, why)) => {
+                    // Another connection's (or another data plane's) send: this connection is
+                    // fine, and that request is already on the wire.
+                    log!("relay lane {} conn {conn}: {why}", lane.name);
+                    let failure = Failure::new(relay_failure::STALE, why);
+                    lane.emit(job.id, conn, Err(failure), Some(sent_at));
+                    continue;
+                }
+                Err((code, why)) => {
+                    return End::Failed {
+                        reason: format!("{why}; closing the connection"),
+                        code,
+                        in_flight,
+                    }
+                }
+            }
+        }
         let mut w = stream;
         let written = match (tls.as_deref_mut(), &next) {
             (None, _) => w.write_all(bytes),
             // The data plane's records: the same plaintexts at the same sequence numbers.
-            (Some(t), Next::Delegated(_)) => match lane.board.claim(session) {
-                Some((wire, record))
-                    if record > 0 && t.wire_len(bytes.len(), record as usize) == wire as usize =>
-                {
-                    t.write_records(stream, bytes, record as usize).map(|_| ())
-                }
-                claim => {
-                    return End::Failed {
-                        reason: format!(
-                            "the data plane's TLS send ({claim:?}) does not match the request; \
-                             closing the connection"
-                        ),
-                        in_flight,
-                    }
-                }
-            },
+            (Some(t), Next::Delegated(_)) => t.write_records(stream, bytes, record).map(|_| ()),
             // (A KeyUpdate owed to the peer goes first: `write` sends it.)
             (Some(t), _) => t.write(stream, bytes),
         };
         if let Err(e) = written {
             return End::Failed {
                 reason: format!("write: {e}"),
+                code: relay_failure::NO_RESPONSE,
                 in_flight,
             };
         }
@@ -915,6 +1094,7 @@ fn serve(
                     "keep-alive ping"
                 };
                 return End::Failed {
+                    code: response_failure(&reason),
                     reason: format!("{what} sent, no complete response: {reason}"),
                     in_flight,
                 };
@@ -936,6 +1116,7 @@ fn serve(
             if let Err(e) = t.flush_key_update(stream) {
                 return End::Failed {
                     reason: format!("write (TLS KeyUpdate): {e}"),
+                    code: relay_failure::NO_RESPONSE,
                     in_flight: None,
                 };
             }
@@ -1496,6 +1677,140 @@ mod tests {
         }
     }
 
+    /// A private directory for a test's segment, removed on drop.
+    struct SegDir(PathBuf);
+
+    impl SegDir {
+        fn new(name: &str) -> SegDir {
+            use std::os::unix::fs::DirBuilderExt;
+            let dir =
+                std::env::temp_dir().join(format!("swqos-relay-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
+            SegDir(dir)
+        }
+    }
+
+    impl Drop for SegDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Findings 1 and 2 of the core-hardening issue: the control plane completes a delegated
+    /// send (writes its mirror copy) only when the hand-off names the connection as it is now
+    /// (attach epoch and generation) and the plaintext digest and length match what it would
+    /// write. A send of another connection or data plane is answered as stale and this
+    /// connection carries on; a send that differs closes the connection and writes nothing.
+    /// (No data plane here: the mirror write is the only copy the relay gets, so the relay's
+    /// log shows exactly which ones were written.)
+    #[test]
+    fn relay_delegated_sends_are_completed_only_when_they_match_their_connection() {
+        use swqos_shm::layout::{LaneInfo, LaneKind, Layout};
+        use swqos_shm::sessions::state;
+        use swqos_shm::Segment;
+
+        let mock = Mock::start("delegated", &["--strict"]);
+        let samples = samples();
+        let template = mock.template(Provider::Jito, TOKEN);
+        let dir = SegDir::new("delegated");
+        let seg = Arc::new(
+            Segment::create(
+                &dir.0.join("segment"),
+                Layout::new(1, 16, 1, 0).unwrap(),
+                &[LaneInfo::new("jito", LaneKind::Http)],
+                &[],
+                1_000_000_000,
+            )
+            .unwrap(),
+        );
+        let board = SessionBoard::new(1);
+        board.attach(Some(seg.clone()), 1);
+        let (tx, rx) = mpsc::channel();
+        let spec = lane("jito", mock.addr, template.clone(), 1);
+        let pool = RelayPool::start_with_board(vec![spec], tx, board.clone());
+        let e = seg.session(0);
+        // The data plane's claim, as `FastPath::try_send` makes it.
+        let claim = || {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                if let Some(a) = e.armed() {
+                    if e.claim(&a) {
+                        return a.generation;
+                    }
+                }
+                assert!(Instant::now() < deadline, "the connection was never armed");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        };
+        let request = |tx: &[u8]| {
+            let mut buf = vec![0u8; template.len(tx.len())];
+            template.write(tx, &mut [&mut buf[..]]).unwrap();
+            buf
+        };
+        let report = |epoch: u64, generation: u32, of: &[u8]| Delegated {
+            epoch,
+            send: DelegatedSend::new(0, generation, 0, of.len(), None, request_digest(&[of])),
+        };
+        let (a, b, c) = (&samples[0], &samples[1], &samples[2]);
+        let (ra, rb, rc) = (request(&a.tx), request(&b.tx), request(&c.tx));
+        let epoch = board.epoch();
+
+        // A record of the connection that used the entry before: stale, nothing written.
+        let generation = claim();
+        let late = report(epoch, generation.wrapping_sub(1), &ra);
+        pool.send_delegated(0, 0, 1, a.tx.clone(), late);
+        let o = recv(&rx);
+        assert_eq!(o.id, 1);
+        assert_eq!(o.result.unwrap_err().code, relay_failure::STALE);
+        // A record of a data plane that is gone (an earlier attach): stale too.
+        pool.send_delegated(0, 0, 2, a.tx.clone(), report(epoch - 1, generation, &ra));
+        assert_eq!(recv(&rx).result.unwrap_err().code, relay_failure::STALE);
+        // The claim's own record: the mirror write, answered by the relay.
+        pool.send_delegated(0, 0, 3, a.tx.clone(), report(epoch, generation, &ra));
+        let o = recv(&rx);
+        assert_eq!(o.id, 3);
+        let reply = o.result.unwrap();
+        assert_eq!(reply.signature.as_deref(), Some(&a.signature[..]));
+
+        // The data plane wrote `b`'s request, the hand-off carries `c` (a client rewrote its
+        // slot, or the two processes' templates differ): nothing is written, the connection
+        // closes (it must not carry a second, different copy of those bytes).
+        let generation = claim();
+        pool.send_delegated(0, 0, 4, c.tx.clone(), report(epoch, generation, &rb));
+        let o = recv(&rx);
+        assert_eq!(o.id, 4);
+        let f = o.result.unwrap_err();
+        assert_eq!(f.code, relay_failure::MISMATCH, "{f}");
+        // The connection comes back under a new generation and works.
+        let deadline = Instant::now() + WAIT;
+        while board.current(0).map(|s| s.generation) == Some(generation)
+            || e.state() != state::ARMED
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the connection did not come back"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let generation2 = claim();
+        assert_ne!(generation2, generation);
+        pool.send_delegated(0, 0, 5, c.tx.clone(), report(epoch, generation2, &rc));
+        assert_eq!(recv(&rx).result.unwrap().status, 200);
+        pool.stop();
+        let sigs: Vec<String> = mock
+            .log()
+            .iter()
+            .map(|l| l["signature"].as_str().unwrap_or("").to_string())
+            .collect();
+        assert_eq!(
+            sigs,
+            vec![a.signature.clone(), c.signature.clone()],
+            "exactly the verified mirror writes reached the relay"
+        );
+        drop(seg);
+    }
+
     #[test]
     fn relay_every_provider_answers_every_sample() {
         let mock = Mock::start("all", &["--strict"]);
@@ -1632,7 +1947,12 @@ mod tests {
             if i % 3 == 2 {
                 // The third request on each connection: read by the relay, then RST.
                 let e = o.result.unwrap_err();
-                assert!(e.contains("no complete response"), "{e}");
+                assert!(e.reason.contains("no complete response"), "{e}");
+                assert_eq!(
+                    e.code,
+                    relay_failure::NO_RESPONSE,
+                    "written: maybe delivered"
+                );
             } else {
                 let reply = o.result.unwrap();
                 assert_eq!(reply.status, 200);
@@ -1673,15 +1993,16 @@ mod tests {
         let o = recv(&rx);
         let e = o.result.unwrap_err();
         let want = format!("all 2 connections to {addr} are down: connect: ");
-        assert!(e.starts_with(&want), "{e}");
-        assert!(e.to_lowercase().contains("refused"), "{e}");
+        assert!(e.reason.starts_with(&want), "{e}");
+        assert!(e.reason.to_lowercase().contains("refused"), "{e}");
+        assert_eq!(e.code, relay_failure::CONNECT, "never written");
         assert_eq!(pool.status(), vec![(0, 2)]);
         // Now every connection is known down: refused at once, by `send` itself.
         let before = Instant::now();
         pool.send(0, 2, vec![1, 2, 3]);
         let o = rx.try_recv().expect("the outcome before send returns");
         assert_eq!((o.id, o.conn), (2, NO_CONN));
-        assert!(o.result.unwrap_err().starts_with(&want));
+        assert!(o.result.unwrap_err().reason.starts_with(&want));
         assert!(before.elapsed() < Duration::from_millis(100));
         // A lane index that does not exist is an error too, never a panic.
         pool.send(7, 3, vec![]);

@@ -13,22 +13,54 @@
 use std::collections::HashMap;
 use std::net::SocketAddrV4;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::relay::{Delegated, LaneTls, Outcome, RelayLaneSpec, RelayPool, Reply};
+use crate::sessions::SessionBoard;
+use crate::tls::TlsSettings;
 use dpdk_config::{Config, LaneKind};
-use swqos_shm::layout::{Completion, Status, RELAY_FAST};
+use swqos_shm::layout::{relay_failure, Completion, Status, RELAY_FAST};
 use swqos_shm::ring::{CompletionProducer, HandoffConsumer};
 use swqos_shm::time::tsc;
 use swqos_shm::Segment;
-use swqos_wire::relay::{Endpoint, RequestTemplate};
 
-use crate::relay::{LaneTls, Outcome, RelayLaneSpec, RelayPool, Reply};
-use crate::sessions::SessionBoard;
-use crate::tls::TlsSettings;
+/// The relay thread's counters for the metrics endpoint (one relay thread per process).
+pub(crate) static METRICS: RelayMetrics = RelayMetrics {
+    lanes: Mutex::new(Vec::new()),
+    stale: AtomicU64::new(0),
+    mismatch: AtomicU64::new(0),
+};
+
+/// See [`METRICS`].
+pub(crate) struct RelayMetrics {
+    /// (lane name, fast sends allowed) per relay lane, as of the last attach.
+    lanes: Mutex<Vec<(String, bool)>>,
+    stale: AtomicU64,
+    mismatch: AtomicU64,
+}
+
+impl RelayMetrics {
+    /// (lane name, fast sends allowed) per relay lane.
+    pub(crate) fn lanes(&self) -> Vec<(String, bool)> {
+        self.lanes.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Delegated sends refused: (stale, mismatch).
+    pub(crate) fn refused(&self) -> (u64, u64) {
+        (
+            self.stale.load(Ordering::Relaxed),
+            self.mismatch.load(Ordering::Relaxed),
+        )
+    }
+
+    fn set_lanes(&self, lanes: Vec<(String, bool)>) {
+        *self.lanes.lock().unwrap_or_else(|e| e.into_inner()) = lanes;
+    }
+}
 
 /// How often the heartbeat is refreshed and the rings are polled when idle.
 const IDLE_SLEEP: Duration = Duration::from_micros(200);
@@ -43,15 +75,9 @@ pub(crate) fn lane_specs(config: &Config) -> Result<(Vec<RelayLaneSpec>, Vec<u8>
         let LaneKind::Http(h) = &lane.kind else {
             continue;
         };
-        let template = RequestTemplate::new(
-            h.provider,
-            Endpoint {
-                host: &h.host,
-                path: h.path.as_deref(),
-                token: h.token.as_ref().map(|t| t.expose()),
-            },
-        )
-        .map_err(|e| format!("lane {}: {e}", lane.name))?;
+        let template = h
+            .request_template()
+            .map_err(|e| format!("lane {}: {e}", lane.name))?;
         specs.push(RelayLaneSpec {
             name: lane.name.clone(),
             addr: SocketAddrV4::new(h.dst_ip, h.dst_port),
@@ -156,14 +182,20 @@ pub(crate) fn spawn(config: &Config, stop: Arc<AtomicBool>) -> Result<Option<Rel
         .spawn(move || {
             let (tx, rx) = mpsc::channel();
             let board = SessionBoard::new(connections.iter().sum());
-            let pool = RelayPool::start_with_board(specs, tx, board.clone());
             let routes = Routes {
                 lane_ids,
+                names: specs.iter().map(|s| s.name.clone()).collect(),
+                fingerprints: specs.iter().map(|s| s.template.fingerprint()).collect(),
                 connections,
             };
-            run(&path, &pool, &board, &rx, &bundles, &routes, &stop);
-            board.attach(None);
+            let pool = RelayPool::start_with_board(specs, tx, board.clone());
+            let mut relay = Relay::default();
+            relay.run(&path, &pool, &board, &rx, &bundles, &routes, &stop);
+            board.attach(None, 0);
             pool.stop();
+            // Every request still owed an answer gets one: the pool answered those it held
+            // when it stopped (above); what is left has no answer coming.
+            relay.fail_pending(&rx);
         })
         .map_err(|e| e.to_string())?;
     Ok(Some((handle, bundles_tx)))
@@ -177,11 +209,38 @@ fn log(msg: &str) {
 struct Routes {
     /// Config lane id of each pool lane.
     lane_ids: Vec<u8>,
+    /// Name of each pool lane (for logs).
+    names: Vec<String>,
+    /// Request template fingerprint of each pool lane (compared with the data plane's).
+    fingerprints: Vec<u64>,
     /// Connections of each pool lane (session indices are assigned in this order).
     connections: Vec<usize>,
 }
 
 impl Routes {
+    /// The config lane ids (bits) whose request templates the data plane builds exactly as this
+    /// process does: delegated sends are allowed on those only. The others are logged.
+    fn matching_templates(&self, seg: &Segment) -> u64 {
+        let mut fast = 0u64;
+        let mut status = Vec::new();
+        for (i, &id) in self.lane_ids.iter().enumerate() {
+            let theirs = seg.session_table().fingerprints.get(id as usize);
+            status.push((self.names[i].clone(), theirs == self.fingerprints[i]));
+            if theirs == self.fingerprints[i] {
+                fast |= 1u64 << id;
+            } else {
+                log(&format!(
+                    "relay lane {}: the data plane builds this lane's requests differently \
+                     (its config or token environment differs from this process's); fast \
+                     sends are off on this lane, every request goes through this process",
+                    self.names[i]
+                ));
+            }
+        }
+        METRICS.set_lanes(status);
+        fast
+    }
+
     /// (pool lane, connection) of session `i`.
     fn conn_of(&self, mut i: usize) -> Option<(usize, usize)> {
         for (lane, &n) in self.connections.iter().enumerate() {
@@ -194,153 +253,242 @@ impl Routes {
     }
 }
 
-fn run(
-    path: &Path,
-    pool: &RelayPool,
-    board: &SessionBoard,
-    outcomes: &Receiver<Outcome>,
-    bundles: &Receiver<BundleJob>,
-    routes: &Routes,
-    stop: &AtomicBool,
-) {
-    // Config lane id -> pool lane index.
-    let pool_lane: HashMap<u8, usize> = routes
-        .lane_ids
-        .iter()
-        .enumerate()
-        .map(|(i, &id)| (id, i))
-        .collect();
-    let conn_of = |session| routes.conn_of(session);
-    let mut attached: Option<Attached> = None;
-    let mut last_try = Instant::now() - Duration::from_secs(10);
-    let mut last_error = String::new();
-    let mut pending: HashMap<u64, Pending> = HashMap::new();
-    // Bundles in flight: pool request id -> the RPC thread waiting for it (ids from `next_id`
-    // too, so they never collide with `pending`).
-    let mut bundles_pending: HashMap<u64, Sender<Result<Reply, String>>> = HashMap::new();
-    let mut next_id = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        // (Re-)attach: the data plane may start after us, stop, or be replaced.
-        let gone = attached
-            .as_ref()
-            .is_some_and(|a| !a.seg.is_current() || a.seg.check_running().is_err());
-        if gone {
-            log("data plane gone; relay lanes wait for the next one");
-            board.attach(None);
-            attached = None;
-        }
-        if attached.is_none() && last_try.elapsed() >= Duration::from_secs(1) {
-            last_try = Instant::now();
-            match Attached::attach(path) {
-                Ok(a) => {
-                    log("relay lanes attached to the data plane");
-                    last_error.clear();
-                    board.attach(Some(a.seg.clone()));
-                    attached = Some(a);
+/// The relay thread's state: requests owed an answer.
+#[derive(Default)]
+struct Relay {
+    attached: Option<Attached>,
+    /// Requests sent or queued on the pool, by pool request id.
+    pending: HashMap<u64, Pending>,
+    /// Bundles in flight: pool request id -> the RPC thread waiting for it (ids from `next_id`
+    /// too, so they never collide with `pending`).
+    bundles: HashMap<u64, Sender<Result<Reply, String>>>,
+    next_id: u64,
+    /// Delegated sends naming a connection of another lane (answered as stale).
+    misrouted: u64,
+}
+
+impl Relay {
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &mut self,
+        path: &Path,
+        pool: &RelayPool,
+        board: &SessionBoard,
+        outcomes: &Receiver<Outcome>,
+        bundles: &Receiver<BundleJob>,
+        routes: &Routes,
+        stop: &AtomicBool,
+    ) {
+        let mut last_try = Instant::now() - Duration::from_secs(10);
+        let mut last_error = String::new();
+        while !stop.load(Ordering::Relaxed) {
+            // (Re-)attach: the data plane may start after us, stop, or be replaced.
+            let gone = self
+                .attached
+                .as_ref()
+                .is_some_and(|a| !a.seg.is_current() || a.seg.check_running().is_err());
+            if gone {
+                log("data plane gone; relay lanes wait for the next one");
+                board.attach(None, 0);
+                self.attached = None;
+            }
+            if self.attached.is_none() && last_try.elapsed() >= Duration::from_secs(1) {
+                last_try = Instant::now();
+                match Attached::attach(path) {
+                    Ok(a) => {
+                        log("relay lanes attached to the data plane");
+                        last_error.clear();
+                        let fast = routes.matching_templates(&a.seg);
+                        board.attach(Some(a.seg.clone()), fast);
+                        self.attached = Some(a);
+                    }
+                    Err(e) if e != last_error => {
+                        log(&format!("relay lanes not attached: {e}"));
+                        last_error = e;
+                    }
+                    Err(_) => {}
                 }
-                Err(e) if e != last_error => {
-                    log(&format!("relay lanes not attached: {e}"));
-                    last_error = e;
-                }
-                Err(_) => {}
+            }
+            let mut work = self.take_handoffs(pool, board, routes);
+            while let Ok(b) = bundles.try_recv() {
+                work += 1;
+                self.bundle(pool, routes, b);
+            }
+            while let Ok(o) = outcomes.try_recv() {
+                work += 1;
+                self.complete(o, routes);
+            }
+            self.publish();
+            if work == 0 {
+                std::thread::sleep(IDLE_SLEEP);
             }
         }
+    }
 
+    /// Drains the hand-off rings: each record's delegated send goes to the connection it was
+    /// made on, the other lanes to the pool's queues.
+    fn take_handoffs(&mut self, pool: &RelayPool, board: &SessionBoard, routes: &Routes) -> usize {
+        let Some(a) = self.attached.as_mut() else {
+            return 0;
+        };
+        a.seg.control_heartbeat();
+        // Config lane id -> pool lane index.
+        let pool_lane = |id: u8| routes.lane_ids.iter().position(|&l| l == id);
+        let epoch = board.epoch();
         let mut work = 0;
-        if let Some(a) = attached.as_mut() {
-            a.seg.control_heartbeat();
-            for h in &mut a.handoffs {
-                while let Some(job) = h.pop() {
-                    work += 1;
-                    for lane in (0..64u8).filter(|l| job.lanes & (1 << l) != 0) {
-                        let Some(&pl) = pool_lane.get(&lane) else {
-                            continue;
-                        };
-                        next_id += 1;
-                        pending.insert(
-                            next_id,
-                            Pending {
-                                ring: job.ring as usize,
-                                lease_gen: job.lease_gen,
-                                tag: job.tag,
-                                lane,
-                                submit_tsc: job.submit_tsc,
-                                fast: job.delegated.is_some(),
-                            },
-                        );
-                        match job.delegated {
-                            // The data plane sent on that connection: complete it there.
-                            Some((session, _)) => match conn_of(session) {
-                                Some((lane_index, conn)) if lane_index == pl => {
-                                    pool.send_delegated(pl, conn, next_id, job.tx.clone())
-                                }
-                                _ => pool.send(pl, next_id, job.tx.clone()),
-                            },
-                            None => pool.send(pl, next_id, job.tx.clone()),
+        for h in &mut a.handoffs {
+            while let Some(job) = h.pop() {
+                work += 1;
+                for lane in (0..64u8).filter(|l| job.lanes & (1 << l) != 0) {
+                    let Some(pl) = pool_lane(lane) else {
+                        continue;
+                    };
+                    self.next_id += 1;
+                    let id = self.next_id;
+                    self.pending.insert(
+                        id,
+                        Pending {
+                            ring: job.ring as usize,
+                            lease_gen: job.lease_gen,
+                            tag: job.tag,
+                            lane,
+                            submit_tsc: job.submit_tsc,
+                            fast: job.delegated.is_some(),
+                        },
+                    );
+                    let Some(send) = job.delegated else {
+                        pool.send(pl, id, job.tx.clone());
+                        continue;
+                    };
+                    // The data plane sent it on that connection: complete it there, or say it
+                    // cannot be; never send it again.
+                    let delegated = Delegated { epoch, send };
+                    match routes.conn_of(send.session as usize) {
+                        Some((lane_index, conn)) if lane_index == pl => {
+                            pool.send_delegated(pl, conn, id, job.tx.clone(), delegated)
+                        }
+                        _ => {
+                            self.misrouted += 1;
+                            pool.send_delegated(pl, usize::MAX, id, job.tx.clone(), delegated)
                         }
                     }
                 }
             }
         }
-        while let Ok(b) = bundles.try_recv() {
-            work += 1;
-            let Some(&pl) = pool_lane.get(&b.lane) else {
-                let _ = b
-                    .reply
-                    .send(Err(format!("lane #{} is not a relay lane", b.lane)));
-                continue;
-            };
-            next_id += 1;
-            bundles_pending.insert(next_id, b.reply);
-            pool.send_raw(pl, next_id, b.request);
-        }
-        while let Ok(o) = outcomes.try_recv() {
-            work += 1;
-            if let Some(reply) = bundles_pending.remove(&o.id) {
-                if let Err(e) = &o.result {
-                    let lane = routes.lane_ids.get(o.lane).copied().unwrap_or_default();
-                    log(&format!("relay lane #{lane}: bundle failed: {e}"));
-                }
-                let _ = reply.send(o.result);
-                continue;
-            }
-            let Some(p) = pending.remove(&o.id) else {
-                continue;
-            };
-            let (status, http) = match &o.result {
-                Ok(reply) if (200..300).contains(&reply.status) => (Status::Relayed, reply.status),
-                Ok(reply) => (Status::RelayError, reply.status),
-                Err(e) => (Status::RelayError, crate::relay::failure_code(e)),
-            };
-            let reason = http | if p.fast { RELAY_FAST } else { 0 };
+        work
+    }
+
+    fn bundle(&mut self, pool: &RelayPool, routes: &Routes, b: BundleJob) {
+        let Some(pl) = routes.lane_ids.iter().position(|&l| l == b.lane) else {
+            let _ = b
+                .reply
+                .send(Err(format!("lane #{} is not a relay lane", b.lane)));
+            return;
+        };
+        self.next_id += 1;
+        self.bundles.insert(self.next_id, b.reply);
+        pool.send_raw(pl, self.next_id, b.request);
+    }
+
+    /// Turns a pool outcome into the client's completion (or the RPC thread's bundle answer).
+    fn complete(&mut self, o: Outcome, routes: &Routes) {
+        let lane_name = routes.names.get(o.lane).map_or("?", String::as_str);
+        if let Some(reply) = self.bundles.remove(&o.id) {
             if let Err(e) = &o.result {
-                log(&format!("relay lane #{}: request failed: {e}", p.lane));
+                log(&format!("relay lane {lane_name}: bundle failed: {e}"));
             }
-            let Some(a) = attached.as_mut() else {
-                continue; // the client's data plane is gone: nobody to tell
-            };
-            let c = Completion {
-                tag: p.tag,
-                lease_gen: p.lease_gen,
-                lane: p.lane,
-                status: status as u8,
-                reason,
-                submit_tsc: p.submit_tsc,
-                done_tsc: tsc(),
-            };
-            if let Some(ring) = a.completions.get_mut(p.ring) {
-                if !ring.push(c) {
-                    log("a client's relay completion ring is full (it does not read completions)");
-                }
+            let _ = reply.send(o.result.map_err(|f| f.reason));
+            return;
+        }
+        let Some(p) = self.pending.remove(&o.id) else {
+            return;
+        };
+        let (status, code) = match &o.result {
+            Ok(reply) if (200..300).contains(&reply.status) => (Status::Relayed, reply.status),
+            Ok(reply) => (Status::RelayError, reply.status),
+            Err(f) => (Status::RelayError, f.code),
+        };
+        match &o.result {
+            Err(f) if f.code == relay_failure::STALE => {
+                METRICS.stale.fetch_add(1, Ordering::Relaxed);
+                log(&format!(
+                    "relay lane {lane_name}: delegated send not completed: {f}"
+                ));
+            }
+            Err(f) if f.code == relay_failure::MISMATCH => {
+                METRICS.mismatch.fetch_add(1, Ordering::Relaxed);
+                log(&format!(
+                    "relay lane {lane_name}: delegated send refused: {f}"
+                ));
+            }
+            Err(f) => log(&format!("relay lane {lane_name}: request failed: {f}")),
+            Ok(reply) if status == Status::RelayError => log(&format!(
+                "relay lane {lane_name}: the relay answered HTTP {}: {}",
+                reply.status,
+                reply.error.as_deref().unwrap_or("")
+            )),
+            Ok(_) => {}
+        }
+        self.push(&p, status, code);
+    }
+
+    fn push(&mut self, p: &Pending, status: Status, code: u16) {
+        let Some(a) = self.attached.as_mut() else {
+            return; // the client's data plane is gone: nobody to tell
+        };
+        let c = Completion {
+            tag: p.tag,
+            lease_gen: p.lease_gen,
+            lane: p.lane,
+            status: status as u8,
+            reason: code | if p.fast { RELAY_FAST } else { 0 },
+            submit_tsc: p.submit_tsc,
+            done_tsc: tsc(),
+        };
+        if let Some(ring) = a.completions.get_mut(p.ring) {
+            if !ring.push(c) {
+                log("a client's relay completion ring is full (it does not read completions)");
             }
         }
-        if let Some(a) = attached.as_mut() {
+    }
+
+    fn publish(&mut self) {
+        if let Some(a) = self.attached.as_mut() {
             for c in &mut a.completions {
                 c.publish();
             }
         }
-        if work == 0 {
-            std::thread::sleep(IDLE_SLEEP);
+    }
+
+    /// At stop: the outcomes the stopped pool produced, then a failure for every request still
+    /// owed one, so every submission ends in exactly one completion per lane.
+    fn fail_pending(&mut self, outcomes: &Receiver<Outcome>) {
+        while let Ok(o) = outcomes.try_recv() {
+            let Some(p) = self.pending.remove(&o.id) else {
+                continue;
+            };
+            let (status, code) = match &o.result {
+                Ok(r) if (200..300).contains(&r.status) => (Status::Relayed, r.status),
+                Ok(r) => (Status::RelayError, r.status),
+                Err(f) => (Status::RelayError, f.code),
+            };
+            self.push(&p, status, code);
         }
+        let left: Vec<Pending> = self.pending.drain().map(|(_, p)| p).collect();
+        for p in &left {
+            let code = if p.fast {
+                relay_failure::CONTROL_STOPPED
+            } else {
+                relay_failure::NOT_SENT
+            };
+            self.push(p, Status::RelayError, code);
+        }
+        if !left.is_empty() {
+            log(&format!(
+                "stopped with {} relay request(s) unanswered; their clients were told",
+                left.len()
+            ));
+        }
+        self.publish();
     }
 }

@@ -1,30 +1,23 @@
 //! The control plane's side of the session table: which relay connections the data plane may
-//! send on (delegated sends). See `swqos_shm::layout::session` for the states and who moves
-//! them; this type does the control plane's moves for its connection threads.
+//! send on (delegated sends). The protocol itself (states, transitions, key publication) is
+//! `swqos_shm::sessions`; this type keeps what the control plane must remember across
+//! data-plane restarts and calls it for its connection threads.
 //!
 //! Each pool connection has a fixed entry (its global index). The segment may come and go (a
-//! data plane restart): the board remembers every live connection's addresses and publishes
-//! them again into each new segment.
+//! data plane restart): the board remembers every live connection's addresses and opens them
+//! again in each new segment. Every attach starts a new *epoch*; a delegated send is verified
+//! against the (epoch, generation) of the connection it names, so a record from a segment or a
+//! connection that is gone is never taken for the current one.
 
 use std::net::SocketAddrV4;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use swqos_shm::layout::{session, Session, MAX_SESSIONS};
+use swqos_shm::layout::MAX_SESSIONS;
+use swqos_shm::sessions::{Take, TlsWriteRef};
 use swqos_shm::Segment;
 
 /// A TLS connection's write state, published when it is armed.
-#[derive(Clone, Copy)]
-pub(crate) struct TlsTx<'a> {
-    /// IANA cipher suite id.
-    pub(crate) suite: u16,
-    /// Write key (16 or 32 bytes).
-    pub(crate) key: &'a [u8],
-    /// Write iv.
-    pub(crate) iv: &'a [u8; 12],
-    /// Sequence number of the next record.
-    pub(crate) seq: u64,
-}
+pub(crate) type TlsTx<'a> = TlsWriteRef<'a>;
 
 /// A connection as registered.
 #[derive(Debug, Clone, Copy)]
@@ -32,12 +25,26 @@ struct Registered {
     lane: u8,
     local: SocketAddrV4,
     remote: SocketAddrV4,
+    /// The entry's generation in the attached segment (0 while none is attached).
+    generation: u32,
 }
 
 #[derive(Default)]
 struct Inner {
     seg: Option<Arc<Segment>>,
+    /// Bumped by every attach.
+    epoch: u64,
+    /// Config lane ids (bits) whose request templates match the data plane's.
+    fast_lanes: u64,
     entries: Vec<Option<Registered>>,
+}
+
+/// Where a delegated send must be completed: the attach epoch and the connection generation
+/// it was made under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SessionId {
+    pub(crate) epoch: u64,
+    pub(crate) generation: u32,
 }
 
 /// The session table as the control plane's connection threads use it.
@@ -47,13 +54,12 @@ pub(crate) struct SessionBoard {
 }
 
 impl SessionBoard {
-    /// A board for `n` connections (at most `MAX_SESSIONS` get an entry; the rest are never
-    /// armed).
+    /// A board for `n` connections (the config allows at most `MAX_SESSIONS`).
     pub(crate) fn new(n: usize) -> Arc<SessionBoard> {
         Arc::new(SessionBoard {
             inner: Mutex::new(Inner {
-                seg: None,
                 entries: vec![None; n.min(MAX_SESSIONS)],
+                ..Inner::default()
             }),
         })
     }
@@ -62,43 +68,52 @@ impl SessionBoard {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Switches to another segment (or none), publishing every live connection into it.
-    pub(crate) fn attach(&self, seg: Option<Arc<Segment>>) {
+    /// Switches to another segment (or none), opening every live connection in it. Connections
+    /// of lanes in `fast_lanes` (config lane id bits) are armed from now on; the others never.
+    pub(crate) fn attach(&self, seg: Option<Arc<Segment>>, fast_lanes: u64) {
         let mut inner = self.lock();
         if let Some(old) = &inner.seg {
             for i in 0..inner.entries.len() {
-                release(old.session(i));
+                old.session(i).close();
             }
         }
         inner.seg = seg;
-        let Some(new) = &inner.seg else {
+        inner.epoch += 1;
+        inner.fast_lanes = fast_lanes;
+        let Some(new) = inner.seg.clone() else {
             return;
         };
         // Every entry first: a control plane that died (SIGKILL) may have left connections and
         // their keys there.
         for i in 0..MAX_SESSIONS {
-            release(new.session(i));
+            new.session(i).close();
         }
-        for (i, r) in inner.entries.iter().enumerate() {
-            if let Some(r) = r {
-                publish(&inner, i, *r);
+        for r in inner.entries.iter_mut().enumerate() {
+            if let (i, Some(r)) = r {
+                r.generation = new.session(i).open(r.lane, r.local, r.remote);
             }
         }
+    }
+
+    /// The current epoch (the attach a hand-off record was read under).
+    pub(crate) fn epoch(&self) -> u64 {
+        self.lock().epoch
     }
 
     /// Records connection `i`'s addresses; the entry is BUSY until the connection is idle.
     pub(crate) fn register(&self, i: usize, lane: u8, local: SocketAddrV4, remote: SocketAddrV4) {
         let mut inner = self.lock();
+        let seg = inner.seg.clone();
         let Some(slot) = inner.entries.get_mut(i) else {
             return;
         };
-        let r = Registered {
+        let generation = seg.map_or(0, |s| s.session(i).open(lane, local, remote));
+        *slot = Some(Registered {
             lane,
             local,
             remote,
-        };
-        *slot = Some(r);
-        publish(&inner, i, r);
+            generation,
+        });
     }
 
     /// Connection `i` is gone.
@@ -108,33 +123,32 @@ impl SessionBoard {
             *slot = None;
         }
         if let (Some(seg), true) = (&inner.seg, i < inner.entries.len()) {
-            release(seg.session(i));
+            seg.session(i).close();
         }
     }
 
-    /// Connection `i` is idle and fully answered: the data plane may claim it. A TLS
-    /// connection publishes its write keys and next sequence number with it; nothing else
-    /// writes on the connection until it is taken back, so the data plane's records continue
-    /// exactly that sequence.
+    /// The (epoch, generation) of connection `i` as it is now, if it is registered in an
+    /// attached segment.
+    pub(crate) fn current(&self, i: usize) -> Option<SessionId> {
+        let inner = self.lock();
+        inner.seg.as_ref()?;
+        let r = inner.entries.get(i).copied().flatten()?;
+        Some(SessionId {
+            epoch: inner.epoch,
+            generation: r.generation,
+        })
+    }
+
+    /// Connection `i` is idle and fully answered: the data plane may claim it (when its lane's
+    /// templates match). A TLS connection publishes its write keys and next sequence number
+    /// with it; nothing else writes on the connection until it is taken back, so the data
+    /// plane's records continue exactly that sequence.
     pub(crate) fn arm(&self, i: usize, tls: Option<TlsTx<'_>>) {
         let inner = self.lock();
-        if let (Some(seg), Some(Some(_))) = (&inner.seg, inner.entries.get(i)) {
-            let e = seg.session(i);
-            // Only this thread moves an entry out of BUSY, so it stays BUSY (unread by the data
-            // plane) while the fields change; the CAS below publishes them.
-            if e.state.load(Ordering::Acquire) != session::BUSY {
-                return;
+        if let (Some(seg), Some(Some(r))) = (&inner.seg, inner.entries.get(i)) {
+            if inner.fast_lanes & (1u64 << (r.lane & 63)) != 0 {
+                seg.session(i).arm(tls);
             }
-            match tls {
-                Some(t) => e.store_tls(t.suite, t.key, t.iv, t.seq),
-                None => e.clear_tls(),
-            }
-            let _ = e.state.compare_exchange(
-                session::BUSY,
-                session::ARMED,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
         }
     }
 
@@ -143,21 +157,9 @@ impl SessionBoard {
     /// write anything but the completion of that send.
     pub(crate) fn take(&self, i: usize) -> bool {
         let inner = self.lock();
-        let Some(seg) = &inner.seg else {
-            return true;
-        };
-        if i >= inner.entries.len() {
-            return true;
-        }
-        let state = &seg.session(i).state;
-        match state.compare_exchange(
-            session::ARMED,
-            session::BUSY,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => true,
-            Err(current) => current != session::CLAIMED,
+        match (&inner.seg, i < inner.entries.len()) {
+            (Some(seg), true) => seg.session(i).take() != Take::Claimed,
+            _ => true,
         }
     }
 
@@ -165,62 +167,16 @@ impl SessionBoard {
     pub(crate) fn claimed(&self, i: usize) -> bool {
         let inner = self.lock();
         match (&inner.seg, i < inner.entries.len()) {
-            (Some(seg), true) => seg.session(i).state.load(Ordering::Acquire) == session::CLAIMED,
+            (Some(seg), true) => seg.session(i).is_claimed(),
             _ => false,
         }
-    }
-
-    /// The data plane's claim of connection `i`: (bytes on the wire, plaintext per TLS record;
-    /// 0 for plain TCP). Valid while the entry is CLAIMED.
-    pub(crate) fn claim(&self, i: usize) -> Option<(u32, u32)> {
-        let inner = self.lock();
-        let seg = inner.seg.as_ref().filter(|_| i < inner.entries.len())?;
-        let e = seg.session(i);
-        (e.state.load(Ordering::Acquire) == session::CLAIMED).then(|| {
-            (
-                e.fast_len.load(Ordering::Relaxed),
-                e.fast_record.load(Ordering::Relaxed),
-            )
-        })
     }
 
     /// The control plane has completed the data plane's send on connection `i`.
     pub(crate) fn finish_claim(&self, i: usize) {
         let inner = self.lock();
         if let (Some(seg), true) = (&inner.seg, i < inner.entries.len()) {
-            let _ = seg.session(i).state.compare_exchange(
-                session::CLAIMED,
-                session::BUSY,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
+            seg.session(i).finish_claim();
         }
     }
-}
-
-/// Frees an entry and zeroes its keys.
-fn release(e: &Session) {
-    e.state.store(session::FREE, Ordering::Release);
-    e.clear_tls();
-}
-
-/// Writes entry `i` (BUSY, new generation, addresses) into the attached segment.
-fn publish(inner: &Inner, i: usize, r: Registered) {
-    let Some(seg) = &inner.seg else {
-        return;
-    };
-    let e = seg.session(i);
-    // Not claimable while the fields change.
-    e.state.store(session::BUSY, Ordering::Release);
-    e.generation.fetch_add(1, Ordering::AcqRel);
-    e.lane.store(r.lane as u32, Ordering::Relaxed);
-    e.clear_tls();
-    e.local_ip
-        .store(u32::from(*r.local.ip()), Ordering::Relaxed);
-    e.remote_ip
-        .store(u32::from(*r.remote.ip()), Ordering::Relaxed);
-    e.ports.store(
-        (r.local.port() as u32) << 16 | r.remote.port() as u32,
-        Ordering::Release,
-    );
 }

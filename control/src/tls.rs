@@ -329,6 +329,11 @@ impl TlsConn {
         format!("{version}, {}", name.replacen("TLS13_", "TLS_", 1))
     }
 
+    /// The sequence number of the next record this side seals.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.sealer.seq()
+    }
+
     /// The write state the data plane needs to continue this connection's records.
     pub(crate) fn tx_state(&self) -> TxState {
         let key = self.tx_keys.key();

@@ -8,19 +8,19 @@
 //! allocated at start (no allocation per packet).
 
 use std::net::Ipv4Addr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use arrayvec::ArrayVec;
 use dpdk::{Mbuf, Mempool, TxBurst};
-use swqos_shm::layout::{session, MAX_SESSIONS};
+use swqos_shm::layout::MAX_SESSIONS;
+use swqos_shm::sessions::{state, DelegatedSend, TlsWrite};
 use swqos_shm::Segment;
 use swqos_tls::{content_type, RecordSealer, Suite, TrafficKeys};
 use swqos_wire::checksum;
-use swqos_wire::delegate::{Connection, Verdict};
+use swqos_wire::delegate::{Connection, FastSend, Verdict};
 use swqos_wire::ethernet::{ethertype, EthernetFrame};
 use swqos_wire::ipv4::{protocol, Ipv4Packet};
-use swqos_wire::relay::RequestTemplate;
+use swqos_wire::relay::{request_digest, RequestTemplate};
 use swqos_wire::tcp::{flags, TcpPacket};
 use zeroize::Zeroize;
 
@@ -34,6 +34,8 @@ const MAX_SEGMENTS: usize = 8;
 const L2L3: usize = 34;
 /// TCP header with the timestamp option (NOP, NOP, TS).
 const TCP_TS_LEN: usize = 32;
+/// Header bytes of a fast segment.
+const HEADERS: usize = L2L3 + TCP_TS_LEN;
 
 /// The sealer of one TLS session entry, kept while its keys stay the same (the control plane
 /// publishes the keys with every arming; they change on a new connection or a KeyUpdate).
@@ -74,6 +76,8 @@ pub struct FastPath {
     /// Per session entry: the TLS sealer of its connection, if it has one.
     sealers: Vec<Option<CachedSealer>>,
     ip_ident: u16,
+    /// Largest frame the NIC port sends (MTU + Ethernet header).
+    max_frame: usize,
     hold_ticks: u64,
     /// When the sealer cache was last swept.
     last_sweep: u64,
@@ -102,14 +106,17 @@ fn parse(frame: &[u8]) -> Option<(FlowKey, TcpPacket<&[u8]>)> {
 }
 
 impl FastPath {
-    /// A fast path for the relay lanes `templates` (indexed by lane id) at `relays`.
+    /// A fast path for the relay lanes `templates` (indexed by lane id) at `relays`, sending
+    /// frames of at most `max_frame` bytes (the NIC port's MTU plus the Ethernet header).
     pub fn new(
         seg: Arc<Segment>,
         relays: Vec<(Ipv4Addr, u16)>,
         templates: Vec<Option<RequestTemplate>>,
         tsc_hz: u64,
+        max_frame: usize,
     ) -> FastPath {
         FastPath {
+            max_frame,
             seg,
             flows: Vec::with_capacity(MAX_FLOWS),
             relays: relays
@@ -220,9 +227,7 @@ impl FastPath {
                 };
                 let e = self.seg.session(i);
                 // The control plane clears the entry's keys when the connection ends.
-                if e.state.load(Ordering::Acquire) == session::FREE
-                    || e.tls_suite.load(Ordering::Relaxed) != c.suite
-                {
+                if e.state() == state::FREE || e.tls_suite() != c.suite {
                     *cached = None; // `CachedSealer`'s drop zeroizes the keys
                 }
             }
@@ -230,13 +235,15 @@ impl FastPath {
     }
 
     /// Sends `tx` for relay lane `lane` on an armed connection of that lane, as TCP segments
-    /// built in mbufs from `pool` and queued on `out`. Returns the claimed session (index,
-    /// generation) for the hand-off record, or `None` (no armed connection fits: fallback).
+    /// built in mbufs from `pool` and queued on `out`. Returns what was sent, for the hand-off
+    /// record, or why nothing was.
     ///
-    /// On a TLS connection each segment carries one application-data record sealed in place
-    /// with the keys and sequence number the control plane published when it armed the
-    /// connection; the session entry records the plaintext per record so that the control
-    /// plane's mirror write seals the same plaintexts at the same sequence numbers.
+    /// Everything that can fail happens before the claim: the segments are allocated, written,
+    /// digested and (on TLS) sealed with the keys and sequence number read from the armed entry;
+    /// only then is the entry claimed, by a compare-and-swap that fails if the control plane
+    /// touched it since it was read (`swqos_shm::sessions`). After the claim nothing fails: the
+    /// headers are written and the segments queued. So a claimed connection always has a send
+    /// on the wire, and a send never leaves without a claim.
     pub fn try_send(
         &mut self,
         lane: u8,
@@ -244,139 +251,152 @@ impl FastPath {
         submit_tsc: u64,
         pool: &Mempool,
         out: &mut TxBurst<u64, 64>,
-    ) -> Option<(usize, u32)> {
-        let template = self.templates.get(lane as usize)?.as_ref()?;
+    ) -> Result<DelegatedSend, Miss> {
+        let Some(Some(template)) = self.templates.get(lane as usize) else {
+            return Err(Miss::NoConnection);
+        };
         let len = template.len(tx.len());
+        let mut refused = false;
         for i in 0..MAX_SESSIONS {
             let e = self.seg.session(i);
-            if e.state.load(Ordering::Acquire) != session::ARMED
-                || e.lane.load(Ordering::Relaxed) != lane as u32
-            {
+            if e.armed_lane() != Some(lane as u32) {
                 continue;
             }
-            let gen = e.generation.load(Ordering::Acquire);
-            let ports = e.ports.load(Ordering::Acquire);
-            // Read again after the claim: a re-arming in between may change it.
-            let suite_id = e.tls_suite.load(Ordering::Relaxed);
-            let key = (
-                e.local_ip.load(Ordering::Relaxed),
-                (ports >> 16) as u16,
-                e.remote_ip.load(Ordering::Relaxed),
-                ports as u16,
-            );
-            let Some(fi) = self.flows.iter().position(|f| f.key == key) else {
+            let Some(armed) = e.armed() else {
                 continue;
             };
-            let Some(shape) = Shape::of(suite_id, self.flows[fi].conn.mss() as usize, len) else {
+            let Some(fi) = self.flows.iter().position(|f| f.key == armed.flow) else {
                 continue;
             };
+            let suite = armed.tls.as_ref().map_or(0, |t| t.suite);
+            let mss = self.flows[fi].conn.mss() as usize;
+            let Some(shape) = Shape::of(u32::from(suite), mss, len) else {
+                refused = true; // a suite this build cannot seal
+                continue;
+            };
+            if HEADERS + shape.per_segment > self.max_frame {
+                refused = true; // the kernel's MSS does not fit the NIC's MTU
+                continue;
+            }
             // The session table's ARMED is the control plane's arming of this connection.
             self.flows[fi].conn.arm();
-            if self.flows[fi].conn.check(shape.wire_len).is_err() {
-                continue;
-            }
-            let n = shape.segments;
-            if n > MAX_SEGMENTS || out.len() + n > out.capacity() {
-                continue;
-            }
-            let mut mbufs: ArrayVec<Mbuf, MAX_SEGMENTS> = ArrayVec::new();
-            if !pool.alloc_bulk(&mut mbufs, n) {
-                return None;
-            }
-            if e.state
-                .compare_exchange(
-                    session::ARMED,
-                    session::CLAIMED,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
-                .is_err()
+            if self.flows[fi].conn.check(shape.wire_len).is_err()
+                || shape.segments > MAX_SEGMENTS
+                || out.len() + shape.segments > out.capacity()
             {
-                continue; // the control plane took it back just now
-            }
-            let unclaim = || e.state.store(session::ARMED, Ordering::Release);
-            if e.generation.load(Ordering::Acquire) != gen
-                || e.tls_suite.load(Ordering::Relaxed) != suite_id
-            {
-                // Re-registered or re-armed between our reads and the claim: give it back.
-                unclaim();
                 continue;
             }
-            let sealer = match shape.tls {
-                Some(_) => match sealer_for(&mut self.sealers[i], e, suite_id) {
+            let sealer = match &armed.tls {
+                None => None,
+                Some(t) => match sealer_for(&mut self.sealers[i], t) {
                     Some(s) => Some(s),
                     None => {
-                        unclaim();
+                        refused = true;
                         continue;
                     }
                 },
-                None => None,
             };
-            let flow = &mut self.flows[fi];
-            let Ok(fs) = flow.conn.begin_fast_send(shape.wire_len) else {
-                unclaim();
+            let mut mbufs: ArrayVec<Mbuf, MAX_SEGMENTS> = ArrayVec::new();
+            if !pool.alloc_bulk(&mut mbufs, shape.segments) {
+                return Err(Miss::NoMbuf);
+            }
+            let tls_seq = armed.tls.as_ref().map(|t| t.seq);
+            let Some(digest) = build(&shape, template, tx, &mut mbufs, sealer, tls_seq) else {
+                refused = true; // the mbufs go back to the pool
                 continue;
             };
-            e.fast_seq.store(fs.seq, Ordering::Relaxed);
-            e.fast_len.store(shape.wire_len as u32, Ordering::Relaxed);
-            e.fast_record.store(
-                shape.tls.map_or(0, |t| t.plaintext) as u32,
-                Ordering::Relaxed,
-            );
-            e.fast_sends.fetch_add(1, Ordering::Relaxed);
-
-            // Headers first, then the request across the payload areas (each record's
-            // plaintext area, with TLS), then sealing, then checksums.
-            let hdr = L2L3 + TCP_TS_LEN;
-            let mut chunks: ArrayVec<&mut [u8], MAX_SEGMENTS> = ArrayVec::new();
-            let mut frames: ArrayVec<(usize, usize, usize), MAX_SEGMENTS> = ArrayVec::new();
-            for (k, m) in mbufs.iter_mut().enumerate() {
-                let (wire_offset, payload, plain) = shape.segment(k, len);
-                let Some(frame) = m.append((hdr + payload) as u16) else {
-                    unclaim();
-                    return None;
-                };
-                frames.push((wire_offset, payload, plain));
-                let (_, body) = frame.split_at_mut(hdr);
-                let start = shape.tls.map_or(0, |t| t.offset);
-                chunks.push(&mut body[start..start + plain]);
+            if !e.claim(&armed) {
+                continue; // the control plane took it back, or re-armed it, just now
             }
-            template.write(tx, &mut chunks);
-            drop(chunks);
-            if let Some(sealer) = sealer {
-                sealer.set_seq(e.tls_seq.load(Ordering::Relaxed));
-                for (k, m) in mbufs.iter_mut().enumerate() {
-                    let (_, payload, plain) = frames[k];
-                    let record = &mut m.data_mut()[hdr..hdr + payload];
-                    // Cannot fail: the record fits its segment and `plain` <= 16 KiB.
-                    let _ = sealer.seal_in_place(record, plain, content_type::APPLICATION_DATA);
-                }
-            }
+            let flow = &mut self.flows[fi];
+            let Ok(fs) = flow.conn.begin_fast_send(shape.wire_len) else {
+                // Cannot happen: `check` passed and nothing ran on this flow since.
+                e.unclaim(&armed);
+                continue;
+            };
             let last = mbufs.len() - 1;
-            for (k, m) in mbufs.iter_mut().enumerate() {
-                let (offset, payload, _) = frames[k];
+            for (k, mut m) in mbufs.into_iter().enumerate() {
+                let (offset, payload, _) = shape.segment(k, len);
                 self.ip_ident = self.ip_ident.wrapping_add(1);
                 write_headers(
                     m.data_mut(),
                     &flow.l2l3,
-                    key,
+                    armed.flow,
+                    &fs,
                     fs.seq.wrapping_add(offset as u32),
-                    fs.ack,
-                    fs.window,
-                    fs.timestamps,
                     k == last,
                     payload,
                     self.ip_ident,
                 );
-            }
-            for (k, m) in mbufs.into_iter().enumerate() {
                 let tag = if k == last { submit_tsc.max(1) } else { 0 };
                 let _ = out.push(m, tag); // room was checked above
             }
-            return Some((i, gen));
+            let tls = tls_seq.zip(shape.tls.map(|t| t.plaintext));
+            return Ok(DelegatedSend::new(
+                i,
+                armed.generation,
+                fs.seq,
+                shape.wire_len,
+                tls,
+                digest,
+            ));
         }
-        None
+        Err(if refused {
+            Miss::Refused
+        } else {
+            Miss::NoConnection
+        })
     }
+}
+
+/// Why a relay lane's submission was not sent by the data plane (the control plane sends it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Miss {
+    /// No armed connection of the lane can take it now.
+    NoConnection,
+    /// The pool had no mbufs.
+    NoMbuf,
+    /// An armed connection was there, but the request could not be built or sealed for it
+    /// (too large for the mbufs or the NIC's MTU, an unknown suite, a sealing error).
+    Refused,
+}
+
+/// Writes the request into the payload areas of `mbufs` (each record's plaintext area, with
+/// TLS), digests the plaintext and, with a sealer, seals one record per segment from sequence
+/// number `tls_seq`. Returns the digest, or `None` when a segment does not fit its mbuf or
+/// sealing fails (nothing may be sent then).
+fn build(
+    shape: &Shape,
+    template: &RequestTemplate,
+    tx: &[u8],
+    mbufs: &mut ArrayVec<Mbuf, MAX_SEGMENTS>,
+    sealer: Option<&mut RecordSealer>,
+    tls_seq: Option<u64>,
+) -> Option<u64> {
+    let len = template.len(tx.len());
+    let mut chunks: ArrayVec<&mut [u8], MAX_SEGMENTS> = ArrayVec::new();
+    for (k, m) in mbufs.iter_mut().enumerate() {
+        let (_, payload, plain) = shape.segment(k, len);
+        let frame = m.append((HEADERS + payload) as u16)?;
+        let start = HEADERS + shape.tls.map_or(0, |t| t.offset);
+        chunks.push(&mut frame[start..start + plain]);
+    }
+    template.write(tx, &mut chunks)?;
+    let plaintext: ArrayVec<&[u8], MAX_SEGMENTS> = chunks.iter().map(|c| &**c).collect();
+    let digest = request_digest(&plaintext);
+    drop(plaintext);
+    drop(chunks);
+    if let (Some(sealer), Some(seq)) = (sealer, tls_seq) {
+        sealer.set_seq(seq);
+        for (k, m) in mbufs.iter_mut().enumerate() {
+            let (_, payload, plain) = shape.segment(k, len);
+            let record = &mut m.data_mut()[HEADERS..HEADERS + payload];
+            sealer
+                .seal_in_place(record, plain, content_type::APPLICATION_DATA)
+                .ok()?;
+        }
+    }
+    Some(digest)
 }
 
 /// How one request is cut into segments (and TLS records) on a connection.
@@ -447,45 +467,39 @@ impl Shape {
     }
 }
 
-/// The sealer for session entry `e` (keys as published), building it when they changed.
+/// The sealer for the write state `tls` (as read from an armed entry), rebuilt when the keys
+/// changed since the cached one was made.
 fn sealer_for<'a>(
     cache: &'a mut Option<CachedSealer>,
-    e: &swqos_shm::layout::Session,
-    suite_id: u32,
+    tls: &TlsWrite,
 ) -> Option<&'a mut RecordSealer> {
-    let mut key = [0u8; 32];
-    let mut iv = [0u8; 12];
-    e.load_tls(&mut key, &mut iv);
+    let suite_id = u32::from(tls.suite);
     let fresh = match cache {
-        Some(c) => c.suite != suite_id || c.key != key || c.iv != iv,
+        Some(c) => c.suite != suite_id || c.key != tls.key || c.iv != tls.iv,
         None => true,
     };
     if fresh {
-        let suite = Suite::from_iana(u16::try_from(suite_id).ok()?)?;
-        let keys = TrafficKeys::new(suite, &key[..suite.aead().key_len()], &iv).ok();
+        let suite = Suite::from_iana(tls.suite)?;
+        let keys = TrafficKeys::new(suite, &tls.key[..suite.aead().key_len()], &tls.iv).ok();
         *cache = keys.map(|k| CachedSealer {
             suite: suite_id,
-            key,
-            iv,
+            key: tls.key,
+            iv: tls.iv,
             sealer: RecordSealer::new(k, 0),
         });
     }
-    key.zeroize();
-    iv.zeroize();
     cache.as_mut().map(|c| &mut c.sealer)
 }
 
 /// Writes the Ethernet/IPv4/TCP headers of one fast segment (payload already in place) and both
-/// checksums.
+/// checksums: `seq` is this segment's, the other TCP fields are the fast send's.
 #[allow(clippy::too_many_arguments)]
 fn write_headers(
     frame: &mut [u8],
     l2l3: &[u8; L2L3],
     key: FlowKey,
+    fs: &FastSend,
     seq: u32,
-    ack: u32,
-    window: u16,
-    timestamps: Option<(u32, u32)>,
     push: bool,
     payload: usize,
     ident: u16,
@@ -501,12 +515,12 @@ fn write_headers(
     t[0..2].copy_from_slice(&key.1.to_be_bytes());
     t[2..4].copy_from_slice(&key.3.to_be_bytes());
     t[4..8].copy_from_slice(&seq.to_be_bytes());
-    t[8..12].copy_from_slice(&ack.to_be_bytes());
+    t[8..12].copy_from_slice(&fs.ack.to_be_bytes());
     t[12] = ((TCP_TS_LEN / 4) as u8) << 4;
     t[13] = flags::ACK | if push { flags::PSH } else { 0 };
-    t[14..16].copy_from_slice(&window.to_be_bytes());
+    t[14..16].copy_from_slice(&fs.window.to_be_bytes());
     t[16..20].copy_from_slice(&[0, 0, 0, 0]);
-    match timestamps {
+    match fs.timestamps {
         Some((val, ecr)) => {
             t[20..24].copy_from_slice(&[1, 1, 8, 10]);
             t[24..28].copy_from_slice(&val.to_be_bytes());

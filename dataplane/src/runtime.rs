@@ -16,7 +16,6 @@ use swqos_shm::stats::{
     self, role, Counter, PortCounter, PortStatsWriter, StatsWriter, N_PORT_COUNTERS,
 };
 use swqos_shm::Segment;
-use swqos_wire::relay::{Endpoint, RequestTemplate};
 use tracing::{info, warn};
 
 use crate::fast::FastPath;
@@ -74,6 +73,9 @@ fn err<T>(msg: impl Into<String>) -> Result<T, RunError> {
     Err(RunError(msg.into()))
 }
 
+// The config allows as many relay connections as the session table has entries.
+const _: () = assert!(dpdk_config::MAX_RELAY_CONNECTIONS == swqos_shm::layout::MAX_SESSIONS);
+
 /// Longest mempool name DPDK accepts (`RTE_MEMPOOL_NAMESIZE` less its "MP_" prefix).
 const MAX_MEMPOOL_NAME: usize = 24;
 
@@ -89,11 +91,24 @@ pub fn check_sizes(config: &Config) -> Result<(), RunError> {
         }
     }
     for lane in &config.lanes {
-        if !matches!(lane.kind, dpdk_config::LaneKind::Udp(_)) {
-            continue; // relay lanes leave through the control plane's connections
-        }
         let port = &config.ports[lane.port];
         let mtu = port.mtu.unwrap_or(1500) as u32;
+        let pool = &config.mempools[port.mempool];
+        if let dpdk_config::LaneKind::Http(_) = lane.kind {
+            // Delegated sends fill segments up to the connection's MSS, at most a full frame.
+            if (pool.data_room as u32) < MBUF_HEADROOM + mtu + 14 {
+                return err(format!(
+                    "lane {}: mempool {} has data_room {}, but the relay lane's TCP segments on \
+                     port {} (MTU {mtu}) need {} ({MBUF_HEADROOM} bytes of headroom and a full frame)",
+                    lane.name,
+                    pool.name,
+                    pool.data_room,
+                    port.name,
+                    MBUF_HEADROOM + mtu + 14
+                ));
+            }
+            continue;
+        }
         if mtu + 14 < MAX_UDP_FRAME {
             return err(format!(
                 "lane {}: port {} has MTU {mtu}, but a {MAX_TX_SIZE}-byte transaction needs an MTU of at least {}",
@@ -102,7 +117,6 @@ pub fn check_sizes(config: &Config) -> Result<(), RunError> {
                 MAX_UDP_FRAME - 14
             ));
         }
-        let pool = &config.mempools[port.mempool];
         if (pool.data_room as u32) < MBUF_HEADROOM + MAX_UDP_FRAME {
             return err(format!(
                 "mempool {}: data_room {} cannot hold a {MAX_UDP_FRAME}-byte frame after {MBUF_HEADROOM} bytes of headroom (use at least {})",
@@ -294,6 +308,7 @@ impl Dataplane {
             Segment::create(&config.shm.path, layout, &lane_info, &port_names, tsc_hz)
                 .map_err(|e| RunError(e.to_string()))?,
         );
+        publish_fingerprints(config, &seg)?;
 
         // Workers: rings are dealt to tx lcores round-robin; each owns its configured queues.
         let tx_lcores: Vec<usize> = (0..config.lcores.len())
@@ -368,10 +383,11 @@ impl Dataplane {
                         bridge,
                         handoff: (lanes.relay_mask() != 0)
                             .then(|| HandoffProducer::new(seg.clone(), index)),
-                        fast: if lc.bridge.is_some() && lanes.relay_mask() != 0 {
-                            Some(fast_path(config, seg.clone(), tsc_hz)?)
-                        } else {
-                            None
+                        fast: match lc.bridge {
+                            Some(b) if lanes.relay_mask() != 0 => {
+                                Some(fast_path(config, seg.clone(), tsc_hz, b.nic)?)
+                            }
+                            _ => None,
                         },
                         seg: seg.clone(),
                     })
@@ -535,8 +551,14 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
     Dataplane::setup(config, opts)?.run(stop)
 }
 
-/// The delegated-send state of a bridging TX lcore: the relay lanes' addresses and templates.
-fn fast_path(config: &Config, seg: Arc<Segment>, tsc_hz: u64) -> Result<FastPath, RunError> {
+/// The delegated-send state of a bridging TX lcore sending on port `nic`: the relay lanes'
+/// addresses and templates.
+fn fast_path(
+    config: &Config,
+    seg: Arc<Segment>,
+    tsc_hz: u64,
+    nic: usize,
+) -> Result<FastPath, RunError> {
     let mut relays = Vec::new();
     let mut templates = Vec::new();
     for lane in &config.lanes {
@@ -545,18 +567,27 @@ fn fast_path(config: &Config, seg: Arc<Segment>, tsc_hz: u64) -> Result<FastPath
             continue;
         };
         relays.push((h.dst_ip, h.dst_port));
-        let t = RequestTemplate::new(
-            h.provider,
-            Endpoint {
-                host: &h.host,
-                path: h.path.as_deref(),
-                token: h.token.as_ref().map(|t| t.expose()),
-            },
-        )
-        .map_err(|e| RunError(format!("lane {}: {e}", lane.name)))?;
-        templates.push(Some(t));
+        templates.push(Some(
+            h.request_template()
+                .map_err(|e| RunError(format!("lane {}: {e}", lane.name)))?,
+        ));
     }
-    Ok(FastPath::new(seg, relays, templates, tsc_hz))
+    let max_frame = config.ports[nic].mtu.unwrap_or(1500) as usize + 14;
+    Ok(FastPath::new(seg, relays, templates, tsc_hz, max_frame))
+}
+
+/// Publishes the fingerprint of every relay lane's request template in the session table, for
+/// the control plane to compare with its own before it arms a connection of the lane.
+fn publish_fingerprints(config: &Config, seg: &Segment) -> Result<(), RunError> {
+    for (id, lane) in config.lanes.iter().enumerate() {
+        if let dpdk_config::LaneKind::Http(h) = &lane.kind {
+            let t = h
+                .request_template()
+                .map_err(|e| RunError(format!("lane {}: {e}", lane.name)))?;
+            seg.session_table().fingerprints.set(id, t.fingerprint());
+        }
+    }
+    Ok(())
 }
 
 /// One turn of the main loop (heartbeat resolution).

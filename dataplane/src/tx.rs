@@ -15,7 +15,7 @@ use swqos_shm::Segment;
 use swqos_wire::checksum;
 use swqos_wire::solana::{Transaction, TxError};
 
-use crate::fast::FastPath;
+use crate::fast::{FastPath, Miss};
 use crate::lanes::{LaneSend, LaneTable};
 
 /// A control plane whose heartbeat is older than this is considered gone (500 ms: generous, so a
@@ -472,11 +472,18 @@ impl Output {
                 if let (Some(fast), true) = (&mut self.fast, room) {
                     let out = &mut self.paths[self.fast_out].forward;
                     for lane in lanes_of(relay) {
-                        let sent = fast.try_send(lane, slot.tx, slot.submit_tsc, &self.pool, out);
-                        let Some(claim) = sent else {
-                            continue;
-                        };
-                        if h.push(r, slot, 1 << lane, Some(claim)) {
+                        let sent =
+                            match fast.try_send(lane, slot.tx, slot.submit_tsc, &self.pool, out) {
+                                Ok(sent) => sent,
+                                Err(Miss::Refused) => {
+                                    self.stats.add(Counter::FastRefused, 1);
+                                    continue;
+                                }
+                                Err(_) => continue,
+                            };
+                        // Room for this record was checked above: a request on the wire always
+                        // reaches the control plane.
+                        if h.push(r, slot, 1 << lane, Some(&sent)) {
                             rest &= !(1 << lane);
                             self.stats.add(Counter::FastSends, 1);
                             self.stats.add(Counter::HandedOff, 1);

@@ -6,8 +6,7 @@
 //!
 //! Needs root (EAL); runs in its own process because EAL initialises once per process.
 
-use std::net::Ipv4Addr;
-use std::sync::atomic::Ordering;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,12 +16,12 @@ use common::{counted, have_root, net_null_config, sample_transactions};
 use dpdk::{Mempool, TxBurst};
 use swqos_dataplane::fast::FastPath;
 use swqos_dataplane::runtime::{Dataplane, RunOptions};
-use swqos_shm::layout::session;
+use swqos_shm::sessions::{state, Take, TlsWriteRef};
 use swqos_shm::Segment;
 use swqos_tls::{content_type, RecordOpener, Suite, TrafficKeys};
 use swqos_wire::checksum;
 use swqos_wire::ipv4::protocol;
-use swqos_wire::relay::{Endpoint, Provider, RequestTemplate};
+use swqos_wire::relay::{request_digest, Endpoint, Provider, RequestTemplate};
 use swqos_wire::tcp::flags;
 
 const LOCAL_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x77, 0x01];
@@ -36,7 +35,6 @@ const ISN: u32 = 0xfff0_0000;
 const PEER_ISN: u32 = 0x1234_5678;
 /// The kernel's timestamps after the handshake (TSval, TSecr).
 const KERNEL_TS: (u32, u32) = (101, 5000);
-const GENERATION: u32 = 5;
 const SUITE: u16 = 0x1302; // TLS_AES_256_GCM_SHA384
 const KEY: [u8; 32] = [0x11; 32];
 const NEW_KEY: [u8; 32] = [0x5a; 32];
@@ -134,6 +132,11 @@ struct Harness {
     peer_ack: [u8; PEER_ACK_LEN],
     peer_tsval: u32,
     rounds: u64,
+    /// The connection's generation, and the write key and next record sequence number the
+    /// control plane publishes with each arming.
+    generation: u32,
+    key: [u8; 32],
+    tls_seq: u64,
 }
 
 /// What one round sent.
@@ -145,6 +148,8 @@ struct Sent {
     /// TLS records (= TCP segments) and the sequence number of the first.
     records: u64,
     tls_seq: u64,
+    /// The digest the hand-off record carries.
+    digest: u64,
 }
 
 impl Harness {
@@ -163,21 +168,26 @@ impl Harness {
             peer_ack,
             peer_tsval,
             rounds,
+            generation,
+            key,
+            tls_seq,
         } = self;
         let e = seg.session(0);
-        let tls_seq = e.tls_seq.load(Ordering::Relaxed);
-        let claimed = fast.try_send(0, tx, dpdk::tsc(), pool, out);
+        let Ok(d) = fast.try_send(0, tx, dpdk::tsc(), pool, out) else {
+            panic!("try_send did not claim the armed session");
+        };
+        assert_eq!((d.session, d.generation), (0, *generation));
+        assert_eq!(e.state(), state::CLAIMED);
         assert_eq!(
-            claimed,
-            Some((0, GENERATION)),
-            "try_send did not claim the armed session"
+            d.tls_seq, *tls_seq,
+            "sealed from the published sequence number"
         );
-        assert_eq!(e.state.load(Ordering::Acquire), session::CLAIMED);
         let sent = Sent {
-            seq: e.fast_seq.load(Ordering::Relaxed),
-            len: e.fast_len.load(Ordering::Relaxed),
+            seq: d.tcp_seq,
+            len: d.wire_len,
             records: out.len() as u64,
-            tls_seq,
+            tls_seq: d.tls_seq,
+            digest: d.digest,
         };
         assert!(sent.records > 0);
 
@@ -218,19 +228,29 @@ impl Harness {
         }
 
         // The control plane's response handling and re-arming.
-        e.state.store(session::BUSY, Ordering::Release);
-        e.tls_seq.fetch_add(sent.records, Ordering::Relaxed);
-        e.state.store(session::ARMED, Ordering::Release);
+        assert!(e.finish_claim());
+        *tls_seq += sent.records;
+        assert!(e.arm(Some(TlsWriteRef {
+            suite: SUITE,
+            key: &key[..],
+            iv: &IV,
+            seq: *tls_seq,
+        })));
         *rounds += 1;
         sent
     }
 
-    /// Publishes new write keys (the control plane, while BUSY), as after a KeyUpdate.
-    fn rekey(&self, key: &[u8; 32], seq: u64) {
+    /// Publishes new write keys (the control plane takes the entry back), as after a KeyUpdate.
+    fn rekey(&mut self, key: &[u8; 32]) {
         let e = self.seg.session(0);
-        e.state.store(session::BUSY, Ordering::Release);
-        e.store_tls(SUITE, key, &IV, seq);
-        e.state.store(session::ARMED, Ordering::Release);
+        assert_eq!(e.take(), Take::Taken);
+        self.key = *key;
+        assert!(e.arm(Some(TlsWriteRef {
+            suite: SUITE,
+            key: &self.key[..],
+            iv: &IV,
+            seq: self.tls_seq,
+        })));
     }
 }
 
@@ -300,6 +320,11 @@ fn check_frames(frames: &[Vec<u8>], sent: Sent, key: &[u8; 32], expected: &[u8])
         seq = seq.wrapping_add(payload.len() as u32);
     }
     assert_eq!(seq.wrapping_sub(sent.seq), sent.len, "fast_len");
+    assert_eq!(
+        sent.digest,
+        request_digest(&[expected]),
+        "the hand-off digest is the request's"
+    );
     assert!(plaintext.starts_with(b"POST "), "an HTTP request");
     assert_eq!(
         plaintext, expected,
@@ -352,6 +377,7 @@ dst_mac = "02:00:00:00:00:02"
         vec![(RELAY, RELAY_PORT)],
         vec![Some(template.clone())],
         dpdk::tsc_hz(),
+        1514,
     );
 
     // The handshake: the kernel's SYN, the relay's SYN-ACK, the kernel's ACK.
@@ -392,17 +418,17 @@ dst_mac = "02:00:00:00:00:02"
 
     // The control plane registers and arms the connection in session entry 0.
     let e = seg.session(0);
-    e.state.store(session::BUSY, Ordering::Release);
-    e.generation.store(GENERATION, Ordering::Release);
-    e.lane.store(0, Ordering::Relaxed);
-    e.local_ip.store(u32::from(LOCAL), Ordering::Relaxed);
-    e.remote_ip.store(u32::from(RELAY), Ordering::Relaxed);
-    e.ports.store(
-        u32::from(LOCAL_PORT) << 16 | u32::from(RELAY_PORT),
-        Ordering::Release,
+    let generation = e.open(
+        0,
+        SocketAddrV4::new(LOCAL, LOCAL_PORT),
+        SocketAddrV4::new(RELAY, RELAY_PORT),
     );
-    e.store_tls(SUITE, &KEY, &IV, FIRST_TLS_SEQ);
-    e.state.store(session::ARMED, Ordering::Release);
+    assert!(e.arm(Some(TlsWriteRef {
+        suite: SUITE,
+        key: &KEY,
+        iv: &IV,
+        seq: FIRST_TLS_SEQ,
+    })));
 
     let peer_ack: [u8; PEER_ACK_LEN] = tcp_frame(
         false,
@@ -423,6 +449,9 @@ dst_mac = "02:00:00:00:00:02"
         peer_ack,
         peer_tsval: 5000,
         rounds: 0,
+        generation,
+        key: KEY,
+        tls_seq: FIRST_TLS_SEQ,
     };
     let txs = sample_transactions();
     assert!(txs.len() > 4);
@@ -456,8 +485,7 @@ dst_mac = "02:00:00:00:00:02"
     let ((), new_key) = counted(|| {
         for i in 0..ROUNDS {
             if i == 0 {
-                let seq = h.seg.session(0).tls_seq.load(Ordering::Relaxed);
-                h.rekey(&NEW_KEY, seq);
+                h.rekey(&NEW_KEY);
             }
             h.round(&txs[(i + 3) % txs.len()], i % 2 == 0, |_| {});
         }
@@ -469,10 +497,7 @@ dst_mac = "02:00:00:00:00:02"
     let mut frames = Vec::new();
     let sent = h.round(&txs[2], false, |f| frames.push(f.to_vec()));
     check_frames(&frames, sent, &NEW_KEY, &expected[2]);
-    assert_eq!(
-        h.seg.session(0).fast_sends.load(Ordering::Relaxed),
-        h.rounds
-    );
+    assert_eq!(h.seg.session(0).fast_sends(), h.rounds);
     assert!(
         sent.seq.wrapping_sub(ISN) > ISN.wrapping_neg(),
         "the sequence space wrapped during the loops"
@@ -483,7 +508,7 @@ dst_mac = "02:00:00:00:00:02"
         ROUNDS,
         ROUNDS,
         h.rounds,
-        h.seg.session(0).tls_seq.load(Ordering::Relaxed) - FIRST_TLS_SEQ,
+        h.tls_seq - FIRST_TLS_SEQ,
     );
     assert_eq!(
         same_key.allocations, 0,

@@ -28,6 +28,12 @@ use serde::Deserialize;
 
 pub use error::ConfigError;
 pub use swqos_wire::relay::Provider;
+use swqos_wire::relay::{Endpoint, RelayError, RequestTemplate};
+
+/// Most relay connections across all http lanes: the data plane's session table has one entry
+/// per connection (`swqos_shm::layout::MAX_SESSIONS`, checked equal at compile time in the data
+/// plane).
+pub const MAX_RELAY_CONNECTIONS: usize = 64;
 
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -430,6 +436,22 @@ pub struct TlsLane {
     pub ca_files: Vec<PathBuf>,
     /// Accept any certificate (for tests; the control plane warns).
     pub insecure_skip_verify: bool,
+}
+
+impl HttpLane {
+    /// The lane's request template: the one function both the data plane (its delegated sends)
+    /// and the control plane (its mirror writes and fallback sends) build the lane's requests
+    /// with, so both write the same bytes for the same transaction.
+    pub fn request_template(&self) -> Result<RequestTemplate, RelayError> {
+        RequestTemplate::new(
+            self.provider,
+            Endpoint {
+                host: &self.host,
+                path: self.path.as_deref(),
+                token: self.token.as_ref().map(|t| t.expose()),
+            },
+        )
+    }
 }
 
 impl fmt::Debug for HttpLane {

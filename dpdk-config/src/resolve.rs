@@ -663,6 +663,7 @@ fn resolve_lanes(
     src: &Source<'_>,
 ) -> Result<Vec<LaneConfig>> {
     let mut lanes: Vec<LaneConfig> = Vec::with_capacity(raw.len());
+    let mut relay_connections = 0usize;
     for (index, lane) in raw.iter().enumerate() {
         let name = lane.name.get_ref();
         if index == MAX_LANES {
@@ -703,6 +704,24 @@ fn resolve_lanes(
             RawLaneKind::Udp => LaneKind::Udp(resolve_udp_lane(lane, src)?),
             RawLaneKind::Http => LaneKind::Http(resolve_http_lane(lane, src)?),
         };
+        if let LaneKind::Http(h) = &kind {
+            relay_connections += h.connections as usize;
+            if relay_connections > crate::MAX_RELAY_CONNECTIONS {
+                let at = lane
+                    .connections
+                    .as_ref()
+                    .map_or(lane.name.span(), |c| c.span());
+                return Err(src.error_at(
+                    at.start,
+                    format!(
+                        "lane `{name}` brings the relay lanes to {relay_connections} connections; \
+                         expected at most {} in all (the data plane's session table has one \
+                         entry per connection)",
+                        crate::MAX_RELAY_CONNECTIONS
+                    ),
+                ));
+            }
+        }
         lanes.push(LaneConfig {
             name: name.clone(),
             port,

@@ -812,6 +812,37 @@ fn http_lanes_are_checked() {
 }
 
 #[test]
+fn relay_connections_fit_the_session_table() {
+    // Two lanes of 40 connections: the second one goes past the 64 entries.
+    let lane = |name: &str| {
+        format!(
+            "\n[[lane]]\nname = \"{name}\"\nkind = \"http\"\nport = \"p0\"\nprovider = \"jito\"\n\
+             dst_ip = \"10.0.0.2\"\ntoken = \"t\"\nconnections = 40\n"
+        )
+    };
+    let one = format!(
+        "{}{}",
+        http_lane("provider = \"jito\"\ndst_ip = \"10.0.0.2\"\ntoken = \"t\"\nconnections = 24\n"),
+        lane("b")
+    );
+    assert!(
+        Config::parse(&one, Path::new("t.toml")).is_ok(),
+        "24 + 40 = 64 fit"
+    );
+    let two = format!(
+        "{}{}",
+        http_lane("provider = \"jito\"\ndst_ip = \"10.0.0.2\"\ntoken = \"t\"\nconnections = 25\n"),
+        lane("b")
+    );
+    let line = two.lines().position(|l| l == "connections = 40").unwrap() + 1;
+    check(
+        &two,
+        &format!("{line}:15"),
+        "lane `b` brings the relay lanes to 65 connections; expected at most 64 in all",
+    );
+}
+
+#[test]
 fn tls_lanes_are_checked() {
     let lane = |keys: &str| {
         let text = http_lane(&format!(

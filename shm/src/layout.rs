@@ -14,8 +14,9 @@
 //! and [`LAYOUT_VERSION`] changes whenever any structure here changes.
 
 use std::mem::size_of;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64};
 
+pub use crate::sessions::{DelegatedSend, Session, TemplateFingerprints};
 use crate::stats::{LcoreStats, PortStats};
 
 /// `b"SWQOSSHM"` read as a little-endian u64: the first eight bytes of every segment.
@@ -23,7 +24,9 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SWQOSSHM");
 /// Bumped on every change to a structure in this module or in [`crate::stats`].
 ///
 /// 2: per-lane byte counters in [`LcoreStats`], the ports area ([`PortStats`]).
-pub const LAYOUT_VERSION: u32 = 6;
+/// 7: session entries with an arming number ([`crate::sessions`]), hand-off records of their own
+/// type ([`HandoffRecord`]) carrying the delegated send, template fingerprints.
+pub const LAYOUT_VERSION: u32 = 7;
 /// The largest transaction a slot holds: Solana's packet data size.
 pub const MAX_TX_SIZE: usize = 1232;
 /// Lanes are addressed by bit in a `u64` lane mask.
@@ -39,106 +42,20 @@ pub const PORT_NAME_LEN: usize = 32;
 /// Completion records per submit slot: a ring's completion ring holds `ring_slots * 8` records.
 pub const COMPLETIONS_PER_SLOT: usize = 8;
 /// Records per hand-off ring: submissions for relay lanes a TX lcore passes to the control
-/// plane (a record is a [`Slot`] whose `flags` hold the client's ring index).
+/// plane ([`HandoffRecord`]s).
 pub const HANDOFF_SLOTS: u32 = 1024;
 /// Entries of the session table: relay connections the data plane may send on.
 pub const MAX_SESSIONS: usize = 64;
 
-/// [`Session::state`] values. One writer per transition: the control plane moves FREE->BUSY,
-/// BUSY->ARMED, ARMED->BUSY (by CAS) and CLAIMED->BUSY; the data plane moves ARMED->CLAIMED (by
-/// CAS). Nothing writes to a connection's socket while it is ARMED or CLAIMED but the claim's
-/// owner, so every byte has one writer.
-pub mod session {
-    /// Unused entry.
-    pub const FREE: u32 = 0;
-    /// The control plane owns the connection (connecting, sending, reading).
-    pub const BUSY: u32 = 1;
-    /// Idle and fully answered: the data plane may claim it for one request.
-    pub const ARMED: u32 = 2;
-    /// The data plane sent a request on it; the control plane completes the send.
-    pub const CLAIMED: u32 = 3;
-}
-
-/// One relay connection of the control plane, as the data plane sees it.
-#[repr(C, align(64))]
-#[derive(Debug, Default)]
-pub struct Session {
-    /// A [`session`] state.
-    pub state: AtomicU32,
-    /// Bumped each time the entry describes a new connection.
-    pub generation: AtomicU32,
-    /// Config lane id.
-    pub lane: AtomicU32,
-    /// Local IPv4 address (host byte order of the big-endian bytes: `u32::from(Ipv4Addr)`).
-    pub local_ip: AtomicU32,
-    /// Remote IPv4 address, likewise.
-    pub remote_ip: AtomicU32,
-    /// `local_port << 16 | remote_port`.
-    pub ports: AtomicU32,
-    /// First sequence number of the data plane's send (valid while CLAIMED).
-    pub fast_seq: AtomicU32,
-    /// Bytes of the data plane's send (valid while CLAIMED).
-    pub fast_len: AtomicU32,
-    /// Requests the data plane sent on this connection.
-    pub fast_sends: AtomicU64,
-    /// TLS (zero for plain TCP): the IANA cipher suite id of the connection's records. With
-    /// the key, iv and sequence number below, written by the control plane while the entry is
-    /// BUSY and published by its BUSY->ARMED store (release), read by the data plane after its
-    /// claim (acquire). The control plane zeroes the key material when the entry goes FREE.
-    pub tls_suite: AtomicU32,
-    /// Plaintext bytes per TLS record of the data plane's send (valid while CLAIMED): the
-    /// control plane's mirror write seals the same records at the same sequence numbers.
-    pub fast_record: AtomicU32,
-    /// The sequence number of the next record this side sends (TLS; valid while ARMED or
-    /// CLAIMED: the control plane writes nothing in between).
-    pub tls_seq: AtomicU64,
-    /// The write key (16 or 32 bytes, little-endian words).
-    pub tls_key: [AtomicU64; 4],
-    /// The write iv (12 bytes, little-endian words; the last 4 bytes unused).
-    pub tls_iv: [AtomicU64; 2],
-}
-
-impl Session {
-    /// Stores TLS write-key material (the control plane, while BUSY).
-    pub fn store_tls(&self, suite: u16, key: &[u8], iv: &[u8; 12], seq: u64) {
-        store_words(&self.tls_key, key);
-        store_words(&self.tls_iv, iv);
-        self.tls_seq.store(seq, Ordering::Relaxed);
-        self.tls_suite.store(u32::from(suite), Ordering::Relaxed);
-    }
-
-    /// Loads the key (32 bytes; the suite says how many are used) and iv.
-    pub fn load_tls(&self, key: &mut [u8; 32], iv: &mut [u8; 12]) {
-        load_words(&self.tls_key, key);
-        load_words(&self.tls_iv, iv);
-    }
-
-    /// Zeroes the TLS fields (the connection ended, or it is plain TCP).
-    pub fn clear_tls(&self) {
-        self.tls_suite.store(0, Ordering::Relaxed);
-        self.tls_seq.store(0, Ordering::Relaxed);
-        store_words(&self.tls_key, &[]);
-        store_words(&self.tls_iv, &[]);
-    }
-}
-
-/// Stores `bytes` into `words` as little-endian words, zero-padded (extra bytes are cut).
-fn store_words(words: &[AtomicU64], bytes: &[u8]) {
-    for (i, w) in words.iter().enumerate() {
-        let chunk = bytes.get(i * 8..).unwrap_or(&[]);
-        let n = chunk.len().min(8);
-        let mut b = [0u8; 8];
-        b[..n].copy_from_slice(&chunk[..n]);
-        w.store(u64::from_le_bytes(b), Ordering::Relaxed);
-    }
-}
-
-/// Loads `words` into `out` (as many bytes as it holds), little-endian.
-fn load_words(words: &[AtomicU64], out: &mut [u8]) {
-    for (w, chunk) in words.iter().zip(out.chunks_mut(8)) {
-        let n = chunk.len();
-        chunk.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes()[..n]);
-    }
+/// The session table: the relay request templates' fingerprints, then [`MAX_SESSIONS`]
+/// entries. Its protocol is [`crate::sessions`].
+#[repr(C)]
+#[derive(Debug)]
+pub struct SessionTable {
+    /// Per lane, written by the data plane at start.
+    pub fingerprints: TemplateFingerprints,
+    /// One entry per control-plane relay connection.
+    pub entries: [Session; MAX_SESSIONS],
 }
 
 /// Highest number of submit rings (client processes at once).
@@ -316,19 +233,42 @@ pub struct Slot {
     pub lease_gen: u32,
     /// Transaction length in bytes.
     pub tx_len: u16,
-    /// Reserved, zero (in a hand-off record: the client's ring index).
+    /// Reserved, zero.
     pub flags: u16,
-    /// In a hand-off record: 1 + the session the data plane sent on (0: none, a fallback send).
-    pub session: u32,
-    /// In a hand-off record: that session's generation when claimed.
-    pub session_gen: u32,
-    _reserved: [u8; SLOT_HEADER_SIZE - 40],
+    _reserved: [u8; SLOT_HEADER_SIZE - 32],
     /// The signed transaction (first `tx_len` bytes).
     pub tx: [u8; SLOT_DATA_SIZE],
 }
 
 /// Slot payload capacity: [`MAX_TX_SIZE`] rounded up to a cache line.
 pub const SLOT_DATA_SIZE: usize = MAX_TX_SIZE.div_ceil(64) * 64;
+
+/// A submission for relay lanes, passed by a TX lcore to the control plane (data plane ->
+/// control plane). The data plane copies it from its own validated copy of the client's slot.
+#[repr(C, align(64))]
+pub struct HandoffRecord {
+    /// The client's tag.
+    pub tag: u64,
+    /// The relay lanes this record asks the control plane to complete or send.
+    pub lanes: u64,
+    /// The client's TSC at submit.
+    pub submit_tsc: u64,
+    /// The client's lease generation.
+    pub lease_gen: u32,
+    /// The client's submit ring (where its completions go).
+    pub ring: u16,
+    /// Transaction length in bytes.
+    pub tx_len: u16,
+    /// 1 when the data plane already sent the request on a connection (`delegated` says
+    /// which and what), 0 when the control plane is to send it.
+    pub has_delegated: u32,
+    _reserved: u32,
+    /// The delegated send (valid when `has_delegated` is 1).
+    pub delegated: DelegatedSend,
+    _pad: [u8; 48],
+    /// The validated transaction (first `tx_len` bytes).
+    pub tx: [u8; SLOT_DATA_SIZE],
+}
 
 /// Control words of one completion ring (dataplane -> client).
 #[repr(C)]
@@ -360,26 +300,54 @@ pub enum Status {
     RelayError = 6,
 }
 
-/// Why a relay request got no HTTP response: [`Status::RelayError`] reasons below 100.
+/// Why a relay request got no HTTP response: [`Status::RelayError`] reasons below 100. Each
+/// says whether the request may have reached the relay ([`maybe_delivered`]): a caller must not
+/// send such a transaction again blindly.
 pub mod relay_failure {
-    /// Written (or about to be), then the connection failed, or no answer in time.
+    /// Written, then the connection failed before the answer came: maybe delivered.
     pub const NO_RESPONSE: u16 = 0;
-    /// No connection of the lane is up: connecting to the relay fails.
+    /// Not sent: no connection of the lane is up, connecting to the relay fails.
     pub const CONNECT: u16 = 1;
-    /// No connection of the lane is up: the TLS handshake fails for want of a trusted
+    /// Not sent: no connection of the lane is up, the TLS handshake fails for want of a trusted
     /// certificate (unknown issuer, wrong name, expired...).
     pub const TLS_UNTRUSTED: u16 = 2;
-    /// No connection of the lane is up: the TLS handshake fails otherwise.
+    /// Not sent: no connection of the lane is up, the TLS handshake fails otherwise.
     pub const TLS_HANDSHAKE: u16 = 3;
+    /// Written, and no complete answer within the relay timeout: maybe delivered.
+    pub const TIMEOUT: u16 = 4;
+    /// Written, and the answer was malformed or too large: maybe delivered.
+    pub const BAD_RESPONSE: u16 = 5;
+    /// Sent by the data plane on a connection that closed (or a data plane that went away)
+    /// before the send could be completed: maybe delivered.
+    pub const STALE: u16 = 6;
+    /// Sent by the data plane, but not as the control plane would have written it; the control
+    /// plane closed the connection instead of writing anything: maybe delivered.
+    pub const MISMATCH: u16 = 7;
+    /// Not sent: the lane refused it (the control plane stopping, every connection down, or
+    /// its queue full).
+    pub const NOT_SENT: u16 = 8;
+    /// Written, then the control plane stopped before the answer came: maybe delivered.
+    pub const CONTROL_STOPPED: u16 = 9;
 
     /// The words for a code.
     pub fn describe(code: u16) -> &'static str {
         match code {
-            CONNECT => "cannot connect to the relay",
-            TLS_UNTRUSTED => "TLS handshake failed: the relay's certificate is not trusted",
-            TLS_HANDSHAKE => "TLS handshake failed",
-            _ => "no response (connection failed)",
+            CONNECT => "not sent: cannot connect to the relay",
+            TLS_UNTRUSTED => "not sent: TLS handshake failed: the relay's certificate is not trusted",
+            TLS_HANDSHAKE => "not sent: TLS handshake failed",
+            TIMEOUT => "sent, no answer in time (maybe delivered)",
+            BAD_RESPONSE => "sent, the answer was malformed or too large (maybe delivered)",
+            STALE => "sent by the data plane on a connection that closed before it was confirmed (maybe delivered)",
+            MISMATCH => "sent by the data plane, but not as the control plane would have; connection closed (maybe delivered)",
+            NOT_SENT => "not sent: the relay lane refused it",
+            CONTROL_STOPPED => "sent, the control plane stopped before the answer (maybe delivered)",
+            _ => "sent, the connection failed before the answer (maybe delivered)",
         }
+    }
+
+    /// Whether a request that failed with `code` may have reached the relay.
+    pub fn maybe_delivered(code: u16) -> bool {
+        !matches!(code, CONNECT | TLS_UNTRUSTED | TLS_HANDSHAKE | NOT_SENT)
     }
 }
 
@@ -489,7 +457,7 @@ pub struct Layout {
     pub completion_stride: usize,
     /// Offset of the stats blocks.
     pub stats_offset: usize,
-    /// Offset of the session table.
+    /// Offset of the session table ([`SessionTable`]).
     pub sessions_offset: usize,
     /// Offset of the hand-off rings (dataplane -> control plane), one per lcore.
     pub handoff_offset: usize,
@@ -548,9 +516,9 @@ impl Layout {
             ports_offset + n_ports as usize * size_of::<PortStats>(),
             page,
         );
-        let handoff_offset = align_up(sessions_offset + MAX_SESSIONS * size_of::<Session>(), page);
+        let handoff_offset = align_up(sessions_offset + size_of::<SessionTable>(), page);
         let handoff_stride = align_up(
-            size_of::<CompletionControl>() + HANDOFF_SLOTS as usize * size_of::<Slot>(),
+            size_of::<CompletionControl>() + HANDOFF_SLOTS as usize * size_of::<HandoffRecord>(),
             page,
         );
         let size = handoff_offset + n_lcores as usize * handoff_stride;
@@ -629,32 +597,12 @@ mod tests {
     use std::mem::{align_of, offset_of};
 
     #[test]
-    fn session_tls_fields_round_trip_and_clear() {
-        let e = Session::default();
-        let key: Vec<u8> = (1..=32).collect();
-        let iv: [u8; 12] = std::array::from_fn(|i| 100 + i as u8);
-        e.store_tls(0x1302, &key, &iv, 7);
-        let (mut k, mut v) = ([0u8; 32], [0u8; 12]);
-        e.load_tls(&mut k, &mut v);
-        assert_eq!((&k[..], v), (&key[..], iv));
-        assert_eq!(e.tls_seq.load(Ordering::Relaxed), 7);
-        // A 16-byte key leaves the rest zero.
-        e.store_tls(0x1301, &key[..16], &iv, 0);
-        e.load_tls(&mut k, &mut v);
-        assert_eq!((&k[..16], &k[16..]), (&key[..16], &[0u8; 16][..]));
-        e.clear_tls();
-        e.load_tls(&mut k, &mut v);
-        assert_eq!(
-            (k, v, e.tls_suite.load(Ordering::Relaxed)),
-            ([0; 32], [0; 12], 0)
-        );
-    }
-
-    #[test]
     fn structures_have_the_documented_shape() {
         assert_eq!(size_of::<Slot>(), SLOT_HEADER_SIZE + SLOT_DATA_SIZE);
         assert_eq!(offset_of!(Slot, tx), SLOT_HEADER_SIZE);
         assert_eq!(size_of::<Completion>(), 32);
+        assert_eq!(offset_of!(HandoffRecord, tx), 128);
+        assert_eq!(size_of::<Session>(), 128);
         assert_eq!(size_of::<LaneInfo>(), 40);
         assert_eq!(align_of::<RingControl>(), 128);
         assert!(size_of::<Header>() <= 4096);

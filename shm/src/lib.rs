@@ -11,6 +11,7 @@ pub mod client;
 pub mod layout;
 pub mod ring;
 pub mod segment;
+pub mod sessions;
 pub mod stats;
 pub mod time;
 

@@ -14,8 +14,11 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::layout::{Completion, CompletionControl, RingControl, Slot, HANDOFF_SLOTS, MAX_TX_SIZE};
+use crate::layout::{
+    Completion, CompletionControl, HandoffRecord, RingControl, Slot, HANDOFF_SLOTS, MAX_TX_SIZE,
+};
 use crate::segment::Segment;
+use crate::sessions::DelegatedSend;
 
 /// Splits a producer word into (tail, promised).
 #[inline]
@@ -230,16 +233,17 @@ pub struct Handoff {
     pub submit_tsc: u64,
     /// The validated transaction.
     pub tx: Vec<u8>,
-    /// The session the data plane already sent on (`Some((index, generation))`): the control
-    /// plane completes that send on that connection. `None`: the control plane sends.
-    pub delegated: Option<(usize, u32)>,
+    /// The send the data plane already made on one of the control plane's connections: the
+    /// control plane completes it there (after checking it, see [`DelegatedSend::verify`]).
+    /// `None`: the control plane sends.
+    pub delegated: Option<DelegatedSend>,
 }
 
 /// A TX lcore's end of its hand-off ring (dataplane -> control plane).
 pub struct HandoffProducer {
     seg: Arc<Segment>,
     index: usize,
-    records: *mut Slot,
+    records: *mut HandoffRecord,
     tail: u32,
     head: u32,
     published: u32,
@@ -279,15 +283,15 @@ impl HandoffProducer {
     }
 
     /// Copies a submission for the relay lanes `lanes` into the ring (visible after
-    /// [`HandoffProducer::publish`]); `delegated` names the session the data plane sent on, if
-    /// it did. `false` if the ring is full.
+    /// [`HandoffProducer::publish`]); `delegated` is the send the data plane made, if it did.
+    /// `false` if the ring is full.
     #[inline]
     pub fn push(
         &mut self,
         ring: usize,
         slot: &SlotRef<'_>,
         lanes: u64,
-        delegated: Option<(usize, u32)>,
+        delegated: Option<&DelegatedSend>,
     ) -> bool {
         let cap = HANDOFF_SLOTS;
         if self.tail.wrapping_sub(self.head) >= cap {
@@ -312,9 +316,9 @@ impl HandoffProducer {
             (*r).submit_tsc = slot.submit_tsc;
             (*r).lease_gen = slot.lease_gen;
             (*r).tx_len = n as u16;
-            (*r).flags = ring as u16;
-            (*r).session = delegated.map_or(0, |(i, _)| i as u32 + 1);
-            (*r).session_gen = delegated.map_or(0, |(_, g)| g);
+            (*r).ring = ring as u16;
+            (*r).has_delegated = u32::from(delegated.is_some());
+            (*r).delegated = delegated.copied().unwrap_or_default();
             std::ptr::copy_nonoverlapping(slot.tx.as_ptr(), (*r).tx.as_mut_ptr(), n);
         }
         self.tail = self.tail.wrapping_add(1);
@@ -363,15 +367,10 @@ impl HandoffConsumer {
         let h = unsafe {
             let r = self.seg.handoff_records(self.index).add(idx);
             let n = (std::ptr::read_volatile(&(*r).tx_len) as usize).min(MAX_TX_SIZE);
-            let session = std::ptr::read_volatile(&(*r).session);
+            let delegated = std::ptr::read_volatile(&(*r).has_delegated) != 0;
             Handoff {
-                delegated: (session != 0).then(|| {
-                    (
-                        (session - 1) as usize,
-                        std::ptr::read_volatile(&(*r).session_gen),
-                    )
-                }),
-                ring: std::ptr::read_volatile(&(*r).flags),
+                delegated: delegated.then(|| std::ptr::read_volatile(&(*r).delegated)),
+                ring: std::ptr::read_volatile(&(*r).ring),
                 lanes: std::ptr::read_volatile(&(*r).lanes),
                 tag: std::ptr::read_volatile(&(*r).tag),
                 lease_gen: std::ptr::read_volatile(&(*r).lease_gen),

@@ -11,8 +11,8 @@ use std::time::Duration;
 use memmap2::MmapMut;
 
 use crate::layout::{
-    Completion, CompletionControl, Header, LaneInfo, Layout, RingControl, Session, Slot, State,
-    LAYOUT_VERSION, MAGIC, MAX_LANES, MAX_SESSIONS, PORT_NAME_LEN,
+    Completion, CompletionControl, HandoffRecord, Header, LaneInfo, Layout, RingControl, Session,
+    SessionTable, Slot, State, LAYOUT_VERSION, MAGIC, MAX_LANES, PORT_NAME_LEN,
 };
 use crate::stats::{LcoreStats, PortStats};
 use crate::time::monotonic_ns;
@@ -437,23 +437,25 @@ impl Segment {
     }
 
     /// Hand-off ring `i`'s first record.
-    pub(crate) fn handoff_records(&self, i: usize) -> *mut Slot {
+    pub(crate) fn handoff_records(&self, i: usize) -> *mut HandoffRecord {
         assert!(i < self.layout.n_lcores as usize);
         // SAFETY: offset within the mapping per `Layout`.
-        unsafe { self.base.add(self.layout.handoff_records(i)) as *mut Slot }
+        unsafe { self.base.add(self.layout.handoff_records(i)) as *mut HandoffRecord }
     }
 
-    /// Session table entry `i` (relay connections; see [`crate::layout::session`]).
+    /// The session table (relay connections and template fingerprints; see
+    /// [`crate::sessions`]).
+    pub fn session_table(&self) -> &SessionTable {
+        // SAFETY: offset within the mapping per `Layout` (page aligned, so aligned for the
+        // table's 64-byte entries), and every field of the table is an atomic: any value another
+        // process writes is a valid value, and the protocol in `crate::sessions` decides what to
+        // believe.
+        unsafe { &*(self.base.add(self.layout.sessions_offset) as *const SessionTable) }
+    }
+
+    /// Session table entry `i` (`i < MAX_SESSIONS`).
     pub fn session(&self, i: usize) -> &Session {
-        assert!(i < MAX_SESSIONS);
-        // SAFETY: offset within the mapping per `Layout`, 64-aligned (page-aligned table of
-        // 64-byte entries), every field an atomic.
-        unsafe {
-            &*(self
-                .base
-                .add(self.layout.sessions_offset + i * size_of::<Session>())
-                as *const Session)
-        }
+        &self.session_table().entries[i]
     }
 
     /// Makes this process the segment's one control plane: takes the role when it is free or

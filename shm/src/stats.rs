@@ -61,10 +61,13 @@ pub enum Counter {
     HandedOff,
     /// Of those, the ones the data plane sent itself on an armed connection (delegated sends).
     FastSends,
+    /// Delegated sends given up before the claim: the request did not fit the mbufs or the
+    /// port, or sealing it failed. Nothing left; the control plane sent it (fallback).
+    FastRefused,
 }
 
 /// Number of [`Counter`]s.
-pub const N_COUNTERS: usize = Counter::FastSends as usize + 1;
+pub const N_COUNTERS: usize = Counter::FastRefused as usize + 1;
 
 impl Counter {
     /// Every counter, in index order.
@@ -88,6 +91,7 @@ impl Counter {
         Counter::BridgeDropped,
         Counter::HandedOff,
         Counter::FastSends,
+        Counter::FastRefused,
     ];
 
     /// A snake_case name for output.
@@ -112,6 +116,7 @@ impl Counter {
             Counter::BridgeDropped => "bridge_dropped",
             Counter::HandedOff => "handed_off",
             Counter::FastSends => "fast_sends",
+            Counter::FastRefused => "fast_refused",
         }
     }
 }

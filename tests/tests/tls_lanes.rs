@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Child;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -597,11 +596,7 @@ fn tls_lanes_survive_a_control_plane_restart() {
     let seg = swqos_shm::Segment::attach(&config.shm.path).unwrap();
     let keyed = |seg: &swqos_shm::Segment| {
         (0..swqos_shm::layout::MAX_SESSIONS)
-            .filter(|&i| {
-                let e = seg.session(i);
-                e.tls_suite.load(Ordering::Relaxed) != 0
-                    || e.tls_key.iter().any(|w| w.load(Ordering::Relaxed) != 0)
-            })
+            .filter(|&i| seg.session(i).has_key_material())
             .count()
     };
     assert_eq!(keyed(&seg), 1, "the live TLS connection's entry");

@@ -395,6 +395,20 @@ impl RequestTemplate {
         self.provider
     }
 
+    /// A fingerprint of everything in the template but the transaction (provider, request line,
+    /// headers including the token, body framing): two processes that build a lane's requests
+    /// compare fingerprints to know they write the same bytes for the same transaction. Never
+    /// zero. It covers the token, so it is kept where the token may be kept.
+    pub fn fingerprint(&self) -> u64 {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(&[self.provider as u8, self.encoding as u8]);
+        for part in [&self.head, &self.body_prefix, &self.body_suffix] {
+            h.update(&(part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        h.digest().max(1)
+    }
+
     /// How the transaction is carried.
     pub fn encoding(&self) -> BodyEncoding {
         self.encoding
@@ -436,6 +450,17 @@ impl RequestTemplate {
         debug_assert_eq!(w.written, total);
         Some(w.written)
     }
+}
+
+/// The digest of a request's plaintext, given as the pieces it was written in (in order): the
+/// data plane reports it with every delegated send, and the control plane compares it with the
+/// digest of the request it is about to write (XXH3-64; no allocation).
+pub fn request_digest(pieces: &[&[u8]]) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for p in pieces {
+        h.update(p);
+    }
+    h.digest()
 }
 
 /// Most transactions a Jito bundle may hold.
@@ -617,6 +642,30 @@ mod tests {
         let n = t.write(tx, &mut [&mut buf[..]]).unwrap();
         assert_eq!(n, buf.len());
         String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn fingerprints_tell_templates_apart_and_digests_ignore_how_bytes_are_cut() {
+        let a = RequestTemplate::new(Provider::Jito, endpoint(Some("tok-1"))).unwrap();
+        let b = RequestTemplate::new(Provider::Jito, endpoint(Some("tok-2"))).unwrap();
+        let c = RequestTemplate::new(Provider::Jito, endpoint(Some("tok-1"))).unwrap();
+        assert_eq!(a.fingerprint(), c.fingerprint());
+        assert_ne!(
+            a.fingerprint(),
+            b.fingerprint(),
+            "the token is part of the request"
+        );
+        let n1 = RequestTemplate::new(Provider::Node1, endpoint(Some("tok-1"))).unwrap();
+        assert_ne!(a.fingerprint(), n1.fingerprint());
+
+        let tx = [7u8; 300];
+        let mut whole = vec![0u8; a.len(tx.len())];
+        a.write(&tx, &mut [&mut whole[..]]).unwrap();
+        let (x, y) = whole.split_at(100);
+        assert_eq!(request_digest(&[&whole]), request_digest(&[x, y]));
+        let mut other = whole.clone();
+        other[whole.len() - 5] ^= 1;
+        assert_ne!(request_digest(&[&whole]), request_digest(&[&other]));
     }
 
     #[test]
