@@ -16,8 +16,7 @@ use swqos_shm::layout::MAX_SESSIONS;
 use swqos_shm::sessions::{state, DelegatedSend, TlsWrite};
 use swqos_shm::Segment;
 use swqos_tls::{content_type, RecordSealer, Suite, TrafficKeys};
-use swqos_wire::checksum;
-use swqos_wire::delegate::{Connection, FastSend, Verdict};
+use swqos_wire::delegate::{Connection, Verdict, FAST_HEADERS_LEN, FAST_TCP_LEN, L2L3_LEN};
 use swqos_wire::ethernet::{ethertype, EthernetFrame};
 use swqos_wire::ipv4::{protocol, Ipv4Packet};
 use swqos_wire::relay::{request_digest, RequestTemplate};
@@ -30,12 +29,10 @@ const MAX_FLOWS: usize = MAX_SESSIONS;
 const MAX_HELD: usize = 8;
 /// Segments of one fast send (a 1232-byte transaction in the largest body is under 3 KiB).
 const MAX_SEGMENTS: usize = 8;
-/// Ethernet plus IPv4 header bytes copied from the kernel's frames.
-const L2L3: usize = 34;
 /// TCP header with the timestamp option (NOP, NOP, TS).
-const TCP_TS_LEN: usize = 32;
+const TCP_TS_LEN: usize = FAST_TCP_LEN;
 /// Header bytes of a fast segment.
-const HEADERS: usize = L2L3 + TCP_TS_LEN;
+const HEADERS: usize = FAST_HEADERS_LEN;
 
 /// The sealer of one TLS session entry, kept while its keys stay the same (the control plane
 /// publishes the keys with every arming; they change on a new connection or a KeyUpdate).
@@ -60,7 +57,7 @@ struct Flow {
     key: FlowKey,
     conn: Connection,
     /// Ethernet and IPv4 headers of the kernel's latest segment on this flow.
-    l2l3: [u8; L2L3],
+    l2l3: [u8; L2L3_LEN],
     held: ArrayVec<(Mbuf, u32), MAX_HELD>,
     held_since: u64,
 }
@@ -101,7 +98,7 @@ fn parse(frame: &[u8]) -> Option<(FlowKey, TcpPacket<&[u8]>)> {
     }
     let (src, dst) = (u32::from(ip.src_addr()), u32::from(ip.dst_addr()));
     let end = (14 + ip.total_len() as usize).min(frame.len());
-    let tcp = TcpPacket::new_checked(frame.get(L2L3..end)?).ok()?;
+    let tcp = TcpPacket::new_checked(frame.get(L2L3_LEN..end)?).ok()?;
     Some(((src, tcp.src_port(), dst, tcp.dst_port()), tcp))
 }
 
@@ -149,8 +146,8 @@ impl FastPath {
             let Some(conn) = Connection::from_kernel_syn(&tcp) else {
                 return;
             };
-            let mut l2l3 = [0u8; L2L3];
-            l2l3.copy_from_slice(&frame[..L2L3]);
+            let mut l2l3 = [0u8; L2L3_LEN];
+            l2l3.copy_from_slice(&frame[..L2L3_LEN]);
             let flow = Flow {
                 key,
                 conn,
@@ -176,7 +173,7 @@ impl FastPath {
             return;
         };
         flow.conn.on_kernel(&tcp);
-        flow.l2l3.copy_from_slice(&frame[..L2L3]);
+        flow.l2l3.copy_from_slice(&frame[..L2L3_LEN]);
         while let Some(&(_, ack)) = flow.held.first() {
             if !flow.conn.releasable(ack) {
                 break;
@@ -316,16 +313,16 @@ impl FastPath {
             };
             let last = mbufs.len() - 1;
             for (k, mut m) in mbufs.into_iter().enumerate() {
-                let (offset, payload, _) = shape.segment(k, len);
+                let (offset, _, _) = shape.segment(k, len);
                 self.ip_ident = self.ip_ident.wrapping_add(1);
-                write_headers(
+                let ports = (armed.flow.1, armed.flow.3);
+                // Cannot fail: every frame was sized above, within an IPv4 packet.
+                let _ = fs.emit_segment(
                     m.data_mut(),
                     &flow.l2l3,
-                    armed.flow,
-                    &fs,
-                    fs.seq.wrapping_add(offset as u32),
+                    ports,
+                    offset as u32,
                     k == last,
-                    payload,
                     self.ip_ident,
                 );
                 let tag = if k == last { submit_tsc.max(1) } else { 0 };
@@ -489,54 +486,6 @@ fn sealer_for<'a>(
         });
     }
     cache.as_mut().map(|c| &mut c.sealer)
-}
-
-/// Writes the Ethernet/IPv4/TCP headers of one fast segment (payload already in place) and both
-/// checksums: `seq` is this segment's, the other TCP fields are the fast send's.
-#[allow(clippy::too_many_arguments)]
-fn write_headers(
-    frame: &mut [u8],
-    l2l3: &[u8; L2L3],
-    key: FlowKey,
-    fs: &FastSend,
-    seq: u32,
-    push: bool,
-    payload: usize,
-    ident: u16,
-) {
-    frame[..L2L3].copy_from_slice(l2l3);
-    let ip_len = (20 + TCP_TS_LEN + payload) as u16;
-    frame[16..18].copy_from_slice(&ip_len.to_be_bytes());
-    frame[18..20].copy_from_slice(&ident.to_be_bytes());
-    frame[24..26].copy_from_slice(&[0, 0]);
-    let ip_sum = checksum::finish(checksum::sum(&frame[14..34]));
-    frame[24..26].copy_from_slice(&ip_sum.to_be_bytes());
-    let t = &mut frame[L2L3..L2L3 + TCP_TS_LEN];
-    t[0..2].copy_from_slice(&key.1.to_be_bytes());
-    t[2..4].copy_from_slice(&key.3.to_be_bytes());
-    t[4..8].copy_from_slice(&seq.to_be_bytes());
-    t[8..12].copy_from_slice(&fs.ack.to_be_bytes());
-    t[12] = ((TCP_TS_LEN / 4) as u8) << 4;
-    t[13] = flags::ACK | if push { flags::PSH } else { 0 };
-    t[14..16].copy_from_slice(&fs.window.to_be_bytes());
-    t[16..20].copy_from_slice(&[0, 0, 0, 0]);
-    match fs.timestamps {
-        Some((val, ecr)) => {
-            t[20..24].copy_from_slice(&[1, 1, 8, 10]);
-            t[24..28].copy_from_slice(&val.to_be_bytes());
-            t[28..32].copy_from_slice(&ecr.to_be_bytes());
-        }
-        None => t[20..32].copy_from_slice(&[1; 12]), // NOPs
-    }
-    let tcp_len = (TCP_TS_LEN + payload) as u16;
-    let ph = checksum::pseudo_header_ipv4(
-        Ipv4Addr::from(key.0),
-        Ipv4Addr::from(key.2),
-        protocol::TCP,
-        tcp_len,
-    );
-    let sum = checksum::finish(checksum::combine(ph, checksum::sum(&frame[L2L3..])));
-    frame[L2L3 + 16..L2L3 + 18].copy_from_slice(&sum.to_be_bytes());
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ mod common;
 
 use common::{counted, have_root, net_null_config, sample_transactions};
 use dpdk::{Mempool, TxBurst};
-use swqos_dataplane::fast::FastPath;
+use swqos_dataplane::fast::{FastPath, Miss};
 use swqos_dataplane::runtime::{Dataplane, RunOptions};
 use swqos_shm::sessions::{state, Take, TlsWriteRef};
 use swqos_shm::Segment;
@@ -519,6 +519,27 @@ dst_mac = "02:00:00:00:00:02"
         "try_send after a key change allocated ({new_key:?})"
     );
     assert_eq!(same_key.deallocations + new_key.deallocations, 0);
+
+    // A seal that fails (the record sequence number is exhausted) sends nothing and claims
+    // nothing: before, the error was ignored and the request could leave in clear, token and
+    // all. The control plane sends it instead.
+    let e = h.seg.session(0);
+    assert_eq!(e.take(), Take::Taken);
+    assert!(e.arm(Some(TlsWriteRef {
+        suite: SUITE,
+        key: &h.key[..],
+        iv: &IV,
+        seq: u64::MAX,
+    })));
+    let before = e.fast_sends();
+    let refused = h
+        .fast
+        .try_send(0, &txs[0], dpdk::tsc(), &h.pool, &mut h.out);
+    assert_eq!(refused.unwrap_err(), Miss::Refused);
+    assert!(h.out.is_empty(), "nothing queued for the wire");
+    assert_eq!(e.state(), state::ARMED, "not claimed");
+    assert_eq!(e.fast_sends(), before);
+    assert_eq!(h.pool.in_use(), 0, "the segments went back to the pool");
 
     drop(h);
     drop(seg);

@@ -276,6 +276,13 @@ impl Completion {
     pub fn path(&self) -> Option<&'static str> {
         match Status::from_u8(self.status) {
             Some(Status::Sent) => Some("fast"),
+            // A relay request that never left has no path.
+            Some(Status::RelayError)
+                if self.reason & !RELAY_FAST < 100
+                    && !relay_failure::maybe_delivered(self.reason & !RELAY_FAST) =>
+            {
+                None
+            }
             Some(Status::Relayed) | Some(Status::RelayError) if self.reason & RELAY_FAST != 0 => {
                 Some("fast")
             }

@@ -48,6 +48,53 @@ fn broken_configs_fail_with_file_line_column() {
     );
 }
 
+/// A relay lane's TCP segments fill the port's MTU: mbufs that cannot hold a full frame are a
+/// config error at `--check`, not segments cut short (or dropped) at run time.
+#[test]
+fn relay_lanes_are_size_checked_against_the_port() {
+    let scratch = Scratch::new("relay-sizes");
+    let config = scratch.path("small.toml");
+    let text = "[eal]\nlcores = \"0-1\"\nhugepages = \"off\"\n\n[shm]\npath = \"/dev/shm/swqos-sizes/s\"\n\n\
+                [[mempool]]\nname = \"small\"\nmbufs = 1023\ndata_room = 1500\n\n\
+                [[port]]\nname = \"p0\"\ndevice = \"net_null0\"\nmempool = \"small\"\n\n\
+                [[lcore]]\nid = 1\nrole = \"tx\"\nqueues = [{ port = \"p0\", queue = 0 }]\n\n\
+                [[lane]]\nname = \"jito\"\nkind = \"http\"\nport = \"p0\"\nprovider = \"jito\"\n\
+                dst_ip = \"10.0.0.2\"\ntoken = \"t\"\n";
+    fs::write(&config, text).unwrap();
+    let out = Command::new(bin("swqos-dataplane"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--check")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(
+            "lane jito: mempool small has data_room 1500, but the relay lane's TCP segments on \
+             port p0 (MTU 1500) need 1642"
+        ),
+        "{err}"
+    );
+    // With room for a full frame it passes.
+    fs::write(
+        &config,
+        text.replace("data_room = 1500", "data_room = 1642"),
+    )
+    .unwrap();
+    let out = Command::new(bin("swqos-dataplane"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn a_missing_config_file_is_named() {
     let out = Command::new(bin("swqos-dataplane"))

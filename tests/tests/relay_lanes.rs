@@ -219,6 +219,84 @@ fn the_control_plane_can_die_and_come_back() {
     rig.stop();
 }
 
+/// A control plane stopped (SIGTERM) while its relay requests wait for slow answers answers
+/// every one of them before it exits: each submission gets its completion per lane at once,
+/// saying the request was sent and the answer never came (maybe delivered), or that it was
+/// never sent; nobody waits for their own timeout.
+#[test]
+fn a_stopping_control_plane_answers_every_request_it_holds() {
+    if !have_root("a_stopping_control_plane_answers_every_request_it_holds") {
+        return;
+    }
+    // Every answer takes 3 s; each lane has one connection, so later requests queue.
+    let mut rig = Rig::start(
+        "relay-stop",
+        &[Provider::Jito, Provider::Bloxroute],
+        1,
+        &["--delay-ms", "3000"],
+    );
+    let all = samples();
+    let valid: Vec<_> = all.iter().filter(|s| s.invalid.is_none()).collect();
+    rig.warm_up(&valid[0].line);
+    let input: String = valid[1..4]
+        .iter()
+        .map(|s| format!("{}\n", s.line))
+        .collect();
+    let mut submit = std::process::Command::new(swqos_tests::bin("swqos"))
+        .args([
+            "submit",
+            "--config",
+            rig.cfg(),
+            "--json",
+            "--timeout",
+            "60",
+            "-",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = submit.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).unwrap();
+    }
+    // The first requests are at the relay, the others queued behind them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(rig.scratch.path("control.err"))
+        .unwrap_or_default()
+        .matches("relay lane")
+        .count()
+        == 0
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let status = rig.stop_control(libc::SIGTERM);
+    assert!(status.success(), "swqos control: {status}");
+    let out = submit.wait_with_output().unwrap();
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for v in &lines {
+        let lanes = v["lanes"].as_array().unwrap();
+        assert_eq!(lanes.len(), 2, "one completion per lane: {v}");
+        for l in lanes {
+            let reason = l["reason"].as_str().unwrap_or("");
+            assert!(
+                reason.contains("the control plane stopped before the answer (maybe delivered)")
+                    || reason.contains("not sent"),
+                "every lane says what happened: {v}"
+            );
+        }
+    }
+    rig.stop();
+}
+
 #[test]
 fn nginx_as_an_independent_http_server_receives_each_request_once() {
     if !have_root("nginx_as_an_independent_http_server_receives_each_request_once") {

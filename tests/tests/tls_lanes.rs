@@ -433,9 +433,13 @@ fn a_relay_certificate_the_lane_does_not_trust_fails_with_a_clear_error() {
         .unwrap_or("");
     assert_eq!(
         reason,
-        "relay error: TLS handshake failed: the relay's certificate is not trusted \
+        "relay error: not sent: TLS handshake failed: the relay's certificate is not trusted \
          (see swqos control's log)",
         "{lines:?}"
+    );
+    assert!(
+        lines[0]["lanes"][0]["path"].is_null(),
+        "a request that never left has no path: {lines:?}"
     );
     // The log says which certificate problem.
     assert!(

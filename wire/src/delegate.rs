@@ -16,7 +16,18 @@
 //!   copy; Linux discards such a segment. [`Connection::on_peer`] says [`Verdict::Hold`] for it,
 //!   and [`Connection::releasable`] says when the kernel has caught up.
 
+use crate::checksum;
+use crate::ipv4::Ipv4Packet;
 use crate::tcp::{flags, TcpPacket};
+use crate::WireError;
+
+/// Ethernet and IPv4 header bytes a fast segment copies from the kernel's latest frame on its
+/// flow (a 20-byte IPv4 header: the flows tracked have no IP options).
+pub const L2L3_LEN: usize = 14 + 20;
+/// TCP header of a fast segment: 20 bytes and the timestamp option (NOP, NOP, TS).
+pub const FAST_TCP_LEN: usize = 32;
+/// Header bytes of a fast segment; its payload follows.
+pub const FAST_HEADERS_LEN: usize = L2L3_LEN + FAST_TCP_LEN;
 
 /// `a < b` in sequence space.
 #[inline]
@@ -77,6 +88,60 @@ pub struct FastSend {
     pub timestamps: Option<(u32, u32)>,
     /// Largest payload per segment.
     pub mss: u16,
+}
+
+impl FastSend {
+    /// Writes the headers of one segment of this send into `frame`, whose payload (the bytes
+    /// after [`FAST_HEADERS_LEN`]) is already in place: the kernel's Ethernet and IPv4 headers
+    /// `l2l3` with this segment's total length, IP id `ident` and checksum; a TCP header from
+    /// `ports` (local, remote), the sequence number `offset` bytes into the send, the
+    /// kernel's ACK, window and timestamps, PSH on the last segment (`push`), and the TCP
+    /// checksum over the payload. `Err` when `frame` is shorter than the headers or longer
+    /// than an IPv4 packet.
+    pub fn emit_segment(
+        &self,
+        frame: &mut [u8],
+        l2l3: &[u8; L2L3_LEN],
+        ports: (u16, u16),
+        offset: u32,
+        push: bool,
+        ident: u16,
+    ) -> Result<(), WireError> {
+        if frame.len() < FAST_HEADERS_LEN || frame.len() - 14 > u16::MAX as usize {
+            return Err(WireError::Truncated);
+        }
+        frame[..L2L3_LEN].copy_from_slice(l2l3);
+        let ip_len = (frame.len() - 14) as u16;
+        let (src, dst) = {
+            let mut ip = Ipv4Packet::new_unchecked(&mut frame[14..L2L3_LEN]);
+            ip.set_total_len(ip_len);
+            ip.set_ident(ident);
+            ip.set_checksum(0);
+            let sum = checksum::finish(checksum::sum(ip.header()));
+            ip.set_checksum(sum);
+            (ip.src_addr(), ip.dst_addr())
+        };
+        let t = &mut frame[L2L3_LEN..FAST_HEADERS_LEN];
+        t[0..2].copy_from_slice(&ports.0.to_be_bytes());
+        t[2..4].copy_from_slice(&ports.1.to_be_bytes());
+        t[4..8].copy_from_slice(&self.seq.wrapping_add(offset).to_be_bytes());
+        t[8..12].copy_from_slice(&self.ack.to_be_bytes());
+        t[12] = ((FAST_TCP_LEN / 4) as u8) << 4;
+        t[13] = flags::ACK | if push { flags::PSH } else { 0 };
+        t[14..16].copy_from_slice(&self.window.to_be_bytes());
+        t[16..20].copy_from_slice(&[0, 0, 0, 0]);
+        match self.timestamps {
+            Some((val, ecr)) => {
+                t[20..24].copy_from_slice(&[1, 1, 8, 10]);
+                t[24..28].copy_from_slice(&val.to_be_bytes());
+                t[28..32].copy_from_slice(&ecr.to_be_bytes());
+            }
+            None => t[20..32].copy_from_slice(&[1; 12]), // NOPs
+        }
+        let mut tcp = TcpPacket::new_unchecked(&mut frame[L2L3_LEN..]);
+        tcp.fill_checksum(src, dst);
+        Ok(())
+    }
 }
 
 /// The delegated-send state of one connection.
@@ -272,6 +337,60 @@ impl Connection {
 mod tests {
     use super::*;
     use alloc::vec::Vec;
+
+    #[test]
+    fn fast_segments_are_emitted_over_the_kernels_headers() {
+        use crate::ethernet::EthernetFrame;
+        // The kernel's Ethernet + IPv4 headers (total length, id and checksum to be replaced).
+        let mut l2l3 = [0u8; L2L3_LEN];
+        l2l3[..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+        l2l3[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        l2l3[12..14].copy_from_slice(&[0x08, 0x00]);
+        l2l3[14] = 0x45;
+        l2l3[22] = 64; // TTL
+        l2l3[23] = crate::ipv4::protocol::TCP;
+        l2l3[26..30].copy_from_slice(&[198, 18, 77, 1]);
+        l2l3[30..34].copy_from_slice(&[198, 18, 77, 2]);
+        let send = FastSend {
+            seq: 0xffff_fff0,
+            ack: 77,
+            window: 502,
+            timestamps: Some((101, 5000)),
+            mss: 1460,
+        };
+        let mut frame = alloc::vec![0u8; FAST_HEADERS_LEN + 100];
+        frame[FAST_HEADERS_LEN..].fill(0xab);
+        send.emit_segment(&mut frame, &l2l3, (40001, 443), 0x20, true, 9)
+            .unwrap();
+        let eth = EthernetFrame::new_checked(&frame[..]).unwrap();
+        let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+        assert!(ip.verify_checksum());
+        assert_eq!(
+            (ip.total_len(), ip.ident(), ip.ttl()),
+            (20 + 32 + 100, 9, 64)
+        );
+        let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+        assert!(tcp.verify_checksum(ip.src_addr(), ip.dst_addr()));
+        assert_eq!((tcp.src_port(), tcp.dst_port()), (40001, 443));
+        assert_eq!(tcp.seq(), 0x10, "offset 0x20 past 0xfffffff0 wraps");
+        assert_eq!((tcp.ack(), tcp.window()), (77, 502));
+        assert_eq!(tcp.flags(), flags::ACK | flags::PSH);
+        assert_eq!(tcp.options().timestamps, Some((101, 5000)));
+        assert_eq!(tcp.payload(), &[0xab; 100][..]);
+        // Not the last segment, no timestamps: no PSH, NOPs.
+        let plain = FastSend {
+            timestamps: None,
+            ..send
+        };
+        plain
+            .emit_segment(&mut frame, &l2l3, (40001, 443), 0, false, 10)
+            .unwrap();
+        let tcp = TcpPacket::new_checked(&frame[L2L3_LEN..]).unwrap();
+        assert_eq!((tcp.flags(), tcp.options().timestamps), (flags::ACK, None));
+        assert!(send
+            .emit_segment(&mut frame[..40], &l2l3, (1, 2), 0, true, 0)
+            .is_err());
+    }
 
     /// Builds a TCP segment with optional MSS/WS/TS options and `payload` bytes.
     fn seg(
