@@ -336,26 +336,28 @@ impl Relay {
         let pool_lane = |id: u8| routes.lane_ids.iter().position(|&l| l == id);
         let epoch = board.epoch();
         let mut work = 0;
+        // Lanes this control plane does not serve (the data plane runs another config): each
+        // still gets its completion.
+        let mut unserved = Vec::new();
         for h in &mut a.handoffs {
             while let Some(job) = h.pop() {
                 work += 1;
                 for lane in (0..64u8).filter(|l| job.lanes & (1 << l) != 0) {
+                    let pending = Pending {
+                        ring: job.ring as usize,
+                        lease_gen: job.lease_gen,
+                        tag: job.tag,
+                        lane,
+                        submit_tsc: job.submit_tsc,
+                        fast: job.delegated.is_some(),
+                    };
                     let Some(pl) = pool_lane(lane) else {
+                        unserved.push(pending);
                         continue;
                     };
                     self.next_id += 1;
                     let id = self.next_id;
-                    self.pending.insert(
-                        id,
-                        Pending {
-                            ring: job.ring as usize,
-                            lease_gen: job.lease_gen,
-                            tag: job.tag,
-                            lane,
-                            submit_tsc: job.submit_tsc,
-                            fast: job.delegated.is_some(),
-                        },
-                    );
+                    self.pending.insert(id, pending);
                     let Some(send) = job.delegated else {
                         pool.send(pl, id, job.tx.clone());
                         continue;
@@ -374,6 +376,19 @@ impl Relay {
                     }
                 }
             }
+        }
+        for p in unserved {
+            log(&format!(
+                "relay lane #{}: not a relay lane of this control plane's config (the data plane \
+                 runs another config); its request is answered as failed",
+                p.lane
+            ));
+            let code = if p.fast {
+                relay_failure::STALE
+            } else {
+                relay_failure::NOT_SENT
+            };
+            self.push(&p, Status::RelayError, code);
         }
         work
     }
