@@ -141,7 +141,7 @@ hugepages = "{hugepages}"
 file_prefix = "swqos-{tag}-{pid}"
 
 [shm]
-path = "/dev/shm/swqos-{tag}-{pid}"
+path = "/dev/shm/swqos-test-{tag}-{pid}/segment"
 rings = {rings}
 ring_slots = 256
 
@@ -305,9 +305,18 @@ impl Drop for DataplaneProcess {
             let _ = c.wait();
             // A killed dataplane cannot remove its segment; do it for it.
             if let Ok(config) = dpdk_config::Config::load(&self.config) {
-                let _ = std::fs::remove_file(config.shm.path);
+                remove_segment(&config.shm.path);
             }
         }
+    }
+}
+
+/// Removes a test's segment and its private directory (each test has its own, named after the
+/// test and the process: `/dev/shm/swqos-test-NAME-PID/segment`).
+pub fn remove_segment(path: &Path) {
+    let _ = fs::remove_file(path);
+    if let Some(dir) = path.parent() {
+        let _ = fs::remove_dir(dir);
     }
 }
 
