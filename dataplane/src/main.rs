@@ -57,7 +57,11 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     if let Err(e) = swqos_shm::Segment::check_path(&config.shm.path) {
-        eprintln!("error: {}: [shm] path: {e}", args.config.display());
+        eprintln!(
+            "error: {}: [shm] path {}: {e}",
+            args.config.display(),
+            config.shm.path.display()
+        );
         return ExitCode::from(2);
     }
     if args.check {

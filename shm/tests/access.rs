@@ -156,9 +156,7 @@ fn a_file_that_is_not_a_segment_is_never_replaced() {
     let content = b"root:x:0:0:root:/root:/bin/bash\n".repeat(100);
     fs::write(&path, &content).unwrap();
     fs::set_permissions(&path, Permissions::from_mode(0o600)).unwrap();
-    let e = Segment::check_path(&path)
-        .err()
-        .expect("check_path refuses");
+    let e = Segment::check_path(&path).expect_err("check_path refuses");
     assert!(matches!(e, SegmentError::Foreign { .. }), "{e}");
     let e = create(&path).err().expect("create refuses");
     assert!(e.to_string().contains("is not a swqos segment"), "{e}");

@@ -266,6 +266,30 @@ impl DataplaneProcess {
         }
     }
 
+    /// Waits (at most `within`) for the process to exit on its own, whatever its status.
+    pub fn wait(mut self, within: Duration) -> Finished {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + within;
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "swqos-dataplane did not exit within {within:?}:\n{}",
+                    fs::read_to_string(&self.stderr).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Finished {
+            status,
+            stdout: fs::read_to_string(&self.stdout).unwrap_or_default(),
+            stderr: fs::read_to_string(&self.stderr).unwrap_or_default(),
+        }
+    }
+
     /// Sends `signal`, waits (at most 30 s) for the process to exit, and requires a clean exit
     /// (status 0: the dataplane drained, stopped its ports and removed its segment).
     pub fn stop(mut self, signal: i32) -> Finished {
