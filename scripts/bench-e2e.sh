@@ -61,7 +61,7 @@ HOST_IP=198.18.79.1
 RELAY_IP=198.18.79.2
 RELAY_PORT=8080
 TOKEN=bench-e2e-token
-SHM=/dev/shm/swqos-e2e
+SHM=/dev/shm/swqos-e2e/segment  # in a private directory the dataplane creates
 CFG=$OUT/e2e.toml
 RELAY_LOG=$OUT/relay.jsonl
 

@@ -178,7 +178,14 @@ impl Attachment {
     /// Lets go of a segment that was removed or replaced.
     fn refresh_if_gone(&mut self) {
         if let Some(seg) = &self.seg {
-            if !seg.is_current() {
+            if seg.is_damaged() {
+                log!(
+                    "the dataplane's segment {} was truncated by another process; detaching",
+                    self.path.display()
+                );
+                self.seg = None;
+                self.refresh();
+            } else if !seg.is_current() {
                 log!(
                     "the dataplane's segment {} was removed or replaced; detaching",
                     self.path.display()

@@ -85,7 +85,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    // A segment truncated by another process must not kill us with SIGBUS (the control plane,
+    // stats and submit map it): the lost pages read as zeros and the segment reports itself
+    // damaged, so we detach.
+    if let Err(e) = swqos_shm::guard::install() {
+        eprintln!("warning: cannot install the SIGBUS handler: {e}");
+    }
+    match cli.command {
         Command::Submit {
             config,
             lanes,

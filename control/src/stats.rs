@@ -118,6 +118,12 @@ fn still_live(seg: &Segment) -> Result<(), String> {
         .header()
         .dataplane_pid
         .load(std::sync::atomic::Ordering::Relaxed);
+    if seg.is_damaged() {
+        return Err(format!(
+            "the segment {} was truncated by another process",
+            seg.path().display()
+        ));
+    }
     if !seg.is_current() || seg.state() == Some(State::Stopped) {
         return Err(format!(
             "no dataplane running: the dataplane (pid {snap_pid}) owning {} has stopped",

@@ -38,6 +38,9 @@ fn scratch(test: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("swqos-doctor-{}-{test}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    // The segment's directory must be private, as the data plane makes it.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     dir
 }
 

@@ -56,11 +56,25 @@ fn main() -> ExitCode {
         eprintln!("error: {}: {e}", args.config.display());
         return ExitCode::from(2);
     }
+    if let Err(e) = swqos_shm::Segment::check_path(&config.shm.path) {
+        eprintln!(
+            "error: {}: [shm] path {}: {e}",
+            args.config.display(),
+            config.shm.path.display()
+        );
+        return ExitCode::from(2);
+    }
     if args.check {
         println!("{}: ok", args.config.display());
         return ExitCode::SUCCESS;
     }
 
+    // A segment file truncated by another process must not kill us with SIGBUS: the guard
+    // replaces the lost pages with zeros and the main loop stops in order.
+    if let Err(e) = swqos_shm::guard::install() {
+        eprintln!("error: cannot install the SIGBUS handler: {e}");
+        return ExitCode::FAILURE;
+    }
     // First SIGINT/SIGTERM: drain and exit; a second one: exit at once.
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -79,6 +93,9 @@ fn main() -> ExitCode {
     match runtime::run(&config, &opts, stop) {
         Ok(report) => {
             print!("{report}");
+            for failure in &report.failures {
+                eprintln!("error: {failure}");
+            }
             if report.failures.is_empty() {
                 ExitCode::SUCCESS
             } else {

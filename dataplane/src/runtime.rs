@@ -16,7 +16,7 @@ use swqos_shm::stats::{
     self, role, Counter, PortCounter, PortStatsWriter, StatsWriter, N_PORT_COUNTERS,
 };
 use swqos_shm::Segment;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::fast::FastPath;
 use crate::hugepages::{self, Decision, HugepageState};
@@ -490,6 +490,12 @@ impl Dataplane {
         let wakeups = swqos_rt::LatencyStats::default();
         while !stop.load(Ordering::Relaxed) {
             seg.heartbeat();
+            if seg.is_damaged() {
+                let why = truncated_message(&self.config);
+                error!("{why}");
+                failed = Some(why);
+                break;
+            }
             if running.load(Ordering::SeqCst) < handles.len() {
                 failed = Some("an lcore stopped unexpectedly".to_string());
                 break;
@@ -588,6 +594,15 @@ fn publish_fingerprints(config: &Config, seg: &Segment) -> Result<(), RunError> 
         }
     }
     Ok(())
+}
+
+/// What the data plane says when another process truncated or shrank its segment file (the
+/// SIGBUS guard replaced the lost part with zero pages, see `swqos_shm::guard`).
+fn truncated_message(config: &Config) -> String {
+    format!(
+        "shared-memory segment {} was truncated by another process; stopping",
+        config.shm.path.display()
+    )
 }
 
 /// One turn of the main loop (heartbeat resolution).

@@ -237,10 +237,15 @@ impl fmt::Display for LogLevel {
     }
 }
 
+/// The default `[shm] path`: a file in a directory of its own, which the data plane creates with
+/// mode 0700 (never a file directly in the world-writable `/dev/shm`).
+pub const DEFAULT_SHM_PATH: &str = "/dev/shm/swqos/segment";
+
 /// `[shm]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShmConfig {
-    /// The segment's file; default `/dev/shm/swqos`.
+    /// The segment's file; default [`DEFAULT_SHM_PATH`]. Its directory is private to the
+    /// service user (mode 0700; the data plane creates it when missing).
     pub path: PathBuf,
     /// Number of submit rings, i.e. client processes attached at once; 1..=64, default 8.
     pub rings: u32,
@@ -552,6 +557,10 @@ impl Config {
         }
         if no_huge {
             args.push("--no-huge".to_owned());
+        } else if !eal.extra_args.iter().any(|a| decides_hugepage_files(a)) {
+            // Hugepage files are unlinked as soon as they are mapped, so none outlives the
+            // process, however it ends (`extra_args` may say otherwise: `--huge-unlink=never`).
+            args.push("--huge-unlink".to_owned());
         }
         if let Some(level) = eal.log_level {
             args.push("--log-level".to_owned());
@@ -602,4 +611,10 @@ impl Config {
 /// Formats a MAC address as `xx:xx:xx:xx:xx:xx`, for logs.
 pub fn format_mac(mac: &[u8; 6]) -> String {
     syntax::format_mac(mac)
+}
+
+/// Whether an extra EAL argument already decides what happens to hugepage files
+/// (`--in-memory` implies `--huge-unlink`; `--huge-unlink[=...]` is the user's own choice).
+fn decides_hugepage_files(arg: &str) -> bool {
+    arg == "--in-memory" || arg.starts_with("--huge-unlink")
 }

@@ -15,6 +15,7 @@ use crate::raw::{
     RawPort, RawShm, RawTuning,
 };
 use crate::syntax::{self, MAX_LCORE_ID};
+use crate::DEFAULT_SHM_PATH;
 use crate::{
     Config, ConfigError, ControlConfig, EalConfig, LaneConfig, LaneKind, LcoreConfig, LcoreRole,
     MempoolConfig, PortConfig, QueueRef, SchedPolicy, ShmConfig, TuningConfig, UdpLane,
@@ -210,14 +211,14 @@ fn resolve_eal(raw: RawEal, src: &Source<'_>) -> Result<EalConfig> {
 fn resolve_shm(raw: Option<RawShm>, src: &Source<'_>) -> Result<ShmConfig> {
     let Some(raw) = raw else {
         return Ok(ShmConfig {
-            path: PathBuf::from("/dev/shm/swqos"),
+            path: PathBuf::from(DEFAULT_SHM_PATH),
             rings: 8,
             ring_slots: 256,
         });
     };
     let path = match &raw.path {
         Some(value) => absolute_path(src, value, "path")?,
-        None => PathBuf::from("/dev/shm/swqos"),
+        None => PathBuf::from(DEFAULT_SHM_PATH),
     };
     let rings = optional(&raw.rings, 8, |v| in_range(src, v, "rings", 1, 64))? as u32;
     let ring_slots = optional(&raw.ring_slots, 256, |v| {

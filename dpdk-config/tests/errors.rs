@@ -84,7 +84,7 @@ fn base_is_valid() {
     assert_eq!(udp.dst_mac, [2, 0, 0, 0, 0, 2]);
     assert_eq!(config.lanes[0].kind.to_string(), "udp");
     assert_eq!(config.shm.ring_slots, 256);
-    assert_eq!(config.shm.path, Path::new("/dev/shm/swqos"));
+    assert_eq!(config.shm.path, Path::new("/dev/shm/swqos/segment"));
 }
 
 #[test]

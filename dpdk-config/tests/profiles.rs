@@ -42,6 +42,7 @@ fn dev_profile() {
             "256",
             "--file-prefix",
             "swqos-dev",
+            "--huge-unlink",
             "--log-level",
             "notice",
             "--vdev",
@@ -77,6 +78,7 @@ fn pcap_profile() {
             "256",
             "--file-prefix",
             "swqos-pcap",
+            "--huge-unlink",
             "--vdev",
             "net_pcap0,tx_pcap=/tmp/swqos/tx.pcap",
             "--no-pci",
@@ -105,16 +107,18 @@ fn production_profile() {
             "swqos",
             "--huge-dir",
             "/dev/hugepages",
+            "--huge-unlink",
             "--log-level",
             "notice",
             "-a",
             "0000:3b:00.0",
         ]
     );
-    // Forcing --no-huge drops --huge-dir, which DPDK would not use anyway.
+    // Forcing --no-huge drops --huge-dir and --huge-unlink, which DPDK would not use anyway.
     let args = config.eal_args_with(true);
     assert!(args.contains(&"--no-huge".to_owned()));
     assert!(!args.contains(&"--huge-dir".to_owned()));
+    assert!(!args.contains(&"--huge-unlink".to_owned()));
 }
 
 #[test]
@@ -152,4 +156,24 @@ device = "net_null0"
             "va",
         ]
     );
+}
+
+#[test]
+fn hugepage_files_are_unlinked_unless_extra_args_decide() {
+    let with = |extra: &str| {
+        let text = format!(
+            "[eal]\nlcores = [0]\nhugepages = \"auto\"\nextra_args = [{extra}]\n\
+             [[port]]\nname = \"p0\"\ndevice = \"net_null0\"\n"
+        );
+        let config = Config::parse(&text, Path::new("t.toml")).unwrap();
+        config
+            .eal_args_with(false)
+            .iter()
+            .filter(|a| a.starts_with("--huge-unlink") || *a == "--in-memory")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(with(""), ["--huge-unlink"]);
+    assert_eq!(with("\"--in-memory\""), ["--in-memory"]);
+    assert_eq!(with("\"--huge-unlink=never\""), ["--huge-unlink=never"]);
 }

@@ -1,15 +1,17 @@
 //! Creating (dataplane) and attaching to (clients, control plane) a shared-memory segment.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
 use std::mem::size_of;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use memmap2::MmapMut;
 
+use crate::access;
+use crate::guard;
 use crate::layout::{
     Completion, CompletionControl, HandoffRecord, Header, LaneInfo, Layout, RingControl, Session,
     SessionTable, Slot, State, LAYOUT_VERSION, MAGIC, MAX_LANES, PORT_NAME_LEN,
@@ -63,6 +65,22 @@ pub enum SegmentError {
         /// State or heartbeat detail.
         why: String,
     },
+    /// The file or its directory failed an ownership or permission check.
+    #[error("refusing {path}: {why}")]
+    Unsafe {
+        /// The file or directory that failed.
+        path: PathBuf,
+        /// Which check failed, and how to fix it.
+        why: String,
+    },
+    /// A file that is not a swqos segment is where the dataplane would create one.
+    #[error("{path} exists and is not a swqos segment ({why}); the data plane replaces only a stale segment of its own and leaves this file alone: remove it yourself or choose another [shm] path")]
+    Foreign {
+        /// The segment path.
+        path: PathBuf,
+        /// What did not match.
+        why: String,
+    },
     /// Bad layout parameters.
     #[error("invalid segment parameters: {0}")]
     Parameters(String),
@@ -79,6 +97,9 @@ pub enum SegmentError {
 /// A mapped segment. The dataplane creates it ([`Segment::create`]) and removes the file when the
 /// value is dropped; everyone else attaches ([`Segment::attach`]).
 pub struct Segment {
+    /// The SIGBUS guard's registration of `map`; declared first so it is dropped (unregistered)
+    /// before the mapping is unmapped.
+    guard: guard::Registration,
     map: MmapMut,
     base: *mut u8,
     layout: Layout,
@@ -92,6 +113,8 @@ pub struct Segment {
     ports_taken: Box<[AtomicBool]>,
     /// Device and inode of the mapped file, to tell a replaced segment from this one.
     file_id: (u64, u64),
+    /// The directory the dataplane created for the segment (removed with it when empty).
+    created_dir: Option<PathBuf>,
 }
 
 // SAFETY: the mapping stays valid for the value's life and `base` points into it. Every shared
@@ -122,7 +145,10 @@ impl Segment {
     /// Creates the segment at `path` (mode 0600) for `layout`, with the lane table, the port
     /// names (one per port stats block, `layout.n_ports` of them) and the TSC rate, in state
     /// [`State::Initializing`]; call [`Segment::set_state`] with `Running` when ready.
-    /// A stale file left by a dead dataplane is replaced; one owned by a live dataplane is not.
+    /// The segment's directory is created (mode 0700) when missing and must otherwise be private
+    /// and owned by this user ([`crate::access`]). A stale segment left by a dead dataplane (or
+    /// one whose heartbeat stopped) is replaced; one owned by a live dataplane is not, and a file
+    /// that is not a swqos segment is refused and left alone.
     pub fn create(
         path: &Path,
         layout: Layout,
@@ -143,35 +169,13 @@ impl Segment {
                 layout.n_ports
             )));
         }
-        if path.exists() {
-            if let Ok(old) = Segment::open_checked(path, false) {
-                let pid = old.header().dataplane_pid.load(Ordering::Acquire);
-                let state = State::from_u32(old.header().state.load(Ordering::Acquire));
-                if pid != std::process::id() && pid_alive(pid) && state != Some(State::Stopped) {
-                    return Err(SegmentError::InUse {
-                        path: path.to_path_buf(),
-                        pid,
-                    });
-                }
-            }
-            fs::remove_file(path).map_err(io_err(path))?;
-        }
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(io_err(path))?;
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(io_err(path))?;
-        // The mode above is filtered by the umask; state it exactly.
-        file.set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(io_err(path))?;
+        let created_dir = access::prepare_dir(&access::segment_dir(path))?;
+        Segment::replace_stale(path)?;
+        let file = access::create_file(path)?;
         let len = (layout.size as u64).div_ceil(FILE_ROUNDING) * FILE_ROUNDING;
         file.set_len(len).map_err(io_err(path))?;
-        let seg = Segment::map(file, path, layout, true)?;
+        let mut seg = Segment::map(file, path, layout, true)?;
+        seg.created_dir = created_dir.then(|| access::segment_dir(path));
 
         // A new file reads as zeros: only non-zero fields need writing. The header is written
         // through a raw pointer before any other process can trust it (magic is still 0).
@@ -231,13 +235,7 @@ impl Segment {
     }
 
     fn open_checked(path: &Path, require_running: bool) -> Result<Segment, SegmentError> {
-        let file = match OpenOptions::new().read(true).write(true).open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(SegmentError::NotFound(path.to_path_buf()))
-            }
-            Err(e) => return Err(io_err(path)(e)),
-        };
+        let file = access::open_existing(path)?;
         let not_a_segment = |why: String| SegmentError::NotASegment {
             path: path.to_path_buf(),
             why,
@@ -248,6 +246,8 @@ impl Segment {
         }
         // SAFETY: as in `map`; the mapping is at least a header long (checked above).
         let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(io_err(path))?;
+        // Registered before the first read: a file truncated from now on reads as zeros.
+        let guard = guard::register(map.as_ptr(), map.len());
         // SAFETY: page-aligned mapping of at least `size_of::<Header>()` bytes.
         let h = unsafe { &*(map.as_mut_ptr() as *const Header) };
         if h.magic.load(Ordering::Acquire) != MAGIC {
@@ -278,7 +278,7 @@ impl Segment {
             ));
         }
         let file_id = file_identity(&file).map_err(io_err(path))?;
-        let seg = Segment::from_map(map, path, layout, false, file_id);
+        let seg = Segment::from_map(map, guard, path, layout, false, file_id);
         if require_running {
             seg.check_running()?;
         }
@@ -289,6 +289,7 @@ impl Segment {
         // SAFETY: the file is ours to map; other processes modify it only through the atomics and
         // ring protocol this crate defines, which is the point of mapping it shared.
         let map = unsafe { MmapMut::map_mut(&file) }.map_err(io_err(path))?;
+        let guard = guard::register(map.as_ptr(), map.len());
         if map.len() < size_of::<Header>().max(layout.size) {
             return Err(SegmentError::NotASegment {
                 path: path.to_path_buf(),
@@ -296,11 +297,12 @@ impl Segment {
             });
         }
         let file_id = file_identity(&file).map_err(io_err(path))?;
-        Ok(Segment::from_map(map, path, layout, owner, file_id))
+        Ok(Segment::from_map(map, guard, path, layout, owner, file_id))
     }
 
     fn from_map(
         mut map: MmapMut,
+        guard: guard::Registration,
         path: &Path,
         layout: Layout,
         owner: bool,
@@ -308,6 +310,7 @@ impl Segment {
     ) -> Segment {
         let base = map.as_mut_ptr();
         Segment {
+            guard,
             map,
             base,
             layout,
@@ -323,6 +326,7 @@ impl Segment {
                 .map(|_| AtomicBool::new(false))
                 .collect(),
             file_id,
+            created_dir: None,
         }
     }
 
@@ -333,6 +337,85 @@ impl Segment {
         fs::metadata(&self.path)
             .map(|m| (m.dev(), m.ino()) == self.file_id)
             .unwrap_or(false)
+    }
+
+    /// Whether another process truncated or shrank the file under this mapping: the part past
+    /// its new end now reads as zeros (see [`crate::guard`]; needs [`crate::guard::install`]).
+    /// Stop using the segment: a dataplane stops, readers detach.
+    pub fn is_damaged(&self) -> bool {
+        self.guard.damaged()
+    }
+
+    /// Whether a dataplane still runs this segment: not stopped, its pid alive and its heartbeat
+    /// fresh (a copied segment naming some live pid, or one whose dataplane hangs, is not).
+    pub fn is_live(&self) -> bool {
+        let h = self.header();
+        let pid = h.dataplane_pid.load(Ordering::Acquire);
+        let state = State::from_u32(h.state.load(Ordering::Acquire));
+        state != Some(State::Stopped) && pid_alive(pid) && self.heartbeat_age().is_some()
+    }
+
+    /// The heartbeat's age, or `None` when it is older than [`HEARTBEAT_TIMEOUT`] or from the
+    /// future (a segment copied from a host with a longer uptime).
+    fn heartbeat_age(&self) -> Option<u64> {
+        let beat = self.header().heartbeat_ns.load(Ordering::Acquire);
+        let now = monotonic_ns();
+        let limit = HEARTBEAT_TIMEOUT.as_nanos() as u64;
+        if beat > now.saturating_add(limit) {
+            return None;
+        }
+        let age = now.saturating_sub(beat);
+        (age <= limit).then_some(age)
+    }
+
+    /// Removes a stale segment of our own at `path` so a new one can be created there. Refuses
+    /// a live one ([`SegmentError::InUse`]), a file that is not a swqos segment
+    /// ([`SegmentError::Foreign`]; left untouched) and one failing the ownership checks.
+    fn replace_stale(path: &Path) -> Result<(), SegmentError> {
+        match Segment::inspect_existing(path)? {
+            Some(_) => fs::remove_file(path).map_err(io_err(path)),
+            None => Ok(()),
+        }
+    }
+
+    /// What [`Segment::create`] would find at `path`: `None` when nothing is there, the stale
+    /// segment's former pid when a stale segment of ours is there; errors as
+    /// [`Segment::replace_stale`]. Changes nothing.
+    fn inspect_existing(path: &Path) -> Result<Option<u32>, SegmentError> {
+        let old = match Segment::open_checked(path, false) {
+            Ok(old) => old,
+            Err(SegmentError::NotFound(_)) => return Ok(None),
+            Err(SegmentError::NotASegment { why, .. }) => {
+                return Err(SegmentError::Foreign {
+                    path: path.to_path_buf(),
+                    why,
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        let pid = old.header().dataplane_pid.load(Ordering::Acquire);
+        if pid != std::process::id() && old.is_live() {
+            return Err(SegmentError::InUse {
+                path: path.to_path_buf(),
+                pid,
+            });
+        }
+        Ok(Some(pid))
+    }
+
+    /// Checks, without changing anything, that a dataplane could create its segment at `path`
+    /// (for `swqos-dataplane --check`): the directory, if it exists, is private and ours, and
+    /// whatever file is there is a swqos segment of ours (live or stale).
+    pub fn check_path(path: &Path) -> Result<(), SegmentError> {
+        let dir = access::segment_dir(path);
+        if fs::symlink_metadata(&dir).is_err() {
+            return Ok(()); // created at start
+        }
+        access::check_dir(&dir)?;
+        match Segment::inspect_existing(path) {
+            Ok(_) | Err(SegmentError::InUse { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Errors unless the dataplane is in state Running with a fresh heartbeat and a live pid.
@@ -557,7 +640,13 @@ impl Drop for Segment {
         if self.owner {
             self.set_state(State::Stopped);
             let _ = self.map.flush_async();
-            let _ = fs::remove_file(&self.path);
+            // Only our own file: never one that replaced it at the path.
+            if self.is_current() {
+                let _ = fs::remove_file(&self.path);
+            }
+            if let Some(dir) = &self.created_dir {
+                let _ = fs::remove_dir(dir); // fails, harmlessly, unless empty
+            }
         }
     }
 }

@@ -966,7 +966,9 @@ mod tests {
     #[test]
     fn snapshot_reads_lcores_ports_and_lanes() {
         use crate::layout::{LaneInfo, Layout};
-        let path = std::env::temp_dir().join(format!("swqos-stats-test-{}", std::process::id()));
+        let path = std::env::temp_dir()
+            .join(format!("swqos-stats-test-{}", std::process::id()))
+            .join("segment");
         let layout = Layout::new(1, 16, 2, 2).unwrap();
         let lanes = [
             LaneInfo::new("a", LaneKind::Udp),

@@ -27,7 +27,10 @@ struct Fixture {
 }
 
 fn fixture(name: &str, rings: u32) -> Fixture {
-    let path = std::env::temp_dir().join(format!("swqos-shm-test-{name}-{}", std::process::id()));
+    // One private directory per segment (the dataplane creates it 0700 and removes it).
+    let path = std::env::temp_dir()
+        .join(format!("swqos-shm-test-{name}-{}", std::process::id()))
+        .join("segment");
     let lanes = [
         LaneInfo::new("a", LaneKind::Udp),
         LaneInfo::new("b", LaneKind::Udp),
@@ -239,17 +242,22 @@ fn a_corrupt_tail_is_detected_and_resynchronised() {
 
 #[test]
 fn attach_refuses_what_is_not_a_running_segment_of_this_layout() {
+    use std::os::unix::fs::PermissionsExt;
     let missing = std::env::temp_dir().join("swqos-shm-test-missing");
     assert!(matches!(
         Client::attach(&missing),
         Err(ClientError::Segment(SegmentError::NotFound(_)))
     ));
 
-    let junk = std::env::temp_dir().join(format!("swqos-shm-test-junk-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("swqos-shm-test-junk-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let junk = dir.join("segment");
     std::fs::write(&junk, vec![0xAB; 8192]).unwrap();
+    std::fs::set_permissions(&junk, std::fs::Permissions::from_mode(0o600)).unwrap();
     let e = Segment::attach(&junk).err().unwrap();
     assert!(e.to_string().contains("not a swqos segment"), "{e}");
-    std::fs::remove_file(&junk).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
 
     let f = fixture("version", 1);
     let file = std::fs::OpenOptions::new()

@@ -141,7 +141,7 @@ hugepages = "{hugepages}"
 file_prefix = "swqos-{tag}-{pid}"
 
 [shm]
-path = "/dev/shm/swqos-{tag}-{pid}"
+path = "/dev/shm/swqos-test-{tag}-{pid}/segment"
 rings = {rings}
 ring_slots = 256
 
@@ -266,6 +266,30 @@ impl DataplaneProcess {
         }
     }
 
+    /// Waits (at most `within`) for the process to exit on its own, whatever its status.
+    pub fn wait(mut self, within: Duration) -> Finished {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + within;
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "swqos-dataplane did not exit within {within:?}:\n{}",
+                    fs::read_to_string(&self.stderr).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Finished {
+            status,
+            stdout: fs::read_to_string(&self.stdout).unwrap_or_default(),
+            stderr: fs::read_to_string(&self.stderr).unwrap_or_default(),
+        }
+    }
+
     /// Sends `signal`, waits (at most 30 s) for the process to exit, and requires a clean exit
     /// (status 0: the dataplane drained, stopped its ports and removed its segment).
     pub fn stop(mut self, signal: i32) -> Finished {
@@ -305,9 +329,18 @@ impl Drop for DataplaneProcess {
             let _ = c.wait();
             // A killed dataplane cannot remove its segment; do it for it.
             if let Ok(config) = dpdk_config::Config::load(&self.config) {
-                let _ = std::fs::remove_file(config.shm.path);
+                remove_segment(&config.shm.path);
             }
         }
+    }
+}
+
+/// Removes a test's segment and its private directory (each test has its own, named after the
+/// test and the process: `/dev/shm/swqos-test-NAME-PID/segment`).
+pub fn remove_segment(path: &Path) {
+    let _ = fs::remove_file(path);
+    if let Some(dir) = path.parent() {
+        let _ = fs::remove_dir(dir);
     }
 }
 

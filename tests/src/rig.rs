@@ -59,7 +59,7 @@ impl Rig {
         let pid = std::process::id();
         let mut text = format!(
             "[eal]\nlcores = \"0-1\"\nhugepages = \"off\"\nfile_prefix = \"swqos-{name}-{pid}\"\n\n\
-             [shm]\npath = \"/dev/shm/swqos-{name}-{pid}\"\nrings = 2\n\n{}\n\
+             [shm]\npath = \"/dev/shm/swqos-test-{name}-{pid}/segment\"\nrings = 2\n\n{}\n\
              [control]\nmetrics_listen = \"127.0.0.1:{}\"\n{control}",
             topo.dataplane_ports(),
             free_port()

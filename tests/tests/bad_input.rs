@@ -120,13 +120,18 @@ fn config_with_shm(scratch: &Scratch, shm: &std::path::Path) -> std::path::PathB
 
 #[test]
 fn a_segment_of_another_layout_is_refused() {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let scratch = Scratch::new("layout");
-    let shm = scratch.path("segment");
+    // Private, as a segment's directory and file must be: the layout check is what refuses it.
+    let dir = scratch.path("shm");
+    fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
+    let shm = dir.join("segment");
     // A segment header with the right magic and a future layout version.
     let mut bytes = vec![0u8; 1 << 16];
     bytes[..8].copy_from_slice(b"SWQOSSHM");
     bytes[8..12].copy_from_slice(&(swqos_shm::layout::LAYOUT_VERSION + 1).to_le_bytes());
     fs::write(&shm, &bytes).unwrap();
+    fs::set_permissions(&shm, fs::Permissions::from_mode(0o600)).unwrap();
     let config = config_with_shm(&scratch, &shm);
     let out = swqos(
         &["submit", "--config", config.to_str().unwrap(), "-"],

@@ -7,6 +7,7 @@
 //! Needs root and Docker with compose; skipped (loudly) only without root or without docker.
 
 use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -70,7 +71,11 @@ impl Project {
     fn new(profile: &'static str, shm_dir: &Path, capture_dir: &Path) -> Project {
         let name = format!("swqos-test-{profile}-{}", std::process::id());
         let _ = std::fs::remove_dir_all(shm_dir);
+        // As the README says to (`install -d -m 0700`): the data plane refuses a segment
+        // directory that group or others may enter, and never changes one it did not create.
         std::fs::create_dir_all(shm_dir).expect("shm dir");
+        std::fs::set_permissions(shm_dir, std::fs::Permissions::from_mode(0o700))
+            .expect("shm dir mode");
         let project = Project {
             program: compose_program(),
             name,

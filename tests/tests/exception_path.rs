@@ -41,7 +41,7 @@ memory_mb = 256
 file_prefix = "swqos-exc-{pid}"
 
 [shm]
-path = "/dev/shm/swqos-exc-{pid}"
+path = "/dev/shm/swqos-test-exc-{pid}/segment"
 rings = 2
 
 {ports}

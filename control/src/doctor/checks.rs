@@ -2,7 +2,6 @@
 //! [`Check`].
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use dpdk_config::{Config, Hugepages, PortDevice};
@@ -946,7 +945,7 @@ fn segment_check(path: &Path, config_path: &Path) -> Check {
     const NAME: &str = "shm-segment";
     let shown = path.display();
     let start = format!("swqos-dataplane --config {}", config_path.display());
-    let meta = match std::fs::metadata(path) {
+    let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Check::warn(NAME, format!("{shown}: no segment (dataplane not running)"))
@@ -954,14 +953,7 @@ fn segment_check(path: &Path, config_path: &Path) -> Check {
         }
         Err(e) => return Check::fail(NAME, format!("{shown}: {e}")),
     };
-    let mode = meta.permissions().mode() & 0o7777;
-    if mode != 0o600 {
-        return Check::fail(
-            NAME,
-            format!("{shown} has mode {mode:04o}; a segment must be 0600"),
-        )
-        .fix(format!("chmod 600 {shown}"));
-    }
+    // The same owner, mode and symlink checks every client makes (`swqos_shm::access`).
     match Segment::attach_any_state(path) {
         Ok(seg) => match seg.check_running() {
             Ok(()) => {
@@ -992,6 +984,10 @@ fn segment_check(path: &Path, config_path: &Path) -> Check {
             )
             .fix("run swqos as the dataplane's user (or root)")
         }
+        Err(e @ SegmentError::Unsafe { .. }) => Check::fail(NAME, e.to_string()).fix(
+            "keep the segment in a directory of its own (mode 0700) owned by the dataplane's user; \
+             the dataplane creates it with the right modes when it is missing",
+        ),
         Err(e @ SegmentError::Version { .. }) => Check::fail(NAME, e.to_string())
             .fix("use swqos and swqos-dataplane from the same release"),
         Err(e) => Check::fail(NAME, e.to_string()).fix(format!(
@@ -1055,6 +1051,7 @@ fn memlock_limit() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn masks_and_sizes() {
@@ -1073,6 +1070,7 @@ mod tests {
     fn segment_states() {
         let dir = std::env::temp_dir().join(format!("swqos-doctor-unit-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         let cfg = Path::new("x.toml");
         let missing = segment_check(&dir.join("none"), cfg);
         assert_eq!(missing.status, Status::Warn);

@@ -116,7 +116,7 @@ hugepages = "off"
 memory_mb = 256
 file_prefix = "swqos-{name}-{pid}"
 [shm]
-path = "/dev/shm/swqos-{name}-{pid}"
+path = "/dev/shm/swqos-test-{name}-{pid}/segment"
 rings = 2
 [[port]]
 name = "p0"
