@@ -1724,12 +1724,13 @@ mod tests {
             )
             .unwrap(),
         );
+        let ctl = Arc::new(swqos_shm::ControlSegment::create(&seg).unwrap());
         let board = SessionBoard::new(1);
-        board.attach(Some(seg.clone()), 1);
+        board.attach(Some(ctl.clone()), 1);
         let (tx, rx) = mpsc::channel();
         let spec = lane("jito", mock.addr, template.clone(), 1);
         let pool = RelayPool::start_with_board(vec![spec], tx, board.clone());
-        let e = seg.session(0);
+        let e = ctl.session(0);
         // The data plane's claim, as `FastPath::try_send` makes it.
         let claim = || {
             let deadline = Instant::now() + WAIT;
@@ -1808,6 +1809,7 @@ mod tests {
             vec![a.signature.clone(), c.signature.clone()],
             "exactly the verified mirror writes reached the relay"
         );
+        drop(ctl);
         drop(seg);
     }
 

@@ -26,7 +26,7 @@ use dpdk_config::{Config, LaneKind};
 use swqos_shm::layout::{relay_failure, Completion, Status, RELAY_FAST};
 use swqos_shm::ring::{CompletionProducer, HandoffConsumer};
 use swqos_shm::time::tsc;
-use swqos_shm::Segment;
+use swqos_shm::{ControlSegment, Segment};
 
 /// The relay thread's counters for the metrics endpoint (one relay thread per process).
 pub(crate) static METRICS: RelayMetrics = RelayMetrics {
@@ -124,9 +124,11 @@ struct Pending {
     fast: bool,
 }
 
-/// The segment side: hand-off consumers and relay completion producers.
+/// The segment side: hand-off consumers (in the control file) and relay completion producers
+/// (in the segment).
 struct Attached {
     seg: Arc<Segment>,
+    ctl: Arc<ControlSegment>,
     handoffs: Vec<HandoffConsumer>,
     completions: Vec<CompletionProducer>,
 }
@@ -134,23 +136,47 @@ struct Attached {
 impl Attached {
     fn attach(path: &Path) -> Result<Attached, String> {
         let seg = Arc::new(Segment::attach(path).map_err(|e| e.to_string())?);
-        seg.claim_control()
-            .map_err(|pid| format!("another swqos control (pid {pid}) serves this data plane"))?;
+        let ctl = Arc::new(ControlSegment::attach(&seg).map_err(|e| e.to_string())?);
+        let taken = |pid| format!("another swqos control (pid {pid}) serves this data plane");
+        ctl.claim_control().map_err(taken)?;
+        // Published in the segment too, for clients and `swqos stats` (the data plane trusts
+        // only the control file's copy).
+        if let Err(pid) = seg.claim_control() {
+            ctl.release_control();
+            return Err(taken(pid));
+        }
         let l = *seg.layout();
         Ok(Attached {
             handoffs: (0..l.n_lcores as usize)
-                .map(|i| HandoffConsumer::new(seg.clone(), i))
+                .map(|i| HandoffConsumer::new(ctl.clone(), i))
                 .collect(),
             completions: (0..l.n_rings as usize)
                 .map(|r| CompletionProducer::relay(seg.clone(), r))
                 .collect(),
             seg,
+            ctl,
         })
+    }
+
+    /// Refreshes the control plane's heartbeat in both files.
+    fn heartbeat(&self) {
+        self.ctl.control_heartbeat();
+        self.seg.control_heartbeat();
+    }
+
+    /// Whether the data plane is gone, replaced, or its files damaged.
+    fn gone(&self) -> bool {
+        !self.seg.is_current()
+            || !self.ctl.is_current()
+            || self.seg.check_running().is_err()
+            || self.seg.is_damaged()
+            || self.ctl.is_damaged()
     }
 }
 
 impl Drop for Attached {
     fn drop(&mut self) {
+        self.ctl.release_control();
         self.seg.release_control();
     }
 }
@@ -220,11 +246,11 @@ struct Routes {
 impl Routes {
     /// The config lane ids (bits) whose request templates the data plane builds exactly as this
     /// process does: delegated sends are allowed on those only. The others are logged.
-    fn matching_templates(&self, seg: &Segment) -> u64 {
+    fn matching_templates(&self, ctl: &ControlSegment) -> u64 {
         let mut fast = 0u64;
         let mut status = Vec::new();
         for (i, &id) in self.lane_ids.iter().enumerate() {
-            let theirs = seg.session_table().fingerprints.get(id as usize);
+            let theirs = ctl.session_table().fingerprints.get(id as usize);
             status.push((self.names[i].clone(), theirs == self.fingerprints[i]));
             if theirs == self.fingerprints[i] {
                 fast |= 1u64 << id;
@@ -283,10 +309,7 @@ impl Relay {
         let mut last_error = String::new();
         while !stop.load(Ordering::Relaxed) {
             // (Re-)attach: the data plane may start after us, stop, or be replaced.
-            let gone = self
-                .attached
-                .as_ref()
-                .is_some_and(|a| !a.seg.is_current() || a.seg.check_running().is_err());
+            let gone = self.attached.as_ref().is_some_and(Attached::gone);
             if gone {
                 log("data plane gone; relay lanes wait for the next one");
                 board.attach(None, 0);
@@ -298,8 +321,8 @@ impl Relay {
                     Ok(a) => {
                         log("relay lanes attached to the data plane");
                         last_error.clear();
-                        let fast = routes.matching_templates(&a.seg);
-                        board.attach(Some(a.seg.clone()), fast);
+                        let fast = routes.matching_templates(&a.ctl);
+                        board.attach(Some(a.ctl.clone()), fast);
                         self.attached = Some(a);
                     }
                     Err(e) if e != last_error => {
@@ -331,7 +354,7 @@ impl Relay {
         let Some(a) = self.attached.as_mut() else {
             return 0;
         };
-        a.seg.control_heartbeat();
+        a.heartbeat();
         // Config lane id -> pool lane index.
         let pool_lane = |id: u8| routes.lane_ids.iter().position(|&l| l == id);
         let epoch = board.epoch();

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use swqos_shm::layout::MAX_SESSIONS;
 use swqos_shm::sessions::{Take, TlsWriteRef};
-use swqos_shm::Segment;
+use swqos_shm::ControlSegment;
 
 /// A TLS connection's write state, published when it is armed.
 pub(crate) type TlsTx<'a> = TlsWriteRef<'a>;
@@ -31,7 +31,7 @@ struct Registered {
 
 #[derive(Default)]
 struct Inner {
-    seg: Option<Arc<Segment>>,
+    seg: Option<Arc<ControlSegment>>,
     /// Bumped by every attach.
     epoch: u64,
     /// Config lane ids (bits) whose request templates match the data plane's.
@@ -70,7 +70,7 @@ impl SessionBoard {
 
     /// Switches to another segment (or none), opening every live connection in it. Connections
     /// of lanes in `fast_lanes` (config lane id bits) are armed from now on; the others never.
-    pub(crate) fn attach(&self, seg: Option<Arc<Segment>>, fast_lanes: u64) {
+    pub(crate) fn attach(&self, seg: Option<Arc<ControlSegment>>, fast_lanes: u64) {
         let mut inner = self.lock();
         if let Some(old) = &inner.seg {
             for i in 0..inner.entries.len() {

@@ -14,7 +14,7 @@ use arrayvec::ArrayVec;
 use dpdk::{Mbuf, Mempool, TxBurst};
 use swqos_shm::layout::MAX_SESSIONS;
 use swqos_shm::sessions::{state, DelegatedSend, TlsWrite};
-use swqos_shm::Segment;
+use swqos_shm::ControlSegment;
 use swqos_tls::{content_type, RecordSealer, Suite, TrafficKeys};
 use swqos_wire::delegate::{Connection, Verdict, FAST_HEADERS_LEN, FAST_TCP_LEN, L2L3_LEN};
 use swqos_wire::ethernet::{ethertype, EthernetFrame};
@@ -64,7 +64,7 @@ struct Flow {
 
 /// The fast path of one TX lcore.
 pub struct FastPath {
-    seg: Arc<Segment>,
+    seg: Arc<ControlSegment>,
     flows: Vec<Flow>,
     /// Relay addresses (ip, port) whose flows are tracked.
     relays: Vec<(u32, u16)>,
@@ -106,7 +106,7 @@ impl FastPath {
     /// A fast path for the relay lanes `templates` (indexed by lane id) at `relays`, sending
     /// frames of at most `max_frame` bytes (the NIC port's MTU plus the Ethernet header).
     pub fn new(
-        seg: Arc<Segment>,
+        seg: Arc<ControlSegment>,
         relays: Vec<(Ipv4Addr, u16)>,
         templates: Vec<Option<RequestTemplate>>,
         tsc_hz: u64,

@@ -15,7 +15,7 @@ use swqos_shm::ring::{CompletionProducer, HandoffProducer, SubmitConsumer};
 use swqos_shm::stats::{
     self, role, Counter, PortCounter, PortStatsWriter, StatsWriter, N_PORT_COUNTERS,
 };
-use swqos_shm::Segment;
+use swqos_shm::{ControlSegment, Segment};
 use tracing::{error, info, warn};
 
 use crate::fast::FastPath;
@@ -170,6 +170,9 @@ pub enum Worker {
 /// not yet running. Fields drop in order: workers and segment first, EAL last.
 pub struct Dataplane {
     workers: Vec<(u32, Worker)>,
+    /// The session table and hand-off rings, in the file clients never map (dropped before the
+    /// segment: its directory goes with the segment, once empty).
+    ctl: Arc<ControlSegment>,
     seg: Arc<Segment>,
     ports: Vec<Port>,
     /// Kept alive until the ports that draw from them are closed.
@@ -308,7 +311,8 @@ impl Dataplane {
             Segment::create(&config.shm.path, layout, &lane_info, &port_names, tsc_hz)
                 .map_err(|e| RunError(e.to_string()))?,
         );
-        publish_fingerprints(config, &seg)?;
+        let ctl = Arc::new(ControlSegment::create(&seg).map_err(|e| RunError(e.to_string()))?);
+        publish_fingerprints(config, &ctl)?;
 
         // Workers: rings are dealt to tx lcores round-robin; each owns its configured queues.
         let tx_lcores: Vec<usize> = (0..config.lcores.len())
@@ -382,14 +386,14 @@ impl Dataplane {
                         tx_timeout_ticks: ticks(opts.tx_timeout, tsc_hz),
                         bridge,
                         handoff: (lanes.relay_mask() != 0)
-                            .then(|| HandoffProducer::new(seg.clone(), index)),
+                            .then(|| HandoffProducer::new(ctl.clone(), index)),
                         fast: match lc.bridge {
                             Some(b) if lanes.relay_mask() != 0 => {
-                                Some(fast_path(config, seg.clone(), tsc_hz, b.nic)?)
+                                Some(fast_path(config, ctl.clone(), tsc_hz, b.nic)?)
                             }
                             _ => None,
                         },
-                        seg: seg.clone(),
+                        ctl: ctl.clone(),
                     })
                     .map_err(|e| RunError(format!("lcore {}: {e}", lc.id)))?;
                     Worker::Tx(Box::new(worker))
@@ -412,6 +416,7 @@ impl Dataplane {
         Ok(Dataplane {
             workers: built,
             seg,
+            ctl,
             ports,
             _pools: pools,
             config: config.clone(),
@@ -425,6 +430,11 @@ impl Dataplane {
     /// The shared segment.
     pub fn segment(&self) -> &Arc<Segment> {
         &self.seg
+    }
+
+    /// The control file (session table, hand-off rings).
+    pub fn control_segment(&self) -> &Arc<ControlSegment> {
+        &self.ctl
     }
 
     /// Takes the built workers, for driving them directly (tests); `run` then has none to launch.
@@ -490,7 +500,7 @@ impl Dataplane {
         let wakeups = swqos_rt::LatencyStats::default();
         while !stop.load(Ordering::Relaxed) {
             seg.heartbeat();
-            if seg.is_damaged() {
+            if seg.is_damaged() || self.ctl.is_damaged() {
                 let why = truncated_message(&self.config);
                 error!("{why}");
                 failed = Some(why);
@@ -561,7 +571,7 @@ pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<
 /// addresses and templates.
 fn fast_path(
     config: &Config,
-    seg: Arc<Segment>,
+    ctl: Arc<ControlSegment>,
     tsc_hz: u64,
     nic: usize,
 ) -> Result<FastPath, RunError> {
@@ -579,18 +589,18 @@ fn fast_path(
         ));
     }
     let max_frame = config.ports[nic].mtu.unwrap_or(1500) as usize + 14;
-    Ok(FastPath::new(seg, relays, templates, tsc_hz, max_frame))
+    Ok(FastPath::new(ctl, relays, templates, tsc_hz, max_frame))
 }
 
 /// Publishes the fingerprint of every relay lane's request template in the session table, for
 /// the control plane to compare with its own before it arms a connection of the lane.
-fn publish_fingerprints(config: &Config, seg: &Segment) -> Result<(), RunError> {
+fn publish_fingerprints(config: &Config, ctl: &ControlSegment) -> Result<(), RunError> {
     for (id, lane) in config.lanes.iter().enumerate() {
         if let dpdk_config::LaneKind::Http(h) = &lane.kind {
             let t = h
                 .request_template()
                 .map_err(|e| RunError(format!("lane {}: {e}", lane.name)))?;
-            seg.session_table().fingerprints.set(id, t.fingerprint());
+            ctl.session_table().fingerprints.set(id, t.fingerprint());
         }
     }
     Ok(())

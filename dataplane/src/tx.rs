@@ -11,7 +11,7 @@ use dpdk::{Mbuf, Mempool, RxBurst, RxQueue, TxBurst, TxQueue};
 use swqos_shm::layout::{Completion, DropReason, Status, MAX_LANES, MAX_TX_SIZE};
 use swqos_shm::ring::{CompletionProducer, HandoffProducer, SlotRef, SubmitConsumer};
 use swqos_shm::stats::{Counter, StatsWriter};
-use swqos_shm::Segment;
+use swqos_shm::ControlSegment;
 use swqos_wire::checksum;
 use swqos_wire::solana::{Transaction, TxError};
 
@@ -223,7 +223,7 @@ struct Output {
     /// lcore bridges the exception path.
     fast: Option<FastPath>,
     fast_out: usize,
-    seg: Arc<Segment>,
+    ctl: Arc<ControlSegment>,
     paths: Vec<TxPath>,
     lanes: Arc<LaneTable>,
     /// For each lane id, the index in `paths` of the queue on the lane's port.
@@ -256,8 +256,8 @@ pub struct TxWorkerParts {
     pub handoff: Option<HandoffProducer>,
     /// Delegated sends on the bridged relay connections (needs `bridge`).
     pub fast: Option<FastPath>,
-    /// The segment (for the control plane's heartbeat).
-    pub seg: Arc<Segment>,
+    /// The control file (for the control plane's heartbeat).
+    pub ctl: Arc<ControlSegment>,
 }
 
 impl TxWorker {
@@ -285,7 +285,7 @@ impl TxWorker {
                 relay_mask: parts.lanes.relay_mask(),
                 fast_out: parts.bridge.as_ref().map_or(0, |b| b.nic_path),
                 fast: parts.fast,
-                seg: parts.seg,
+                ctl: parts.ctl,
                 paths: parts.paths,
                 lanes: parts.lanes,
                 lane_path,
@@ -462,7 +462,7 @@ impl Output {
     /// without a live control plane, or with its ring full, they are dropped and answered here.
     fn hand_off(&mut self, r: usize, slot: &SlotRef<'_>, mut relay: u64) {
         let reason = match &mut self.handoff {
-            Some(h) if self.seg.control_alive(CONTROL_TIMEOUT_NS) => {
+            Some(h) if self.ctl.control_alive(CONTROL_TIMEOUT_NS) => {
                 // Lanes with an armed connection go out now, each with its own record; the
                 // rest in one record for the control plane to send.
                 let mut rest = relay;

@@ -17,7 +17,7 @@ use dpdk::{Mempool, TxBurst};
 use swqos_dataplane::fast::{FastPath, Miss};
 use swqos_dataplane::runtime::{Dataplane, RunOptions};
 use swqos_shm::sessions::{state, Take, TlsWriteRef};
-use swqos_shm::Segment;
+use swqos_shm::ControlSegment;
 use swqos_tls::{content_type, RecordOpener, Suite, TrafficKeys};
 use swqos_wire::checksum;
 use swqos_wire::ipv4::protocol;
@@ -125,7 +125,7 @@ fn ts_options(tsval: u32, tsecr: u32) -> Vec<u8> {
 /// prepared outside the counted region.
 struct Harness {
     fast: FastPath,
-    seg: Arc<Segment>,
+    seg: Arc<ControlSegment>,
     pool: Mempool,
     out: TxBurst<u64, 64>,
     /// The relay's pure ACK; each round patches the acknowledgment number and TSval.
@@ -360,7 +360,7 @@ dst_mac = "02:00:00:00:00:02"
     // EAL, the shared segment (and its session table) as the data plane sets them up; the
     // fast path's mbufs come from a pool of its own.
     let dp = Dataplane::setup(&config, &RunOptions::default()).unwrap();
-    let seg = dp.segment().clone();
+    let seg = dp.control_segment().clone();
     let pool = Mempool::create("noalloc-fast", 1023, 0, Mempool::DEFAULT_DATA_ROOM, -1).unwrap();
 
     let template = RequestTemplate::new(

@@ -26,7 +26,9 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SWQOSSHM");
 /// 2: per-lane byte counters in [`LcoreStats`], the ports area ([`PortStats`]).
 /// 7: session entries with an arming number ([`crate::sessions`]), hand-off records of their own
 /// type ([`HandoffRecord`]) carrying the delegated send, template fingerprints.
-pub const LAYOUT_VERSION: u32 = 7;
+/// 8: the session table and the hand-off rings in the control file
+/// ([`crate::control_segment`]), which clients never map; the header's `instance` pairs them.
+pub const LAYOUT_VERSION: u32 = 8;
 /// The largest transaction a slot holds: Solana's packet data size.
 pub const MAX_TX_SIZE: usize = 1232;
 /// Lanes are addressed by bit in a `u64` lane mask.
@@ -189,10 +191,10 @@ pub struct Header {
     /// `CLOCK_MONOTONIC` nanoseconds, refreshed by the control plane every few milliseconds;
     /// the dataplane hands relay submissions over only while it is fresh.
     pub control_heartbeat_ns: AtomicU64,
-    /// Offset of the first hand-off ring (one per lcore stats block; TX lcores use theirs).
-    pub handoff_offset: u64,
-    /// Offset of the session table ([`MAX_SESSIONS`] entries).
-    pub sessions_offset: u64,
+    /// A random number the data plane draws at start, also in its control file's header
+    /// ([`crate::control_segment`]): pairs the two files.
+    pub instance: u64,
+    _reserved2: u64,
     /// Lanes by id (bit position in a lane mask).
     pub lanes: [LaneInfo; MAX_LANES],
 }
@@ -457,12 +459,6 @@ pub struct Layout {
     pub completion_stride: usize,
     /// Offset of the stats blocks.
     pub stats_offset: usize,
-    /// Offset of the session table ([`SessionTable`]).
-    pub sessions_offset: usize,
-    /// Offset of the hand-off rings (dataplane -> control plane), one per lcore.
-    pub handoff_offset: usize,
-    /// Bytes of one hand-off ring.
-    pub handoff_stride: usize,
     /// Offset of the port stats blocks.
     pub ports_offset: usize,
     /// Total bytes.
@@ -512,16 +508,10 @@ impl Layout {
         // lanes), so each has a single producer.
         let stats_offset = completions_offset + 2 * n_rings as usize * completion_stride;
         let ports_offset = stats_offset + n_lcores as usize * size_of::<LcoreStats>();
-        let sessions_offset = align_up(
+        let size = align_up(
             ports_offset + n_ports as usize * size_of::<PortStats>(),
             page,
         );
-        let handoff_offset = align_up(sessions_offset + size_of::<SessionTable>(), page);
-        let handoff_stride = align_up(
-            size_of::<CompletionControl>() + HANDOFF_SLOTS as usize * size_of::<HandoffRecord>(),
-            page,
-        );
-        let size = handoff_offset + n_lcores as usize * handoff_stride;
         Ok(Layout {
             n_rings,
             ring_slots,
@@ -533,9 +523,6 @@ impl Layout {
             completion_stride,
             stats_offset,
             ports_offset,
-            sessions_offset,
-            handoff_offset,
-            handoff_stride,
             size,
         })
     }
@@ -557,16 +544,6 @@ impl Layout {
     /// Offset of slot 0 of ring `i`.
     pub fn slots(&self, i: usize) -> usize {
         self.ring(i) + size_of::<RingControl>()
-    }
-
-    /// Offset of hand-off ring `i`'s control block; its records (slots) follow it.
-    pub fn handoff_ring(&self, i: usize) -> usize {
-        self.handoff_offset + i * self.handoff_stride
-    }
-
-    /// Offset of record 0 of hand-off ring `i`.
-    pub fn handoff_records(&self, i: usize) -> usize {
-        self.handoff_ring(i) + size_of::<CompletionControl>()
     }
 
     /// Offset of completion ring `i`'s control block: `i < n_rings` are written by the

@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod client;
+pub mod control_segment;
 pub mod guard;
 pub mod layout;
 pub mod ring;
@@ -18,5 +19,6 @@ pub mod stats;
 pub mod time;
 
 pub use client::{Client, ClientError, SubmitError};
+pub use control_segment::ControlSegment;
 pub use layout::{Completion, DropReason, LaneInfo, LaneKind, Layout, State, Status};
 pub use segment::{Segment, SegmentError};

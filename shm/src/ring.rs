@@ -14,6 +14,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use crate::control_segment::ControlSegment;
 use crate::layout::{
     Completion, CompletionControl, HandoffRecord, RingControl, Slot, HANDOFF_SLOTS, MAX_TX_SIZE,
 };
@@ -241,7 +242,7 @@ pub struct Handoff {
 
 /// A TX lcore's end of its hand-off ring (dataplane -> control plane).
 pub struct HandoffProducer {
-    seg: Arc<Segment>,
+    seg: Arc<ControlSegment>,
     index: usize,
     records: *mut HandoffRecord,
     tail: u32,
@@ -255,7 +256,7 @@ unsafe impl Send for HandoffProducer {}
 
 impl HandoffProducer {
     /// Hand-off ring `index` (the TX lcore's stats block index).
-    pub fn new(seg: Arc<Segment>, index: usize) -> HandoffProducer {
+    pub fn new(seg: Arc<ControlSegment>, index: usize) -> HandoffProducer {
         let tail = seg.handoff_control(index).tail.0.load(Ordering::Acquire) as u32;
         HandoffProducer {
             records: seg.handoff_records(index),
@@ -341,15 +342,15 @@ impl HandoffProducer {
 
 /// The control plane's end of one hand-off ring.
 pub struct HandoffConsumer {
-    seg: Arc<Segment>,
+    seg: Arc<ControlSegment>,
     index: usize,
     head: u32,
 }
 
 impl HandoffConsumer {
     /// Hand-off ring `index`; the caller must hold the control-plane role
-    /// ([`Segment::claim_control`]) so it is the only consumer.
-    pub fn new(seg: Arc<Segment>, index: usize) -> HandoffConsumer {
+    /// ([`ControlSegment::claim_control`]) so it is the only consumer.
+    pub fn new(seg: Arc<ControlSegment>, index: usize) -> HandoffConsumer {
         let head = seg.handoff_control(index).head.0.load(Ordering::Acquire) as u32;
         HandoffConsumer { seg, index, head }
     }

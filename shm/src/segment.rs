@@ -13,8 +13,8 @@ use memmap2::MmapMut;
 use crate::access;
 use crate::guard;
 use crate::layout::{
-    Completion, CompletionControl, HandoffRecord, Header, LaneInfo, Layout, RingControl, Session,
-    SessionTable, Slot, State, LAYOUT_VERSION, MAGIC, MAX_LANES, PORT_NAME_LEN,
+    Completion, CompletionControl, Header, LaneInfo, Layout, RingControl, Slot, State,
+    LAYOUT_VERSION, MAGIC, MAX_LANES, PORT_NAME_LEN,
 };
 use crate::stats::{LcoreStats, PortStats};
 use crate::time::monotonic_ns;
@@ -195,8 +195,7 @@ impl Segment {
             (*h).rings_offset = layout.rings_offset as u64;
             (*h).completions_offset = layout.completions_offset as u64;
             (*h).stats_offset = layout.stats_offset as u64;
-            (*h).handoff_offset = layout.handoff_offset as u64;
-            (*h).sessions_offset = layout.sessions_offset as u64;
+            (*h).instance = random_instance();
             (*h).ports_offset = layout.ports_offset as u64;
             for (i, lane) in lanes.iter().enumerate() {
                 (*h).lanes[i] = *lane;
@@ -267,8 +266,6 @@ impl Segment {
             || h.rings_offset != layout.rings_offset as u64
             || h.completions_offset != layout.completions_offset as u64
             || h.stats_offset != layout.stats_offset as u64
-            || h.handoff_offset != layout.handoff_offset as u64
-            || h.sessions_offset != layout.sessions_offset as u64
             || h.ports_offset != layout.ports_offset as u64
             || h.n_lanes as usize > MAX_LANES
             || len < layout.size as u64
@@ -512,37 +509,10 @@ impl Segment {
         unsafe { self.base.add(self.layout.completion_records(i)) as *mut Completion }
     }
 
-    /// Hand-off ring `i`'s control words (`i` = the TX lcore's stats block index).
-    pub(crate) fn handoff_control(&self, i: usize) -> &CompletionControl {
-        assert!(i < self.layout.n_lcores as usize);
-        // SAFETY: offset within the mapping per `Layout`, page aligned, fields are atomics.
-        unsafe { &*(self.base.add(self.layout.handoff_ring(i)) as *const CompletionControl) }
-    }
-
-    /// Hand-off ring `i`'s first record.
-    pub(crate) fn handoff_records(&self, i: usize) -> *mut HandoffRecord {
-        assert!(i < self.layout.n_lcores as usize);
-        // SAFETY: offset within the mapping per `Layout`.
-        unsafe { self.base.add(self.layout.handoff_records(i)) as *mut HandoffRecord }
-    }
-
-    /// The session table (relay connections and template fingerprints; see
-    /// [`crate::sessions`]).
-    pub fn session_table(&self) -> &SessionTable {
-        // SAFETY: offset within the mapping per `Layout` (page aligned, so aligned for the
-        // table's 64-byte entries), and every field of the table is an atomic: any value another
-        // process writes is a valid value, and the protocol in `crate::sessions` decides what to
-        // believe.
-        unsafe { &*(self.base.add(self.layout.sessions_offset) as *const SessionTable) }
-    }
-
-    /// Session table entry `i` (`i < MAX_SESSIONS`).
-    pub fn session(&self, i: usize) -> &Session {
-        &self.session_table().entries[i]
-    }
-
-    /// Makes this process the segment's one control plane: takes the role when it is free or
-    /// its holder is dead. `Err(pid)` names the live control plane that holds it.
+    /// Publishes this process as the segment's control plane, for clients and `swqos stats` to
+    /// see (the data plane trusts only the control file's copy, [`crate::ControlSegment`]):
+    /// takes the role when it is free or its holder is dead. `Err(pid)` names the live
+    /// control plane that holds it.
     pub fn claim_control(&self) -> Result<(), u32> {
         let h = self.header();
         let me = std::process::id();
@@ -628,6 +598,18 @@ impl Segment {
     pub fn is_owner(&self) -> bool {
         self.owner
     }
+}
+
+/// A random number for the header's `instance` (the kernel's random bytes; the clock and pid if
+/// those are unavailable).
+fn random_instance() -> u64 {
+    let mut v = 0u64;
+    // SAFETY: writes at most 8 bytes into `v`, which is 8 bytes long.
+    let n = unsafe { libc::getrandom(&mut v as *mut u64 as *mut libc::c_void, 8, 0) };
+    if n != 8 {
+        v = monotonic_ns() ^ (u64::from(std::process::id()) << 32);
+    }
+    v.max(1)
 }
 
 fn file_identity(file: &File) -> io::Result<(u64, u64)> {

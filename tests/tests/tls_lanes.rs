@@ -594,18 +594,30 @@ fn tls_lanes_survive_a_control_plane_restart() {
         None,
         "the refused one never went out"
     );
-    // The armed connection's write key is in the 0600 segment while the connection lives,
-    // and zeroed when the control plane stops.
+    // The armed connection's write key is in the control file (0600, beside the segment)
+    // while the connection lives, and zeroed when the control plane stops. A client maps the
+    // segment only: the control file is nowhere in its address space.
     let config = dpdk_config::Config::load(&rig.config).unwrap();
+    let control = swqos_shm::control_segment::control_path(&config.shm.path);
+    let client = swqos_shm::Client::attach(&config.shm.path).unwrap();
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    assert!(maps.contains(config.shm.path.to_str().unwrap()), "{maps}");
+    assert!(
+        !maps.contains(control.to_str().unwrap()),
+        "a client mapped the control file: {maps}"
+    );
+    drop(client);
     let seg = swqos_shm::Segment::attach(&config.shm.path).unwrap();
-    let keyed = |seg: &swqos_shm::Segment| {
+    let ctl = swqos_shm::ControlSegment::attach(&seg).unwrap();
+    let keyed = |ctl: &swqos_shm::ControlSegment| {
         (0..swqos_shm::layout::MAX_SESSIONS)
-            .filter(|&i| seg.session(i).has_key_material())
+            .filter(|&i| ctl.session(i).has_key_material())
             .count()
     };
-    assert_eq!(keyed(&seg), 1, "the live TLS connection's entry");
+    assert_eq!(keyed(&ctl), 1, "the live TLS connection's entry");
     assert!(rig.stop_control(libc::SIGTERM).success());
-    assert_eq!(keyed(&seg), 0, "keys left in the segment");
+    assert_eq!(keyed(&ctl), 0, "keys left in the control file");
+    drop(ctl);
     drop(seg);
     rig.stop();
 }
