@@ -8,6 +8,9 @@
 //! ports_offset         n_ports x PortStats  { name, DPDK port counters }
 //! ```
 //!
+//! The session table and the hand-off rings live in the control file beside the segment, which
+//! clients never map ([`crate::control_segment`]).
+//!
 //! Only offsets are stored, never pointers, so every process may map the segment anywhere. Both
 //! sides compute the layout from the same four numbers (rings, slots, lcores, ports) with
 //! [`Layout::new`]; a client refuses a segment whose recorded size differs from what it computes,
