@@ -23,7 +23,8 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SWQOSSHM");
 /// Bumped on every change to a structure in this module or in [`crate::stats`].
 ///
 /// 2: per-lane byte counters in [`LcoreStats`], the ports area ([`PortStats`]).
-pub const LAYOUT_VERSION: u32 = 6;
+/// 7: the `bad_timestamp` counter.
+pub const LAYOUT_VERSION: u32 = 7;
 /// The largest transaction a slot holds: Solana's packet data size.
 pub const MAX_TX_SIZE: usize = 1232;
 /// Lanes are addressed by bit in a `u64` lane mask.

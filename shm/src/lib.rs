@@ -14,6 +14,6 @@ pub mod segment;
 pub mod stats;
 pub mod time;
 
-pub use client::{Client, ClientError, SubmitError};
+pub use client::{Client, ClientError, Event, GiveUp, Owed, SubmitError};
 pub use layout::{Completion, DropReason, LaneInfo, LaneKind, Layout, State, Status};
 pub use segment::{Segment, SegmentError};
