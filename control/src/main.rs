@@ -174,8 +174,11 @@ fn submit_command(
     let stdout = std::io::stdout().lock();
     match submit::run(client, input, stdout, &opts) {
         Ok(t) => {
-            eprintln!("{} accepted, {} rejected", t.accepted, t.rejected);
-            if t.rejected == 0 {
+            eprintln!(
+                "{} accepted, {} rejected, {} partial, {} unknown, {} skipped",
+                t.accepted, t.rejected, t.partial, t.unknown, t.skipped
+            );
+            if t.all_accepted() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

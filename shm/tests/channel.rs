@@ -359,7 +359,8 @@ fn a_slot_is_copied_out_once_and_later_writes_change_nothing() {
         .write(true)
         .open(&f.path)
         .unwrap();
-    file.write_all_at(&vec![0xEE; tx.len()], data as u64).unwrap();
+    file.write_all_at(&vec![0xEE; tx.len()], data as u64)
+        .unwrap();
     assert_eq!(
         slot.tx,
         &tx[..],
