@@ -380,7 +380,7 @@ impl Client {
         }
         self.tail = self.tail.wrapping_add(1);
         self.promised = self.promised.wrapping_add(owed);
-        // Never reallocates: entries <= owed lanes <= capacity, reserved at the lease.
+        // Never reallocates: entries <= lanes owed <= capacity, reserved at the lease.
         self.owed.push_back(OwedEntry {
             tag,
             lanes,
@@ -481,23 +481,28 @@ impl Client {
         }
     }
 
-    /// Marks (tag, lane) answered; `false` if this lease does not wait for it.
+    /// Marks (tag, lane) answered; `false` if this lease does not wait for it. Finished
+    /// entries are removed at once, wherever they are, so there are never more entries than
+    /// lanes owed (and the deque never grows past the capacity reserved at the lease).
     fn answered(&mut self, tag: u64, lane: u8) -> bool {
         let bit = if lane < 64 { 1u64 << lane } else { 0 };
         let found = self
             .owed
-            .iter_mut()
-            .find(|e| e.tag == tag && (e.lanes & bit != 0 || (lane == u8::MAX && e.no_lane)));
-        let Some(e) = found else {
+            .iter()
+            .position(|e| e.tag == tag && (e.lanes & bit != 0 || (lane == u8::MAX && e.no_lane)));
+        let Some(i) = found else {
             return false;
         };
+        let e = &mut self.owed[i];
         if lane == u8::MAX {
             e.no_lane = false;
         } else {
             e.lanes &= !bit;
         }
+        if e.lanes == 0 && !e.no_lane {
+            self.owed.remove(i);
+        }
         self.owed_lanes -= 1;
-        self.pop_answered();
         true
     }
 

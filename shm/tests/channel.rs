@@ -508,3 +508,24 @@ fn owed_completions_are_listed_and_given_up_on_with_a_reason() {
         "no completion within 10 s"
     );
 }
+
+#[test]
+fn an_oversize_transaction_is_worded_alike_by_client_and_data_plane() {
+    use swqos_wire::solana::TxError;
+    let from_data_plane = Completion {
+        tag: 1,
+        lease_gen: 1,
+        lane: 0,
+        status: Status::Rejected as u8,
+        reason: TxError::Oversize { len: 1233 }.code(),
+        submit_tsc: 0,
+        done_tsc: 0,
+    };
+    let want = "larger than 1232 bytes (1233 bytes)";
+    assert_eq!(from_data_plane.outcome(), Err(want.to_string()));
+    assert_eq!(SubmitError::TooLarge(1233).to_string(), want);
+    assert_eq!(
+        SubmitError::Invalid(TxError::Oversize { len: 1233 }).to_string(),
+        want
+    );
+}
