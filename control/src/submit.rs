@@ -392,7 +392,7 @@ impl<W: Write> Run<'_, W> {
                     }
                 }
                 Err(SubmitError::NotRunning(state)) => {
-                    self.gone = Some(format!("data plane not running (state {state:?})"));
+                    self.gone = Some(format!("data plane gone (state {state:?})"));
                 }
                 Err(e) => {
                     entry.local_error = Some(e.to_string());
