@@ -201,7 +201,24 @@ fn a_hostile_client_is_refused_and_the_others_are_served() {
     assert_eq!(got, want, "completions of the hostile ring");
 
     let done = dp.stop(libc::SIGTERM);
-    assert!(done.stdout.contains("ring_corrupt"), "{}", done.stdout);
+    assert!(done.stdout.contains("ring_corrupt 1"), "{}", done.stdout);
+    // Its submit timestamps (1: from the TSC's first tick) stay out of the latency quantiles.
+    let bad: u64 = done
+        .stdout
+        .split("bad_timestamp ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(bad >= 8, "bad_timestamp {bad}:\n{}", done.stdout);
+    let p999: f64 = done
+        .stdout
+        .split("p99.9 ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no p99.9 in the report:\n{}", done.stdout));
+    assert!(p999 < 1e6, "p99.9 {p999} us:\n{}", done.stdout);
 
     let rows = tshark_fields(&pcap, &["udp.dstport", "data.data"]);
     let mut frames: HashMap<(String, String), usize> = HashMap::new();
