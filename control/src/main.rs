@@ -1,7 +1,7 @@
 //! `swqos`: the operator CLI. It talks to the dataplane through the shared-memory segment only
 //! and does not link DPDK.
 //!
-//! Exit status: 0 when everything was accepted, 1 when any transaction was rejected or the run
+//! Exit status: 0 when everything was accepted, 1 when any transaction was not accepted everywhere or the run
 //! failed midway, 2 for bad usage, configuration or a segment that cannot be used.
 
 mod bench;
@@ -39,8 +39,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Submit signed transactions and print `accepted <signature>` or `rejected <reason>` for
-    /// each, in input order.
+    /// Submit signed transactions and print one line per input line, in input order:
+    /// `accepted <signature>`, `rejected <reason>`, `partial <signature> sent: <lanes>; ...`,
+    /// `unknown <signature> <reason>` (no answer) or `skipped` (blank or comment line).
     Submit {
         /// The dataplane's TOML configuration (for the shared-memory path).
         #[arg(long, short = 'c')]
@@ -181,8 +182,11 @@ fn submit_command(
     let stdout = std::io::stdout().lock();
     match submit::run(client, input, stdout, &opts) {
         Ok(t) => {
-            eprintln!("{} accepted, {} rejected", t.accepted, t.rejected);
-            if t.rejected == 0 {
+            eprintln!(
+                "{} accepted, {} rejected, {} partial, {} unknown, {} skipped",
+                t.accepted, t.rejected, t.partial, t.unknown, t.skipped
+            );
+            if t.all_accepted() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

@@ -29,7 +29,7 @@ fn lcore_help(c: Counter) -> &'static str {
         Counter::CompletionOverflow => {
             "Completion records lost to a full client completion ring (packets were sent)."
         }
-        Counter::RingCorrupt => "Submit rings found corrupt and resynchronised.",
+        Counter::RingCorrupt => "Submit-ring tails found behind the head (ignored) or over a ring ahead (skipped to).",
         Counter::RxPackets => "Packets received on polled RX queues.",
         Counter::RxBytes => "Bytes received on polled RX queues.",
         Counter::RxGarbage => "Received frames that are not Ethernet/IPv4 or are too short.",
@@ -48,6 +48,9 @@ fn lcore_help(c: Counter) -> &'static str {
         }
         Counter::FastRefused => {
             "Delegated sends given up before the claim (could not be built or sealed); sent by the control plane."
+        }
+        Counter::BadTimestamp => {
+            "Latency samples left out because the client's submit timestamp was 0, in the future or over 60 s old."
         }
     }
 }

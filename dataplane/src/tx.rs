@@ -190,7 +190,7 @@ fn flush_forward(to: &mut TxPath, stats: &mut StatsWriter) -> usize {
     let done = dpdk::tsc();
     to.queue.tx_burst(&mut to.forward, |submit_tsc| {
         if submit_tsc != 0 {
-            stats.fast_latency(done.wrapping_sub(submit_tsc));
+            stats.fast_latency_since(submit_tsc, done);
         }
     })
 }
@@ -349,7 +349,8 @@ impl TxWorker {
     }
 }
 
-/// Takes up to [`SLOTS_PER_RING_PER_POLL`] slots from ring `r`.
+/// Takes up to [`SLOTS_PER_RING_PER_POLL`] slots from ring `r`, each copied out of the ring
+/// once (into the consumer's own buffer) before anything reads it.
 fn take_submissions(submit: &mut SubmitConsumer, r: usize, out: &mut Output) -> usize {
     let ready = match submit.ready() {
         Ok(n) => n.min(SLOTS_PER_RING_PER_POLL),
@@ -556,7 +557,7 @@ impl Output {
                 bytes += p.len as u64;
                 stats.lane_sent(p.lane as usize);
                 stats.lane_bytes(p.lane as usize, p.len as u64);
-                stats.latency(done.wrapping_sub(p.submit_tsc));
+                stats.latency_since(p.submit_tsc, done);
                 push_completion(completes, stats, p, Status::Sent, 0, done);
             });
             stats.add(Counter::TxPackets, sent as u64);

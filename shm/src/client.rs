@@ -15,17 +15,19 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use swqos_wire::solana::{Transaction, TxError};
 
 use crate::layout::{
-    relay_failure, Completion, DropReason, RingControl, Slot, State, Status, MAX_TX_SIZE,
+    relay_failure, Completion, DropReason, LaneKind, RingControl, Slot, State, Status, MAX_TX_SIZE,
     RELAY_FAST,
 };
 use crate::ring::{pack, unpack};
-use crate::segment::{pid_alive, Segment, SegmentError};
+use crate::segment::{pid_alive, Segment, SegmentError, HEARTBEAT_TIMEOUT};
 use crate::time::tsc;
 
 /// Why a client could not attach.
@@ -45,8 +47,9 @@ pub enum SubmitError {
     /// The bytes are not a valid signed transaction.
     #[error("{0}")]
     Invalid(TxError),
-    /// The transaction does not fit a slot (only reachable through `submit_unchecked`).
-    #[error("larger than {MAX_TX_SIZE} bytes ({0})")]
+    /// The transaction does not fit a slot (only reachable through `submit_unchecked`); said
+    /// in the words of [`TxError::Oversize`], as the data plane says it.
+    #[error("{}", TxError::Oversize { len: *.0 })]
     TooLarge(usize),
     /// The lane mask names lanes the dataplane does not have.
     #[error("unknown lane id(s) in mask {0:#x}")]
@@ -77,6 +80,82 @@ pub struct Client {
     comp_heads: [u32; 2],
     lane_names: Vec<String>,
     lane_mask: u64,
+    /// Lanes the control plane answers (relay lanes).
+    relay_mask: u64,
+    /// Completion records a predecessor on this ring was still owed at the lease (bounded by
+    /// the completion ring's capacity), less those read since.
+    inherited: u32,
+    /// When the lease was taken, and the ring's tail then: the inherited debt is forgiven once
+    /// the data plane has taken every slot up to that tail and [`INHERITED_GRACE`] has passed.
+    leased_at: Instant,
+    lease_tail: u32,
+    /// This lease's submissions with lanes still to answer, oldest first (capacity reserved
+    /// at the lease: there are never more entries than completion records owed).
+    owed: VecDeque<OwedEntry>,
+    /// Lanes still to answer over `owed`.
+    owed_lanes: u32,
+    /// Owed lanes given up on, still to be reported by [`Client::poll_or_give_up`].
+    gave_up: VecDeque<(u64, u8, GiveUp)>,
+    /// When the producers' liveness was last checked.
+    last_check: Instant,
+}
+
+/// How long a client that took over a dead client's ring keeps counting the completions its
+/// predecessor was still owed against its own credit (longer than any relay request takes).
+pub const INHERITED_GRACE: Duration = Duration::from_secs(15);
+
+/// How often [`Client::poll_or_give_up`] looks at the data plane's and control plane's
+/// heartbeats.
+const LIVENESS_CHECK: Duration = Duration::from_millis(100);
+
+/// One submission of this lease whose completions are not all in.
+#[derive(Debug, Clone, Copy)]
+struct OwedEntry {
+    tag: u64,
+    /// Lane bits still to answer.
+    lanes: u64,
+    /// The one answer of a submission with no lanes (lane `u8::MAX`) is still to come.
+    no_lane: bool,
+}
+
+/// A (submission, lane) whose completion has not arrived: see [`Client::owed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owed {
+    /// The submission's tag.
+    pub tag: u64,
+    /// The lane id (`u8::MAX` for a submission that named no lane).
+    pub lane: u8,
+}
+
+/// Why a client stopped waiting for a completion.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GiveUp {
+    /// The data plane stopped (its state, pid or heartbeat says so).
+    #[error("no completion: data plane gone")]
+    DataPlaneGone,
+    /// The control plane, which answers relay lanes, stopped or its heartbeat went stale.
+    #[error("no completion: control plane gone")]
+    ControlPlaneGone,
+    /// The caller's deadline passed first.
+    #[error("no completion within {} s", .0.as_secs_f64())]
+    Deadline(Duration),
+}
+
+/// What [`Client::poll_or_give_up`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A completion of this lease.
+    Done(Completion),
+    /// The client stopped waiting for this (submission, lane); a record that comes later is
+    /// ignored, so every (submission, lane) gets exactly one event.
+    GaveUp {
+        /// The submission's tag.
+        tag: u64,
+        /// The lane id (`u8::MAX` for a submission that named no lane).
+        lane: u8,
+        /// Why.
+        why: GiveUp,
+    },
 }
 
 // SAFETY: the client is the single producer of its leased ring; moving it to another thread
@@ -107,32 +186,78 @@ impl Client {
         Err(ClientError::NoFreeRing(n))
     }
 
+    /// Takes ring `ring` over from whoever held it before. Every control word the predecessor
+    /// could write is untrusted: the tail is kept only when it is at most a ring ahead of the
+    /// data plane's head, and the credit it promised is reconciled with the completion heads
+    /// (at most a completion ring's worth still owed), so nothing it left can make
+    /// [`Client::outstanding`] wrap or the ring look full forever.
     fn lease(seg: Segment, ring: usize, pid: u32) -> Client {
         let ctl = seg.ring_control(ring);
         let lease_gen = ctl.lease_gen.fetch_add(1, Ordering::AcqRel).wrapping_add(1);
-        let (tail, promised) = unpack(ctl.tail.0.load(Ordering::Acquire));
+        let capacity = seg.layout().completion_capacity() as u32;
+        let slots_n = seg.layout().ring_slots;
+        let (mut tail, promised) = unpack(ctl.tail.0.load(Ordering::Acquire));
+        let head = ctl.head.0.load(Ordering::Acquire) as u32;
+        if tail.wrapping_sub(head) > slots_n {
+            tail = head; // behind the head or impossibly far ahead: start where the head is
+        }
         let n = seg.layout().n_rings as usize;
-        let comp_heads = [ring, n + ring]
-            .map(|i| seg.completion_control(i).head.0.load(Ordering::Acquire) as u32);
+        let comp_heads = [ring, n + ring].map(|i| {
+            let c = seg.completion_control(i);
+            let (h, t) = (
+                c.head.0.load(Ordering::Acquire) as u32,
+                c.tail.0.load(Ordering::Acquire) as u32,
+            );
+            // Start at the head: records still unread are the predecessor's and are skipped
+            // (paying off the inherited debt). Out-of-range words: start at the tail.
+            if t.wrapping_sub(h) <= capacity {
+                h
+            } else {
+                t
+            }
+        });
+        let read = comp_heads[0].wrapping_add(comp_heads[1]);
+        let inherited = promised.wrapping_sub(read).min(capacity);
+        let inherited = if promised.wrapping_sub(read) > u32::MAX / 2 {
+            0
+        } else {
+            inherited
+        };
+        ctl.tail
+            .0
+            .store(pack(tail, read.wrapping_add(inherited)), Ordering::Release);
         let lanes = seg.lanes();
         let lane_mask = if lanes.len() >= 64 {
             u64::MAX
         } else {
             (1u64 << lanes.len()) - 1
         };
+        let relay_mask = lanes
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.kind == LaneKind::Http as u8)
+            .fold(0u64, |m, (i, _)| m | 1 << i);
         Client {
             slots: seg.slots(ring),
-            mask: seg.layout().ring_slots - 1,
-            capacity: seg.layout().completion_capacity() as u32,
+            mask: slots_n - 1,
+            capacity,
             lane_names: lanes.iter().map(|l| l.name()).collect(),
             lane_mask,
+            relay_mask,
             seg,
             ring,
             pid,
             lease_gen,
             tail,
-            promised,
+            promised: read.wrapping_add(inherited),
             comp_heads,
+            inherited,
+            leased_at: Instant::now(),
+            lease_tail: tail,
+            owed: VecDeque::with_capacity(capacity as usize),
+            owed_lanes: 0,
+            gave_up: VecDeque::new(),
+            last_check: Instant::now(),
         }
     }
 
@@ -178,12 +303,33 @@ impl Client {
         &self.seg
     }
 
-    /// Completion records still owed to this client (across its lease, including those owed to
-    /// a dead predecessor on the same ring).
+    /// Completion records still owed to this client: one per lane of every submission of this
+    /// lease not yet answered (or given up on), plus what a dead predecessor on the same ring
+    /// was still owed when this lease began (never more than the completion ring holds, and
+    /// forgiven after [`INHERITED_GRACE`]). Never wraps, whatever the predecessor left behind.
     pub fn outstanding(&self) -> u32 {
-        // Every completion ever owed on this ring, less every one read from either ring.
-        self.promised
-            .wrapping_sub(self.comp_heads[0].wrapping_add(self.comp_heads[1]))
+        self.inherited + self.owed_lanes
+    }
+
+    /// Events [`Client::poll_or_give_up`] still has to return: one per (submission, lane) of
+    /// this lease not yet answered, or given up on and not yet reported.
+    pub fn awaiting(&self) -> usize {
+        self.owed_lanes as usize + self.gave_up.len()
+    }
+
+    /// Every (submission, lane) of this lease whose completion has not arrived, oldest first.
+    pub fn owed(&self) -> Vec<Owed> {
+        let mut v = Vec::new();
+        for e in &self.owed {
+            v.extend(lanes_of(e.lanes).map(|lane| Owed { tag: e.tag, lane }));
+            if e.no_lane {
+                v.push(Owed {
+                    tag: e.tag,
+                    lane: u8::MAX,
+                });
+            }
+        }
+        v
     }
 
     /// Validates `tx` as a signed Solana transaction and submits it to the lanes in `lanes`
@@ -211,6 +357,9 @@ impl Client {
         }
         let owed = lanes.count_ones().max(1);
         let head = self.ctl().head.0.load(Ordering::Acquire) as u32;
+        if self.inherited > 0 {
+            self.forgive_inherited(head);
+        }
         if self.tail.wrapping_sub(head) > self.mask
             || self.outstanding().wrapping_add(owed) > self.capacity
         {
@@ -231,6 +380,13 @@ impl Client {
         }
         self.tail = self.tail.wrapping_add(1);
         self.promised = self.promised.wrapping_add(owed);
+        // Never reallocates: entries <= lanes owed <= capacity, reserved at the lease.
+        self.owed.push_back(OwedEntry {
+            tag,
+            lanes,
+            no_lane: lanes == 0,
+        });
+        self.owed_lanes += owed;
         self.ctl()
             .tail
             .0
@@ -238,20 +394,131 @@ impl Client {
         Ok(())
     }
 
+    /// Drops the debt inherited from a dead predecessor once the data plane has taken all of
+    /// its slots and [`INHERITED_GRACE`] has passed: whatever it was owed is not coming.
+    fn forgive_inherited(&mut self, head: u32) {
+        let taken = head.wrapping_sub(self.lease_tail) <= self.mask + 1;
+        if taken && self.leased_at.elapsed() > INHERITED_GRACE {
+            self.inherited = 0;
+        }
+    }
+
     /// The next completion for this lease, if any, from the dataplane (UDP lanes, rejections,
     /// drops) or the control plane (relay lanes). Records left for a dead predecessor on the
-    /// same ring are skipped.
+    /// same ring, and records for nothing this lease still waits for, are skipped.
     pub fn poll(&mut self) -> Option<Completion> {
         self.poll_from(0).or_else(|| self.poll_from(1))
     }
 
+    /// [`Client::poll`], and when nothing came, gives up on owed completions that cannot come
+    /// any more, one event per (submission, lane): those of every lane when the data plane is
+    /// gone, those of relay lanes when the control plane is gone (heartbeats older than
+    /// [`HEARTBEAT_TIMEOUT`], checked every 100 ms), and all of them once `timeout` has passed
+    /// since `since` (say, the last submission). Never blocks; `None` means nothing to report
+    /// now (and, with [`Client::outstanding`]` == 0`, nothing owed).
+    ///
+    /// ```no_run
+    /// # use swqos_shm::{Client, client::Event};
+    /// # use std::time::{Duration, Instant};
+    /// # let mut client = Client::attach("/dev/shm/swqos".as_ref())?;
+    /// let last_submit = Instant::now();
+    /// while client.awaiting() > 0 {
+    ///     match client.poll_or_give_up(last_submit, Duration::from_secs(10)) {
+    ///         Some(Event::Done(c)) => println!("{} lane {}: {:?}", c.tag, c.lane, c.outcome()),
+    ///         Some(Event::GaveUp { tag, lane, why }) => println!("{tag} lane {lane}: {why}"),
+    ///         None => std::hint::spin_loop(),
+    ///     }
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn poll_or_give_up(&mut self, since: Instant, timeout: Duration) -> Option<Event> {
+        if let Some(c) = self.poll() {
+            return Some(Event::Done(c));
+        }
+        if self.gave_up.is_empty() && self.owed_lanes > 0 {
+            let now = Instant::now();
+            if now.saturating_duration_since(since) >= timeout {
+                self.give_up(u64::MAX, true, GiveUp::Deadline(timeout));
+            } else if now.duration_since(self.last_check) >= LIVENESS_CHECK {
+                self.last_check = now;
+                if self.seg.check_running().is_err() {
+                    self.give_up(u64::MAX, true, GiveUp::DataPlaneGone);
+                } else if !self.seg.control_alive(HEARTBEAT_TIMEOUT.as_nanos() as u64) {
+                    self.give_up(self.relay_mask, false, GiveUp::ControlPlaneGone);
+                }
+            }
+        }
+        self.gave_up
+            .pop_front()
+            .map(|(tag, lane, why)| Event::GaveUp { tag, lane, why })
+    }
+
+    /// Stops waiting for the owed lanes in `lanes` (and the no-lane answers with `no_lane`),
+    /// queueing one [`Event::GaveUp`] for each.
+    fn give_up(&mut self, lanes: u64, no_lane: bool, why: GiveUp) {
+        for e in &mut self.owed {
+            for lane in lanes_of(e.lanes & lanes) {
+                self.gave_up.push_back((e.tag, lane, why.clone()));
+            }
+            if e.no_lane && no_lane {
+                self.gave_up.push_back((e.tag, u8::MAX, why.clone()));
+            }
+            let n = (e.lanes & lanes).count_ones() + u32::from(e.no_lane && no_lane);
+            self.owed_lanes -= n;
+            e.lanes &= !lanes;
+            e.no_lane &= !no_lane;
+        }
+        self.pop_answered();
+    }
+
+    fn pop_answered(&mut self) {
+        while self
+            .owed
+            .front()
+            .is_some_and(|e| e.lanes == 0 && !e.no_lane)
+        {
+            self.owed.pop_front();
+        }
+    }
+
+    /// Marks (tag, lane) answered; `false` if this lease does not wait for it. Finished
+    /// entries are removed at once, wherever they are, so there are never more entries than
+    /// lanes owed (and the deque never grows past the capacity reserved at the lease).
+    fn answered(&mut self, tag: u64, lane: u8) -> bool {
+        let bit = if lane < 64 { 1u64 << lane } else { 0 };
+        let found = self
+            .owed
+            .iter()
+            .position(|e| e.tag == tag && (e.lanes & bit != 0 || (lane == u8::MAX && e.no_lane)));
+        let Some(i) = found else {
+            return false;
+        };
+        let e = &mut self.owed[i];
+        if lane == u8::MAX {
+            e.no_lane = false;
+        } else {
+            e.lanes &= !bit;
+        }
+        if e.lanes == 0 && !e.no_lane {
+            self.owed.remove(i);
+        }
+        self.owed_lanes -= 1;
+        true
+    }
+
     fn poll_from(&mut self, which: usize) -> Option<Completion> {
         let index = self.ring + which * self.seg.layout().n_rings as usize;
-        let ctl = self.seg.completion_control(index);
         loop {
+            let ctl = self.seg.completion_control(index);
             let head = self.comp_heads[which];
             let tail = ctl.tail.0.load(Ordering::Acquire) as u32;
             if tail == head {
+                return None;
+            }
+            if tail.wrapping_sub(head) > self.capacity {
+                // Not a producer's value (a predecessor wrote the word): skip to it.
+                self.comp_heads[which] = tail;
+                ctl.head.0.store(tail as u64, Ordering::Release);
                 return None;
             }
             let idx = (head % self.capacity) as usize;
@@ -262,11 +529,25 @@ impl Client {
             ctl.head
                 .0
                 .store(self.comp_heads[which] as u64, Ordering::Release);
-            if c.lease_gen == self.lease_gen {
+            if c.lease_gen != self.lease_gen {
+                self.inherited = self.inherited.saturating_sub(1);
+            } else if self.answered(c.tag, c.lane) {
                 return Some(c);
             }
         }
     }
+}
+
+/// The lane ids set in a mask, lowest first.
+fn lanes_of(mut mask: u64) -> impl Iterator<Item = u8> {
+    std::iter::from_fn(move || {
+        if mask == 0 {
+            return None;
+        }
+        let lane = mask.trailing_zeros() as u8;
+        mask &= mask - 1;
+        Some(lane)
+    })
 }
 
 impl Completion {
@@ -297,7 +578,7 @@ impl Completion {
         match Status::from_u8(self.status) {
             Some(Status::Sent) | Some(Status::Relayed) => Ok(()),
             Some(Status::Rejected) => Err(TxError::from_code(self.reason)
-                .map(|e| e.reason().to_string())
+                .map(|e| e.to_string())
                 .unwrap_or_else(|| format!("rejected (code {})", self.reason))),
             Some(Status::UnknownLane) => Err("unknown lane".into()),
             Some(Status::Dropped) => Err(format!(

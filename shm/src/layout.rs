@@ -28,7 +28,8 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SWQOSSHM");
 ///
 /// 2: per-lane byte counters in [`LcoreStats`], the ports area ([`PortStats`]).
 /// 7: session entries with an arming number ([`crate::sessions`]), hand-off records of their own
-/// type ([`HandoffRecord`]) carrying the delegated send, template fingerprints.
+/// type ([`HandoffRecord`]) carrying the delegated send, template fingerprints; the
+/// `fast_refused` and `bad_timestamp` counters.
 /// 8: the session table and the hand-off rings in the control file
 /// ([`crate::control_segment`]), which clients never map; the header's `instance` pairs them.
 pub const LAYOUT_VERSION: u32 = 8;

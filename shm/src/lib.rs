@@ -18,7 +18,7 @@ pub mod sessions;
 pub mod stats;
 pub mod time;
 
-pub use client::{Client, ClientError, SubmitError};
+pub use client::{Client, ClientError, Event, GiveUp, Owed, SubmitError};
 pub use control_segment::ControlSegment;
 pub use layout::{Completion, DropReason, LaneInfo, LaneKind, Layout, State, Status};
 pub use segment::{Segment, SegmentError};

@@ -8,8 +8,11 @@
 //! the dataplane therefore never waits on a client, and a client that ignores this rule loses only
 //! its own completion records (counted), never a packet.
 //!
-//! The dataplane treats everything a client wrote as untrusted: a tail that runs more than a ring
-//! ahead of the head is "corrupt" and the ring is resynchronised; slot lengths are clamped.
+//! The dataplane treats everything a client wrote as untrusted: each slot is copied out once
+//! before it is parsed; a tail that runs more than a ring ahead of the head is "corrupt" and the
+//! head skips forward to it; a tail behind the head (a backwards or torn store) is "corrupt" and
+//! ignored -- the head never moves back, so no slot is ever taken twice; slot lengths are
+//! clamped.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -33,21 +36,23 @@ pub(crate) fn pack(tail: u32, promised: u32) -> u64 {
     (promised as u64) << 32 | tail as u64
 }
 
-/// A submission as the dataplane sees it: header fields copied out of the slot, and the
-/// transaction bytes still in shared memory (read once, straight into the mbufs).
+/// A submission as the dataplane sees it: header fields and transaction bytes copied out of the
+/// slot once, into memory the client cannot reach. Everything after the copy (validation,
+/// frames, the relay hand-off) reads only the copy, so a client rewriting its slot meanwhile
+/// changes nothing the data plane does.
 #[derive(Debug, Clone, Copy)]
 pub struct SlotRef<'a> {
     /// The client's tag.
     pub tag: u64,
     /// Lane mask.
     pub lanes: u64,
-    /// Client's TSC at submit.
+    /// Client's TSC at submit (untrusted: statistics bound it, see `StatsWriter::latency_since`).
     pub submit_tsc: u64,
     /// Lease generation.
     pub lease_gen: u32,
     /// Length the client claimed (may exceed [`MAX_TX_SIZE`] if the client misbehaves).
     pub tx_len: u16,
-    /// The transaction, `tx_len` bytes clamped to [`MAX_TX_SIZE`].
+    /// The transaction, `tx_len` bytes clamped to [`MAX_TX_SIZE`], in the consumer's own memory.
     pub tx: &'a [u8],
 }
 
@@ -57,15 +62,23 @@ pub struct SubmitConsumer {
     ring: usize,
     mask: u32,
     slots: *const Slot,
+    /// Next slot to take; only ever moves forward.
     head: u32,
+    /// The producer's tail as last accepted (`head..tail` are ready).
     tail: u32,
+    /// The producer's tail word as last read, to count each bad value once.
+    seen: u32,
+    /// The private copy of the slot being handled (allocated once, here).
+    copy: Box<[u8; MAX_TX_SIZE]>,
 }
 
 // SAFETY: the consumer is the only reader of its ring's slots in this process (claimed once in
 // `Segment::claim_ring`), and the segment it points into is kept alive by the `Arc`.
 unsafe impl Send for SubmitConsumer {}
 
-/// The ring's producer moved its tail to an impossible place; the ring was resynchronised.
+/// The ring's producer moved its tail to an impossible place: behind the head (nothing is
+/// taken; the head never moves back, so no slot is sent twice) or more than a ring ahead (the
+/// head jumps forward to it; the slots in between cannot be trusted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RingCorrupt;
 
@@ -84,6 +97,8 @@ impl SubmitConsumer {
             ring: i,
             head,
             tail: head,
+            seen: head,
+            copy: Box::new([0u8; MAX_TX_SIZE]),
             seg,
         })
     }
@@ -99,12 +114,22 @@ impl SubmitConsumer {
 
     /// Number of published slots not yet released; re-reads the producer's tail only when the
     /// cached one is used up (one shared-line read per batch, not per slot).
+    ///
+    /// `Err` (once per bad value the producer stores) when the tail is behind the head or more
+    /// than a ring ahead of it; see [`RingCorrupt`].
     #[inline]
     pub fn ready(&mut self) -> Result<u32, RingCorrupt> {
         if self.head == self.tail {
             let (tail, _) = unpack(self.ctl().tail.0.load(Ordering::Acquire));
-            if tail.wrapping_sub(self.head) > self.mask + 1 {
-                // Skip whatever the producer claims; the slots cannot be trusted.
+            let fresh = tail != self.seen;
+            self.seen = tail;
+            let ahead = tail.wrapping_sub(self.head);
+            if ahead > self.mask + 1 {
+                if ahead > u32::MAX / 2 {
+                    // Behind the head: a backwards or torn store. Nothing new; never replay.
+                    return if fresh { Err(RingCorrupt) } else { Ok(0) };
+                }
+                // Impossibly far ahead: skip forward to it; the slots cannot be trusted.
                 self.head = tail;
                 self.tail = tail;
                 self.ctl().head.0.store(tail as u64, Ordering::Release);
@@ -115,26 +140,39 @@ impl SubmitConsumer {
         Ok(self.tail.wrapping_sub(self.head))
     }
 
-    /// The `k`-th ready slot (`k < ready()`).
+    /// The `k`-th ready slot (`k < ready()`), copied out of shared memory into this consumer's
+    /// own buffer (valid until the next call).
     #[inline]
-    pub fn slot(&self, k: u32) -> SlotRef<'_> {
+    pub fn slot(&mut self, k: u32) -> SlotRef<'_> {
         let idx = (self.head.wrapping_add(k) & self.mask) as usize;
-        // SAFETY: `idx` is within the ring; the slot was published by the producer's release
-        // store of the tail that `ready` acquired, and the producer will not rewrite it before
-        // we release it. Header fields are copied with volatile reads because the memory is
-        // shared with an untrusted process; the byte slice is bounded by the slot size.
-        unsafe {
+        // SAFETY: `idx` is within the ring, so `s` points at a whole slot inside the mapping
+        // (kept alive by the `Arc`). The client may write any value to it at any time (it is
+        // untrusted and may ignore the protocol), so every field is read exactly once: header
+        // fields with volatile reads, and the bytes with one copy of at most `MAX_TX_SIZE` bytes
+        // (within the slot's `SLOT_DATA_SIZE` data) into `self.copy`, which no other process
+        // can reach. Any value read is acceptable: lengths are clamped here, everything else is
+        // validated on the copy, and nothing reads the slot again.
+        let (tag, lanes, submit_tsc, lease_gen, tx_len, n) = unsafe {
             let s = self.slots.add(idx);
             let tx_len = std::ptr::read_volatile(&(*s).tx_len);
             let n = (tx_len as usize).min(MAX_TX_SIZE);
-            SlotRef {
-                tag: std::ptr::read_volatile(&(*s).tag),
-                lanes: std::ptr::read_volatile(&(*s).lanes),
-                submit_tsc: std::ptr::read_volatile(&(*s).submit_tsc),
-                lease_gen: std::ptr::read_volatile(&(*s).lease_gen),
+            std::ptr::copy_nonoverlapping((*s).tx.as_ptr(), self.copy.as_mut_ptr(), n);
+            (
+                std::ptr::read_volatile(&(*s).tag),
+                std::ptr::read_volatile(&(*s).lanes),
+                std::ptr::read_volatile(&(*s).submit_tsc),
+                std::ptr::read_volatile(&(*s).lease_gen),
                 tx_len,
-                tx: std::slice::from_raw_parts((*s).tx.as_ptr(), n),
-            }
+                n,
+            )
+        };
+        SlotRef {
+            tag,
+            lanes,
+            submit_tsc,
+            lease_gen,
+            tx_len,
+            tx: &self.copy[..n],
         }
     }
 

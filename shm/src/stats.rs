@@ -43,7 +43,8 @@ pub enum Counter {
     /// Completion records that found the client's completion ring full (a client ignoring its
     /// credits); the record is lost, never the packet.
     CompletionOverflow,
-    /// Submit rings found corrupt (tail behind head or too far ahead) and resynchronised.
+    /// Submit-ring tails found corrupt: behind the head (ignored: a head never moves back, so
+    /// nothing is replayed) or more than a ring ahead (the head skips forward to it).
     RingCorrupt,
     /// Packets received on polled RX queues.
     RxPackets,
@@ -64,10 +65,13 @@ pub enum Counter {
     /// Delegated sends given up before the claim: the request did not fit the mbufs or the
     /// port, or sealing it failed. Nothing left; the control plane sent it (fallback).
     FastRefused,
+    /// Latency samples left out of the histograms because the client's submit timestamp was 0,
+    /// in the future or older than [`MAX_LATENCY_SECS`].
+    BadTimestamp,
 }
 
 /// Number of [`Counter`]s.
-pub const N_COUNTERS: usize = Counter::FastRefused as usize + 1;
+pub const N_COUNTERS: usize = Counter::BadTimestamp as usize + 1;
 
 impl Counter {
     /// Every counter, in index order.
@@ -92,6 +96,7 @@ impl Counter {
         Counter::HandedOff,
         Counter::FastSends,
         Counter::FastRefused,
+        Counter::BadTimestamp,
     ];
 
     /// A snake_case name for output.
@@ -117,9 +122,14 @@ impl Counter {
             Counter::HandedOff => "handed_off",
             Counter::FastSends => "fast_sends",
             Counter::FastRefused => "fast_refused",
+            Counter::BadTimestamp => "bad_timestamp",
         }
     }
 }
+
+/// The oldest client submit timestamp a latency sample may come from, in seconds; older
+/// ones (and 0, and ones in the future) are counted as [`Counter::BadTimestamp`] instead.
+pub const MAX_LATENCY_SECS: u64 = 60;
 
 /// Sub-buckets per power of two in the latency histogram (5 bits: about 3% resolution).
 const SUB_BITS: u32 = 5;
@@ -212,6 +222,8 @@ pub struct StatsWriter {
     index: usize,
     /// Inside `begin`..`end`.
     in_batch: bool,
+    /// [`MAX_LATENCY_SECS`] in TSC ticks.
+    max_latency_ticks: u64,
     /// The epoch is odd (an update of this batch happened).
     odd: bool,
 }
@@ -226,9 +238,11 @@ impl StatsWriter {
         let block = seg.stats(index);
         block.lcore_id.store(lcore_id, Ordering::Relaxed);
         block.role.store(role, Ordering::Release);
+        let max_latency_ticks = seg.header().tsc_hz.saturating_mul(MAX_LATENCY_SECS);
         Some(StatsWriter {
             seg,
             index,
+            max_latency_ticks,
             in_batch: false,
             odd: false,
         })
@@ -307,18 +321,37 @@ impl StatsWriter {
         bump(&self.block().lane_bytes[lane % MAX_LANES], bytes);
     }
 
-    /// Records one latency sample in TSC ticks.
+    /// The latency from a client's submit timestamp to `done` (both TSC), or `None` (counted
+    /// as [`Counter::BadTimestamp`]) when the client's stamp is 0, later than `done`, or more
+    /// than [`MAX_LATENCY_SECS`] old: a client's word is never taken for a latency unchecked.
     #[inline]
-    pub fn latency(&mut self, ticks: u64) {
-        self.touch();
-        bump(&self.block().latency[bucket_of(ticks)], 1);
+    fn bounded(&mut self, submit_tsc: u64, done: u64) -> Option<u64> {
+        let ticks = done.wrapping_sub(submit_tsc);
+        if submit_tsc == 0 || submit_tsc > done || ticks > self.max_latency_ticks {
+            self.add(Counter::BadTimestamp, 1);
+            return None;
+        }
+        Some(ticks)
     }
 
-    /// Records one delegated send's submit-to-`tx_burst` latency in TSC ticks.
+    /// Records one submit-to-`tx_burst` latency sample: a client's `submit_tsc` to `done`
+    /// (see [`StatsWriter::bounded`] for the stamps left out).
     #[inline]
-    pub fn fast_latency(&mut self, ticks: u64) {
-        self.touch();
-        bump(&self.block().fast_latency[bucket_of(ticks)], 1);
+    pub fn latency_since(&mut self, submit_tsc: u64, done: u64) {
+        if let Some(ticks) = self.bounded(submit_tsc, done) {
+            self.touch();
+            bump(&self.block().latency[bucket_of(ticks)], 1);
+        }
+    }
+
+    /// Records one delegated send's submit-to-`tx_burst` latency sample, bounded as
+    /// [`StatsWriter::latency_since`].
+    #[inline]
+    pub fn fast_latency_since(&mut self, submit_tsc: u64, done: u64) {
+        if let Some(ticks) = self.bounded(submit_tsc, done) {
+            self.touch();
+            bump(&self.block().fast_latency[bucket_of(ticks)], 1);
+        }
     }
 }
 
@@ -964,6 +997,39 @@ mod tests {
     }
 
     #[test]
+    fn client_timestamps_out_of_bounds_stay_out_of_the_latency_quantiles() {
+        use crate::layout::{LaneInfo, Layout};
+        let path = std::env::temp_dir()
+            .join(format!("swqos-stats-tsc-{}", std::process::id()))
+            .join("segment");
+        let layout = Layout::new(1, 16, 1, 1).unwrap();
+        let lanes = [LaneInfo::new("a", LaneKind::Udp)];
+        let hz = 1_000_000_000; // 1 GHz: one tick a nanosecond
+        let seg = Arc::new(Segment::create(&path, layout, &lanes, &["p0"], hz).unwrap());
+        seg.set_state(State::Running);
+        let mut w = StatsWriter::new(seg.clone(), 0, 0, role::TX).unwrap();
+        let now = 1_000 * hz; // 1000 s after the TSC started
+        w.begin();
+        for _ in 0..10 {
+            w.latency_since(now - 5_000, now); // 5 us, sane
+            w.fast_latency_since(now - 5_000, now);
+        }
+        w.latency_since(0, now); // never stamped
+        w.latency_since(now + 1_000, now); // in the future
+        w.latency_since(now - 61 * hz, now); // older than a minute
+        w.fast_latency_since(0, now);
+        w.end();
+        let snap = Snapshot::read(&seg);
+        assert_eq!(snap.latency().iter().sum::<u64>(), 10);
+        assert_eq!(snap.fast_latency().iter().sum::<u64>(), 10);
+        assert_eq!(snap.total(Counter::BadTimestamp), 4);
+        for hist in [snap.latency(), snap.fast_latency()] {
+            let p999 = snap.quantile_us(&hist, 0.999).unwrap();
+            assert!((4.5..=5.0).contains(&p999), "p99.9 {p999} us");
+        }
+    }
+
+    #[test]
     fn snapshot_reads_lcores_ports_and_lanes() {
         use crate::layout::{LaneInfo, Layout};
         let path = std::env::temp_dir()
@@ -993,9 +1059,9 @@ mod tests {
         w.lane_sent(1);
         w.lane_bytes(0, 200);
         w.lane_bytes(1, 100);
-        w.latency(1000);
-        w.latency(2000);
-        w.latency(3000);
+        w.latency_since(10_000, 11_000);
+        w.latency_since(10_000, 12_000);
+        w.latency_since(10_000, 13_000);
         w.add(Counter::Rejected, 1);
         w.end();
         assert_eq!(seg.stats(0).epoch.load(Ordering::Relaxed), 2);

@@ -294,3 +294,248 @@ fn a_live_dataplanes_segment_is_not_replaced() {
         .dataplane_pid
         .store(std::process::id(), Ordering::Relaxed);
 }
+
+/// Writes `word` into ring 0's tail (producer) word, as a hostile or dying client could.
+fn poke_tail(seg: &Segment, tail: u32, promised: u32) {
+    use std::os::unix::fs::FileExt;
+    let off = seg.layout().ring(0) + std::mem::offset_of!(swqos_shm::layout::RingControl, tail);
+    let word = (promised as u64) << 32 | tail as u64;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(seg.path())
+        .unwrap();
+    file.write_all_at(&word.to_le_bytes(), off as u64).unwrap();
+}
+
+/// Ring 0's consumer head word.
+fn head_word(seg: &Segment) -> u64 {
+    let off = seg.layout().ring(0) + std::mem::offset_of!(swqos_shm::layout::RingControl, head);
+    let bytes = std::fs::read(seg.path()).unwrap();
+    u64::from_le_bytes(bytes[off..off + 8].try_into().unwrap())
+}
+
+#[test]
+fn a_tail_moving_backwards_replays_nothing() {
+    let f = fixture("backwards", 1);
+    let mut client = Client::attach(&f.path).unwrap();
+    let mut cons = SubmitConsumer::new(f.seg.clone(), 0).unwrap();
+    let mut comp = CompletionProducer::new(&cons);
+    let tx = sample_tx();
+    for tag in 0..3 {
+        client.submit(&tx, 0b1, tag).unwrap();
+    }
+    assert_eq!(serve(&mut cons, &mut comp), 3);
+    assert_eq!(head_word(&f.seg), 3);
+
+    // The tail goes back to 1 (a takeover or a torn store): counted once, nothing taken, the
+    // head stays where it was.
+    poke_tail(&f.seg, 1, 1);
+    assert_eq!(cons.ready(), Err(swqos_shm::ring::RingCorrupt));
+    assert_eq!(cons.ready(), Ok(0), "the same bad value is counted once");
+    assert_eq!(head_word(&f.seg), 3, "the head never moves back");
+    // ... and forward again to where it was: the old slots are not sent again.
+    poke_tail(&f.seg, 3, 3);
+    assert_eq!(cons.ready(), Ok(0), "slots 1 and 2 would be replayed");
+    assert_eq!(serve(&mut cons, &mut comp), 0);
+    // A new slot after that is taken once.
+    poke_tail(&f.seg, 4, 4);
+    assert_eq!(cons.ready(), Ok(1));
+    cons.release(1);
+
+    // Impossibly far ahead: the head skips forward, never back.
+    poke_tail(&f.seg, 4 + 1000, 4);
+    assert!(cons.ready().is_err());
+    assert_eq!(head_word(&f.seg), 1004);
+    assert_eq!(cons.ready(), Ok(0));
+    drop(client);
+}
+
+#[test]
+fn a_slot_is_copied_out_once_and_later_writes_change_nothing() {
+    use std::os::unix::fs::FileExt;
+    let f = fixture("copyout", 1);
+    let mut client = Client::attach(&f.path).unwrap();
+    let mut cons = SubmitConsumer::new(f.seg.clone(), 0).unwrap();
+    let tx = sample_tx();
+    client.submit(&tx, 0b1, 7).unwrap();
+    assert_eq!(cons.ready(), Ok(1));
+    let slot = cons.slot(0);
+    assert_eq!(slot.tx, &tx[..]);
+    // The client rewrites the published slot while the data plane holds it.
+    let data = f.seg.layout().slots(0) + swqos_shm::layout::SLOT_HEADER_SIZE;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&f.path)
+        .unwrap();
+    file.write_all_at(&vec![0xEE; tx.len()], data as u64)
+        .unwrap();
+    assert_eq!(
+        slot.tx,
+        &tx[..],
+        "the data plane must read its own copy, not the client's memory"
+    );
+}
+
+#[test]
+fn a_takeover_after_a_predecessor_left_bad_words_never_wraps() {
+    let f = fixture("takeover", 1);
+    let tx = sample_tx();
+    let mut cons = SubmitConsumer::new(f.seg.clone(), 0).unwrap();
+    let mut comp = CompletionProducer::new(&cons);
+    let mut first = Client::attach(&f.path).unwrap();
+    first.submit(&tx, 0b1, 1).unwrap();
+    first.submit(&tx, 0b1, 2).unwrap();
+    assert_eq!(serve(&mut cons, &mut comp), 2);
+    // It dies without reading its two completions, having stored a promise of 0 (a torn or
+    // backwards store of the producer word).
+    first_owner_swap(&f.seg, dead_pid());
+    std::mem::forget(first);
+    poke_tail(&f.seg, 2, 0);
+
+    let mut second = Client::attach(&f.path).unwrap();
+    assert!(second.outstanding() <= 128);
+    second.submit(&tx, 0b1, 3).unwrap();
+    assert_eq!(serve(&mut cons, &mut comp), 1);
+    let mine: Vec<u64> = std::iter::from_fn(|| second.poll())
+        .map(|c| c.tag)
+        .collect();
+    assert_eq!(mine, [3]);
+    assert_eq!(second.outstanding(), 0, "wrapped: {}", second.outstanding());
+    second.submit(&tx, 0b1, 4).unwrap();
+
+    // A promise far beyond what the completion ring can hold is bounded by it.
+    first_owner_swap(&f.seg, dead_pid());
+    std::mem::forget(second);
+    poke_tail(&f.seg, 4, 1_000_000);
+    let third = Client::attach(&f.path).unwrap();
+    assert!(third.outstanding() <= 128, "{}", third.outstanding());
+    // A tail behind the data plane's head is not continued from.
+    assert_eq!(serve(&mut cons, &mut comp), 1);
+    first_owner_swap(&f.seg, dead_pid());
+    std::mem::forget(third);
+    poke_tail(&f.seg, 0, 0);
+    let mut fourth = Client::attach(&f.path).unwrap();
+    fourth.submit(&tx, 0b1, 5).unwrap();
+    assert_eq!(cons.ready(), Ok(1), "the new submission must be seen");
+}
+
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+#[test]
+fn owed_completions_are_listed_and_given_up_on_with_a_reason() {
+    use std::time::{Duration, Instant};
+    use swqos_shm::{Event, GiveUp, Owed};
+    let path = std::env::temp_dir()
+        .join(format!("swqos-shm-test-owed-{}", std::process::id()))
+        .join("segment");
+    let lanes = [
+        LaneInfo::new("udp", LaneKind::Udp),
+        LaneInfo::new("relay", LaneKind::Http),
+    ];
+    let layout = Layout::new(1, 16, 1, 1).unwrap();
+    let seg = Arc::new(Segment::create(&path, layout, &lanes, &["p0"], 1_000_000_000).unwrap());
+    seg.set_state(State::Running);
+    let mut client = Client::attach(&path).unwrap();
+    let mut cons = SubmitConsumer::new(seg.clone(), 0).unwrap();
+    let mut comp = CompletionProducer::new(&cons);
+    let tx = sample_tx();
+    client.submit(&tx, 0b11, 1).unwrap();
+    client.submit(&tx, 0b11, 2).unwrap();
+    assert_eq!(client.awaiting(), 4);
+    // The data plane answers the UDP lane of the first submission only.
+    assert_eq!(cons.ready(), Ok(2));
+    let s = cons.slot(0);
+    assert!(comp.push(Completion {
+        tag: s.tag,
+        lease_gen: s.lease_gen,
+        lane: 0,
+        status: Status::Sent as u8,
+        reason: 0,
+        submit_tsc: s.submit_tsc,
+        done_tsc: 0,
+    }));
+    comp.publish();
+    let long = Duration::from_secs(3600);
+    let now = Instant::now();
+    assert!(matches!(
+        client.poll_or_give_up(now, long),
+        Some(Event::Done(c)) if c.tag == 1 && c.lane == 0
+    ));
+    let owed = |tag, lane| Owed { tag, lane };
+    assert_eq!(client.owed(), [owed(1, 1), owed(2, 0), owed(2, 1)]);
+
+    // No control plane: the relay lanes are given up on, the UDP lane still waits.
+    seg.heartbeat();
+    std::thread::sleep(Duration::from_millis(150));
+    let mut events = Vec::new();
+    while let Some(e) = client.poll_or_give_up(now, long) {
+        events.push(e);
+    }
+    let gave_up = |tag, lane, why| Event::GaveUp { tag, lane, why };
+    assert_eq!(
+        events,
+        [
+            gave_up(1, 1, GiveUp::ControlPlaneGone),
+            gave_up(2, 1, GiveUp::ControlPlaneGone)
+        ]
+    );
+    assert_eq!(client.owed(), [owed(2, 0)]);
+    assert_eq!(client.outstanding(), 1);
+    assert_eq!(
+        GiveUp::ControlPlaneGone.to_string(),
+        "no completion: control plane gone"
+    );
+
+    // The deadline ends the rest; a record that comes later is not reported twice.
+    let e = client.poll_or_give_up(now, Duration::ZERO);
+    assert_eq!(e, Some(gave_up(2, 0, GiveUp::Deadline(Duration::ZERO))));
+    assert_eq!(client.awaiting(), 0);
+    assert_eq!(client.outstanding(), 0);
+    cons.release(0);
+    assert_eq!(serve(&mut cons, &mut comp), 2);
+    assert_eq!(client.poll(), None);
+    assert_eq!(client.outstanding(), 0);
+
+    // The data plane gone: every lane is given up on.
+    client.submit(&tx, 0b11, 3).unwrap();
+    seg.set_state(State::Stopped);
+    std::thread::sleep(Duration::from_millis(150));
+    let got: Vec<_> = std::iter::from_fn(|| client.poll_or_give_up(now, long)).collect();
+    assert_eq!(
+        got,
+        [
+            gave_up(3, 0, GiveUp::DataPlaneGone),
+            gave_up(3, 1, GiveUp::DataPlaneGone)
+        ]
+    );
+    assert_eq!(
+        GiveUp::Deadline(Duration::from_secs(10)).to_string(),
+        "no completion within 10 s"
+    );
+}
+
+#[test]
+fn an_oversize_transaction_is_worded_alike_by_client_and_data_plane() {
+    use swqos_wire::solana::TxError;
+    let from_data_plane = Completion {
+        tag: 1,
+        lease_gen: 1,
+        lane: 0,
+        status: Status::Rejected as u8,
+        reason: TxError::Oversize { len: 1233 }.code(),
+        submit_tsc: 0,
+        done_tsc: 0,
+    };
+    let want = "larger than 1232 bytes (1233 bytes)";
+    assert_eq!(from_data_plane.outcome(), Err(want.to_string()));
+    assert_eq!(SubmitError::TooLarge(1233).to_string(), want);
+    assert_eq!(
+        SubmitError::Invalid(TxError::Oversize { len: 1233 }).to_string(),
+        want
+    );
+}

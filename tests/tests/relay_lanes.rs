@@ -297,6 +297,70 @@ fn a_stopping_control_plane_answers_every_request_it_holds() {
     rig.stop();
 }
 
+/// The two processes build a lane's requests from their own configs: when they differ (here the
+/// data plane's `token_env` variable held a stale token, the control plane's the right one),
+/// the control plane sees the data plane's template fingerprint differ, says so in its log and
+/// never arms that lane's connections, so every request of the lane goes its own (right) way:
+/// the relay accepts each once, none with the data plane's stale token.
+#[test]
+fn a_lane_whose_templates_differ_between_the_processes_never_sends_fast() {
+    if !have_root("a_lane_whose_templates_differ_between_the_processes_never_sends_fast") {
+        return;
+    }
+    let var = "SWQOS_TEST_TEMPLATE_TOKEN";
+    let lane = format!(
+        "\n[[lane]]\nname = \"jito\"\nkind = \"http\"\nprovider = \"jito\"\nport = \"nic\"\n\
+         dst_ip = \"198.18.77.2\"\ndst_port = 8080\nconnections = 2\ntoken_env = \"{var}\"\n"
+    );
+    // The data plane (and a first control plane) start with a stale token...
+    // SAFETY: no other thread of this test process reads the environment meanwhile.
+    unsafe { std::env::set_var(var, "stale-token") };
+    let mut rig = Rig::start_with("relay-fingerprint", &[], 1, &[], "", &lane);
+    rig.stop_control(libc::SIGTERM);
+    // ...then the control plane restarts with the right one.
+    // SAFETY: as above.
+    unsafe { std::env::set_var(var, swqos_tests::rig::TOKEN) };
+    rig.start_control();
+    let all = samples();
+    let valid: Vec<_> = all.iter().filter(|s| s.invalid.is_none()).collect();
+    rig.warm_up(&valid[0].line);
+    let mut paths = Vec::new();
+    for s in &valid[1..6] {
+        let (code, lines) = submit_json(&rig, &[s], "10");
+        assert_eq!(code, Some(0), "{lines:?}");
+        paths.push(
+            lines[0]["lanes"][0]["path"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+        );
+    }
+    assert!(paths.iter().all(|p| p == "fallback"), "{paths:?}");
+    let log = std::fs::read_to_string(rig.scratch.path("control.err")).unwrap_or_default();
+    assert!(
+        log.contains("relay lane jito: the data plane builds this lane's requests differently"),
+        "{log}"
+    );
+    let seen = rig.delivered();
+    for s in &valid[1..6] {
+        let n = seen
+            .get(&("jito".to_string(), s.signature.clone().unwrap()))
+            .copied()
+            .unwrap_or(0);
+        assert_eq!(n, 1, "{} reached the relay {n} times", s.name);
+    }
+    let refused = std::fs::read_to_string(&rig.log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"ok\": false") || l.contains("\"ok\":false"))
+        .count();
+    assert_eq!(
+        refused, 0,
+        "no request with the stale token reached the relay"
+    );
+    rig.stop();
+}
+
 #[test]
 fn nginx_as_an_independent_http_server_receives_each_request_once() {
     if !have_root("nginx_as_an_independent_http_server_receives_each_request_once") {
