@@ -19,6 +19,7 @@
 //! relays: each bundle id names one submission to one block engine.
 
 mod answer;
+mod params;
 mod server;
 mod submitter;
 
@@ -30,15 +31,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use base64::Engine;
 use serde_json::{json, Value};
-use swqos_shm::layout::MAX_TX_SIZE;
 use swqos_wire::relay::{jito_bundle_request, Endpoint, Provider, MAX_BUNDLE_TXS};
 use swqos_wire::solana::Transaction;
 
 use crate::relay::{CONNECT_TIMEOUT, READ_TIMEOUT};
 use crate::relay_lanes::BundleJob;
 use answer::{code, RpcError};
+use params::{decode_tx, encoding};
 use server::{Limits, Request, Responder};
 use submitter::Job;
 
@@ -77,12 +77,6 @@ const LIMITS: Limits = Limits {
     write_deadline: Duration::from_secs(10),
     work_deadline: Duration::from_secs(RPC_WAIT.as_secs() + 5),
 };
-
-/// Longest base58 text of a [`MAX_TX_SIZE`]-byte transaction: 8/log2(58) characters a byte,
-/// rounded up (leading zero bytes take one character each, fewer than that).
-const MAX_BASE58: usize = (MAX_TX_SIZE * 1_366).div_ceil(1_000);
-/// Longest base64 text of a [`MAX_TX_SIZE`]-byte transaction (padded).
-const MAX_BASE64: usize = MAX_TX_SIZE.div_ceil(3) * 4;
 
 /// What the workers need.
 struct Ctx {
@@ -390,56 +384,6 @@ fn transaction_job(
     })
 }
 
-/// The transaction encodings `sendTransaction` takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Encoding {
-    Base58,
-    Base64,
-}
-
-/// `params[1].encoding`: base58 when absent or null (Solana's default; `"binary"` is its old
-/// name), an error for anything but a known encoding's name.
-fn encoding(params: &Value) -> Result<Encoding, RpcError> {
-    let invalid = |m: String| RpcError::new(code::INVALID_PARAMS, m);
-    let config = match params.get(1) {
-        None | Some(Value::Null) => return Ok(Encoding::Base58),
-        Some(Value::Object(c)) => c,
-        Some(other) => return Err(invalid(format!("params[1] must be an object, not {other}"))),
-    };
-    match config.get("encoding") {
-        None | Some(Value::Null) => Ok(Encoding::Base58),
-        Some(Value::String(s)) if s == "base58" || s == "binary" => Ok(Encoding::Base58),
-        Some(Value::String(s)) if s == "base64" => Ok(Encoding::Base64),
-        Some(other) => Err(invalid(format!(
-            "unsupported encoding: {other} (base58 or base64)"
-        ))),
-    }
-}
-
-/// Decodes one transaction, refusing text longer than a [`MAX_TX_SIZE`]-byte transaction's
-/// before decoding (base58 decoding takes time quadratic in the length).
-fn decode_tx(s: &str, encoding: Encoding) -> Result<Vec<u8>, String> {
-    let (name, max) = match encoding {
-        Encoding::Base58 => ("base58", MAX_BASE58),
-        Encoding::Base64 => ("base64", MAX_BASE64),
-    };
-    if s.len() > max {
-        return Err(format!(
-            "transaction too large: {} characters of {name}, at most {max} (a {MAX_TX_SIZE}-byte \
-             transaction)",
-            s.len()
-        ));
-    }
-    match encoding {
-        Encoding::Base58 => bs58::decode(s)
-            .into_vec()
-            .map_err(|e| format!("invalid base58: {e}")),
-        Encoding::Base64 => base64::engine::general_purpose::STANDARD
-            .decode(s)
-            .map_err(|e| format!("invalid base64: {e}")),
-    }
-}
-
 /// `sendBundle [[tx, ...], {encoding}]` (base58 by default): 1..=5 transactions, each
 /// validated, as one Jito bundle request for the first Jito lane.
 fn bundle_job(params: &Value, bundles: &Bundles) -> Result<BundleRequest, RpcError> {
@@ -578,6 +522,9 @@ pub(crate) fn describe(addr: SocketAddr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use params::{Encoding, MAX_BASE58, MAX_BASE64};
+    use swqos_shm::layout::MAX_TX_SIZE;
 
     /// Answers `body` with `ctx` as the endpoint would: (HTTP status, headers, JSON).
     fn call_with(body: &str, ctx: &Ctx) -> (u16, Vec<(&'static str, String)>, Value) {

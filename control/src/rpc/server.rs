@@ -180,11 +180,11 @@ enum Phase {
 
 /// A parsed request head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Head {
+pub(crate) struct Head {
     /// Bytes of the head.
-    len: usize,
+    pub(crate) len: usize,
     /// `Content-Length`.
-    body: usize,
+    pub(crate) body: usize,
     /// `Connection: close` (or HTTP/1.0).
     close: bool,
     /// `Expect: 100-continue`.
@@ -562,7 +562,7 @@ impl Conn {
 }
 
 /// Parses a request head: `Ok(None)` while incomplete, or the refusal for a bad one.
-fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, HttpError> {
+pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, HttpError> {
     let bad = |s: u16, why: &str| HttpError(s, why.to_string());
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
