@@ -129,7 +129,8 @@ impl Drop for Setup {
 /// live after its first byte (None: still open when `give_up` passed).
 fn slowloris(port: u16, give_up: Instant) -> Option<Duration> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+    // The wait between bytes is a read: the server's answer or close ends it at once.
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
     let started = Instant::now();
     let head = b"POST / HTTP/1.1\r\nHost: x\r\nX-Slow: "
         .iter()
@@ -148,7 +149,6 @@ fn slowloris(port: u16, give_up: Instant) -> Option<Duration> {
         if Instant::now() > give_up {
             return None;
         }
-        std::thread::sleep(Duration::from_secs(1));
     }
     None
 }
@@ -276,9 +276,10 @@ fn hostile_callers_do_not_grow_the_control_plane_or_slow_a_normal_send() {
         line_bytes,
         long.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
     );
-    // A request must arrive whole within its deadline (10 s), however slowly it trickles.
+    // A request must arrive whole within its deadline (10 s; deadlines are checked every
+    // 100 ms), however slowly it trickles.
     assert_eq!(unanswered, 0, "slow connections held past 25 s");
-    assert!(held < Duration::from_secs(12), "a slowloris lived {held:?}");
+    assert!(held < Duration::from_secs(11), "a slowloris lived {held:?}");
     // The 100 MiB line is refused at the head limit, not read to its end.
     assert!(line_bytes < 100 << 20, "the whole 100 MiB line was taken");
     // 100k characters of base58 are refused before decoding (decoding takes seconds).

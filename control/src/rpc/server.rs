@@ -126,6 +126,8 @@ const SWEEP: Duration = Duration::from_millis(100);
 /// How long a refused connection is drained before closing (so the caller reads the refusal
 /// instead of a reset).
 const LINGER: Duration = Duration::from_secs(1);
+/// At most this much is read and discarded after a refusal.
+const LINGER_BYTES: usize = 64 * 1024;
 /// Most headers a request may have.
 const MAX_HEADERS: usize = 64;
 
@@ -208,6 +210,8 @@ struct Conn {
     out: Vec<u8>,
     written: usize,
     gone: Arc<AtomicBool>,
+    /// Bytes read and discarded after a refusal.
+    discarded: usize,
 }
 
 struct Server {
@@ -311,6 +315,7 @@ impl Server {
                     out: Vec::new(),
                     written: 0,
                     gone: Arc::new(AtomicBool::new(false)),
+                    discarded: 0,
                 },
             );
         }
@@ -338,23 +343,54 @@ impl Server {
 
     /// Reads what the connection has, within its limit, and moves its request on.
     fn on_readable(&mut self, token: Token) {
+        loop {
+            let Some(stopped_at_limit) = self.read_some(token) else {
+                return; // closed
+            };
+            let reading = |s: &Self| {
+                s.conns
+                    .get(&token)
+                    .filter(|c| c.phase == Phase::Reading)
+                    .map(|c| c.head.is_some())
+            };
+            let Some(had_head) = reading(self) else {
+                return;
+            };
+            self.advance(token);
+            // A head just parsed raises the limit to the body's end: read on (edge-triggered
+            // readiness would not report the bytes already waiting in the kernel again).
+            if !(stopped_at_limit && !had_head && reading(self) == Some(true)) {
+                return;
+            }
+        }
+    }
+
+    /// Reads until the kernel has nothing more or the connection's limit is reached (then
+    /// `Some(true)`); `None` when the connection was closed.
+    fn read_some(&mut self, token: Token) -> Option<bool> {
         let limits = self.limits;
-        let Some(c) = self.conns.get_mut(&token) else {
-            return;
-        };
+        let c = self.conns.get_mut(&token)?;
         let mut chunk = [0u8; 16 * 1024];
         loop {
             let room = match c.phase {
-                Phase::Closing => chunk.len(),
+                Phase::Closing => LINGER_BYTES.saturating_sub(c.discarded),
                 _ => c.read_limit(&limits).saturating_sub(c.buf.len()),
             };
+            if room == 0 && c.phase == Phase::Closing {
+                // A caller that keeps sending after its refusal gets a reset.
+                self.close(token);
+                return None;
+            }
             if room == 0 {
-                break; // The rest stays in the kernel until this request is done.
+                return Some(true); // The rest stays in the kernel for now.
             }
             let want = room.min(chunk.len());
             match c.stream.read(&mut chunk[..want]) {
-                Ok(0) => return self.close(token),
-                Ok(_) if c.phase == Phase::Closing => {}
+                Ok(0) => {
+                    self.close(token);
+                    return None;
+                }
+                Ok(n) if c.phase == Phase::Closing => c.discarded += n,
                 Ok(n) => {
                     if c.phase == Phase::Idle {
                         c.phase = Phase::Reading;
@@ -362,13 +398,13 @@ impl Server {
                     }
                     c.buf.extend_from_slice(&chunk[..n]);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return self.close(token),
+                Err(_) => {
+                    self.close(token);
+                    return None;
+                }
             }
-        }
-        if c.phase == Phase::Reading {
-            self.advance(token);
         }
     }
 
@@ -759,10 +795,39 @@ mod tests {
         let text = read_all(&mut s);
         assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
         assert!(text.ends_with("ho"), "{text}");
-        // A request line that never ends: refused at the head limit, not buffered.
+        // A body longer than the head limit, already waiting in the kernel when the head is
+        // parsed, is read on (not left until the deadline).
+        let mut s = connect(port);
+        let body = "b".repeat(3000);
+        let request =
+            format!("POST / HTTP/1.1\r\nContent-Length: 3000\r\nConnection: close\r\n\r\n{body}");
+        s.write_all(request.as_bytes()).unwrap();
+        let started = Instant::now();
+        let text = read_all(&mut s);
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK") && text.ends_with(&body),
+            "{text:.80}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(300),
+            "{:?}",
+            started.elapsed()
+        );
+        // A request line that never ends: refused at the head limit, not buffered; a caller
+        // that keeps sending after the refusal is cut off.
         let mut s = connect(port);
         let _ = s.write_all(&[b'P'; 8192]);
         assert!(read_all(&mut s).starts_with("HTTP/1.1 431 "));
+        let mut s = connect(port);
+        s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut sent = 0;
+        while sent < 64 << 20 {
+            match s.write(&[b'P'; 65536]) {
+                Ok(n) => sent += n,
+                Err(_) => break,
+            }
+        }
+        assert!(sent < 64 << 20, "64 MiB taken after the refusal");
         // A byte at a time, under the per-read pace but over the whole-request deadline.
         let mut s = connect(port);
         let started = Instant::now();
