@@ -94,9 +94,16 @@ impl<'a> Source<'a> {
         // Keep the message on one line, and say "an integer" where serde says the Rust type that
         // `raw` happens to use for range checking.
         let lines: Vec<&str> = err.message().lines().map(str::trim).collect();
-        let message = lines
+        let mut message = lines
             .join("; ")
             .replace(", expected i64", ", expected an integer");
+        if message.is_empty() {
+            // The parser says nothing for some ends of input (`key =` at the end of the file).
+            message = match self.text[span.start.min(self.text.len())..].chars().next() {
+                None => "the file ends here: expected a value".to_string(),
+                Some(c) => format!("invalid TOML at {c:?}: expected a value"),
+            };
+        }
         self.error_at(span.start, message)
     }
 }

@@ -905,3 +905,48 @@ fn tls_lanes_are_checked() {
     );
     check(&text("tls = \"yes\"\n"), "22:7", "expected a boolean");
 }
+
+/// Every prefix of every shipped profile either parses or fails with a message and a
+/// `line:column` inside the text (a small in-tree fuzz: truncation is how a config usually
+/// breaks, an editor's save cut short).
+#[test]
+fn every_truncated_profile_fails_with_a_message_and_a_position() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for cut in (0..=text.len()).filter(|&i| text.is_char_boundary(i)) {
+            let prefix = &text[..cut];
+            let Err(err) = Config::parse(prefix, Path::new("t.toml")) else {
+                continue;
+            };
+            let lines = prefix.split('\n').count();
+            assert!(
+                !err.message.trim().is_empty(),
+                "{} cut at byte {cut}: empty message: {err}",
+                path.display()
+            );
+            assert!(
+                (1..=lines).contains(&err.line) && err.column >= 1,
+                "{} cut at byte {cut}: position {}:{} outside the text: {err}",
+                path.display(),
+                err.line,
+                err.column
+            );
+            assert_eq!(
+                err.to_string(),
+                format!("t.toml:{}:{}: {}", err.line, err.column, err.message)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 1000, "only {checked} broken prefixes checked");
+}
+
+#[test]
+fn a_value_missing_at_the_end_of_the_file_says_so() {
+    let err = Config::parse("[eal]\nmemory_mb =", Path::new("t.toml")).unwrap_err();
+    assert_eq!((err.line, err.column), (2, 12), "{err}");
+    assert!(err.message.contains("expected a value"), "{err}");
+}
