@@ -19,3 +19,16 @@ echo "==> loom model of the session-table protocol (shm/tests/session_model.rs)"
 # Its own target directory: `--cfg loom` rebuilds the crate and its dependencies.
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
     cargo test -p swqos-shm --test session_model --release --locked
+echo "==> fuzzing: a bounded run of every cargo-fuzz target (fuzz/README.md)" >&2
+# libFuzzer needs flags only nightly accepts; RUSTC_BOOTSTRAP lets the stable toolchain take them.
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --version 0.13.2 --locked
+(
+    cd fuzz
+    export RUSTC_BOOTSTRAP=1
+    cargo fuzz build -O
+    for target in $(cargo fuzz list); do
+        corpus=$(mktemp -d)
+        cargo fuzz run -O "$target" "$corpus" "seeds/$target" -- -max_total_time="${SWQOS_FUZZ_SECONDS:-20}"
+        rm -rf "$corpus"
+    done
+)
