@@ -66,14 +66,12 @@ impl Lane {
         if let Err(why) = c.outcome() {
             let status = Status::from_u8(c.status);
             let code = c.reason & !RELAY_FAST;
-            // A relay lane's "no response" means the request was (or was about to be) written:
-            // the relay may have it. Connect and TLS failures happen before anything is sent.
-            let before_sending = [
-                relay_failure::CONNECT,
-                relay_failure::TLS_UNTRUSTED,
-                relay_failure::TLS_HANDSHAKE,
-            ];
-            if status == Some(Status::RelayError) && code < 100 && !before_sending.contains(&code) {
+            // A relay lane's failure without an answer says whether the request was written
+            // (the relay may have it) or refused before anything was sent.
+            if status == Some(Status::RelayError)
+                && code < 100
+                && relay_failure::maybe_delivered(code)
+            {
                 return Lane::Unknown(format!("{why}; the relay may have received it"));
             }
             return Lane::Failed(why);
@@ -198,6 +196,14 @@ mod tests {
         assert!(matches!(
             lane(Status::RelayError, relay_failure::CONNECT),
             Lane::Failed(_)
+        ));
+        assert!(matches!(
+            lane(Status::RelayError, relay_failure::NOT_SENT),
+            Lane::Failed(_)
+        ));
+        assert!(matches!(
+            lane(Status::RelayError, relay_failure::TIMEOUT),
+            Lane::Unknown(_)
         ));
         assert!(matches!(
             lane(Status::RelayError, relay_failure::NO_RESPONSE | RELAY_FAST),
