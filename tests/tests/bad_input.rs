@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::process::Command;
+use std::os::unix::fs::PermissionsExt;
 
 use swqos_tests::{bin, swqos, workspace, Scratch};
 
@@ -74,12 +75,17 @@ fn config_with_shm(scratch: &Scratch, shm: &std::path::Path) -> std::path::PathB
 #[test]
 fn a_segment_of_another_layout_is_refused() {
     let scratch = Scratch::new("layout");
-    let shm = scratch.path("segment");
+    // A private directory and a 0600 file, as a data plane makes them: only the contents differ.
+    let dir = scratch.path("shm");
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+    let shm = dir.join("segment");
     // A segment header with the right magic and a future layout version.
     let mut bytes = vec![0u8; 1 << 16];
     bytes[..8].copy_from_slice(b"SWQOSSHM");
     bytes[8..12].copy_from_slice(&(swqos_shm::layout::LAYOUT_VERSION + 1).to_le_bytes());
     fs::write(&shm, &bytes).unwrap();
+    fs::set_permissions(&shm, fs::Permissions::from_mode(0o600)).unwrap();
     let config = config_with_shm(&scratch, &shm);
     let out = swqos(
         &["submit", "--config", config.to_str().unwrap(), "-"],
