@@ -2,8 +2,8 @@
 //! a shared-memory segment of another layout, a dataplane that is not running.
 
 use std::fs;
-use std::process::Command;
 use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
 
 use swqos_tests::{bin, swqos, workspace, Scratch};
 
