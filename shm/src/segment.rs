@@ -441,12 +441,14 @@ impl Segment {
         if !pid_alive(pid) {
             return Err(not_running(format!("its process {pid} is gone")));
         }
-        let age = monotonic_ns().saturating_sub(h.heartbeat_ns.load(Ordering::Relaxed));
-        if age > HEARTBEAT_TIMEOUT.as_nanos() as u64 {
-            return Err(not_running(format!(
-                "no heartbeat for {} ms",
-                age / 1_000_000
-            )));
+        if self.heartbeat_age().is_none() {
+            let beat = h.heartbeat_ns.load(Ordering::Relaxed);
+            let now = monotonic_ns();
+            return Err(not_running(if beat > now {
+                "its heartbeat is in the future (a segment copied from another host?)".into()
+            } else {
+                format!("no heartbeat for {} ms", (now - beat) / 1_000_000)
+            }));
         }
         Ok(())
     }
