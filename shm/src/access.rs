@@ -71,15 +71,24 @@ pub fn check_dir(dir: &Path) -> Result<(), SegmentError> {
     check_owner(dir, &meta, "directory")?;
     let mode = meta.mode() & 0o7777;
     if mode & 0o077 != 0 {
+        // A shared directory (/tmp, /dev/shm) is never to be changed; a private one gone loose
+        // may be.
+        let or_chmod = if mode & 0o002 != 0 {
+            String::new()
+        } else {
+            format!(
+                ", or `chmod 0700 {}` if it belongs to swqos alone",
+                dir.display()
+            )
+        };
         return Err(refuse(
             dir,
             format!(
                 "the segment's directory has mode {mode:04o}: group or others may enter or write \
                  it, it must be private (no group/other bits). Put the segment in a directory of \
                  its own, e.g. [shm] path = \"{}/swqos/segment\" (the data plane creates it with \
-                 mode 0700), or `chmod 0700 {}` if that directory belongs to swqos alone",
+                 mode 0700){or_chmod}",
                 dir.display(),
-                dir.display()
             ),
         ));
     }

@@ -4,7 +4,7 @@
 //! ```no_run
 //! # use swqos_shm::Client;
 //! # let tx: Vec<u8> = vec![];
-//! let mut client = Client::attach("/dev/shm/swqos".as_ref())?;
+//! let mut client = Client::attach("/dev/shm/swqos/segment".as_ref())?;
 //! let lanes = client.all_lanes();
 //! client.submit(&tx, lanes, 1)?;
 //! while client.outstanding() > 0 {

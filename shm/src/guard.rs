@@ -155,9 +155,10 @@ fn replace_tail(addr: usize) -> bool {
         let from = (addr & !(REPLACE_ALIGN - 1)).max(start);
         // SAFETY: `[from, start + len)` lies inside a live mapping of this process that its
         // owner registered (and unregisters before unmapping); MAP_FIXED replaces exactly those
-        // pages with private zero pages, which every later access may read and write. Nothing
-        // in this process holds a Rust reference whose validity depends on the file contents
-        // (all shared fields are atomics or raw-pointer accesses checked against hostile data).
+        // pages with private zero pages, so the memory stays mapped and readable and writable
+        // at the same addresses. References into a segment are to atomics and plain integers
+        // or bytes, for which zero is a valid value, and every reader already treats the
+        // contents as hostile (bounded lengths, resynchronising rings), so zeros are safe input.
         let p = unsafe {
             libc::mmap(
                 from as *mut libc::c_void,

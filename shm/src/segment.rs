@@ -169,13 +169,21 @@ impl Segment {
                 layout.n_ports
             )));
         }
-        let created_dir = access::prepare_dir(&access::segment_dir(path))?;
-        Segment::replace_stale(path)?;
-        let file = access::create_file(path)?;
+        let dir = access::segment_dir(path);
+        let created_dir = access::prepare_dir(&dir)?;
+        let file = match Segment::replace_stale(path).and_then(|()| access::create_file(path)) {
+            Ok(file) => file,
+            Err(e) => {
+                if created_dir {
+                    let _ = fs::remove_dir(&dir);
+                }
+                return Err(e);
+            }
+        };
         let len = (layout.size as u64).div_ceil(FILE_ROUNDING) * FILE_ROUNDING;
         file.set_len(len).map_err(io_err(path))?;
         let mut seg = Segment::map(file, path, layout, true)?;
-        seg.created_dir = created_dir.then(|| access::segment_dir(path));
+        seg.created_dir = created_dir.then_some(dir);
 
         // A new file reads as zeros: only non-zero fields need writing. The header is written
         // through a raw pointer before any other process can trust it (magic is still 0).
@@ -430,12 +438,14 @@ impl Segment {
         if !pid_alive(pid) {
             return Err(not_running(format!("its process {pid} is gone")));
         }
-        let age = monotonic_ns().saturating_sub(h.heartbeat_ns.load(Ordering::Relaxed));
-        if age > HEARTBEAT_TIMEOUT.as_nanos() as u64 {
-            return Err(not_running(format!(
-                "no heartbeat for {} ms",
-                age / 1_000_000
-            )));
+        if self.heartbeat_age().is_none() {
+            let beat = h.heartbeat_ns.load(Ordering::Relaxed);
+            let now = monotonic_ns();
+            return Err(not_running(if beat > now {
+                "its heartbeat is in the future (a segment copied from another host?)".into()
+            } else {
+                format!("no heartbeat for {} ms", (now - beat) / 1_000_000)
+            }));
         }
         Ok(())
     }

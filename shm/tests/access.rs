@@ -173,6 +173,9 @@ fn a_copied_segment_with_a_live_pid_and_a_stale_heartbeat_is_replaced() {
                                                  // Two cases: an old heartbeat, and one from the future (copied from a longer-running host).
     for beat in [1, u64::MAX / 2] {
         h.heartbeat_ns.store(beat, Ordering::Relaxed);
+        // Clients do not take it for a running dataplane either.
+        let e = Segment::attach(&path).err().expect("stale segment");
+        assert!(e.to_string().contains("heartbeat"), "{e}");
         Segment::check_path(&path).unwrap();
         let new = create(&path).expect("a stale heartbeat must not block start");
         assert_eq!(

@@ -2,6 +2,7 @@
 //! a shared-memory segment of another layout, a dataplane that is not running.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use swqos_tests::{bin, swqos, workspace, Scratch};
@@ -120,11 +121,11 @@ fn config_with_shm(scratch: &Scratch, shm: &std::path::Path) -> std::path::PathB
 
 #[test]
 fn a_segment_of_another_layout_is_refused() {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let scratch = Scratch::new("layout");
-    // Private, as a segment's directory and file must be: the layout check is what refuses it.
+    // A private directory and a 0600 file, as a data plane makes them: only the contents differ.
     let dir = scratch.path("shm");
-    fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
     let shm = dir.join("segment");
     // A segment header with the right magic and a future layout version.
     let mut bytes = vec![0u8; 1 << 16];

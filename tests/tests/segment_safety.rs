@@ -349,6 +349,16 @@ fn no_hugepage_file_outlives_the_dataplane() {
     let dp = DataplaneProcess::start(&scratch, &config);
     let during = hugepage_files(&prefix);
     let done = dp.stop(libc::SIGTERM);
+    let after = hugepage_files(&prefix);
+    for f in &after {
+        let _ = fs::remove_file(f); // do not leak 256 MiB when this fails
+    }
+    assert_eq!(
+        after,
+        Vec::<PathBuf>::new(),
+        "hugepage files left after a clean exit"
+    );
+    assert_eq!(during, Vec::<PathBuf>::new(), "unlinked as soon as mapped");
     let args = done
         .stderr
         .lines()
@@ -357,14 +367,4 @@ fn no_hugepage_file_outlives_the_dataplane() {
         .to_string();
     assert!(!args.contains("--no-huge"), "ran on hugepages: {args}");
     assert!(args.contains("--huge-unlink"), "{args}");
-    assert_eq!(during, Vec::<PathBuf>::new(), "unlinked as soon as mapped");
-    let after = hugepage_files(&prefix);
-    for f in &after {
-        let _ = fs::remove_file(f); // do not leak 256 MiB on failure
-    }
-    assert_eq!(
-        after,
-        Vec::<PathBuf>::new(),
-        "hugepage files left after a clean exit"
-    );
 }
