@@ -362,6 +362,11 @@ impl Client {
         }
         let owed = lanes.count_ones().max(1);
         let head = self.ctl().head.0.load(Ordering::Acquire) as u32;
+        if self.tail.wrapping_sub(head) > self.mask + 1 {
+            // Not a state this client made (someone wrote a control word): continue from the
+            // data plane's head; what was published in between is answered by the give-up.
+            self.tail = head;
+        }
         if self.inherited > 0 {
             self.forgive_inherited(head);
         }
