@@ -2,14 +2,19 @@
 //! its slots, read completions back.
 //!
 //! ```no_run
-//! # use swqos_shm::Client;
+//! # use swqos_shm::{Client, Event};
+//! # use std::time::{Duration, Instant};
 //! # let tx: Vec<u8> = vec![];
 //! let mut client = Client::attach("/dev/shm/swqos/segment".as_ref())?;
 //! let lanes = client.all_lanes();
 //! client.submit(&tx, lanes, 1)?;
-//! while client.outstanding() > 0 {
-//!     if let Some(done) = client.poll() {
-//!         println!("{done:?}");
+//! let submitted = Instant::now();
+//! // One event per lane: its completion, or why none will come (a plane gone, the timeout).
+//! while client.awaiting() > 0 {
+//!     match client.poll_or_give_up(submitted, Duration::from_secs(10)) {
+//!         Some(Event::Done(done)) => println!("{done:?}"),
+//!         Some(Event::GaveUp { tag, lane, why }) => println!("{tag} lane {lane}: {why}"),
+//!         None => std::hint::spin_loop(),
 //!     }
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -357,6 +362,11 @@ impl Client {
         }
         let owed = lanes.count_ones().max(1);
         let head = self.ctl().head.0.load(Ordering::Acquire) as u32;
+        if self.tail.wrapping_sub(head) > self.mask + 1 {
+            // Not a state this client made (someone wrote a control word): continue from the
+            // data plane's head; what was published in between is answered by the give-up.
+            self.tail = head;
+        }
         if self.inherited > 0 {
             self.forgive_inherited(head);
         }

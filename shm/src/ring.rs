@@ -127,7 +127,13 @@ impl SubmitConsumer {
             if ahead > self.mask + 1 {
                 if ahead > u32::MAX / 2 {
                     // Behind the head: a backwards or torn store. Nothing new; never replay.
-                    return if fresh { Err(RingCorrupt) } else { Ok(0) };
+                    if !fresh {
+                        return Ok(0);
+                    }
+                    // Say where the head really is (someone may have written the word), so
+                    // the producer can resynchronise to it.
+                    self.ctl().head.0.store(self.head as u64, Ordering::Release);
+                    return Err(RingCorrupt);
                 }
                 // Impossibly far ahead: skip forward to it; the slots cannot be trusted.
                 self.head = tail;

@@ -539,3 +539,49 @@ fn an_oversize_transaction_is_worded_alike_by_client_and_data_plane() {
         want
     );
 }
+
+/// Writes ring 0's consumer head word, as a hostile process could.
+fn poke_head(seg: &Segment, head: u64) {
+    use std::os::unix::fs::FileExt;
+    let off = seg.layout().ring(0) + std::mem::offset_of!(swqos_shm::layout::RingControl, head);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(seg.path())
+        .unwrap();
+    file.write_all_at(&head.to_le_bytes(), off as u64).unwrap();
+}
+
+#[test]
+fn a_client_recovers_from_a_head_word_someone_else_wrote() {
+    let f = fixture("headword", 1);
+    let mut client = Client::attach(&f.path).unwrap();
+    let mut cons = SubmitConsumer::new(f.seg.clone(), 0).unwrap();
+    let mut comp = CompletionProducer::new(&cons);
+    let tx = sample_tx();
+    for tag in 0..40 {
+        client.submit(&tx, 0b1, tag).unwrap();
+        assert_eq!(serve(&mut cons, &mut comp), 1);
+        while client.poll().is_some() {}
+    }
+    // The head word goes back to 0 (behind the client's tail by more than a ring) ...
+    poke_head(&f.seg, 0);
+    // ... at most one submission is lost to the confusion, then the ring works again.
+    let mut taken = 0;
+    for tag in 100..140 {
+        client.submit(&tx, 0b1, tag).expect("never full for good");
+        let _ = cons.ready();
+        taken += serve(&mut cons, &mut comp);
+        while client.poll().is_some() {}
+    }
+    assert!(taken >= 39, "only {taken} of 40 taken");
+    // And ahead of it.
+    poke_head(&f.seg, 5000);
+    let mut taken = 0;
+    for tag in 200..240 {
+        client.submit(&tx, 0b1, tag).expect("never full for good");
+        let _ = cons.ready();
+        taken += serve(&mut cons, &mut comp);
+        while client.poll().is_some() {}
+    }
+    assert!(taken >= 39, "only {taken} of 40 taken");
+}
