@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 
+pub mod capture;
 pub mod rig;
 pub mod tls_relays;
 pub mod topology;

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use swqos_tests::rig::{Rig, TOKEN};
+use swqos_tests::rig::{report_counter, Rig, TOKEN};
 use swqos_tests::topology::{wait_for_stderr, Guard};
 use swqos_tests::{have_root, samples, swqos};
 use swqos_wire::relay::Provider;
@@ -298,21 +298,6 @@ fn nginx_as_an_independent_http_server_receives_each_request_once() {
     rig.stop();
 }
 
-/// A counter from the dataplane's exit report (`lcore N: ... name value ...`), summed.
-fn counter(report: &str, name: &str) -> u64 {
-    report
-        .lines()
-        .filter(|l| l.starts_with("lcore "))
-        .flat_map(|l| {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            w.windows(2)
-                .filter(|p| p[0] == name)
-                .map(|p| p[1].parse::<u64>().unwrap_or(0))
-                .collect::<Vec<_>>()
-        })
-        .sum()
-}
-
 #[test]
 fn idle_connections_carry_delegated_sends_from_the_data_plane() {
     if !have_root("idle_connections_carry_delegated_sends_from_the_data_plane") {
@@ -377,7 +362,7 @@ fn idle_connections_carry_delegated_sends_from_the_data_plane() {
         ],
     );
     let done = rig.stop();
-    let fast = counter(&done.stdout, "fast_sends");
+    let fast = report_counter(&done.stdout, "fast_sends");
     let total = (providers.len() * checked.len()) as u64;
     // Sequential: each submission's connections were armed again before its completions
     // came, so every send is fast (the warm-up's may be too, hence `>=`).

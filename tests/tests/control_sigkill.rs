@@ -1,0 +1,195 @@
+//! Exactly once across a control-plane SIGKILL *inside* the heartbeat window: `swqos control`
+//! dies with relay requests in flight (fast sends on the wire, requests queued on its
+//! connections, hand-off records not read yet) and a successor takes over before the data plane
+//! notices (its heartbeat timeout is 500 ms), so the data plane keeps handing records over and
+//! the successor finds what the dead one left in the rings. Every submission must still end in
+//! exactly one completion per lane (sent, or failed with a reason; never "no completion"), and
+//! the relay must receive each transaction at most once per lane.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use swqos_tests::rig::{Rig, TOKEN};
+use swqos_tests::tls_relays::{nginx_tls, TestPki, NGINX_VARIANTS, RELAY_HOST};
+use swqos_tests::{bin, have_root, samples, Sample, Scratch};
+use swqos_wire::relay::Provider;
+
+/// How long the mock relay waits before each answer: requests stay in flight that long.
+const RELAY_DELAY_MS: &str = "150";
+
+/// The valid samples.
+fn valid() -> Vec<Sample> {
+    samples()
+        .into_iter()
+        .filter(|s| s.invalid.is_none())
+        .collect()
+}
+
+/// Submits `checked` all at once (not sequentially), SIGKILLs the control plane once the relay
+/// has answered the first of them (the rest in flight), starts a successor at once, and
+/// returns the submit's JSON lines and the time from the kill to the successor's start.
+fn kill_inside_the_window(rig: &mut Rig, checked: &[Sample]) -> (Vec<Value>, Duration) {
+    let mut submit = Command::new(bin("swqos"))
+        .args([
+            "submit",
+            "--config",
+            rig.cfg(),
+            "--json",
+            "--timeout",
+            "15",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input: String = checked.iter().map(|s| format!("{}\n", s.line)).collect();
+    let mut stdin = submit.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    // Requests in flight: the relay has answered one of the checked transactions, and holds
+    // the others for RELAY_DELAY_MS each.
+    let sigs: Vec<String> = checked
+        .iter()
+        .map(|s| s.signature.clone().unwrap())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !rig.delivered().keys().any(|(_, sig)| sigs.contains(sig)) {
+        assert!(Instant::now() < deadline, "nothing reached the relay");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let killed = Instant::now();
+    assert!(!rig.stop_control(libc::SIGKILL).success());
+    rig.start_control();
+    let gap = killed.elapsed();
+    let _ = feeder.join();
+    let out = submit.wait_with_output().unwrap();
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (lines, gap)
+}
+
+/// Exactly one completion per (submission, lane), each sent or failed with a reason (none
+/// lost, none "no control plane": the kill was inside the window); the relay received each
+/// transaction at most once per lane, and exactly once where the completion says sent.
+fn assert_exactly_once(rig: &Rig, checked: &[Sample], lanes: &[&str], lines: &[Value]) {
+    let log = std::fs::read_to_string(rig.scratch.path("control.err")).unwrap_or_default();
+    assert_eq!(lines.len(), checked.len(), "{lines:?}\n{log}");
+    let seen = rig.delivered();
+    for (s, v) in checked.iter().zip(lines) {
+        assert_eq!(v["signature"].as_str(), s.signature.as_deref(), "{v}");
+        let done = v["lanes"].as_array().unwrap();
+        let mut per_lane: HashMap<&str, usize> = HashMap::new();
+        for l in done {
+            *per_lane.entry(l["lane"].as_str().unwrap()).or_default() += 1;
+            let reason = l["reason"].as_str().unwrap_or("");
+            assert!(
+                !reason.starts_with("no completion"),
+                "{}: a completion was lost across the SIGKILL: {v}\n{log}",
+                s.name
+            );
+            assert!(
+                !reason.contains("no control plane"),
+                "{}: the data plane saw no control plane, so the kill was not inside the \
+                 heartbeat window: {v}",
+                s.name
+            );
+            assert!(l["status"] == "sent" || !reason.is_empty(), "{v}");
+        }
+        for lane in lanes {
+            assert_eq!(per_lane.get(lane), Some(&1), "{}: {v}", s.name);
+            let sent = done
+                .iter()
+                .any(|l| l["lane"] == *lane && l["status"] == "sent");
+            let n = seen
+                .get(&(lane.to_string(), s.signature.clone().unwrap()))
+                .copied()
+                .unwrap_or(0);
+            assert!(
+                n <= 1,
+                "{} reached {lane} {n} times across the SIGKILL\n{log}",
+                s.name
+            );
+            if sent {
+                assert_eq!(
+                    n, 1,
+                    "{} completed as sent on {lane}, relay saw {n}",
+                    s.name
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn plain_relay_lanes_are_exactly_once_across_a_sigkill_inside_the_heartbeat_window() {
+    let name = "plain_relay_lanes_are_exactly_once_across_a_sigkill_inside_the_heartbeat_window";
+    if !have_root(name) {
+        return;
+    }
+    let providers = [Provider::Jito, Provider::Bloxroute];
+    let mut rig = Rig::start(
+        "kill-window",
+        &providers,
+        2,
+        &["--delay-ms", RELAY_DELAY_MS],
+    );
+    let all = valid();
+    rig.warm_up(&all[0].line);
+    let checked = &all[1..25];
+    let (lines, gap) = kill_inside_the_window(&mut rig, checked);
+    println!("successor started {gap:?} after the SIGKILL");
+    assert_exactly_once(&rig, checked, &["jito", "bloxroute"], &lines);
+    rig.stop();
+}
+
+#[test]
+fn tls_relay_lanes_are_exactly_once_across_a_sigkill_inside_the_heartbeat_window() {
+    let name = "tls_relay_lanes_are_exactly_once_across_a_sigkill_inside_the_heartbeat_window";
+    if !have_root(name) {
+        return;
+    }
+    let pki_dir = Scratch::new("kill-window-tls-pki");
+    let pki = TestPki::new(&pki_dir.path("pki"));
+    // Two TLS lanes (TLS 1.3 and 1.2) to nginx, in front of the (slow) mock relay.
+    let lanes: String = [(Provider::Jito, 0), (Provider::Bloxroute, 3)]
+        .iter()
+        .map(|&(p, v)| {
+            let port = NGINX_VARIANTS[v].port;
+            format!(
+                "\n[[lane]]\nname = \"{p}\"\nkind = \"http\"\nprovider = \"{p}\"\nport = \"nic\"\n\
+                 dst_ip = \"198.18.77.2\"\ndst_port = {port}\nhost = \"{RELAY_HOST}\"\n\
+                 tls = true\nca_files = [\"{}\"]\nconnections = 2\ntoken = \"{TOKEN}\"\n",
+                pki.ca_pem().display()
+            )
+        })
+        .collect();
+    let mut rig = Rig::start_with(
+        "kill-window-tls",
+        &[],
+        1,
+        &["--delay-ms", RELAY_DELAY_MS],
+        "",
+        &lanes,
+    );
+    let _nginx = nginx_tls(
+        &rig.topo,
+        &rig.scratch.path("nginx"),
+        &pki,
+        "198.18.77.2:8080",
+    );
+    let all = valid();
+    rig.warm_up(&all[0].line);
+    let checked = &all[1..25];
+    let (lines, gap) = kill_inside_the_window(&mut rig, checked);
+    println!("successor started {gap:?} after the SIGKILL");
+    assert_exactly_once(&rig, checked, &["jito", "bloxroute"], &lines);
+    rig.stop();
+}
