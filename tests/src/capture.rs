@@ -38,10 +38,21 @@ impl RelayCapture {
     }
 
     /// Stops the capture (SIGINT: tshark writes out what it holds) and returns the file.
+    /// A capture that ended on its own before is a failure (it missed frames).
     pub fn stop(mut self) -> PathBuf {
+        let child = &mut self.tshark.0;
+        if let Ok(Some(status)) = child.try_wait() {
+            let err = child.stderr.take().map(crate::read_all).unwrap_or_default();
+            panic!("the relay-side capture ended early ({status}): {err}");
+        }
         // SAFETY: kill with our child's pid and a standard signal.
-        unsafe { libc::kill(self.tshark.0.id() as i32, libc::SIGINT) };
-        let _ = self.tshark.0.wait();
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let status = child.wait().expect("wait for tshark");
+        let err = child.stderr.take().map(crate::read_all).unwrap_or_default();
+        assert!(
+            status.success() || status.code() == Some(130),
+            "tshark capture: {status}: {err}"
+        );
         std::mem::take(&mut self.file)
     }
 }
