@@ -1,4 +1,4 @@
-//! The relay's side of the wire as an independent observer sees it: a tshark capture on the
+//! The relay's side of the wire as an independent observer sees it: a capture on the
 //! peer namespace's veth end (every frame the data plane's NIC sent and received), and the
 //! one-writer-per-byte check every relay and TLS test makes on it. A delegated send puts each
 //! request on the wire twice (the data plane's copy, then the kernel's); both copies must carry
@@ -11,9 +11,9 @@ use std::process::Command;
 
 use crate::topology::{wait_for_stderr, Guard, Topology};
 
-/// A running tshark capture in the peer namespace.
+/// A running capture (dumpcap) in the peer namespace.
 pub struct RelayCapture {
-    tshark: Guard,
+    dumpcap: Guard,
     /// The capture file.
     pub file: PathBuf,
 }
@@ -21,8 +21,11 @@ pub struct RelayCapture {
 impl RelayCapture {
     /// Captures every TCP frame on the peer's veth end into `file`.
     pub fn start(topo: &Topology, file: PathBuf) -> RelayCapture {
+        // dumpcap itself (tshark's capture engine), without a tshark in between that relays
+        // its packet counts: one process, which writes out everything on SIGINT.
         let mut c = topo.spawn_in_ns(&[
-            "tshark",
+            "dumpcap",
+            "-q",
             "-i",
             &topo.peer_if,
             "-f",
@@ -32,26 +35,26 @@ impl RelayCapture {
         ]);
         wait_for_stderr(&mut c, "Capturing on");
         RelayCapture {
-            tshark: Guard(c),
+            dumpcap: Guard(c),
             file,
         }
     }
 
-    /// Stops the capture (SIGINT: tshark writes out what it holds) and returns the file.
+    /// Stops the capture (SIGINT: dumpcap writes out what it holds) and returns the file.
     /// A capture that ended on its own before is a failure (it missed frames).
     pub fn stop(mut self) -> PathBuf {
-        let child = &mut self.tshark.0;
+        let child = &mut self.dumpcap.0;
         if let Ok(Some(status)) = child.try_wait() {
             let err = child.stderr.take().map(crate::read_all).unwrap_or_default();
             panic!("the relay-side capture ended early ({status}): {err}");
         }
         // SAFETY: kill with our child's pid and a standard signal.
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-        let status = child.wait().expect("wait for tshark");
+        let status = child.wait().expect("wait for dumpcap");
         let err = child.stderr.take().map(crate::read_all).unwrap_or_default();
         assert!(
             status.success() || status.code() == Some(130),
-            "tshark capture: {status}: {err}"
+            "dumpcap: {status}: {err}"
         );
         std::mem::take(&mut self.file)
     }
