@@ -7,7 +7,7 @@
 //! the relay must receive each transaction at most once per lane.
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -27,10 +27,8 @@ fn valid() -> Vec<Sample> {
         .collect()
 }
 
-/// Submits `checked` all at once (not sequentially), SIGKILLs the control plane once the relay
-/// has answered the first of them (the rest in flight), starts a successor at once, and
-/// returns the submit's JSON lines and the time from the kill to the successor's start.
-fn kill_inside_the_window(rig: &mut Rig, checked: &[Sample]) -> (Vec<Value>, Duration) {
+/// A `swqos submit --json` of `batch`, all at once (not sequentially).
+fn spawn_submit(rig: &Rig, batch: &[Sample]) -> Child {
     let mut submit = Command::new(bin("swqos"))
         .args([
             "submit",
@@ -46,17 +44,33 @@ fn kill_inside_the_window(rig: &mut Rig, checked: &[Sample]) -> (Vec<Value>, Dur
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let input: String = checked.iter().map(|s| format!("{}\n", s.line)).collect();
+    let input: String = batch.iter().map(|s| format!("{}\n", s.line)).collect();
     let mut stdin = submit.stdin.take().unwrap();
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(input.as_bytes());
-    });
-    // Requests in flight: the relay has answered one of the checked transactions, and holds
-    // the others for RELAY_DELAY_MS each.
-    let sigs: Vec<String> = checked
-        .iter()
-        .map(|s| s.signature.clone().unwrap())
-        .collect();
+    stdin.write_all(input.as_bytes()).unwrap(); // well under a pipe's buffer
+    submit
+}
+
+/// The JSON lines a submit printed.
+fn lines_of(submit: Child) -> Vec<Value> {
+    let out = submit.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Submits `first` all at once, SIGKILLs the control plane once the relay has received one of
+/// them (the rest in flight: the relay holds each for RELAY_DELAY_MS), submits `second` while
+/// no control plane runs (its hand-off records wait in the rings for the successor), starts a
+/// successor, and returns both submits' JSON lines and the time from the kill to the
+/// successor's start.
+fn kill_inside_the_window(
+    rig: &mut Rig,
+    first: &[Sample],
+    second: &[Sample],
+) -> (Vec<Value>, Vec<Value>, Duration) {
+    let one = spawn_submit(rig, first);
+    let sigs: Vec<String> = first.iter().map(|s| s.signature.clone().unwrap()).collect();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !rig.delivered().keys().any(|(_, sig)| sigs.contains(sig)) {
         assert!(Instant::now() < deadline, "nothing reached the relay");
@@ -64,15 +78,11 @@ fn kill_inside_the_window(rig: &mut Rig, checked: &[Sample]) -> (Vec<Value>, Dur
     }
     let killed = Instant::now();
     assert!(!rig.stop_control(libc::SIGKILL).success());
+    let two = spawn_submit(rig, second);
+    std::thread::sleep(Duration::from_millis(50)); // handed over to nobody yet
     rig.start_control();
     let gap = killed.elapsed();
-    let _ = feeder.join();
-    let out = submit.wait_with_output().unwrap();
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    (lines, gap)
+    (lines_of(one), lines_of(two), gap)
 }
 
 /// Exactly one completion per (submission, lane), each sent or failed with a reason (none
@@ -146,10 +156,11 @@ fn plain_relay_lanes_are_exactly_once_across_a_sigkill_inside_the_heartbeat_wind
     );
     let all = valid();
     rig.warm_up(&all[0].line);
-    let checked = &all[1..25];
-    let (lines, gap) = kill_inside_the_window(&mut rig, checked);
+    let (first, second) = (&all[1..25], &all[25..35]);
+    let (one, two, gap) = kill_inside_the_window(&mut rig, first, second);
     println!("successor started {gap:?} after the SIGKILL");
-    assert_exactly_once(&rig, checked, &["jito", "bloxroute"], &lines);
+    let lines: Vec<Value> = one.into_iter().chain(two).collect();
+    assert_exactly_once(&rig, &all[1..35], &["jito", "bloxroute"], &lines);
     rig.stop();
 }
 
@@ -190,9 +201,10 @@ fn tls_relay_lanes_are_exactly_once_across_a_sigkill_inside_the_heartbeat_window
     );
     let all = valid();
     rig.warm_up(&all[0].line);
-    let checked = &all[1..25];
-    let (lines, gap) = kill_inside_the_window(&mut rig, checked);
+    let (first, second) = (&all[1..25], &all[25..35]);
+    let (one, two, gap) = kill_inside_the_window(&mut rig, first, second);
     println!("successor started {gap:?} after the SIGKILL");
-    assert_exactly_once(&rig, checked, &["jito", "bloxroute"], &lines);
+    let lines: Vec<Value> = one.into_iter().chain(two).collect();
+    assert_exactly_once(&rig, &all[1..35], &["jito", "bloxroute"], &lines);
     rig.stop();
 }
