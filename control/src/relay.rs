@@ -597,6 +597,22 @@ impl Lane {
         }
     }
 
+    /// Arms session `session` for the data plane if everything written on `stream` has been
+    /// acknowledged, with the TLS write state (keys, next sequence number) it continues from.
+    fn arm_if_settled(&self, session: usize, stream: &TcpStream, tls: Option<&TlsConn>) {
+        if unacked(stream) != 0 {
+            return; // `Lane::next` arms it once the relay has acknowledged the rest
+        }
+        let tx = tls.map(TlsConn::tx_state);
+        let armed = tx.as_ref().map(|t| TlsTx {
+            suite: t.iana,
+            key: t.key(),
+            iv: &t.iv,
+            seq: t.seq,
+        });
+        self.board.arm(session, armed);
+    }
+
     /// What an idle connection does next: the completion of a data-plane send on it, a queued
     /// request, a keep-alive ping once it has been idle since `idle_since` for the ping
     /// interval, or stop. While it waits it is armed: the data plane may claim it, after which
@@ -1105,37 +1121,60 @@ fn serve(
         if let Next::Delegated(_) = next {
             lane.board.finish_claim(session);
         }
-        if let Some((id, sent_at)) = in_flight {
-            let reply = parse_reply(head.status, &head.reason, &bufs.body);
+        let reply = in_flight.map(|(id, sent_at)| {
+            (
+                id,
+                sent_at,
+                parse_reply(head.status, &head.reason, &bufs.body),
+            )
+        });
+        let end = after_response(tls.as_deref_mut(), stream, &head);
+        // Armed again before the outcome is published: a client that submits its next
+        // transaction on this completion finds the connection armed. (Published first, the
+        // completion raced this thread's way back to `Lane::next`: a client quicker than that
+        // way -- any stall of this thread -- sent its next request the slow way.)
+        if end.is_none() {
+            lane.arm_if_settled(session, stream, tls.as_deref());
+        }
+        if let Some((id, sent_at, reply)) = reply {
             lane.emit(id, conn, Ok(reply), Some(sent_at));
         }
-        if let Some(t) = tls.as_deref_mut() {
-            // A KeyUpdate owed to the peer (it asked with this response, or before the data
-            // plane's send): written while the connection is ours, before it is armed again
-            // with the new keys.
-            if let Err(e) = t.flush_key_update(stream) {
-                return End::Failed {
-                    reason: format!("write (TLS KeyUpdate): {e}"),
-                    code: relay_failure::NO_RESPONSE,
-                    in_flight: None,
-                };
-            }
-            // Many records under one key: new keys (TLS 1.3) or a new connection (TLS 1.2).
-            if t.rekey_due() {
-                if let Err(e) = t.update_own_keys(stream) {
-                    return End::Closed(format!(
-                        "the write key reached its record limit ({e}); reconnecting"
-                    ));
-                }
-            }
-        }
-        if head.close {
-            return End::Closed(format!(
-                "the relay closed the connection after a {} response",
-                head.status
-            ));
+        if let Some(end) = end {
+            return end;
         }
     }
+}
+
+/// What a connection owes after a response, before it may be armed again: a TLS KeyUpdate the
+/// peer asked for, new write keys when the old ones reached their record limit, or its end
+/// (the relay's `Connection: close`). `None`: the connection stays.
+fn after_response(tls: Option<&mut TlsConn>, stream: &TcpStream, head: &Head) -> Option<End> {
+    if let Some(t) = tls {
+        // A KeyUpdate owed to the peer (it asked with this response, or before the data
+        // plane's send): written while the connection is ours, before it is armed again
+        // with the new keys.
+        if let Err(e) = t.flush_key_update(stream) {
+            return Some(End::Failed {
+                reason: format!("write (TLS KeyUpdate): {e}"),
+                code: relay_failure::NO_RESPONSE,
+                in_flight: None,
+            });
+        }
+        // Many records under one key: new keys (TLS 1.3) or a new connection (TLS 1.2).
+        if t.rekey_due() {
+            if let Err(e) = t.update_own_keys(stream) {
+                return Some(End::Closed(format!(
+                    "the write key reached its record limit ({e}); reconnecting"
+                )));
+            }
+        }
+    }
+    head.close.then(|| {
+        End::Closed(format!(
+            "the relay closed the connection after a {} response",
+            head.status
+        ))
+    })
 }
 
 enum Peek {

@@ -5,11 +5,16 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::{counted, have_root, net_null_config, sample_transactions};
 use swqos_dataplane::runtime::{Dataplane, RunOptions, Worker};
 use swqos_shm::layout::{State, Status};
 use swqos_shm::stats::{self, Counter};
 use swqos_shm::Client;
+
+/// How long the last completions may take once submitting has stopped (they need a few polls).
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
 #[test]
 fn tx_poll_allocates_nothing_per_packet() {
@@ -71,7 +76,16 @@ dst_mac = "02:00:00:00:00:03"
             completed += 1;
         }
     }
+    // Every submission still owed a completion gets it within the deadline: a lost completion
+    // is a failure with the count, never a hang.
+    let deadline = Instant::now() + DRAIN_DEADLINE;
     while client.outstanding() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} completions never came within {DRAIN_DEADLINE:?} ({completed} of {} arrived)",
+            client.outstanding(),
+            submitted * 2
+        );
         worker.poll();
         while client.poll().is_some() {
             completed += 1;

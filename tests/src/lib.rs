@@ -5,25 +5,49 @@
 //! (`cargo build --workspace --bins`); `scripts/test.sh` does both.
 
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 
+pub mod capture;
 pub mod rig;
 pub mod tls_relays;
 pub mod topology;
 
-/// Whether the tests can use DPDK here; prints why not.
+/// Whether a test may run without what it needs: outside CI it skips, loudly; with `CI` set
+/// (CI runs as root with docker) a missing requirement is a failure, never a silent pass.
+/// `missing` says what is missing (`None`: nothing, run the test). Returns whether to run.
+pub fn require(test: &str, missing: Option<String>) -> bool {
+    let Some(why) = missing else {
+        return true;
+    };
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: {why}, and CI is set: CI must run every test (as root, with docker)"
+    );
+    // Straight to fd 2: the test harness captures `eprintln!`, and a skip must be seen.
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n**********************************************************************\n\
+         SKIPPED: {test}: {why}\n\
+         (this test did NOT run; with CI set it fails instead)\n\
+         **********************************************************************\n"
+    );
+    false
+}
+
+/// Whether the tests can use DPDK here (root, for the EAL); see [`require`] for what happens
+/// when not.
 pub fn have_root(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("SKIPPED: {test} needs root for DPDK's EAL (scripts/test.sh runs as root)");
-    }
-    root
+    require(
+        test,
+        (!root).then(|| "needs root for DPDK's EAL (scripts/test.sh runs as root)".to_string()),
+    )
 }
 
 /// The path of a workspace binary built in the same profile as this test.

@@ -5,11 +5,13 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use swqos_wire::relay::Provider;
 
+use crate::capture::{assert_no_conflicting_copies, Copies, RelayCapture};
 use crate::topology::{wait_for_line, Guard, Topology};
 use crate::{bin, free_port, swqos, workspace, DataplaneProcess, Finished, Scratch};
 
@@ -27,6 +29,10 @@ pub struct Rig {
     pub config: PathBuf,
     /// The mock relay's JSON-lines log.
     pub log: PathBuf,
+    /// The relay's side of the wire, captured from the start ([`Rig::stop`] checks it).
+    capture: Option<RelayCapture>,
+    /// Signatures [`Rig::warm_up`] submitted more than once (each a submission of its own).
+    resubmitted: Mutex<Vec<String>>,
     /// Last: the network (and its lock) goes only after every process using it.
     pub topo: Topology,
 }
@@ -77,7 +83,10 @@ impl Rig {
         }
         text.push_str(extra);
         std::fs::write(&config, &text).unwrap();
+        let capture = RelayCapture::start(&topo, scratch.path("relay-side.pcapng"));
         let mut rig = Rig {
+            capture: Some(capture),
+            resubmitted: Mutex::new(Vec::new()),
             scratch,
             topo,
             mock: None,
@@ -138,7 +147,13 @@ impl Rig {
     /// Submits `line` until every lane accepts it (the control plane attached, connections up).
     pub fn warm_up(&self, line: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        for attempt in 0.. {
+            if attempt == 1 {
+                let v: Value = serde_json::from_str(line).unwrap_or_default();
+                if let Some(sig) = v["signature"].as_str() {
+                    self.resubmitted.lock().unwrap().push(sig.to_string());
+                }
+            }
             let out = swqos(
                 &["submit", "--config", self.cfg(), "--timeout", "5", "-"],
                 format!("{line}\n").as_bytes(),
@@ -182,13 +197,48 @@ impl Rig {
         c.wait().unwrap()
     }
 
-    /// Stops the control plane (SIGTERM) and the dataplane; both must exit 0.
+    /// Stops the control plane (SIGTERM) and the dataplane; both must exit 0. Then checks what
+    /// every relay test must hold: the relay's side of the wire has no byte range sent twice
+    /// with different bytes ([`assert_no_conflicting_copies`]; the kernel's copy of each of
+    /// the data plane's sends among the ranges compared), and the relay accepted no
+    /// transaction twice on a lane unless it was submitted twice.
     pub fn stop(mut self) -> Finished {
         if self.control.is_some() {
             let status = self.stop_control(libc::SIGTERM);
             assert!(status.success(), "swqos control: {status}");
         }
-        self.dp.take().unwrap().stop(libc::SIGTERM)
+        let done = self.dp.take().unwrap().stop(libc::SIGTERM);
+        let pcap = self.capture.take().expect("capturing").stop();
+        let copies = assert_no_conflicting_copies(&pcap);
+        let fast = report_counter(&done.stdout, "fast_sends");
+        assert!(
+            fast == 0 || copies.overlaps > 0,
+            "{fast} fast sends, yet no second copy of any byte range on the relay's side: \
+             {copies:?}"
+        );
+        self.assert_no_duplicates();
+        done
+    }
+
+    /// What [`Rig::stop`] will check on the wire so far (the capture keeps running).
+    pub fn copies_so_far(&self) -> Copies {
+        let file = &self.capture.as_ref().expect("capturing").file;
+        assert_no_conflicting_copies(file)
+    }
+
+    /// The relay accepted each transaction at most once per lane, except those
+    /// [`Rig::warm_up`] submitted again.
+    pub fn assert_no_duplicates(&self) {
+        let again = self.resubmitted.lock().unwrap().clone();
+        let twice: Vec<_> = self
+            .delivered()
+            .into_iter()
+            .filter(|((_, sig), n)| *n > 1 && !again.contains(sig))
+            .collect();
+        assert!(
+            twice.is_empty(),
+            "the relay accepted these (lane, signature) more than once: {twice:?}"
+        );
     }
 }
 
@@ -199,4 +249,20 @@ impl Drop for Rig {
             let _ = c.wait();
         }
     }
+}
+
+/// A counter from the dataplane's exit report (`lcore N: ... name value ...`), summed over
+/// lcores.
+pub fn report_counter(report: &str, name: &str) -> u64 {
+    report
+        .lines()
+        .filter(|l| l.starts_with("lcore "))
+        .flat_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            w.windows(2)
+                .filter(|p| p[0] == name)
+                .map(|p| p[1].parse::<u64>().unwrap_or(0))
+                .collect::<Vec<_>>()
+        })
+        .sum()
 }

@@ -25,15 +25,14 @@ fn have_docker(test: &str) -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    if !ok {
-        eprintln!(
-            "\n\n********************************************************************\n\
-             SKIPPED: {test}: no usable docker here (docker version failed); the\n\
-             container images were NOT built or tested\n\
-             ********************************************************************\n"
-        );
-    }
-    ok
+    swqos_tests::require(
+        test,
+        (!ok).then(|| {
+            "no usable docker here (docker version failed); the container images were NOT \
+             built or tested"
+                .to_string()
+        }),
+    )
 }
 
 /// `docker compose` (v2) when present, else `docker-compose` (v1).

@@ -7,6 +7,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use swqos_tests::capture::{assert_no_conflicting_copies, RelayCapture};
+use swqos_tests::rig::report_counter;
 use swqos_tests::topology::{wait_for_line, Guard, Topology};
 use swqos_tests::{have_root, samples, swqos, DataplaneProcess, Scratch};
 
@@ -60,6 +62,8 @@ dst_mac = "{peer_mac}"
         ),
     )
     .unwrap();
+    // The peer's side of the wire, for the one-writer-per-byte check at the end.
+    let capture = RelayCapture::start(&topo, scratch.path("peer-side.pcapng"));
     let dp = DataplaneProcess::start(&scratch, &config);
     // The host's IP lives on the TAP interface the dataplane created.
     topo.bring_up_host();
@@ -162,27 +166,15 @@ dst_mac = "{peer_mac}"
     drop(http);
     drop(sink);
     let done = dp.stop(libc::SIGTERM);
-    let to_kernel = counter(&done.stdout, "to_kernel");
-    let from_kernel = counter(&done.stdout, "from_kernel");
+    // No byte range crossed the bridge twice with different bytes (retransmissions included),
+    // and the TCP download was seen.
+    let copies = assert_no_conflicting_copies(&capture.stop());
+    assert!(copies.segments > 700, "{copies:?}");
+    let to_kernel = report_counter(&done.stdout, "to_kernel");
+    let from_kernel = report_counter(&done.stdout, "from_kernel");
     assert!(
         to_kernel > 700 && from_kernel > 50,
         "bridged {to_kernel} in, {from_kernel} out:\n{}",
         done.stdout
     );
-}
-
-/// A counter from the dataplane's exit report line `lcore 1: ... name N ...`.
-fn counter(report: &str, name: &str) -> u64 {
-    report
-        .lines()
-        .filter(|l| l.starts_with("lcore "))
-        .flat_map(|l| {
-            let words: Vec<&str> = l.split_whitespace().collect();
-            words
-                .windows(2)
-                .filter(|w| w[0] == name)
-                .map(|w| w[1].parse::<u64>().unwrap_or(0))
-                .collect::<Vec<_>>()
-        })
-        .sum()
 }
