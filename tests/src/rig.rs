@@ -226,6 +226,13 @@ impl Rig {
         assert_no_conflicting_copies(file)
     }
 
+    /// Marks `signature` as sent more than once on purpose by the test itself (the latency
+    /// benchmark sends each transaction on three paths to the same relay): the duplicate check
+    /// at [`Rig::stop`] leaves it out, and the test checks its own counts.
+    pub fn sent_on_purpose_again(&self, signature: &str) {
+        self.resubmitted.lock().unwrap().push(signature.to_string());
+    }
+
     /// The relay accepted each transaction at most once per lane, except those
     /// [`Rig::warm_up`] submitted again.
     pub fn assert_no_duplicates(&self) {
