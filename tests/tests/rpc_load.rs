@@ -419,5 +419,14 @@ fn a_silent_relay_next_to_a_sent_lane_answers_the_signature_with_the_lanes() {
         json!({"jsonrpc": "2.0", "id": 2, "method": "swqos_sendTransaction", "params": [tx]});
     let a = post(port, &body.to_string());
     assert_eq!(a.body["result"]["sent"][0]["lane"], "udp", "{}", a.body);
-    assert_eq!(a.body["result"]["unknown"][0]["lane"], "jito", "{}", a.body);
+    // The relay lane is either written again and unanswered (unknown), or, while its one
+    // connection is still reconnecting after the first timeout, refused before anything was
+    // written (failed, saying so): never reported sent, never lost.
+    let r = &a.body["result"];
+    let jito_unknown = r["unknown"][0]["lane"] == "jito";
+    let jito_not_sent = r["failed"][0]["lane"] == "jito"
+        && r["failed"][0]["reason"]
+            .as_str()
+            .is_some_and(|why| why.contains("not sent"));
+    assert!(jito_unknown || jito_not_sent, "{}", a.body);
 }
