@@ -14,18 +14,17 @@ use std::fs::{self, File};
 use std::mem::size_of;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::MmapMut;
 
 use crate::access;
 use crate::guard;
 use crate::layout::{
-    CompletionControl, HandoffRecord, Session, SessionTable, HANDOFF_SLOTS, LAYOUT_VERSION,
-    MAX_LCORES, MAX_SESSIONS,
+    CompletionControl, ControlRole, HandoffRecord, Session, SessionTable, HANDOFF_SLOTS,
+    LAYOUT_VERSION, MAX_LCORES, MAX_SESSIONS,
 };
-use crate::segment::{pid_alive, Segment, SegmentError};
-use crate::time::monotonic_ns;
+use crate::segment::{Segment, SegmentError};
 
 /// `b"SWQOSCTL"` as a little-endian u64: the first eight bytes of every control file.
 pub const CONTROL_MAGIC: u64 = u64::from_le_bytes(*b"SWQOSCTL");
@@ -46,13 +45,10 @@ pub struct ControlHeader {
     _reserved: u32,
     /// The segment's instance number (its header's `instance`).
     pub instance: u64,
-    /// Process id of the control plane serving the data plane (0: none). Only it reads the
-    /// hand-off rings and moves session entries.
-    pub control_pid: AtomicU32,
-    _reserved2: u32,
-    /// `CLOCK_MONOTONIC` nanoseconds, refreshed by the control plane every few milliseconds;
-    /// the data plane hands relay submissions over only while it is fresh.
-    pub control_heartbeat_ns: AtomicU64,
+    /// The control plane serving the data plane: only it reads the hand-off rings and moves
+    /// session entries, and the data plane hands relay submissions over only while its
+    /// heartbeat here is fresh.
+    pub control: ControlRole,
 }
 
 /// Where everything in the control file is, from the number of lcores.
@@ -312,52 +308,22 @@ impl ControlSegment {
     /// Makes this process the data plane's one control plane: takes the role when it is free
     /// or its holder is dead. `Err(pid)` names the live control plane that holds it.
     pub fn claim_control(&self) -> Result<(), u32> {
-        let h = self.header();
-        let me = std::process::id();
-        loop {
-            let cur = h.control_pid.load(Ordering::Acquire);
-            if cur == me {
-                return Ok(());
-            }
-            if cur != 0 && pid_alive(cur) {
-                return Err(cur);
-            }
-            if h.control_pid
-                .compare_exchange(cur, me, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                self.control_heartbeat();
-                return Ok(());
-            }
-        }
+        self.header().control.claim()
     }
 
     /// Gives the control-plane role back (on a clean exit).
     pub fn release_control(&self) {
-        let h = self.header();
-        h.control_heartbeat_ns.store(0, Ordering::Release);
-        let _ = h.control_pid.compare_exchange(
-            std::process::id(),
-            0,
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        );
+        self.header().control.release();
     }
 
     /// Refreshes the control plane's heartbeat.
     pub fn control_heartbeat(&self) {
-        self.header()
-            .control_heartbeat_ns
-            .store(monotonic_ns(), Ordering::Release);
+        self.header().control.beat();
     }
 
     /// Whether a control plane holds the role and its heartbeat is younger than `max_age_ns`.
     pub fn control_alive(&self, max_age_ns: u64) -> bool {
-        let h = self.header();
-        let beat = h.control_heartbeat_ns.load(Ordering::Acquire);
-        beat != 0
-            && h.control_pid.load(Ordering::Relaxed) != 0
-            && monotonic_ns().saturating_sub(beat) <= max_age_ns
+        self.header().control.alive(max_age_ns)
     }
 }
 

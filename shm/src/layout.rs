@@ -17,7 +17,7 @@
 //! and [`LAYOUT_VERSION`] changes whenever any structure here changes.
 
 use std::mem::size_of;
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 pub use crate::sessions::{DelegatedSend, Session, TemplateFingerprints};
 use crate::stats::{LcoreStats, PortStats};
@@ -189,12 +189,9 @@ pub struct Header {
     pub state: AtomicU32,
     /// `CLOCK_MONOTONIC` nanoseconds, refreshed by the dataplane's main loop every millisecond.
     pub heartbeat_ns: AtomicU64,
-    /// Process id of the control plane attached to the segment (0: none). Only it writes the
-    /// relay completion rings and reads the hand-off rings.
-    pub control_pid: AtomicU32,
-    /// `CLOCK_MONOTONIC` nanoseconds, refreshed by the control plane every few milliseconds;
-    /// the dataplane hands relay submissions over only while it is fresh.
-    pub control_heartbeat_ns: AtomicU64,
+    /// The control plane serving this data plane, as published for clients and `swqos stats`
+    /// (the data plane trusts only the control file's copy).
+    pub control: ControlRole,
     /// A random number the data plane draws at start, also in its control file's header
     /// ([`crate::control_segment`]): pairs the two files.
     pub instance: u64,
@@ -440,6 +437,65 @@ pub struct Completion {
     pub submit_tsc: u64,
     /// Dataplane TSC when the outcome was decided (after `tx_burst` for sent packets).
     pub done_tsc: u64,
+}
+
+/// Which process is the data plane's one control plane, and its heartbeat: in the control
+/// file's header (what the data plane trusts) and in the segment's (for clients to read).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct ControlRole {
+    /// Process id of the control plane (0: none).
+    pid: AtomicU32,
+    _reserved: u32,
+    /// `CLOCK_MONOTONIC` nanoseconds, refreshed by the control plane every few milliseconds.
+    heartbeat_ns: AtomicU64,
+}
+
+impl ControlRole {
+    /// Makes this process the control plane: takes the role when it is free or its holder is
+    /// dead. `Err(pid)` names the live control plane that holds it.
+    pub fn claim(&self) -> Result<(), u32> {
+        let me = std::process::id();
+        loop {
+            let cur = self.pid.load(Ordering::Acquire);
+            if cur == me {
+                return Ok(());
+            }
+            if cur != 0 && crate::segment::pid_alive(cur) {
+                return Err(cur);
+            }
+            if self
+                .pid
+                .compare_exchange(cur, me, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                self.beat();
+                return Ok(());
+            }
+        }
+    }
+
+    /// Gives the role back (a clean exit).
+    pub fn release(&self) {
+        self.heartbeat_ns.store(0, Ordering::Release);
+        let _ =
+            self.pid
+                .compare_exchange(std::process::id(), 0, Ordering::AcqRel, Ordering::Relaxed);
+    }
+
+    /// Refreshes the heartbeat.
+    pub fn beat(&self) {
+        self.heartbeat_ns
+            .store(crate::time::monotonic_ns(), Ordering::Release);
+    }
+
+    /// Whether a process holds the role and its heartbeat is younger than `max_age_ns`.
+    pub fn alive(&self, max_age_ns: u64) -> bool {
+        let beat = self.heartbeat_ns.load(Ordering::Acquire);
+        beat != 0
+            && self.pid.load(Ordering::Relaxed) != 0
+            && crate::time::monotonic_ns().saturating_sub(beat) <= max_age_ns
+    }
 }
 
 /// Where everything is, computed identically by every process from four numbers.

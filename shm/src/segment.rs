@@ -524,52 +524,22 @@ impl Segment {
     /// takes the role when it is free or its holder is dead. `Err(pid)` names the live
     /// control plane that holds it.
     pub fn claim_control(&self) -> Result<(), u32> {
-        let h = self.header();
-        let me = std::process::id();
-        loop {
-            let cur = h.control_pid.load(Ordering::Acquire);
-            if cur == me {
-                return Ok(());
-            }
-            if cur != 0 && pid_alive(cur) {
-                return Err(cur);
-            }
-            if h.control_pid
-                .compare_exchange(cur, me, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                self.control_heartbeat();
-                return Ok(());
-            }
-        }
+        self.header().control.claim()
     }
 
     /// Gives the control-plane role back (on a clean exit).
     pub fn release_control(&self) {
-        let h = self.header();
-        h.control_heartbeat_ns.store(0, Ordering::Release);
-        let _ = h.control_pid.compare_exchange(
-            std::process::id(),
-            0,
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        );
+        self.header().control.release();
     }
 
     /// Refreshes the control plane's heartbeat.
     pub fn control_heartbeat(&self) {
-        self.header()
-            .control_heartbeat_ns
-            .store(monotonic_ns(), Ordering::Release);
+        self.header().control.beat();
     }
 
-    /// Whether a control plane is attached and its heartbeat is younger than `max_age_ns`.
+    /// Whether a control plane holds the role and its heartbeat is younger than `max_age_ns`.
     pub fn control_alive(&self, max_age_ns: u64) -> bool {
-        let h = self.header();
-        let beat = h.control_heartbeat_ns.load(Ordering::Acquire);
-        beat != 0
-            && h.control_pid.load(Ordering::Relaxed) != 0
-            && monotonic_ns().saturating_sub(beat) <= max_age_ns
+        self.header().control.alive(max_age_ns)
     }
 
     /// Stats block `i` (for readers).
