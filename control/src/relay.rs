@@ -46,8 +46,8 @@ use swqos_shm::layout::relay_failure;
 use swqos_shm::sessions::DelegatedSend;
 use swqos_wire::relay::{request_digest, RequestTemplate};
 
-use crate::sessions::{SessionBoard, SessionId, TlsTx};
-use crate::tls::TlsConn;
+use crate::sessions::{SessionBoard, SessionId};
+use crate::tls::{TlsConn, TxState};
 
 /// Requests a lane holds while all its connections are busy; more are refused (`Err` outcome).
 pub(crate) const QUEUE_LIMIT: usize = 4096;
@@ -604,12 +604,7 @@ impl Lane {
             return; // `Lane::next` arms it once the relay has acknowledged the rest
         }
         let tx = tls.map(TlsConn::tx_state);
-        let armed = tx.as_ref().map(|t| TlsTx {
-            suite: t.iana,
-            key: t.key(),
-            iv: &t.iv,
-            seq: t.seq,
-        });
+        let armed = tx.as_ref().map(TxState::publish);
         self.board.arm(session, armed);
     }
 
@@ -628,12 +623,7 @@ impl Lane {
         // The write keys and sequence number the data plane continues from if it claims the
         // connection: nothing is written on it between here and the claim's completion.
         let tx = tls.map(TlsConn::tx_state);
-        let armed = tx.as_ref().map(|t| TlsTx {
-            suite: t.iana,
-            key: t.key(),
-            iv: &t.iv,
-            seq: t.seq,
-        });
+        let armed = tx.as_ref().map(TxState::publish);
         let mut st = self.lock();
         let mut claimed_since: Option<Instant> = None;
         loop {

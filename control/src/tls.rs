@@ -205,6 +205,16 @@ impl TxState {
     pub(crate) fn key(&self) -> &[u8] {
         &self.key[..self.key_len]
     }
+
+    /// The state as an arming publishes it in the session table.
+    pub(crate) fn publish(&self) -> swqos_shm::sessions::TlsWriteRef<'_> {
+        swqos_shm::sessions::TlsWriteRef {
+            suite: self.iana,
+            key: self.key(),
+            iv: &self.iv,
+            seq: self.seq,
+        }
+    }
 }
 
 impl Drop for TxState {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use arrayvec::ArrayVec;
 use dpdk::{Mbuf, Mempool, RxBurst, RxQueue, TxBurst, TxQueue};
-use swqos_shm::layout::{Completion, DropReason, Status, MAX_LANES, MAX_TX_SIZE};
+use swqos_shm::layout::{lanes_of, Completion, DropReason, Status, MAX_LANES, MAX_TX_SIZE};
 use swqos_shm::ring::{CompletionProducer, HandoffProducer, SlotRef, SubmitConsumer};
 use swqos_shm::stats::{Counter, StatsWriter};
 use swqos_shm::ControlSegment;
@@ -637,29 +637,5 @@ fn push_completion(
     };
     if !completes[p.ring as usize].push(c) {
         stats.add(Counter::CompletionOverflow, 1);
-    }
-}
-
-/// The lane ids set in a mask, lowest first.
-fn lanes_of(mut mask: u64) -> impl Iterator<Item = u8> {
-    std::iter::from_fn(move || {
-        if mask == 0 {
-            return None;
-        }
-        let lane = mask.trailing_zeros() as u8;
-        mask &= mask - 1;
-        Some(lane)
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::lanes_of;
-
-    #[test]
-    fn lanes_of_lists_set_bits_in_order() {
-        assert_eq!(lanes_of(0).count(), 0);
-        assert_eq!(lanes_of(0b1011).collect::<Vec<_>>(), [0, 1, 3]);
-        assert_eq!(lanes_of(1 << 63).collect::<Vec<_>>(), [63]);
     }
 }

@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use swqos_wire::solana::{Transaction, TxError};
 
 use crate::layout::{
-    relay_failure, Completion, DropReason, LaneKind, RingControl, Slot, State, Status, MAX_TX_SIZE,
-    RELAY_FAST,
+    lanes_of, relay_failure, Completion, DropReason, LaneKind, RingControl, Slot, State, Status,
+    MAX_TX_SIZE, RELAY_FAST,
 };
 use crate::ring::{pack, unpack};
 use crate::segment::{pid_alive, Segment, SegmentError, HEARTBEAT_TIMEOUT};
@@ -546,18 +546,6 @@ impl Client {
             }
         }
     }
-}
-
-/// The lane ids set in a mask, lowest first.
-fn lanes_of(mut mask: u64) -> impl Iterator<Item = u8> {
-    std::iter::from_fn(move || {
-        if mask == 0 {
-            return None;
-        }
-        let lane = mask.trailing_zeros() as u8;
-        mask &= mask - 1;
-        Some(lane)
-    })
 }
 
 impl Completion {

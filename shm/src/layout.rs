@@ -439,6 +439,18 @@ pub struct Completion {
     pub done_tsc: u64,
 }
 
+/// The lane ids set in a lane mask, lowest first.
+pub fn lanes_of(mut mask: u64) -> impl Iterator<Item = u8> {
+    std::iter::from_fn(move || {
+        if mask == 0 {
+            return None;
+        }
+        let lane = mask.trailing_zeros() as u8;
+        mask &= mask - 1;
+        Some(lane)
+    })
+}
+
 /// Which process is the data plane's one control plane, and its heartbeat: in the control
 /// file's header (what the data plane trusts) and in the segment's (for clients to read).
 #[repr(C)]
@@ -632,6 +644,13 @@ impl Layout {
 mod tests {
     use super::*;
     use std::mem::{align_of, offset_of};
+
+    #[test]
+    fn lanes_of_lists_set_bits_in_order() {
+        assert_eq!(lanes_of(0).count(), 0);
+        assert_eq!(lanes_of(0b1011).collect::<Vec<_>>(), [0, 1, 3]);
+        assert_eq!(lanes_of(1 << 63).collect::<Vec<_>>(), [63]);
+    }
 
     #[test]
     fn structures_have_the_documented_shape() {
