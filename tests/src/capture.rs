@@ -11,9 +11,9 @@ use std::process::Command;
 
 use crate::topology::{wait_for_stderr, Guard, Topology};
 
-/// A running capture (dumpcap) in the peer namespace.
+/// A running capture (tcpdump) in the peer namespace.
 pub struct RelayCapture {
-    dumpcap: Guard,
+    tcpdump: Guard,
     /// The capture file.
     pub file: PathBuf,
 }
@@ -21,41 +21,52 @@ pub struct RelayCapture {
 impl RelayCapture {
     /// Captures every TCP frame on the peer's veth end into `file`.
     pub fn start(topo: &Topology, file: PathBuf) -> RelayCapture {
-        // dumpcap itself (tshark's capture engine), without a tshark in between that relays
-        // its packet counts: one process, which writes out everything on SIGINT.
+        // Immediate mode and a flush per packet: every frame is in the file as soon as it is
+        // captured. (dumpcap, used before, reads the kernel's ring a block at a time and drops
+        // the block still being filled when it is stopped: a short test lost every frame after
+        // its first 10, seen twice on CI in the nginx test.) `-Z root`: keep writing to the
+        // test's root-owned folder; nanosecond stamps.
         let mut c = topo.spawn_in_ns(&[
-            "dumpcap",
-            "-q",
+            "tcpdump",
             "-i",
             &topo.peer_if,
-            "-f",
-            "tcp",
+            "--immediate-mode",
+            "-U",
+            "-Z",
+            "root",
+            "--time-stamp-precision=nano",
             "-w",
             file.to_str().expect("utf-8 path"),
+            "tcp",
         ]);
-        wait_for_stderr(&mut c, "Capturing on");
+        wait_for_stderr(&mut c, "listening on");
         RelayCapture {
-            dumpcap: Guard(c),
+            tcpdump: Guard(c),
             file,
         }
     }
 
-    /// Stops the capture (SIGINT: dumpcap writes out what it holds) and returns the file.
-    /// A capture that ended on its own before is a failure (it missed frames).
+    /// Stops the capture (SIGINT) and returns the file. A capture that ended on its own before
+    /// is a failure (it missed frames).
     pub fn stop(mut self) -> PathBuf {
-        let child = &mut self.dumpcap.0;
+        let child = &mut self.tcpdump.0;
         if let Ok(Some(status)) = child.try_wait() {
             let err = child.stderr.take().map(crate::read_all).unwrap_or_default();
             panic!("the relay-side capture ended early ({status}): {err}");
         }
         // SAFETY: kill with our child's pid and a standard signal.
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-        let status = child.wait().expect("wait for dumpcap");
+        let status = child.wait().expect("wait for tcpdump");
         let err = child.stderr.take().map(crate::read_all).unwrap_or_default();
         assert!(
             status.success() || status.code() == Some(130),
-            "dumpcap: {status}: {err}"
+            "tcpdump: {status}: {err}"
         );
+        let dropped = err
+            .lines()
+            .find_map(|l| l.trim().strip_suffix(" packets dropped by kernel"))
+            .and_then(|n| n.trim().parse::<u64>().ok());
+        assert_eq!(dropped, Some(0), "the relay-side capture lost frames: {err}");
         std::mem::take(&mut self.file)
     }
 }

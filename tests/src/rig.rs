@@ -83,7 +83,7 @@ impl Rig {
         }
         text.push_str(extra);
         std::fs::write(&config, &text).unwrap();
-        let capture = RelayCapture::start(&topo, scratch.path("relay-side.pcapng"));
+        let capture = RelayCapture::start(&topo, scratch.path("rig-capture.pcap"));
         let mut rig = Rig {
             capture: Some(capture),
             resubmitted: Mutex::new(Vec::new()),

@@ -63,7 +63,7 @@ dst_mac = "{peer_mac}"
     )
     .unwrap();
     // The peer's side of the wire, for the one-writer-per-byte check at the end.
-    let capture = RelayCapture::start(&topo, scratch.path("peer-side.pcapng"));
+    let capture = RelayCapture::start(&topo, scratch.path("peer-side.pcap"));
     let dp = DataplaneProcess::start(&scratch, &config);
     // The host's IP lives on the TAP interface the dataplane created.
     topo.bring_up_host();
