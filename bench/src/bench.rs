@@ -1,17 +1,19 @@
-//! `swqos bench`: benchmarks against a running dataplane, through the same client library a
-//! trading app links. They print numbers; they are not tests (see docs/benchmarks.md).
+//! The benchmarks of `swqos-bench` (also run as `swqos bench ...`), against a running data plane,
+//! through the same client library a trading app links. They print numbers; they are not tests
+//! (see docs/benchmarks.md).
 //!
 //! - `throughput` floods the ring with real signed transactions, each to the first N lanes,
 //!   draining completions continuously, and reads the dataplane's per-lcore stats blocks before
 //!   and after to report lane packets per second per TX lcore.
-//! - `latency` submits one transaction at a time and busy-polls for its completions, recording
-//!   `done_tsc - submit_tsc` (client `rdtsc` just before publishing the slot to the dataplane's
-//!   `rdtsc` right after `tx_burst` accepted the frame).
-//! - `e2e` measures relay lanes end to end (one submission to 1, 4, 8... lanes at once) beside a
-//!   reqwest client and a kernel-socket HTTP client sending the same requests to the same
-//!   relays, alternating one submission at a time, and matches each request to the relay's log
-//!   line (its `CLOCK_MONOTONIC` receipt time) to report submit-to-relay-receipt and round trip
-//!   per path: a table, `latency.csv` and SVG plots (`latency.svg`, `latency-<N>lanes.svg`).
+//! - `tx-latency` submits one transaction at a time and busy-polls for its completions,
+//!   recording `done_tsc - submit_tsc` (client `rdtsc` just before publishing the slot to the
+//!   dataplane's `rdtsc` right after `tx_burst` accepted the frame): the data plane alone.
+//! - `latency` (alias `e2e`) measures relay lanes end to end (one submission to 1, 4, 8...
+//!   lanes at once) beside a reqwest client and a kernel-socket HTTP client sending the same
+//!   requests to the same relays, alternating one submission at a time, and matches each
+//!   request to the relay's log line (its `CLOCK_MONOTONIC` receipt time) to report
+//!   submit-to-relay-receipt and round trip per path: a table, `latency.csv` and SVG plots
+//!   (`latency.svg`, `latency-<N>lanes.svg`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -729,7 +731,7 @@ struct RelayLane {
     addr: std::net::SocketAddrV4,
     template: swqos_wire::relay::RequestTemplate,
     /// HTTPS: the lane's TLS settings, which the reqwest and kernel-socket clients use too.
-    tls: Option<crate::tls::TlsSettings>,
+    tls: Option<crate::tls_config::TlsSettings>,
 }
 
 /// A minimal HTTP/1.1 client on one kernel TCP connection (HTTP/1.1, keep-alive,
@@ -781,7 +783,7 @@ impl KernelClient {
     fn new(lane: &RelayLane) -> Result<Self, String> {
         let tls = match &lane.tls {
             Some(t) => Some((
-                crate::tls::client_config(&lane.name, t)?,
+                crate::tls_config::client_config(&lane.name, t)?,
                 t.server_name.clone(),
             )),
             None => None,
@@ -1116,7 +1118,7 @@ fn relay_lanes(
             id,
             addr: std::net::SocketAddrV4::new(h.dst_ip, h.dst_port),
             template,
-            tls: h.tls.as_ref().map(|t| crate::tls::TlsSettings {
+            tls: h.tls.as_ref().map(|t| crate::tls_config::TlsSettings {
                 server_name: t.server_name.clone(),
                 ca_files: t.ca_files.clone(),
                 insecure_skip_verify: t.insecure_skip_verify,
