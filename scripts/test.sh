@@ -12,9 +12,6 @@ echo "==> cargo clippy -D warnings" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo build (binaries for the end-to-end tests)" >&2
 cargo build --workspace --bins --locked
-echo "==> cargo test" >&2
-# One test at a time: end-to-end tests each run a dataplane that busy-polls a core.
-cargo test --workspace --locked -- --test-threads=1
 echo "==> loom model of the session-table protocol (shm/tests/session_model.rs)" >&2
 # Its own target directory: `--cfg loom` rebuilds the crate and its dependencies.
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
@@ -32,3 +29,7 @@ command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --version 0.13
         rm -rf "$corpus"
     done
 )
+# Last, so the run closes on the test runner's own summary.
+echo "==> cargo test" >&2
+# One test at a time: end-to-end tests each run a dataplane that busy-polls a core.
+cargo test --workspace --locked -- --test-threads=1
