@@ -12,6 +12,63 @@ pub(super) struct Head {
     pub(super) close: bool,
 }
 
+/// Most headers a relay's response may have.
+const MAX_HEADERS: usize = 64;
+
+/// A parsed response head: status, reason, and how the body is framed.
+struct RawHead {
+    status: u16,
+    reason: String,
+    close: bool,
+    length: Option<usize>,
+    chunked: bool,
+    other_coding: bool,
+}
+
+impl RawHead {
+    fn of(resp: &httparse::Response<'_, '_>) -> Result<RawHead, String> {
+        let version = resp.version.unwrap_or(1);
+        let mut head = RawHead {
+            status: resp.code.unwrap_or(0),
+            reason: resp.reason.unwrap_or("").trim().to_string(),
+            close: version == 0,
+            length: None,
+            chunked: false,
+            other_coding: false,
+        };
+        for h in resp.headers.iter() {
+            let value = std::str::from_utf8(h.value)
+                .map_err(|_| format!("response header {} is not UTF-8", h.name))?
+                .trim();
+            if h.name.eq_ignore_ascii_case("content-length") {
+                let n: usize = value
+                    .parse()
+                    .map_err(|_| format!("bad Content-Length {:?}", truncate(value)))?;
+                if head.length.is_some_and(|l| l != n) {
+                    return Err("conflicting Content-Length headers".to_string());
+                }
+                head.length = Some(n);
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                let last = value.rsplit(',').next().unwrap_or("").trim();
+                if last.eq_ignore_ascii_case("chunked") {
+                    head.chunked = true;
+                } else {
+                    head.other_coding = true;
+                }
+            } else if h.name.eq_ignore_ascii_case("connection") {
+                for token in value.split(',').map(str::trim) {
+                    if token.eq_ignore_ascii_case("close") {
+                        head.close = true;
+                    } else if token.eq_ignore_ascii_case("keep-alive") && version == 0 {
+                        head.close = false;
+                    }
+                }
+            }
+        }
+        Ok(head)
+    }
+}
+
 /// Reads responses from a stream, keeping bytes read past a line in a reused buffer.
 pub(super) struct ResponseReader {
     buf: Vec<u8>,
@@ -111,6 +168,34 @@ impl ResponseReader {
         Ok(())
     }
 
+    /// Reads and parses one response head (status line and headers, with `httparse`), at most
+    /// `MAX_HEAD` bytes, and says how its body is framed.
+    fn head<R: Read>(&mut self, r: &mut R, deadline: Instant) -> Result<RawHead, String> {
+        loop {
+            let avail = &self.buf[self.start..self.end];
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut resp = httparse::Response::new(&mut headers);
+            match resp.parse(avail) {
+                Ok(httparse::Status::Complete(n)) => {
+                    let head = RawHead::of(&resp)?;
+                    self.start += n;
+                    return Ok(head);
+                }
+                Ok(httparse::Status::Partial) if avail.len() >= MAX_HEAD => {
+                    return Err(format!("response head larger than {MAX_HEAD} bytes"));
+                }
+                Ok(httparse::Status::Partial) => self.fill(r, deadline)?,
+                Err(e) => {
+                    let line = avail.split(|&b| b == b'\n').next().unwrap_or(&[]);
+                    return Err(format!(
+                        "bad status line or headers ({e}): {:?}",
+                        truncate(&String::from_utf8_lossy(line))
+                    ));
+                }
+            }
+        }
+    }
+
     /// Reads one complete response (skipping interim 1xx ones) into `body`.
     pub(super) fn read_response<R: Read>(
         &mut self,
@@ -120,61 +205,10 @@ impl ResponseReader {
     ) -> Result<Head, String> {
         body.clear();
         loop {
-            let status_line = self.line(r, deadline)?;
-            let mut parts = status_line.splitn(3, ' ');
-            let version = parts.next().unwrap_or("");
-            let status: u16 = match (version.strip_prefix("HTTP/1."), parts.next()) {
-                (Some(_), Some(code)) if code.len() == 3 => code
-                    .parse()
-                    .map_err(|_| format!("bad status line {:?}", truncate(&status_line)))?,
-                _ => return Err(format!("bad status line {:?}", truncate(&status_line))),
-            };
-            let reason = parts.next().unwrap_or("").trim().to_string();
-            let mut close = version == "HTTP/1.0";
-            let mut length: Option<usize> = None;
-            let mut chunked = false;
-            let mut other_coding = false;
-            let mut head_bytes = status_line.len();
-            loop {
-                let line = self.line(r, deadline)?;
-                if line.is_empty() {
-                    break;
-                }
-                head_bytes += line.len() + 2;
-                if head_bytes > MAX_HEAD {
-                    return Err(format!("response head larger than {MAX_HEAD} bytes"));
-                }
-                let Some((name, value)) = line.split_once(':') else {
-                    return Err(format!("bad response header {:?}", truncate(&line)));
-                };
-                let value = value.trim();
-                if name.eq_ignore_ascii_case("content-length") {
-                    let n: usize = value
-                        .parse()
-                        .map_err(|_| format!("bad Content-Length {:?}", truncate(value)))?;
-                    if length.is_some_and(|l| l != n) {
-                        return Err("conflicting Content-Length headers".to_string());
-                    }
-                    length = Some(n);
-                } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                    let last = value.rsplit(',').next().unwrap_or("").trim();
-                    if last.eq_ignore_ascii_case("chunked") {
-                        chunked = true;
-                    } else {
-                        other_coding = true;
-                    }
-                } else if name.eq_ignore_ascii_case("connection") {
-                    for token in value.split(',') {
-                        let token = token.trim();
-                        if token.eq_ignore_ascii_case("close") {
-                            close = true;
-                        } else if token.eq_ignore_ascii_case("keep-alive") && version == "HTTP/1.0"
-                        {
-                            close = false;
-                        }
-                    }
-                }
-            }
+            let head = self.head(r, deadline)?;
+            let (status, reason) = (head.status, head.reason);
+            let (mut close, length, chunked, other_coding) =
+                (head.close, head.length, head.chunked, head.other_coding);
             if (100..200).contains(&status) {
                 if status == 101 {
                     return Err("the relay switched protocols (101)".to_string());
