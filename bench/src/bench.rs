@@ -869,31 +869,26 @@ impl KernelClient {
             }
             self.response.extend_from_slice(&buf[..n]);
             if head_end.is_none() {
-                let Some(end) = find(&self.response, b"\r\n\r\n") else {
-                    continue;
+                let mut headers = [httparse::EMPTY_HEADER; 64];
+                let mut resp = httparse::Response::new(&mut headers);
+                let end = match resp.parse(&self.response) {
+                    Ok(httparse::Status::Complete(end)) => end,
+                    Ok(httparse::Status::Partial) => continue,
+                    Err(e) => return Err(format!("kernel client: bad response head: {e}")),
                 };
-                head_end = Some(end + 4);
-                let head = String::from_utf8_lossy(&self.response[..end]).into_owned();
-                let mut lines = head.split("\r\n");
-                status = lines
-                    .next()
-                    .and_then(|l| l.split(' ').nth(1))
-                    .and_then(|c| c.parse().ok())
-                    .ok_or_else(|| format!("kernel client: bad status line in {head:?}"))?;
+                head_end = Some(end);
+                status = resp.code.unwrap_or(0);
                 let mut length = None;
-                for l in lines {
-                    let Some((k, v)) = l.split_once(':') else {
-                        continue;
-                    };
-                    let (k, v) = (k.trim(), v.trim());
-                    if k.eq_ignore_ascii_case("content-length") {
+                for h in resp.headers.iter() {
+                    let v = std::str::from_utf8(h.value).unwrap_or("").trim();
+                    if h.name.eq_ignore_ascii_case("content-length") {
                         length = v.parse::<usize>().ok();
-                    } else if k.eq_ignore_ascii_case("connection") {
+                    } else if h.name.eq_ignore_ascii_case("connection") {
                         close = v.eq_ignore_ascii_case("close");
                     }
                 }
                 let length = length.ok_or("kernel client: response without Content-Length")?;
-                want = end + 4 + length;
+                want = end + length;
             }
         }
         if close {
@@ -958,28 +953,28 @@ impl ReqwestLane {
         // The request line and headers of the template, from one request written by it.
         let mut raw = vec![0u8; lane.template.len(tx.len())];
         lane.template.write(tx, &mut [&mut raw[..]]);
-        let end = find(&raw, b"\r\n\r\n").ok_or("template: no end of head")?;
-        let head = std::str::from_utf8(&raw[..end]).map_err(|e| format!("template: {e}"))?;
-        let mut lines = head.split("\r\n");
-        let target = lines
-            .next()
-            .and_then(|l| l.strip_prefix("POST "))
-            .and_then(|l| l.strip_suffix(" HTTP/1.1"))
-            .ok_or_else(|| "template: not a POST HTTP/1.1 request line".to_string())?;
+        let mut parsed = [httparse::EMPTY_HEADER; 16];
+        let mut req = httparse::Request::new(&mut parsed);
+        match req.parse(&raw) {
+            Ok(httparse::Status::Complete(_)) => {}
+            _ => return Err("template: not a complete HTTP/1.1 request head".to_string()),
+        }
+        let target = match (req.method, req.path, req.version) {
+            (Some("POST"), Some(path), Some(1)) => path,
+            _ => return Err("template: not a POST HTTP/1.1 request line".to_string()),
+        };
         let url = reqwest::Url::parse(&format!("{origin}{target}"))
             .map_err(|e| format!("lane {}: url: {e}", lane.name))?;
         let mut headers = reqwest::header::HeaderMap::new();
-        for l in lines {
-            let (k, v) = l
-                .split_once(':')
-                .ok_or_else(|| format!("template: bad header line {l:?}"))?;
+        for h in req.headers.iter() {
+            let k = h.name;
             // Content-Length comes from the body; the connection is hyper's to manage.
             if k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("connection") {
                 continue;
             }
-            let name = reqwest::header::HeaderName::from_bytes(k.trim().as_bytes())
+            let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
                 .map_err(|e| format!("template header {k:?}: {e}"))?;
-            let value = reqwest::header::HeaderValue::from_str(v.trim())
+            let value = reqwest::header::HeaderValue::from_bytes(h.value)
                 .map_err(|e| format!("template header {k:?}: {e}"))?;
             headers.append(name, value);
         }
