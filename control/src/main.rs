@@ -4,7 +4,6 @@
 //! Exit status: 0 when everything was accepted, 1 when any transaction was not accepted everywhere or the run
 //! failed midway, 2 for bad usage, configuration or a segment that cannot be used.
 
-mod bench;
 mod control;
 mod doctor;
 mod input;
@@ -16,6 +15,7 @@ mod sessions;
 mod stats;
 mod submit;
 mod tls;
+mod tls_config;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -75,10 +75,13 @@ enum Command {
     Stats(stats::StatsArgs),
     /// Run the control plane: serves Prometheus metrics on `[control] metrics_listen`.
     Control(control::ControlArgs),
-    /// Benchmarks against a running dataplane (they print numbers; see docs/benchmarks.md).
+    /// Benchmarks against a running dataplane: runs `swqos-bench` (installed beside `swqos`)
+    /// with the arguments that follow (docs/benchmarks.md).
+    #[command(disable_help_flag = true)]
     Bench {
-        #[command(subcommand)]
-        what: bench::BenchCommand,
+        /// `throughput`, `tx-latency` or `latency` and their options (`swqos bench --help`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
     },
     /// Check the host against the config (hugepages, NIC binding, isolated cores, ...) and print
     /// pass/warn/fail with the command that fixes each; exit 1 if any check failed.
@@ -111,11 +114,26 @@ fn main() -> ExitCode {
             timeout,
             file,
         ),
-        Command::Bench { what } => bench::run(what),
+        Command::Bench { args } => bench(args),
         Command::Stats(args) => stats::run(args),
         Command::Control(args) => control::run(args),
         Command::Doctor(args) => doctor::run(args),
     }
+}
+
+/// `swqos bench ...`: the `swqos-bench` program beside this one, with the same arguments (the
+/// benchmarks live in their own binary so their HTTP client stack is in no production one).
+fn bench(args: Vec<std::ffi::OsString>) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let program = std::env::current_exe()
+        .map(|p| p.with_file_name("swqos-bench"))
+        .unwrap_or_else(|_| PathBuf::from("swqos-bench"));
+    let err = std::process::Command::new(&program).args(args).exec();
+    eprintln!(
+        "error: swqos bench runs {}: {err} (build it with `cargo build --release -p swqos-bench`)",
+        program.display()
+    );
+    ExitCode::from(2)
 }
 
 fn submit_command(

@@ -1,7 +1,9 @@
-//! The NIC RX lcore: polls its RX queues, counts what arrives and frees it.
+//! The NIC RX lcore: polls the RX queues of an `rx` lcore, counts what arrives and frees it.
 //!
-//! Nothing is forwarded yet (the kernel exception path comes with relay lanes); frames that are
-//! not well-formed Ethernet/IPv4 are counted as garbage so a bad feed is visible in the stats.
+//! Frames for the host (relays' answers, ARP) do not come here: the TX lcore that bridges the
+//! exception path polls its NIC queue and passes them to the kernel (`tx.rs`, `Bridge`). What
+//! arrives on an `rx` lcore's queues is counted and dropped; frames that are not well-formed
+//! Ethernet/IPv4 are counted as garbage so a bad feed is visible in the stats.
 
 use dpdk::{RxBurst, RxQueue};
 use swqos_shm::stats::{Counter, StatsWriter};

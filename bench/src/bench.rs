@@ -1,17 +1,19 @@
-//! `swqos bench`: benchmarks against a running dataplane, through the same client library a
-//! trading app links. They print numbers; they are not tests (see docs/benchmarks.md).
+//! The benchmarks of `swqos-bench` (also run as `swqos bench ...`), against a running data plane,
+//! through the same client library a trading app links. They print numbers; they are not tests
+//! (see docs/benchmarks.md).
 //!
 //! - `throughput` floods the ring with real signed transactions, each to the first N lanes,
 //!   draining completions continuously, and reads the dataplane's per-lcore stats blocks before
 //!   and after to report lane packets per second per TX lcore.
-//! - `latency` submits one transaction at a time and busy-polls for its completions, recording
-//!   `done_tsc - submit_tsc` (client `rdtsc` just before publishing the slot to the dataplane's
-//!   `rdtsc` right after `tx_burst` accepted the frame).
-//! - `e2e` measures relay lanes end to end (one submission to 1, 4, 8... lanes at once) beside a
-//!   reqwest client and a kernel-socket HTTP client sending the same requests to the same
-//!   relays, alternating one submission at a time, and matches each request to the relay's log
-//!   line (its `CLOCK_MONOTONIC` receipt time) to report submit-to-relay-receipt and round trip
-//!   per path: a table, `latency.csv` and SVG plots (`latency.svg`, `latency-<N>lanes.svg`).
+//! - `tx-latency` submits one transaction at a time and busy-polls for its completions,
+//!   recording `done_tsc - submit_tsc` (client `rdtsc` just before publishing the slot to the
+//!   dataplane's `rdtsc` right after `tx_burst` accepted the frame): the data plane alone.
+//! - `latency` (alias `e2e`) measures relay lanes end to end (one submission to 1, 4, 8...
+//!   lanes at once) beside a reqwest client and a kernel-socket HTTP client sending the same
+//!   requests to the same relays, alternating one submission at a time, and matches each
+//!   request to the relay's log line (its `CLOCK_MONOTONIC` receipt time) to report
+//!   submit-to-relay-receipt and round trip per path: a table, `latency.csv` and SVG plots
+//!   (`latency.svg`, `latency-<N>lanes.svg`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -729,7 +731,7 @@ struct RelayLane {
     addr: std::net::SocketAddrV4,
     template: swqos_wire::relay::RequestTemplate,
     /// HTTPS: the lane's TLS settings, which the reqwest and kernel-socket clients use too.
-    tls: Option<crate::tls::TlsSettings>,
+    tls: Option<crate::tls_config::TlsSettings>,
 }
 
 /// A minimal HTTP/1.1 client on one kernel TCP connection (HTTP/1.1, keep-alive,
@@ -781,7 +783,7 @@ impl KernelClient {
     fn new(lane: &RelayLane) -> Result<Self, String> {
         let tls = match &lane.tls {
             Some(t) => Some((
-                crate::tls::client_config(&lane.name, t)?,
+                crate::tls_config::client_config(&lane.name, t)?,
                 t.server_name.clone(),
             )),
             None => None,
@@ -867,31 +869,26 @@ impl KernelClient {
             }
             self.response.extend_from_slice(&buf[..n]);
             if head_end.is_none() {
-                let Some(end) = find(&self.response, b"\r\n\r\n") else {
-                    continue;
+                let mut headers = [httparse::EMPTY_HEADER; 64];
+                let mut resp = httparse::Response::new(&mut headers);
+                let end = match resp.parse(&self.response) {
+                    Ok(httparse::Status::Complete(end)) => end,
+                    Ok(httparse::Status::Partial) => continue,
+                    Err(e) => return Err(format!("kernel client: bad response head: {e}")),
                 };
-                head_end = Some(end + 4);
-                let head = String::from_utf8_lossy(&self.response[..end]).into_owned();
-                let mut lines = head.split("\r\n");
-                status = lines
-                    .next()
-                    .and_then(|l| l.split(' ').nth(1))
-                    .and_then(|c| c.parse().ok())
-                    .ok_or_else(|| format!("kernel client: bad status line in {head:?}"))?;
+                head_end = Some(end);
+                status = resp.code.unwrap_or(0);
                 let mut length = None;
-                for l in lines {
-                    let Some((k, v)) = l.split_once(':') else {
-                        continue;
-                    };
-                    let (k, v) = (k.trim(), v.trim());
-                    if k.eq_ignore_ascii_case("content-length") {
+                for h in resp.headers.iter() {
+                    let v = std::str::from_utf8(h.value).unwrap_or("").trim();
+                    if h.name.eq_ignore_ascii_case("content-length") {
                         length = v.parse::<usize>().ok();
-                    } else if k.eq_ignore_ascii_case("connection") {
+                    } else if h.name.eq_ignore_ascii_case("connection") {
                         close = v.eq_ignore_ascii_case("close");
                     }
                 }
                 let length = length.ok_or("kernel client: response without Content-Length")?;
-                want = end + 4 + length;
+                want = end + length;
             }
         }
         if close {
@@ -956,28 +953,28 @@ impl ReqwestLane {
         // The request line and headers of the template, from one request written by it.
         let mut raw = vec![0u8; lane.template.len(tx.len())];
         lane.template.write(tx, &mut [&mut raw[..]]);
-        let end = find(&raw, b"\r\n\r\n").ok_or("template: no end of head")?;
-        let head = std::str::from_utf8(&raw[..end]).map_err(|e| format!("template: {e}"))?;
-        let mut lines = head.split("\r\n");
-        let target = lines
-            .next()
-            .and_then(|l| l.strip_prefix("POST "))
-            .and_then(|l| l.strip_suffix(" HTTP/1.1"))
-            .ok_or_else(|| "template: not a POST HTTP/1.1 request line".to_string())?;
+        let mut parsed = [httparse::EMPTY_HEADER; 16];
+        let mut req = httparse::Request::new(&mut parsed);
+        match req.parse(&raw) {
+            Ok(httparse::Status::Complete(_)) => {}
+            _ => return Err("template: not a complete HTTP/1.1 request head".to_string()),
+        }
+        let target = match (req.method, req.path, req.version) {
+            (Some("POST"), Some(path), Some(1)) => path,
+            _ => return Err("template: not a POST HTTP/1.1 request line".to_string()),
+        };
         let url = reqwest::Url::parse(&format!("{origin}{target}"))
             .map_err(|e| format!("lane {}: url: {e}", lane.name))?;
         let mut headers = reqwest::header::HeaderMap::new();
-        for l in lines {
-            let (k, v) = l
-                .split_once(':')
-                .ok_or_else(|| format!("template: bad header line {l:?}"))?;
+        for h in req.headers.iter() {
+            let k = h.name;
             // Content-Length comes from the body; the connection is hyper's to manage.
             if k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("connection") {
                 continue;
             }
-            let name = reqwest::header::HeaderName::from_bytes(k.trim().as_bytes())
+            let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
                 .map_err(|e| format!("template header {k:?}: {e}"))?;
-            let value = reqwest::header::HeaderValue::from_str(v.trim())
+            let value = reqwest::header::HeaderValue::from_bytes(h.value)
                 .map_err(|e| format!("template header {k:?}: {e}"))?;
             headers.append(name, value);
         }
@@ -1116,7 +1113,7 @@ fn relay_lanes(
             id,
             addr: std::net::SocketAddrV4::new(h.dst_ip, h.dst_port),
             template,
-            tls: h.tls.as_ref().map(|t| crate::tls::TlsSettings {
+            tls: h.tls.as_ref().map(|t| crate::tls_config::TlsSettings {
                 server_name: t.server_name.clone(),
                 ca_files: t.ca_files.clone(),
                 insecure_skip_verify: t.insecure_skip_verify,

@@ -1,0 +1,154 @@
+//! The relay lanes' rustls client configuration: roots (bundled, the system's, the lane's
+//! `ca_files`), `insecure_skip_verify`, ALPN, key logging. Shared by `swqos control` (its relay
+//! connections, `control/src/tls.rs`) and `swqos-bench` (its reqwest and kernel-socket baselines verify
+//! relays exactly as the control plane does).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Once, OnceLock};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{ring, verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+/// Per-lane TLS settings (from the lane's config).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TlsSettings {
+    /// SNI and the name verified (a DNS name or an IP address literal).
+    pub(crate) server_name: String,
+    /// Extra PEM trust anchors, added to the bundled and system roots.
+    pub(crate) ca_files: Vec<PathBuf>,
+    /// Accept any certificate (tests only; logged loudly).
+    pub(crate) insecure_skip_verify: bool,
+}
+
+/// The client config of a lane, built once at start: bundled Mozilla roots, the system's roots
+/// and `ca_files`; TLS 1.3 and 1.2 with the ring provider's AES-GCM and ChaCha20-Poly1305
+/// suites; ALPN `http/1.1`; secret extraction on (for the kernel-connection hand-over).
+pub(crate) fn client_config(lane: &str, s: &TlsSettings) -> Result<Arc<ClientConfig>, String> {
+    ServerName::try_from(s.server_name.as_str()).map_err(|_| {
+        format!(
+            "lane {lane}: server_name {:?} is not a DNS name or IP address",
+            s.server_name
+        )
+    })?;
+    let provider = Arc::new(ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("lane {lane}: TLS: {e}"))?;
+    let mut config = if s.insecure_skip_verify {
+        eprintln!(
+            "swqos control: WARNING: lane {lane}: insecure_skip_verify = true: the relay's \
+             certificate is not verified"
+        );
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
+            .with_no_client_auth()
+    } else {
+        builder
+            .with_root_certificates(roots(lane, &s.ca_files)?)
+            .with_no_client_auth()
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.enable_secret_extraction = true;
+    if std::env::var_os("SSLKEYLOGFILE").is_some_and(|p| !p.is_empty()) {
+        static ONCE: Once = Once::new();
+        ONCE.call_once(|| {
+            let path = std::env::var_os("SSLKEYLOGFILE").unwrap_or_default();
+            eprintln!(
+                "swqos control: SSLKEYLOGFILE is set: TLS secrets are written to {} (for \
+                 debugging captures only)",
+                path.to_string_lossy()
+            );
+        });
+        config.key_log = Arc::new(rustls::KeyLogFile::new());
+    }
+    Ok(Arc::new(config))
+}
+
+/// webpki-roots, the system's roots (loaded once per process; failures ignored) and `ca_files`.
+fn roots(lane: &str, ca_files: &[PathBuf]) -> Result<RootCertStore, String> {
+    static SYSTEM: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
+    let system = SYSTEM.get_or_init(|| {
+        let certs = rustls_native_certs::load_native_certs().certs;
+        eprintln!(
+            "swqos control: TLS roots: {} bundled, {} from the system",
+            webpki_roots::TLS_SERVER_ROOTS.len(),
+            certs.len()
+        );
+        certs
+    });
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    roots.add_parsable_certificates(system.iter().cloned());
+    for path in ca_files {
+        let fail = |reason: &dyn fmt::Display| {
+            format!("lane {lane}: ca_file {}: {reason}", path.display())
+        };
+        let pem = std::fs::read(path).map_err(|e| fail(&e))?;
+        let mut found = 0;
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            roots
+                .add(cert.map_err(|e| fail(&e))?)
+                .map_err(|e| fail(&e))?;
+            found += 1;
+        }
+        if found == 0 {
+            return Err(fail(&"no PEM certificate in the file"));
+        }
+    }
+    Ok(roots)
+}
+
+/// `insecure_skip_verify`: any certificate is accepted, but the handshake signatures are still
+/// checked (so the peer holds the key of the certificate it sent).
+#[derive(Debug)]
+struct AcceptAnyCert(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
