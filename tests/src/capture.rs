@@ -66,7 +66,11 @@ impl RelayCapture {
             .lines()
             .find_map(|l| l.trim().strip_suffix(" packets dropped by kernel"))
             .and_then(|n| n.trim().parse::<u64>().ok());
-        assert_eq!(dropped, Some(0), "the relay-side capture lost frames: {err}");
+        assert_eq!(
+            dropped,
+            Some(0),
+            "the relay-side capture lost frames: {err}"
+        );
         std::mem::take(&mut self.file)
     }
 }
