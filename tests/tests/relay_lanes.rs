@@ -8,8 +8,9 @@
 use std::time::Duration;
 
 use serde_json::Value;
+use swqos_tests::capture::RelayCapture;
 use swqos_tests::rig::{report_counter, Rig, TOKEN};
-use swqos_tests::topology::{wait_for_stderr, Guard};
+use swqos_tests::topology::Guard;
 use swqos_tests::{have_root, samples, swqos};
 use swqos_wire::relay::Provider;
 
@@ -453,17 +454,7 @@ fn idle_connections_carry_delegated_sends_from_the_data_plane() {
     let checked = &rest[..20];
     rig.warm_up(&warmup.line);
     // Capture the relay's side of the wire while the data plane sends.
-    let pcap = rig.scratch.path("relay-side.pcap");
-    let mut capture = Guard(rig.topo.spawn_in_ns(&[
-        "tshark",
-        "-i",
-        &rig.topo.peer_if,
-        "-f",
-        "tcp port 8080",
-        "-w",
-        pcap.to_str().unwrap(),
-    ]));
-    wait_for_stderr(&mut capture.0, "Capturing on");
+    let capture = RelayCapture::start(&rig.topo, rig.scratch.path("relay-side.pcap"));
     // One submission at a time: each finds its lane's connection idle and armed.
     let mut fast_completions = 0;
     for s in checked {
@@ -472,10 +463,8 @@ fn idle_connections_carry_delegated_sends_from_the_data_plane() {
         let lanes = lines[0]["lanes"].as_array().unwrap();
         fast_completions += lanes.iter().filter(|l| l["path"] == "fast").count() as u64;
     }
-    std::thread::sleep(Duration::from_millis(300));
-    // SAFETY: kill with our child's pid and a standard signal.
-    unsafe { libc::kill(capture.0.id() as i32, libc::SIGINT) };
-    let _ = capture.0.wait();
+    // Stopped with SIGINT: tcpdump (immediate mode, a flush per packet) has every frame.
+    let pcap = capture.stop();
 
     // Exactly once at the relay, whoever sent first.
     let seen = rig.delivered();

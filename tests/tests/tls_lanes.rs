@@ -7,15 +7,14 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Child;
 use std::time::Duration;
 
 use serde_json::Value;
+use swqos_tests::capture::RelayCapture;
 use swqos_tests::rig::{Rig, TOKEN};
 use swqos_tests::tls_relays::{
     nginx_tls, s_server_relay, NginxTls, TestPki, NGINX_VARIANTS, RELAY_HOST, UNTRUSTED_PORT,
 };
-use swqos_tests::topology::{wait_for_stderr, Guard};
 use swqos_tests::{have_root, samples, swqos, Sample, Scratch};
 use swqos_wire::relay::{Endpoint, Provider, RequestTemplate};
 
@@ -140,22 +139,6 @@ fn control_log(rig: &Rig) -> String {
     std::fs::read_to_string(rig.scratch.path("control.err")).unwrap_or_default()
 }
 
-/// Starts a capture on the relay's side of the wire (the peer's veth end: what the data plane's
-/// NIC sent and received).
-fn capture(rig: &Rig, file: &Path) -> Guard {
-    let mut c: Child = rig.topo.spawn_in_ns(&[
-        "tshark",
-        "-i",
-        &rig.topo.peer_if,
-        "-w",
-        file.to_str().unwrap(),
-        "-f",
-        "tcp",
-    ]);
-    wait_for_stderr(&mut c, "Capturing on");
-    Guard(c)
-}
-
 /// The body of the request `p` makes for `tx`.
 fn expected_body(p: Provider, tx: &[u8]) -> Vec<u8> {
     let template = RequestTemplate::new(
@@ -185,8 +168,7 @@ fn tls_lanes_of_every_suite_take_the_fast_path_to_nginx_exactly_once() {
     // The capture on the relay's side of the wire (what the data plane's NIC sent and
     // received) must hold the handshakes for tshark to decrypt: a control plane that knows the
     // key log starts after it, with new connections.
-    let cap = rig.scratch.path("nic.pcapng");
-    let capturing = capture(&rig, &cap);
+    let capturing = RelayCapture::start(&rig.topo, rig.scratch.path("nic.pcap"));
     assert!(rig.stop_control(libc::SIGTERM).success());
     std::env::set_var("SSLKEYLOGFILE", &keylog);
     rig.start_control();
@@ -221,8 +203,8 @@ fn tls_lanes_of_every_suite_take_the_fast_path_to_nginx_exactly_once() {
         fast, total,
         "only {fast} of {total} sequential TLS requests took the fast path"
     );
-    std::thread::sleep(Duration::from_millis(500));
-    drop(capturing);
+    // Stopped with SIGINT: tcpdump (immediate mode, a flush per packet) has every frame.
+    let cap = capturing.stop();
 
     // The mock relay behind nginx: each transaction once per lane, in each provider's shape.
     exactly_once(&rig, &SUITE_PROVIDERS, checked);
