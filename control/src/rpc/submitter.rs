@@ -75,7 +75,11 @@ pub(crate) fn run(shm: PathBuf, lanes: u64, jobs: Receiver<Job>, stop: Arc<Atomi
         for tag in done {
             if let Some(w) = waiting.remove(&tag) {
                 let names = client.as_ref().map(|c| c.lane_names().to_vec());
-                answer(w, &names.unwrap_or_default());
+                let silent = format!(
+                    "no report within {} s; it may have been sent",
+                    RPC_WAIT.as_secs_f64()
+                );
+                answer(w, &names.unwrap_or_default(), &silent);
             }
         }
     }
@@ -93,8 +97,9 @@ fn attached<'a>(
         .is_some_and(|c| c.segment().check_running().is_ok());
     if !usable {
         let names = client.as_ref().map(|c| c.lane_names().to_vec());
+        let silent = "the data plane stopped before reporting; it may have been sent";
         for (_, w) in waiting.drain() {
-            answer(w, names.as_deref().unwrap_or_default());
+            answer(w, names.as_deref().unwrap_or_default(), silent);
         }
         *client = None;
         *client = Some(Client::attach(shm).map_err(|e| e.to_string())?);
@@ -156,12 +161,9 @@ fn drain(c: &mut Client, waiting: &mut HashMap<u64, Waiting>) {
     }
 }
 
-/// Answers a waiting submission with what its lanes reported (silent lanes: unknown).
-fn answer(w: Waiting, names: &[String]) {
-    let silent = format!(
-        "no report within {} s; it may have been sent",
-        RPC_WAIT.as_secs_f64()
-    );
+/// Answers a waiting submission with what its lanes reported (silent lanes: unknown, for
+/// reason `silent`).
+fn answer(w: Waiting, names: &[String], silent: &str) {
     let report = Report {
         signature: w.job.signature,
         lanes: w
@@ -172,7 +174,7 @@ fn answer(w: Waiting, names: &[String]) {
                     .get(id as usize)
                     .cloned()
                     .unwrap_or_else(|| format!("#{id}"));
-                (name, l.unwrap_or_else(|| Lane::Unknown(silent.clone())))
+                (name, l.unwrap_or_else(|| Lane::Unknown(silent.to_string())))
             })
             .collect(),
     };
