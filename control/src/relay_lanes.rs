@@ -23,7 +23,7 @@ use crate::relay::{Delegated, LaneTls, Outcome, RelayLaneSpec, RelayPool, Reply}
 use crate::sessions::SessionBoard;
 use crate::tls::TlsSettings;
 use dpdk_config::{Config, LaneKind};
-use swqos_shm::layout::{relay_failure, Completion, Status, RELAY_FAST};
+use swqos_shm::layout::{lanes_of, relay_failure, Completion, Status, RELAY_FAST};
 use swqos_shm::ring::{CompletionProducer, HandoffConsumer};
 use swqos_shm::time::tsc;
 use swqos_shm::{ControlSegment, Segment};
@@ -512,7 +512,22 @@ impl Relay {
             };
             self.push(&p, status, code);
         }
-        let left: Vec<Pending> = self.pending.drain().map(|(_, p)| p).collect();
+        let mut left: Vec<Pending> = self.pending.drain().map(|(_, p)| p).collect();
+        // Records the data plane handed over that this process never read: answered too.
+        if let Some(a) = self.attached.as_mut() {
+            for h in &mut a.handoffs {
+                while let Some(job) = h.pop() {
+                    left.extend(lanes_of(job.lanes).map(|lane| Pending {
+                        ring: job.ring as usize,
+                        lease_gen: job.lease_gen,
+                        tag: job.tag,
+                        lane,
+                        submit_tsc: job.submit_tsc,
+                        fast: job.delegated.is_some(),
+                    }));
+                }
+            }
+        }
         for p in &left {
             let code = if p.fast {
                 relay_failure::CONTROL_STOPPED

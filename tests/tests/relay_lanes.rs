@@ -240,6 +240,28 @@ fn a_stopping_control_plane_answers_every_request_it_holds() {
     let all = samples();
     let valid: Vec<_> = all.iter().filter(|s| s.invalid.is_none()).collect();
     rig.warm_up(&valid[0].line);
+    // The data plane's count of (submission, relay lane) pairs handed to the control plane.
+    let handed_off = || -> u64 {
+        let out = swqos(
+            &[
+                "stats",
+                "--config",
+                rig.cfg(),
+                "--json",
+                "--interval",
+                "0.05",
+            ],
+            b"",
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        v["lcores"].as_array().map_or(0, |lcores| {
+            lcores
+                .iter()
+                .map(|l| l["counters"]["handed_off"].as_u64().unwrap_or(0))
+                .sum()
+        })
+    };
+    let before = handed_off();
     let input: String = valid[1..4]
         .iter()
         .map(|s| format!("{}\n", s.line))
@@ -263,18 +285,15 @@ fn a_stopping_control_plane_answers_every_request_it_holds() {
         let mut stdin = submit.stdin.take().unwrap();
         stdin.write_all(input.as_bytes()).unwrap();
     }
-    // The first requests are at the relay, the others queued behind them.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::fs::read_to_string(rig.scratch.path("control.err"))
-        .unwrap_or_default()
-        .matches("relay lane")
-        .count()
-        == 0
-        && std::time::Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(50));
+    // Stopped once all three submissions (two lanes each) are with the control plane: the
+    // first at the relay, the others queued behind them or not yet read from the hand-off ring.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while handed_off() < before + 6 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the submissions never reached the control plane"
+        );
     }
-    std::thread::sleep(Duration::from_millis(500));
     let status = rig.stop_control(libc::SIGTERM);
     assert!(status.success(), "swqos control: {status}");
     let out = submit.wait_with_output().unwrap();
