@@ -24,7 +24,7 @@ use crate::sessions::SessionBoard;
 use crate::tls::TlsSettings;
 use dpdk_config::{Config, LaneKind};
 use swqos_shm::layout::{lanes_of, relay_failure, Completion, Status, RELAY_FAST};
-use swqos_shm::ring::{CompletionProducer, HandoffConsumer};
+use swqos_shm::ring::{CompletionProducer, Handoff, HandoffConsumer};
 use swqos_shm::time::tsc;
 use swqos_shm::{ControlSegment, Segment};
 
@@ -122,6 +122,30 @@ struct Pending {
     submit_tsc: u64,
     /// The data plane sent it first (a delegated send).
     fast: bool,
+}
+
+impl Pending {
+    /// Where the completion of hand-off record `job`'s lane `lane` goes.
+    fn of(job: &Handoff, lane: u8) -> Pending {
+        Pending {
+            ring: job.ring as usize,
+            lease_gen: job.lease_gen,
+            tag: job.tag,
+            lane,
+            submit_tsc: job.submit_tsc,
+            fast: job.delegated.is_some(),
+        }
+    }
+}
+
+/// The completion (status, reason) of a pool outcome: a 2xx answer is `Relayed`, any other
+/// answer `RelayError` with its HTTP status, no answer `RelayError` with its failure code.
+fn completion_of(result: &Result<Reply, crate::relay::Failure>) -> (Status, u16) {
+    match result {
+        Ok(r) if (200..300).contains(&r.status) => (Status::Relayed, r.status),
+        Ok(r) => (Status::RelayError, r.status),
+        Err(f) => (Status::RelayError, f.code),
+    }
 }
 
 /// The segment side: hand-off consumers (in the control file) and relay completion producers
@@ -366,14 +390,7 @@ impl Relay {
             while let Some(job) = h.pop() {
                 work += 1;
                 for lane in (0..64u8).filter(|l| job.lanes & (1 << l) != 0) {
-                    let pending = Pending {
-                        ring: job.ring as usize,
-                        lease_gen: job.lease_gen,
-                        tag: job.tag,
-                        lane,
-                        submit_tsc: job.submit_tsc,
-                        fast: job.delegated.is_some(),
-                    };
+                    let pending = Pending::of(&job, lane);
                     let Some(pl) = pool_lane(lane) else {
                         unserved.push(pending);
                         continue;
@@ -441,11 +458,7 @@ impl Relay {
         let Some(p) = self.pending.remove(&o.id) else {
             return;
         };
-        let (status, code) = match &o.result {
-            Ok(reply) if (200..300).contains(&reply.status) => (Status::Relayed, reply.status),
-            Ok(reply) => (Status::RelayError, reply.status),
-            Err(f) => (Status::RelayError, f.code),
-        };
+        let (status, code) = completion_of(&o.result);
         match &o.result {
             Err(f) if f.code == relay_failure::STALE => {
                 METRICS.stale.fetch_add(1, Ordering::Relaxed);
@@ -505,11 +518,7 @@ impl Relay {
             let Some(p) = self.pending.remove(&o.id) else {
                 continue;
             };
-            let (status, code) = match &o.result {
-                Ok(r) if (200..300).contains(&r.status) => (Status::Relayed, r.status),
-                Ok(r) => (Status::RelayError, r.status),
-                Err(f) => (Status::RelayError, f.code),
-            };
+            let (status, code) = completion_of(&o.result);
             self.push(&p, status, code);
         }
         let mut left: Vec<Pending> = self.pending.drain().map(|(_, p)| p).collect();
@@ -517,14 +526,7 @@ impl Relay {
         if let Some(a) = self.attached.as_mut() {
             for h in &mut a.handoffs {
                 while let Some(job) = h.pop() {
-                    left.extend(lanes_of(job.lanes).map(|lane| Pending {
-                        ring: job.ring as usize,
-                        lease_gen: job.lease_gen,
-                        tag: job.tag,
-                        lane,
-                        submit_tsc: job.submit_tsc,
-                        fast: job.delegated.is_some(),
-                    }));
+                    left.extend(lanes_of(job.lanes).map(|lane| Pending::of(&job, lane)));
                 }
             }
         }
