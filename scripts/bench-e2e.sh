@@ -55,10 +55,14 @@ OUT=${BENCH_LOG_DIR:-$CARGO_TARGET_DIR/bench/e2e$SUFFIX}
 NS=swqos-e2e-peer
 DP_IF=swqe2e-dp     # the dataplane's veth end (its NIC)
 PEER_IF=swqe2e-peer # the relay's veth end, inside $NS
+BASE_IF=swqe2e-base # the baselines' own kernel-owned link into $NS (root end)...
+BPEER_IF=swqe2e-bpr # ...and its relay end, inside $NS
 TAP=swqe2e-tap      # created by the dataplane (net_tap); carries the host address
 # Not the tests' 198.18.77.0/24, so this can run while `cargo test` builds its own topology.
 HOST_IP=198.18.79.1
 RELAY_IP=198.18.79.2
+BASE_HOST_IP=198.18.80.1  # the baselines' side of their own link
+BASE_RELAY_IP=198.18.80.2 # the same relay, reached over that link
 RELAY_PORT=8080
 TOKEN=bench-e2e-token
 SHM=/dev/shm/swqos-e2e/segment  # in a private directory the dataplane creates
@@ -78,6 +82,7 @@ teardown_net() {
     ip netns del "$NS" 2>/dev/null || true
     ip link del "$DP_IF" 2>/dev/null || true
     ip link del "$TAP" 2>/dev/null || true
+    ip link del "$BASE_IF" 2>/dev/null || true
 }
 cleanup() {
     local rc=$?
@@ -98,7 +103,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 [ "$(id -u)" -eq 0 ] || die "run as root (DPDK, network namespaces)"
-for tool in ip ethtool python3 $([ "$TLS" -eq 1 ] && echo openssl nginx); do
+for tool in ip ethtool python3 tcpdump $([ "$TLS" -eq 1 ] && echo openssl nginx); do
     command -v "$tool" >/dev/null || die "$tool not found (scripts/setup.sh installs it)"
 done
 mkdir -p "$OUT"
@@ -126,6 +131,14 @@ ethtool -K "$DP_IF" tso off gso off gro off tx off >/dev/null
 ip link set "$DP_IF" arp off
 sysctl -qw "net.ipv6.conf.$DP_IF.disable_ipv6=1" 2>/dev/null || true
 ip link set "$DP_IF" up
+# The baselines' link: a plain kernel interface with the kernel's default offloads, as a bot
+# without the data plane has; no DPDK bridge in its path.
+ip link add "$BASE_IF" type veth peer name "$BPEER_IF"
+ip link set "$BPEER_IF" netns "$NS"
+ip netns exec "$NS" ip addr add "$BASE_RELAY_IP/24" dev "$BPEER_IF"
+ip netns exec "$NS" ip link set "$BPEER_IF" up
+ip addr add "$BASE_HOST_IP/24" dev "$BASE_IF"
+ip link set "$BASE_IF" up
 
 # ---------------------------------------------------------------------------------------------
 say "config $CFG: relay lanes $PROVIDERS (each -> $RELAY_IP:$RELAY_PORT, 1 connection)"
@@ -167,7 +180,7 @@ if [ "$TLS" -eq 1 ]; then
     # The relay side's TLS: a test CA and a certificate for relay.test (and the relay's IP).
     LANE_PORT=8443
     PKI=$OUT/pki
-    "$ROOT/scripts/tls-relay.sh" "$PKI" "$RELAY_IP" 8443 "$RELAY_PORT" TLSv1.3
+    "$ROOT/scripts/tls-relay.sh" "$PKI" "$RELAY_IP" 8443 "$RELAY_PORT" TLSv1.3 "$BASE_RELAY_IP"
     LANE_TLS="host = \"relay.test\"
 tls = true
 ca_files = [\"$PKI/ca.pem\"]"
@@ -192,7 +205,7 @@ done
 say "mock relay in $NS, log $RELAY_LOG"
 : >"$RELAY_LOG"
 ip netns exec "$NS" python3 -u "$ROOT/tests/relay/mock_relay.py" \
-    --listen "$RELAY_IP:$RELAY_PORT" --token-all "$TOKEN" --log "$RELAY_LOG" \
+    --listen "$RELAY_IP:$RELAY_PORT" --listen "$BASE_RELAY_IP:$RELAY_PORT" --token-all "$TOKEN" --log "$RELAY_LOG" \
     >"$OUT/relay.out" 2>"$OUT/relay.err" &
 BG_PIDS+=($!)
 for _ in $(seq 100); do grep -q "listening on" "$OUT/relay.out" && break; sleep 0.1; done
@@ -253,6 +266,8 @@ LANE_ARGS=()
 for p in $PROVIDERS; do LANE_ARGS+=(--lane "$p"); done
 if ! "$BIN/swqos" bench latency --config "$CFG" "${LANE_ARGS[@]}" --lanes "$LANE_COUNTS" \
     --count "$COUNT" --warmup "$WARMUP" --relay-log "$RELAY_LOG" --out "$OUT" \
+    --baseline-ip "$BASE_RELAY_IP" --capture-netns "$NS" \
+    --capture-dataplane-iface "$PEER_IF" --capture-baseline-iface "$BPEER_IF" \
     | tee "$OUT/report.txt"; then
     die "swqos bench latency failed (control plane: $(tail -3 "$OUT/control.err"))"
 fi

@@ -2,16 +2,30 @@
 //! trading app links (`swqos bench ...` runs this program). They print numbers; they are not
 //! tests (docs/benchmarks.md). A program of its own so that its HTTP client stack (reqwest,
 //! tokio) ships in no production binary.
+//!
+//! - `throughput` ([`throughput`]): lane packets per second per TX lcore;
+//! - `tx-latency` ([`tx_latency`]): submit to `tx_burst`, the data plane alone, and the latency
+//!   budget per stage of a delegated send;
+//! - `latency` / `e2e` ([`e2e`]): relay lanes end to end beside reqwest and a kernel-socket
+//!   client, timed on the relay's side of the wire by an independent capture.
 
-mod bench;
+mod common;
+mod e2e;
+mod plot;
+mod throughput;
+mod tx_latency;
 // The relay lanes' rustls client configuration (roots, `ca_files`, `insecure_skip_verify`),
 // shared with `swqos control` so the baselines verify relays exactly as the control plane does.
 #[path = "../../control/src/tls_config.rs"]
 mod tls_config;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+
+use common::{setup, Failure};
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -22,9 +36,163 @@ use clap::Parser;
 )]
 struct Cli {
     #[command(subcommand)]
-    what: bench::BenchCommand,
+    what: BenchCommand,
 }
 
 fn main() -> ExitCode {
-    bench::run(Cli::parse().what)
+    run(Cli::parse().what)
+}
+
+/// Which benchmark to run.
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Flood the submit ring and report submissions/s and lane packets/s per TX lcore.
+    Throughput {
+        /// The dataplane's TOML configuration (for the shared-memory path).
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+        /// Length of the measured window.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Send every transaction to the first N lanes (default: all).
+        #[arg(long)]
+        lanes: Option<u32>,
+    },
+    /// Submit one transaction at a time and report submit-to-tx_burst latency percentiles (the
+    /// data plane alone; `latency` is the end-to-end comparison).
+    #[command(name = "tx-latency")]
+    TxLatency {
+        /// The dataplane's TOML configuration (for the shared-memory path).
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+        /// Measured submissions per lane count (after a warm-up of the same length / 4).
+        #[arg(long, default_value_t = 20_000)]
+        count: u32,
+        /// Lane counts to measure: each submission goes to the first k lanes.
+        #[arg(long, value_delimiter = ',', default_values_t = [1u32, 4, 8])]
+        lanes: Vec<u32>,
+    },
+    /// End to end through relay lanes: the data-plane path beside a reqwest client and a
+    /// kernel-socket HTTP client to the same relays, one submission (to N lanes at once) in
+    /// flight; prints a table and writes latency.csv and one SVG plot per lane count. Needs the
+    /// relay's request log (the mock relay's `--log`) on this host.
+    #[command(name = "latency", alias = "e2e")]
+    Latency {
+        /// The dataplane's TOML configuration (shared-memory path and the lanes' relays).
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+        /// A relay lane (`kind = "http"`) to measure (repeatable, in order); default: every
+        /// relay lane of the config. Their providers must differ.
+        #[arg(long)]
+        lane: Vec<String>,
+        /// Lane counts to measure: each submission goes to the first N of those lanes at once.
+        #[arg(long, value_delimiter = ',', default_values_t = [1u32])]
+        lanes: Vec<u32>,
+        /// Measured submissions per path and lane count.
+        #[arg(long, default_value_t = 500)]
+        count: u32,
+        /// Unrecorded submissions per path and lane count before the measured ones.
+        #[arg(long, default_value_t = 20)]
+        warmup: u32,
+        /// The relay's JSON-lines request log (`mock_relay.py --log FILE`); its `t_ns` is
+        /// `CLOCK_MONOTONIC`, comparable because the relay runs on this host.
+        #[arg(long)]
+        relay_log: PathBuf,
+        /// Folder for latency.csv and latency.svg (created if missing).
+        #[arg(long, default_value = "target/bench/e2e")]
+        out: PathBuf,
+        /// The baselines (reqwest, kernel socket) reach the relays at this address instead of
+        /// the lanes' `dst_ip` (on the lanes' ports): a kernel-owned interface of their own,
+        /// as users without the data plane run them.
+        #[arg(long)]
+        baseline_ip: Option<std::net::Ipv4Addr>,
+        /// Wire truth: capture the relay's side of both links in this network namespace
+        /// (tcpdump, nanosecond stamps) and report submit to the first and last byte of each
+        /// request at the relay's NIC.
+        #[arg(long, requires_all = ["capture_dataplane_iface", "capture_baseline_iface"])]
+        capture_netns: Option<String>,
+        /// With --capture-netns: the relay's end of the data plane's link.
+        #[arg(long, requires = "capture_netns")]
+        capture_dataplane_iface: Option<String>,
+        /// With --capture-netns: the relay's end of the baselines' link.
+        #[arg(long, requires = "capture_netns")]
+        capture_baseline_iface: Option<String>,
+    },
+}
+
+/// Runs one benchmark; exit status 2 for setup errors, 1 when the run failed midway.
+fn run(cmd: BenchCommand) -> ExitCode {
+    let (config, result) = match cmd {
+        BenchCommand::Throughput {
+            config,
+            seconds,
+            lanes,
+        } => {
+            let setup = setup(&config);
+            (
+                config,
+                setup.and_then(|(c, txs)| {
+                    throughput::throughput(
+                        c,
+                        &txs,
+                        Duration::from_secs_f64(seconds.max(0.1)),
+                        lanes,
+                    )
+                }),
+            )
+        }
+        BenchCommand::TxLatency {
+            config,
+            count,
+            lanes,
+        } => {
+            let setup = setup(&config);
+            (
+                config,
+                setup.and_then(|(c, txs)| tx_latency::latency(c, &txs, count.max(1), &lanes)),
+            )
+        }
+        BenchCommand::Latency {
+            config,
+            lane,
+            lanes,
+            count,
+            warmup,
+            relay_log,
+            out,
+            baseline_ip,
+            capture_netns,
+            capture_dataplane_iface,
+            capture_baseline_iface,
+        } => {
+            let capture = capture_netns.map(|netns| e2e::CaptureSpec {
+                netns,
+                dataplane_iface: capture_dataplane_iface.unwrap_or_default(),
+                baseline_iface: capture_baseline_iface.unwrap_or_default(),
+            });
+            let opts = e2e::E2eOptions {
+                lanes: lane,
+                lane_counts: lanes,
+                count: count.max(1),
+                warmup,
+                relay_log,
+                out,
+                baseline_ip,
+                capture,
+            };
+            let result = e2e::e2e(&config, &opts);
+            (config, result)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Setup(e)) => {
+            eprintln!("error: {}: {e}", config.display());
+            ExitCode::from(2)
+        }
+        Err(Failure::Run(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -14,6 +14,7 @@ use arrayvec::ArrayVec;
 use dpdk::{Mbuf, Mempool, TxBurst};
 use swqos_shm::layout::MAX_SESSIONS;
 use swqos_shm::sessions::{state, DelegatedSend, TlsWrite};
+use swqos_shm::stats::Stage;
 use swqos_shm::ControlSegment;
 use swqos_tls::{content_type, RecordSealer, Suite, TrafficKeys};
 use swqos_wire::delegate::{Connection, Verdict, FAST_HEADERS_LEN, FAST_TCP_LEN, L2L3_LEN};
@@ -22,6 +23,8 @@ use swqos_wire::ipv4::{protocol, Ipv4Packet};
 use swqos_wire::relay::{request_digest, RequestTemplate};
 use swqos_wire::tcp::{flags, TcpPacket};
 use zeroize::Zeroize;
+
+use crate::budget::Laps;
 
 /// Flows tracked at once (one per control-plane relay connection, plus closed ones until reused).
 const MAX_FLOWS: usize = MAX_SESSIONS;
@@ -78,6 +81,8 @@ pub struct FastPath {
     hold_ticks: u64,
     /// When the sealer cache was last swept.
     last_sweep: u64,
+    /// The stages of the latest successful [`FastPath::try_send`] (the latency budget).
+    pub laps: Laps,
 }
 
 /// Parses Ethernet/IPv4/TCP; returns (key as the sender sees it: src ip, src port, dst ip,
@@ -125,6 +130,7 @@ impl FastPath {
             ip_ident: 0,
             hold_ticks: tsc_hz / 20, // 50 ms
             last_sweep: 0,
+            laps: Laps::new(),
         }
     }
 
@@ -249,6 +255,7 @@ impl FastPath {
         pool: &Mempool,
         out: &mut TxBurst<u64, 64>,
     ) -> Result<DelegatedSend, Miss> {
+        self.laps.start();
         let Some(Some(template)) = self.templates.get(lane as usize) else {
             return Err(Miss::NoConnection);
         };
@@ -293,18 +300,28 @@ impl FastPath {
                     }
                 },
             };
+            self.laps.lap(Stage::Lookup);
             let mut mbufs: ArrayVec<Mbuf, MAX_SEGMENTS> = ArrayVec::new();
             if !pool.alloc_bulk(&mut mbufs, shape.segments) {
                 return Err(Miss::NoMbuf);
             }
-            let tls_seq = armed.tls.as_ref().map(|t| t.seq);
-            let Some(digest) = build(&shape, template, tx, &mut mbufs, sealer, tls_seq) else {
+            let Some(digest) = write_request(&shape, template, tx, &mut mbufs) else {
                 refused = true; // the mbufs go back to the pool
                 continue;
             };
+            self.laps.lap(Stage::Build);
+            let tls_seq = armed.tls.as_ref().map(|t| t.seq);
+            if let (Some(sealer), Some(seq)) = (sealer, tls_seq) {
+                if seal(&shape, len, &mut mbufs, sealer, seq).is_none() {
+                    refused = true;
+                    continue;
+                }
+                self.laps.lap(Stage::Seal);
+            }
             if !e.claim(&armed) {
                 continue; // the control plane took it back, or re-armed it, just now
             }
+            self.laps.lap(Stage::Claim);
             let flow = &mut self.flows[fi];
             let Ok(fs) = flow.conn.begin_fast_send(shape.wire_len) else {
                 // Cannot happen: `check` passed and nothing ran on this flow since.
@@ -328,6 +345,7 @@ impl FastPath {
                 let tag = if k == last { submit_tsc.max(1) } else { 0 };
                 let _ = out.push(m, tag); // room was checked above
             }
+            self.laps.lap(Stage::Emit);
             let tls = tls_seq.zip(shape.tls.map(|t| t.plaintext));
             return Ok(DelegatedSend::new(
                 i,
@@ -359,16 +377,13 @@ pub enum Miss {
 }
 
 /// Writes the request into the payload areas of `mbufs` (each record's plaintext area, with
-/// TLS), digests the plaintext and, with a sealer, seals one record per segment from sequence
-/// number `tls_seq`. Returns the digest, or `None` when a segment does not fit its mbuf or
-/// sealing fails (nothing may be sent then).
-fn build(
+/// TLS) and digests the plaintext. Returns the digest, or `None` when a segment does not fit
+/// its mbuf (nothing may be sent then).
+fn write_request(
     shape: &Shape,
     template: &RequestTemplate,
     tx: &[u8],
     mbufs: &mut ArrayVec<Mbuf, MAX_SEGMENTS>,
-    sealer: Option<&mut RecordSealer>,
-    tls_seq: Option<u64>,
 ) -> Option<u64> {
     let len = template.len(tx.len());
     let mut chunks: ArrayVec<&mut [u8], MAX_SEGMENTS> = ArrayVec::new();
@@ -380,20 +395,27 @@ fn build(
     }
     template.write(tx, &mut chunks)?;
     let plaintext: ArrayVec<&[u8], MAX_SEGMENTS> = chunks.iter().map(|c| &**c).collect();
-    let digest = request_digest(&plaintext);
-    drop(plaintext);
-    drop(chunks);
-    if let (Some(sealer), Some(seq)) = (sealer, tls_seq) {
-        sealer.set_seq(seq);
-        for (k, m) in mbufs.iter_mut().enumerate() {
-            let (_, payload, plain) = shape.segment(k, len);
-            let record = &mut m.data_mut()[HEADERS..HEADERS + payload];
-            sealer
-                .seal_in_place(record, plain, content_type::APPLICATION_DATA)
-                .ok()?;
-        }
+    Some(request_digest(&plaintext))
+}
+
+/// Seals the `len`-byte request written by [`write_request`] as one TLS record per segment,
+/// from sequence number `seq`. `None` when sealing fails (nothing may be sent then).
+fn seal(
+    shape: &Shape,
+    len: usize,
+    mbufs: &mut ArrayVec<Mbuf, MAX_SEGMENTS>,
+    sealer: &mut RecordSealer,
+    seq: u64,
+) -> Option<()> {
+    sealer.set_seq(seq);
+    for (k, m) in mbufs.iter_mut().enumerate() {
+        let (_, payload, plain) = shape.segment(k, len);
+        let record = &mut m.data_mut()[HEADERS..HEADERS + payload];
+        sealer
+            .seal_in_place(record, plain, content_type::APPLICATION_DATA)
+            .ok()?;
     }
-    Some(digest)
+    Some(())
 }
 
 /// How one request is cut into segments (and TLS records) on a connection.

@@ -5,6 +5,7 @@
 //! Ethernet/IPv4/UDP frame per lane straight into an mbuf and bursts them. RX lcores run
 //! [`rx::RxWorker::poll`]. Everything slow lives elsewhere (the `swqos` control plane and CLI).
 
+pub mod budget;
 pub mod fast;
 pub mod hugepages;
 pub mod lanes;

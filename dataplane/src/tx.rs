@@ -10,7 +10,7 @@ use arrayvec::ArrayVec;
 use dpdk::{Mbuf, Mempool, RxBurst, RxQueue, TxBurst, TxQueue};
 use swqos_shm::layout::{lanes_of, Completion, DropReason, Status, MAX_LANES, MAX_TX_SIZE};
 use swqos_shm::ring::{CompletionProducer, HandoffProducer, SlotRef, SubmitConsumer};
-use swqos_shm::stats::{Counter, StatsWriter};
+use swqos_shm::stats::{Counter, Stage, StatsWriter};
 use swqos_shm::ControlSegment;
 use swqos_wire::checksum;
 use swqos_wire::solana::{Transaction, TxError};
@@ -195,6 +195,19 @@ fn flush_forward(to: &mut TxPath, stats: &mut StatsWriter) -> usize {
     })
 }
 
+/// [`flush_forward`] of the delegated sends queued in this poll since `queued` (TSC, 0: none),
+/// timing the wait for the burst and the `tx_burst` call for the latency budget.
+fn flush_fast(to: &mut TxPath, stats: &mut StatsWriter, queued: u64) -> usize {
+    if queued == 0 {
+        return flush_forward(to, stats);
+    }
+    let start = dpdk::tsc();
+    let sent = flush_forward(to, stats);
+    stats.stage(Stage::Queue, start.wrapping_sub(queued));
+    stats.stage(Stage::TxBurst, dpdk::tsc().wrapping_sub(start));
+    sent
+}
+
 /// A client's ring pair as the dataplane holds it.
 pub struct RingPair {
     /// Submissions from the client.
@@ -223,6 +236,8 @@ struct Output {
     /// lcore bridges the exception path.
     fast: Option<FastPath>,
     fast_out: usize,
+    /// TSC when this poll's first delegated send was queued (0: none yet).
+    fast_queued: u64,
     ctl: Arc<ControlSegment>,
     paths: Vec<TxPath>,
     lanes: Arc<LaneTable>,
@@ -284,6 +299,7 @@ impl TxWorker {
                 handoff: parts.handoff,
                 relay_mask: parts.lanes.relay_mask(),
                 fast_out: parts.bridge.as_ref().map_or(0, |b| b.nic_path),
+                fast_queued: 0,
                 fast: parts.fast,
                 ctl: parts.ctl,
                 paths: parts.paths,
@@ -320,7 +336,8 @@ impl TxWorker {
         work += out.flush(false);
         if out.fast.is_some() {
             // Delegated sends queued just now leave in this poll, not the next.
-            work += flush_forward(&mut out.paths[out.fast_out], &mut out.stats);
+            let queued = std::mem::take(&mut out.fast_queued);
+            work += flush_fast(&mut out.paths[out.fast_out], &mut out.stats, queued);
         }
         out.publish_completions();
         out.stats.end();
@@ -361,9 +378,15 @@ fn take_submissions(submit: &mut SubmitConsumer, r: usize, out: &mut Output) -> 
     };
     let mut taken = 0;
     while taken < ready {
-        if !out.handle_slot(r, submit.slot(taken)) {
+        let start = dpdk::tsc();
+        let slot = submit.slot(taken);
+        let copied = dpdk::tsc();
+        let submit_tsc = slot.submit_tsc;
+        if !out.handle_slot(r, slot, copied) {
             break; // no room or no mbufs: the slot stays in the ring for the next poll
         }
+        out.stats.ring_wait(submit_tsc, start);
+        out.stats.stage(Stage::CopyOut, copied.wrapping_sub(start));
         taken += 1;
     }
     if taken > 0 {
@@ -374,8 +397,9 @@ fn take_submissions(submit: &mut SubmitConsumer, r: usize, out: &mut Output) -> 
 }
 
 impl Output {
-    /// Turns a slot of ring `r` into frames (or rejections). `false` leaves it in the ring.
-    fn handle_slot(&mut self, r: usize, slot: SlotRef<'_>) -> bool {
+    /// Turns a slot of ring `r`, copied out at `copied` (TSC), into frames (or rejections).
+    /// `false` leaves it in the ring.
+    fn handle_slot(&mut self, r: usize, slot: SlotRef<'_>, copied: u64) -> bool {
         let n_lanes = self.lanes.len() as u32;
         let pending = |lane: u8| Pending::of(r, &slot, lane);
 
@@ -392,6 +416,8 @@ impl Output {
         } else {
             Transaction::parse(slot.tx).map(|_| ())
         };
+        self.stats
+            .stage(Stage::Validate, dpdk::tsc().wrapping_sub(copied));
 
         if let Err(e) = verdict {
             self.stats.add(Counter::Rejected, 1);
@@ -485,6 +511,11 @@ impl Output {
                         // Room for this record was checked above: a request on the wire always
                         // reaches the control plane.
                         if h.push(r, slot, 1 << lane, Some(&sent)) {
+                            fast.laps.lap(Stage::Handoff);
+                            fast.laps.record(&mut self.stats);
+                            if self.fast_queued == 0 {
+                                self.fast_queued = fast.laps.last();
+                            }
                             rest &= !(1 << lane);
                             self.stats.add(Counter::FastSends, 1);
                             self.stats.add(Counter::HandedOff, 1);

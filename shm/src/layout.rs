@@ -32,7 +32,9 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SWQOSSHM");
 /// `fast_refused` and `bad_timestamp` counters.
 /// 8: the session table and the hand-off rings in the control file
 /// ([`crate::control_segment`]), which clients never map; the header's `instance` pairs them.
-pub const LAYOUT_VERSION: u32 = 8;
+/// 9: the latency budget in [`LcoreStats`] (`stage_ticks`, `stage_samples`, per
+/// [`crate::stats::Stage`]).
+pub const LAYOUT_VERSION: u32 = 9;
 /// The largest transaction a slot holds: Solana's packet data size.
 pub const MAX_TX_SIZE: usize = 1232;
 /// Lanes are addressed by bit in a `u64` lane mask.

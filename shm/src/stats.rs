@@ -127,6 +127,77 @@ impl Counter {
     }
 }
 
+/// The stages of the data plane's send path, each timed with the TSC from the end of the one
+/// before (the latency budget `swqos bench tx-latency` and `swqos bench latency` print). The
+/// first three run for every submission; the others for delegated sends (relay lanes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Stage {
+    /// The client's submit stamp to the TX lcore starting to read the slot: how long the
+    /// slot waited in the ring (includes the rest of the lcore's poll loop).
+    Poll = 0,
+    /// Copying the slot out of shared memory (once, before anything reads it).
+    CopyOut,
+    /// Validating the transaction.
+    Validate,
+    /// Finding an armed connection of the lane (session table and flow table).
+    Lookup,
+    /// Allocating the segments' mbufs, writing the request from the lane's template, and its
+    /// digest for the hand-off record.
+    Build,
+    /// Sealing the TLS records in place (TLS lanes only).
+    Seal,
+    /// Claiming the session entry (one compare-and-swap).
+    Claim,
+    /// Writing the TCP/IPv4/Ethernet headers and queueing the segments.
+    Emit,
+    /// Writing the hand-off record for the control plane.
+    Handoff,
+    /// From the hand-off record of the poll's first delegated send to the `tx_burst` call that
+    /// takes it (the slot's other lanes, and other slots, are built meanwhile).
+    Queue,
+    /// The `tx_burst` call that took the poll's delegated sends (on `net_af_packet`: the copy
+    /// into the kernel's TPACKET ring and the `sendto` that makes the kernel send it).
+    TxBurst,
+}
+
+/// Number of [`Stage`]s.
+pub const N_STAGES: usize = Stage::TxBurst as usize + 1;
+
+impl Stage {
+    /// Every stage, in path order.
+    pub const ALL: [Stage; N_STAGES] = [
+        Stage::Poll,
+        Stage::CopyOut,
+        Stage::Validate,
+        Stage::Lookup,
+        Stage::Build,
+        Stage::Seal,
+        Stage::Claim,
+        Stage::Emit,
+        Stage::Handoff,
+        Stage::Queue,
+        Stage::TxBurst,
+    ];
+
+    /// A short name for tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Poll => "ring poll (wait)",
+            Stage::CopyOut => "copy-out",
+            Stage::Validate => "validate",
+            Stage::Lookup => "find armed conn",
+            Stage::Build => "build+digest",
+            Stage::Seal => "TLS seal",
+            Stage::Claim => "claim (CAS)",
+            Stage::Emit => "headers+queue",
+            Stage::Handoff => "hand-off record",
+            Stage::Queue => "wait for burst",
+            Stage::TxBurst => "tx_burst",
+        }
+    }
+}
+
 /// The oldest client submit timestamp a latency sample may come from, in seconds; older
 /// ones (and 0, and ones in the future) are counted as [`Counter::BadTimestamp`] instead.
 pub const MAX_LATENCY_SECS: u64 = 60;
@@ -191,6 +262,10 @@ pub struct LcoreStats {
     /// The same for delegated sends (relay lanes, plain or TLS): submit to the `tx_burst`
     /// that took the request's last segment.
     pub fast_latency: [AtomicU64; HISTOGRAM_BUCKETS],
+    /// TSC ticks spent per [`Stage`] (the latency budget), summed.
+    pub stage_ticks: [AtomicU64; N_STAGES],
+    /// Times each [`Stage`] was timed.
+    pub stage_samples: [AtomicU64; N_STAGES],
 }
 
 /// Role numbers stored in [`LcoreStats::role`].
@@ -355,6 +430,27 @@ impl StatsWriter {
     }
 }
 
+impl StatsWriter {
+    /// Adds one timing of `stage`, `ticks` long, to the latency budget.
+    #[inline]
+    pub fn stage(&mut self, stage: Stage, ticks: u64) {
+        self.touch();
+        bump(&self.block().stage_ticks[stage as usize], ticks);
+        bump(&self.block().stage_samples[stage as usize], 1);
+    }
+
+    /// The time a client's slot waited in the ring: its `submit_tsc` to `now`, added to
+    /// [`Stage::Poll`] unless the client's stamp is implausible (0, in the future, or older
+    /// than [`MAX_LATENCY_SECS`]; the latency histograms count those).
+    #[inline]
+    pub fn ring_wait(&mut self, submit_tsc: u64, now: u64) {
+        let ticks = now.wrapping_sub(submit_tsc);
+        if submit_tsc != 0 && submit_tsc <= now && ticks <= self.max_latency_ticks {
+            self.stage(Stage::Poll, ticks);
+        }
+    }
+}
+
 /// A consistent copy of one block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatsSnapshot {
@@ -376,6 +472,10 @@ pub struct StatsSnapshot {
     pub latency: Vec<u64>,
     /// Delegated sends' latency histogram in TSC ticks.
     pub fast_latency: Vec<u64>,
+    /// TSC ticks per [`Stage`], summed.
+    pub stage_ticks: [u64; N_STAGES],
+    /// Timings per [`Stage`].
+    pub stage_samples: [u64; N_STAGES],
 }
 
 impl StatsSnapshot {
@@ -446,6 +546,8 @@ pub fn read(block: &LcoreStats) -> StatsSnapshot {
         lane_bytes: std::array::from_fn(|i| load(&block.lane_bytes[i])),
         latency: block.latency.iter().map(load).collect(),
         fast_latency: block.fast_latency.iter().map(load).collect(),
+        stage_ticks: std::array::from_fn(|i| load(&block.stage_ticks[i])),
+        stage_samples: std::array::from_fn(|i| load(&block.stage_samples[i])),
     })
 }
 
@@ -897,6 +999,8 @@ impl Rates {
             lane_bytes: [0; MAX_LANES],
             latency: Vec::new(),
             fast_latency: Vec::new(),
+            stage_ticks: [0; N_STAGES],
+            stage_samples: [0; N_STAGES],
         };
         let lcores = later
             .lcores

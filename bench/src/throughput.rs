@@ -1,0 +1,180 @@
+//! `throughput`: floods the ring with real signed transactions, each to the first N lanes,
+//! draining completions continuously, and reads the dataplane's per-lcore stats blocks before
+//! and after to report lane packets per second per TX lcore.
+
+use std::time::{Duration, Instant};
+
+use swqos_shm::stats::{self, role, Counter};
+use swqos_shm::{Client, SubmitError};
+
+use crate::common::*;
+
+pub(crate) fn throughput(
+    mut client: Client,
+    txs: &[Vec<u8>],
+    window: Duration,
+    lanes: Option<u32>,
+) -> Result<(), Failure> {
+    let n_lanes = lanes.unwrap_or(client.lane_names().len() as u32);
+    let mask = first_lanes(&client, n_lanes)?;
+    let tsc_hz = client.tsc_hz();
+    let avg_tx = txs.iter().map(Vec::len).sum::<usize>() as f64 / txs.len() as f64;
+    println!(
+        "throughput: {:.1} s window, {n_lanes} lane(s) per submission, {} sample transactions \
+         (avg {avg_tx:.1} B), ring {}, tsc {:.3} GHz",
+        window.as_secs_f64(),
+        txs.len(),
+        client.ring(),
+        tsc_hz as f64 / 1e9
+    );
+
+    let mut by_status = [0u64; 5];
+    let mut submitted = 0u64;
+    let mut next = 0usize;
+    let mut full_spins = 0u64;
+    let before = snapshot(client.segment());
+    let start = Instant::now();
+    let mut iter = 0u64;
+    let mut last_progress = Instant::now();
+    // After `Full`, retry only once a completion has come back (the dataplane releases slots
+    // before it publishes completions), so the client does not re-validate the same transaction
+    // in a tight loop while the ring is full.
+    let mut may_submit = true;
+    loop {
+        // Fill the ring until it (or the completion credit) is full, then read completions.
+        while may_submit {
+            match client.submit(&txs[next], mask, submitted) {
+                Ok(()) => {
+                    submitted += 1;
+                    next += 1;
+                    if next == txs.len() {
+                        next = 0;
+                    }
+                }
+                Err(SubmitError::Full) => {
+                    full_spins += 1;
+                    may_submit = false;
+                }
+                Err(e) => return Err(submit_error(e)),
+            }
+        }
+        if drain(&mut client, &mut by_status) > 0 {
+            last_progress = Instant::now();
+            may_submit = true;
+        }
+        iter += 1;
+        if iter.is_multiple_of(64) {
+            let now = Instant::now();
+            if now.duration_since(start) >= window {
+                break;
+            }
+            if now.duration_since(last_progress) > STALL {
+                client
+                    .segment()
+                    .check_running()
+                    .map_err(|e| Failure::Run(e.to_string()))?;
+                return Err(Failure::Run(format!(
+                    "no completion for {STALL:?} with {} outstanding",
+                    client.outstanding()
+                )));
+            }
+        }
+    }
+    let after = snapshot(client.segment());
+    let secs = start.elapsed().as_secs_f64();
+    let submitted_in_window = submitted;
+
+    // Collect what is still owed so every submission is accounted for.
+    let deadline = Instant::now() + STALL;
+    while client.outstanding() > 0 && Instant::now() < deadline {
+        drain(&mut client, &mut by_status);
+    }
+
+    println!(
+        "client: {:.0} submissions/s ({submitted_in_window} in {secs:.3} s, ring full {full_spins} times), \
+         {:.0} lane completions/s",
+        submitted_in_window as f64 / secs,
+        submitted_in_window as f64 * n_lanes as f64 / secs,
+    );
+    let statuses: Vec<String> = STATUS_NAMES
+        .iter()
+        .zip(by_status)
+        .map(|(n, c)| format!("{n} {c}"))
+        .collect();
+    println!(
+        "completions: {}; still outstanding {}",
+        statuses.join(", "),
+        client.outstanding()
+    );
+
+    let mut total_pkts = 0u64;
+    let mut total_bytes = 0u64;
+    let mut total_drops = 0u64;
+    for (b, a) in before.iter().zip(&after) {
+        let d = |c: Counter| a.get(c).wrapping_sub(b.get(c));
+        let polls = d(Counter::Polls);
+        if a.role == role::TX {
+            let pkts = d(Counter::TxPackets);
+            let bytes = d(Counter::TxBytes);
+            let drops = d(Counter::TxDropped);
+            total_pkts += pkts;
+            total_bytes += bytes;
+            total_drops += drops;
+            let hist: Vec<u64> = a
+                .latency
+                .iter()
+                .zip(&b.latency)
+                .map(|(x, y)| x.wrapping_sub(*y))
+                .collect();
+            let us = |q: f64| {
+                stats::quantile(&hist, q)
+                    .map(|t| format!("{:.1}", t as f64 * 1e6 / tsc_hz as f64))
+                    .unwrap_or_else(|| "-".into())
+            };
+            println!(
+                "lcore {} (tx): {:.0} lane pkt/s, {:.2} Gbit/s, avg frame {:.1} B, \
+                 {:.0} submissions/s, {polls} polls ({:.0}/s, {:.2} pkt/poll), dropped {drops}, \
+                 tx_full {}, no_mbuf {}, completion_overflow {}, rejected {}, \
+                 in-flight latency p50 {} us p99 {} us",
+                a.lcore_id,
+                pkts as f64 / secs,
+                bytes as f64 * 8.0 / secs / 1e9,
+                if pkts > 0 {
+                    bytes as f64 / pkts as f64
+                } else {
+                    0.0
+                },
+                d(Counter::Submissions) as f64 / secs,
+                polls as f64 / secs,
+                if polls > 0 {
+                    pkts as f64 / polls as f64
+                } else {
+                    0.0
+                },
+                d(Counter::TxFull),
+                d(Counter::NoMbuf),
+                d(Counter::CompletionOverflow),
+                d(Counter::Rejected),
+                us(0.5),
+                us(0.99),
+            );
+        } else {
+            println!(
+                "lcore {} ({}): {polls} polls ({:.0}/s), rx {} pkts",
+                a.lcore_id,
+                role_name(a.role),
+                polls as f64 / secs,
+                d(Counter::RxPackets),
+            );
+        }
+    }
+    println!(
+        "total: {:.0} lane pkt/s, {:.2} Gbit/s (Ethernet frames, no preamble/FCS), dropped {total_drops}",
+        total_pkts as f64 / secs,
+        total_bytes as f64 * 8.0 / secs / 1e9,
+    );
+    if by_status[0] == 0 {
+        return Err(Failure::Run("no packet was sent".into()));
+    }
+    Ok(())
+}
