@@ -6,22 +6,28 @@
 #
 # 1. builds the release binaries;
 # 2. sets up the relay-lane test topology (as tests/src/topology.rs does): a peer network
-#    namespace with the mock relay (tests/relay/mock_relay.py --log), joined by a veth pair whose
-#    root end (offloads off, `arp off`, no IP) is the dataplane's net_af_packet "NIC"; the host
-#    address 198.18.79.1/24 sits on the TAP the dataplane bridges to that NIC, so every kernel
-#    TCP connection to the relay (198.18.79.2:8080) crosses the data plane;
+#    namespace with the relay (swqos-test-relay, the compiled twin of tests/relay/mock_relay.py:
+#    the same request checks and answers, a thread per connection, --log), joined by a veth
+#    pair whose root end (offloads off, `arp off`, no IP) is the dataplane's net_af_packet
+#    "NIC"; the host address 198.18.79.1/24 sits on the TAP the dataplane bridges to that NIC,
+#    so every kernel TCP connection of swqos control to the relay (198.18.79.2) crosses the data
+#    plane. The baselines get a link of their own: a second veth pair (198.18.80.1 <->
+#    198.18.80.2, kernel defaults) into the same namespace and relay, no DPDK in its path;
 # 3. starts swqos-dataplane and `swqos control` with eight relay lanes, one per provider format
-#    (each one kernel TCP connection to the same mock relay), waits until a warm-up submission
+#    (each one kernel TCP connection to the same relay), waits until a warm-up submission
 #    to every relay lane succeeds;
 #    With --tls the lanes are `tls = true` to an nginx in the namespace (TLS 1.3, a test CA made
-#    here with openssl, certificate for relay.test) in front of the mock relay; reqwest and the
-#    kernel-socket client then speak TLS too (rustls);
+#    here with openssl, certificate for relay.test, listening on both links) in front of the
+#    relay; reqwest and the kernel-socket client then speak TLS too (rustls);
 # 4. runs `swqos bench tx-latency` (submit to the tx_burst of each delegated send, 1, 4 and 8
-#    lanes) and `swqos bench latency --lanes 1,4,8`: one submission to 1, 4 and 8 lanes at once on the
-#    data-plane path beside a reqwest client and a kernel-socket HTTP client sending the same
-#    requests to the same relays, alternating one submission at a time; prints the tables and
-#    writes latency.csv, latency.svg (1 lane) and latency-<N>lanes.svg; then stops the
-#    dataplane and prints its fast/fallback counts per lane.
+#    lanes, and the data plane's latency budget per stage) and `swqos bench latency --lanes
+#    1,4,8`: one submission to 1, 4 and 8 lanes at once on the data-plane path beside a reqwest
+#    client and a kernel-socket HTTP client sending the same requests to the same relay over
+#    their own link, alternating one submission at a time, while tcpdump captures the relay's
+#    end of both links (the wire truth: submit to the first and last byte of every request at
+#    the relay's NIC); prints the tables and writes wire.csv, wire-<N>lanes.svg, latency.csv,
+#    latency.svg (1 lane) and latency-<N>lanes.svg; then stops the dataplane and prints its
+#    fast/fallback counts per lane.
 #
 # Environment: BENCH_E2E_COUNT (submissions per path and lane count, default 500),
 # BENCH_E2E_WARMUP (default 20), BENCH_E2E_LANES (lane counts, default 1,4,8),
@@ -76,7 +82,7 @@ die() {
 }
 
 # Processes we started, stopped by the trap (SIGTERM, then SIGKILL after 5 s), newest first:
-# swqos control, the dataplane, the mock relay. Then the network goes.
+# swqos control, the dataplane, the relay. Then the network goes.
 BG_PIDS=()
 teardown_net() {
     ip netns del "$NS" 2>/dev/null || true
@@ -111,7 +117,8 @@ mkdir -p "$OUT"
 # ---------------------------------------------------------------------------------------------
 say "building release binaries"
 cargo build --release --workspace --bins --quiet || die "cargo build failed"
-[ -x "$BIN/swqos-dataplane" ] && [ -x "$BIN/swqos" ] || die "binaries missing in $BIN"
+[ -x "$BIN/swqos-dataplane" ] && [ -x "$BIN/swqos" ] && [ -x "$BIN/swqos-test-relay" ] \
+    || die "binaries missing in $BIN"
 
 # ---------------------------------------------------------------------------------------------
 say "topology: namespace $NS ($RELAY_IP), veth $DP_IF <-> $PEER_IF, TAP $TAP ($HOST_IP)"
@@ -202,17 +209,17 @@ EOF
 done
 
 # ---------------------------------------------------------------------------------------------
-say "mock relay in $NS, log $RELAY_LOG"
+say "relay (swqos-test-relay, compiled, a thread per connection) in $NS, log $RELAY_LOG"
 : >"$RELAY_LOG"
-ip netns exec "$NS" python3 -u "$ROOT/tests/relay/mock_relay.py" \
+ip netns exec "$NS" "$BIN/swqos-test-relay" \
     --listen "$RELAY_IP:$RELAY_PORT" --listen "$BASE_RELAY_IP:$RELAY_PORT" --token-all "$TOKEN" --log "$RELAY_LOG" \
     >"$OUT/relay.out" 2>"$OUT/relay.err" &
 BG_PIDS+=($!)
 for _ in $(seq 100); do grep -q "listening on" "$OUT/relay.out" && break; sleep 0.1; done
-grep -q "listening on" "$OUT/relay.out" || die "mock relay did not start: $(cat "$OUT/relay.err")"
+grep -q "listening on" "$OUT/relay.out" || die "relay did not start: $(cat "$OUT/relay.err")"
 
 if [ "$TLS" -eq 1 ]; then
-    say "nginx in $NS: TLS on $RELAY_IP:8443 for the mock relay"
+    say "nginx in $NS: TLS on $RELAY_IP:8443 and $BASE_RELAY_IP:8443 for the relay"
     ip netns exec "$NS" nginx -c "$PKI/nginx.conf" -p "$PKI" >"$OUT/nginx.out" 2>&1 &
     BG_PIDS+=($!)
     for _ in $(seq 50); do

@@ -116,9 +116,25 @@ done
 echo "==> swqos submit --config $profile --verbose --sequential $txs" >&2
 echo "    (latency: submit to tx_burst for the UDP lane; submit to the relay's answer for relays)" >&2
 set +e
-"$bin/swqos" submit --config "$profile" --verbose --sequential "$txs"
+"$bin/swqos" submit --config "$profile" --verbose --sequential "$txs" | tee "$work/submit.txt"
 set -e
 stop_dataplane
+echo "==> per relay lane: the data plane's own time beside the mock relay's answer" >&2
+python3 - "$work/report.txt" "$work/submit.txt" <<'PY'
+import re, statistics, sys
+wire = {m[1]: (m[2], m[3]) for m in re.finditer(
+    r"^lane (\S+): .*\(fast (\d+), .*on the wire ([\d.]+) us", open(sys.argv[1]).read(), re.M)}
+answer = {}
+for m in re.finditer(r"^\s+(\S+)\s+sent in\s+([\d.]+) us", open(sys.argv[2]).read(), re.M):
+    answer.setdefault(m[1], []).append(float(m[2]))
+print(f"  {'lane':<12} {'data plane: submit -> tx_burst':>32} {'relay answered (median)':>25}")
+for lane, (fast, us) in wire.items():
+    a = answer.get(lane)
+    med = f"{statistics.median(a):.0f} us" if a else "-"
+    print(f"  {lane:<12} {us + ' us (mean of ' + fast + ' fast)':>32} {med:>25}")
+print("  (the answer time is the Python mock relay's and swqos control's, not the data plane's:")
+print("   scripts/bench-e2e.sh times the request on the relay's wire)")
+PY
 grep -h "TLS" "$work/control.log" | grep "conn 0" | sed 's/^swqos control: /control: /' >&2 || true
 echo "==> the relay's log: requests accepted per provider (each transaction once, plus the warm-up)" >&2
 python3 - "$work/relay.jsonl" <<'PY'

@@ -342,7 +342,11 @@ impl FastPath {
                     k == last,
                     self.ip_ident,
                 );
-                let tag = if k == last { submit_tsc.max(1) } else { 0 };
+                let tag = if k == last {
+                    crate::tx::FastTag::pack(submit_tsc, lane)
+                } else {
+                    0
+                };
                 let _ = out.push(m, tag); // room was checked above
             }
             self.laps.lap(Stage::Emit);

@@ -20,6 +20,8 @@ pub struct LaneLine {
     /// For relay lanes: how many of `sent` the data plane sent itself (delegated sends); the
     /// rest went through the control plane's kernel connections.
     pub fast: Option<u64>,
+    /// Submit-to-`tx_burst` TSC ticks of those fast sends, summed.
+    pub fast_ticks: u64,
 }
 
 /// One port's NIC counters.
@@ -70,6 +72,7 @@ impl Report {
                 dropped: lcores.iter().map(|s| s.lane_dropped[id]).sum(),
                 fast: matches!(l.kind, dpdk_config::LaneKind::Http(_))
                     .then(|| lcores.iter().map(|s| s.lane_fast[id]).sum()),
+                fast_ticks: lcores.iter().map(|s| s.lane_fast_ticks[id]).sum(),
             })
             .collect();
         let ports = config
@@ -127,14 +130,22 @@ impl fmt::Display for Report {
         for l in &self.lanes {
             match l.fast {
                 None => writeln!(f, "lane {}: sent {} dropped {}", l.name, l.sent, l.dropped)?,
-                Some(fast) => writeln!(
-                    f,
-                    "lane {}: sent {} dropped {} (fast {fast}, fallback {})",
-                    l.name,
-                    l.sent,
-                    l.dropped,
-                    l.sent - fast
-                )?,
+                Some(fast) => {
+                    write!(
+                        f,
+                        "lane {}: sent {} dropped {} (fast {fast}, fallback {})",
+                        l.name,
+                        l.sent,
+                        l.dropped,
+                        l.sent - fast
+                    )?;
+                    if fast > 0 {
+                        // The data plane's own time: submit to the `tx_burst` of the request.
+                        let mean_us = l.fast_ticks as f64 / fast as f64 / self.ticks_per_us;
+                        write!(f, ", on the wire {mean_us:.1} us after submit (mean)")?;
+                    }
+                    writeln!(f)?
+                }
             }
         }
         for p in &self.ports {

@@ -64,8 +64,8 @@ pub struct TxPath {
     queue: TxQueue,
     burst: TxBurst<Pending, BURST>,
     /// Frames the exception-path bridge forwards out of this queue (no completions), and
-    /// delegated sends' segments; the tag is the submission's TSC on a delegated send's last
-    /// segment (for its latency), otherwise 0.
+    /// delegated sends' segments; the tag is a [`FastTag`] on a delegated send's last segment
+    /// (for its latency), otherwise 0.
     forward: TxBurst<u64, BURST>,
     /// TSC when the queue first refused packets in the current stall, 0 when not stalled.
     stalled_since: u64,
@@ -188,11 +188,31 @@ fn flush_forward(to: &mut TxPath, stats: &mut StatsWriter) -> usize {
         return 0;
     }
     let done = dpdk::tsc();
-    to.queue.tx_burst(&mut to.forward, |submit_tsc| {
-        if submit_tsc != 0 {
-            stats.fast_latency_since(submit_tsc, done);
+    to.queue.tx_burst(&mut to.forward, |tag| {
+        if let Some((submit_tsc, lane)) = FastTag::unpack(tag) {
+            stats.fast_latency_since(submit_tsc, done, lane);
         }
     })
+}
+
+/// The tag of a delegated send's last segment in a forward burst: the submission's TSC stamp
+/// (56 bits: centuries of ticks) and its lane, so the send's latency is recorded per lane when
+/// `tx_burst` takes it. 0 on every other frame.
+pub struct FastTag;
+
+impl FastTag {
+    const TSC_BITS: u32 = 56;
+
+    /// The tag for a send of `lane` submitted at `submit_tsc`.
+    pub fn pack(submit_tsc: u64, lane: u8) -> u64 {
+        (u64::from(lane) + 1) << Self::TSC_BITS | (submit_tsc & ((1 << Self::TSC_BITS) - 1))
+    }
+
+    /// (submit TSC, lane) of a tag, `None` for 0.
+    fn unpack(tag: u64) -> Option<(u64, usize)> {
+        let lane = (tag >> Self::TSC_BITS) as usize;
+        (lane != 0).then(|| (tag & ((1 << Self::TSC_BITS) - 1), lane - 1))
+    }
 }
 
 /// [`flush_forward`] of the delegated sends queued in this poll since `queued` (TSC, 0: none),

@@ -164,6 +164,47 @@ pub enum Stage {
 /// Number of [`Stage`]s.
 pub const N_STAGES: usize = Stage::TxBurst as usize + 1;
 
+/// Buckets of a stage's histogram: exact below 8 ticks, then 4 per power of two (about 19%
+/// wide) up to 2^33 ticks (seconds); coarser than the latency histogram's, so the eleven
+/// stages fit in 11 KiB per lcore.
+pub const STAGE_BUCKETS: usize = 8 + 30 * 4;
+
+/// The bucket of `ticks` in a stage's histogram.
+pub fn stage_bucket_of(ticks: u64) -> usize {
+    if ticks < 8 {
+        return ticks as usize;
+    }
+    let msb = 63 - ticks.leading_zeros(); // >= 3
+    let sub = (ticks >> (msb - 2)) & 3;
+    (8 + (msb as usize - 3) * 4 + sub as usize).min(STAGE_BUCKETS - 1)
+}
+
+/// The smallest tick count in bucket `b` of a stage's histogram.
+pub fn stage_bucket_low(b: usize) -> u64 {
+    if b < 8 {
+        return b as u64;
+    }
+    let (octave, sub) = ((b - 8) / 4, (b - 8) % 4);
+    (4 + sub as u64) << (octave + 1)
+}
+
+/// The `q` quantile (0..=1) of a stage's histogram, in ticks (the low edge of its bucket).
+pub fn stage_quantile(hist: &[u64], q: f64) -> Option<u64> {
+    let total: u64 = hist.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+    let mut seen = 0;
+    for (i, &n) in hist.iter().enumerate() {
+        seen += n;
+        if seen >= rank {
+            return Some(stage_bucket_low(i));
+        }
+    }
+    None
+}
+
 impl Stage {
     /// Every stage, in path order.
     pub const ALL: [Stage; N_STAGES] = [
@@ -262,10 +303,15 @@ pub struct LcoreStats {
     /// The same for delegated sends (relay lanes, plain or TLS): submit to the `tx_burst`
     /// that took the request's last segment.
     pub fast_latency: [AtomicU64; HISTOGRAM_BUCKETS],
+    /// Submit-to-`tx_burst` TSC ticks of delegated sends, summed per relay lane (with
+    /// `lane_fast`: each lane's mean; the histogram has the quantiles of all lanes).
+    pub lane_fast_ticks: [AtomicU64; MAX_LANES],
     /// TSC ticks spent per [`Stage`] (the latency budget), summed.
     pub stage_ticks: [AtomicU64; N_STAGES],
     /// Times each [`Stage`] was timed.
     pub stage_samples: [AtomicU64; N_STAGES],
+    /// Each [`Stage`]'s timings, by [`stage_bucket_of`].
+    pub stage_hist: [[AtomicU64; STAGE_BUCKETS]; N_STAGES],
 }
 
 /// Role numbers stored in [`LcoreStats::role`].
@@ -419,13 +465,14 @@ impl StatsWriter {
         }
     }
 
-    /// Records one delegated send's submit-to-`tx_burst` latency sample, bounded as
-    /// [`StatsWriter::latency_since`].
+    /// Records one delegated send's submit-to-`tx_burst` latency sample on relay lane `lane`,
+    /// bounded as [`StatsWriter::latency_since`].
     #[inline]
-    pub fn fast_latency_since(&mut self, submit_tsc: u64, done: u64) {
+    pub fn fast_latency_since(&mut self, submit_tsc: u64, done: u64, lane: usize) {
         if let Some(ticks) = self.bounded(submit_tsc, done) {
             self.touch();
             bump(&self.block().fast_latency[bucket_of(ticks)], 1);
+            bump(&self.block().lane_fast_ticks[lane % MAX_LANES], ticks);
         }
     }
 }
@@ -437,6 +484,10 @@ impl StatsWriter {
         self.touch();
         bump(&self.block().stage_ticks[stage as usize], ticks);
         bump(&self.block().stage_samples[stage as usize], 1);
+        bump(
+            &self.block().stage_hist[stage as usize][stage_bucket_of(ticks)],
+            1,
+        );
     }
 
     /// The time a client's slot waited in the ring: its `submit_tsc` to `now`, added to
@@ -472,10 +523,14 @@ pub struct StatsSnapshot {
     pub latency: Vec<u64>,
     /// Delegated sends' latency histogram in TSC ticks.
     pub fast_latency: Vec<u64>,
+    /// Delegated sends' submit-to-`tx_burst` ticks per lane, summed.
+    pub lane_fast_ticks: [u64; MAX_LANES],
     /// TSC ticks per [`Stage`], summed.
     pub stage_ticks: [u64; N_STAGES],
     /// Timings per [`Stage`].
     pub stage_samples: [u64; N_STAGES],
+    /// Each [`Stage`]'s histogram.
+    pub stage_hist: Vec<[u64; STAGE_BUCKETS]>,
 }
 
 impl StatsSnapshot {
@@ -546,8 +601,14 @@ pub fn read(block: &LcoreStats) -> StatsSnapshot {
         lane_bytes: std::array::from_fn(|i| load(&block.lane_bytes[i])),
         latency: block.latency.iter().map(load).collect(),
         fast_latency: block.fast_latency.iter().map(load).collect(),
+        lane_fast_ticks: std::array::from_fn(|i| load(&block.lane_fast_ticks[i])),
         stage_ticks: std::array::from_fn(|i| load(&block.stage_ticks[i])),
         stage_samples: std::array::from_fn(|i| load(&block.stage_samples[i])),
+        stage_hist: block
+            .stage_hist
+            .iter()
+            .map(|h| std::array::from_fn(|i| load(&h[i])))
+            .collect(),
     })
 }
 
@@ -999,8 +1060,10 @@ impl Rates {
             lane_bytes: [0; MAX_LANES],
             latency: Vec::new(),
             fast_latency: Vec::new(),
+            lane_fast_ticks: [0; MAX_LANES],
             stage_ticks: [0; N_STAGES],
             stage_samples: [0; N_STAGES],
+            stage_hist: Vec::new(),
         };
         let lcores = later
             .lcores
@@ -1071,6 +1134,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn stage_buckets_are_ordered_and_hold_their_values() {
+        let mut last = 0;
+        for v in [
+            0u64,
+            1,
+            7,
+            8,
+            9,
+            15,
+            16,
+            100,
+            1_000,
+            123_456,
+            1 << 32,
+            u64::MAX,
+        ] {
+            let b = stage_bucket_of(v);
+            assert!(b >= last && b < STAGE_BUCKETS, "{v}");
+            last = b;
+            if v < 1 << 33 {
+                assert!(stage_bucket_low(b) <= v, "{v}");
+                assert!(v < stage_bucket_low(b + 1), "{v}");
+            }
+        }
+        let mut h = [0u64; STAGE_BUCKETS];
+        h[stage_bucket_of(100)] = 9;
+        h[stage_bucket_of(10_000)] = 1;
+        assert_eq!(
+            stage_quantile(&h, 0.5),
+            Some(stage_bucket_low(stage_bucket_of(100)))
+        );
+    }
+
+    #[test]
     fn buckets_are_monotonic_and_bounded() {
         let mut last = 0;
         for v in (0..100_000u64).chain([1 << 20, 1 << 30, 1 << 40, u64::MAX]) {
@@ -1116,12 +1213,12 @@ mod tests {
         w.begin();
         for _ in 0..10 {
             w.latency_since(now - 5_000, now); // 5 us, sane
-            w.fast_latency_since(now - 5_000, now);
+            w.fast_latency_since(now - 5_000, now, 0);
         }
         w.latency_since(0, now); // never stamped
         w.latency_since(now + 1_000, now); // in the future
         w.latency_since(now - 61 * hz, now); // older than a minute
-        w.fast_latency_since(0, now);
+        w.fast_latency_since(0, now, 0);
         w.end();
         let snap = Snapshot::read(&seg);
         assert_eq!(snap.latency().iter().sum::<u64>(), 10);

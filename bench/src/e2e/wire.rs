@@ -151,17 +151,48 @@ struct Segment {
 }
 
 /// The data-carrying TCP segments of a pcap file (Ethernet, IPv4), in capture order.
+///
+/// The classic pcap format is read here directly (a 24-byte file header, then a 16-byte header
+/// per record): the `pcap-file` crate (2.0) refuses records whose original length exceeds the
+/// snap length, which is every record of a capture snapped to its headers, as this one is.
 fn read_segments(path: &Path) -> Result<Vec<Segment>, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut reader = pcap_file::pcap::PcapReader::new(std::io::BufReader::new(file))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bad = |what: &str| format!("{}: not a pcap file ({what})", path.display());
+    let magic = data.get(..4).ok_or_else(|| bad("too short"))?;
+    let (big_endian, nanos) = match magic {
+        [0xa1, 0xb2, 0x3c, 0x4d] => (true, true),
+        [0x4d, 0x3c, 0xb2, 0xa1] => (false, true),
+        [0xa1, 0xb2, 0xc3, 0xd4] => (true, false),
+        [0xd4, 0xc3, 0xb2, 0xa1] => (false, false),
+        _ => return Err(bad("unknown magic")),
+    };
+    let u32_at = |i: usize| -> Option<u32> {
+        let b: [u8; 4] = data.get(i..i + 4)?.try_into().ok()?;
+        Some(if big_endian {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        })
+    };
+    if u32_at(20) != Some(1) {
+        return Err(bad("link type is not Ethernet"));
+    }
     let mut out = Vec::new();
-    while let Some(packet) = reader.next_packet() {
-        let packet = packet.map_err(|e| format!("{}: {e}", path.display()))?;
-        if let Some(mut s) = parse_segment(&packet.data) {
-            s.ts_ns = packet.timestamp.as_nanos() as u64;
+    let mut at = 24;
+    while at + 16 <= data.len() {
+        let (sec, frac, incl) = (
+            u64::from(u32_at(at).unwrap_or(0)),
+            u64::from(u32_at(at + 4).unwrap_or(0)),
+            u32_at(at + 8).unwrap_or(0) as usize,
+        );
+        let Some(frame) = data.get(at + 16..at + 16 + incl) else {
+            break; // a record cut short by the end of the capture
+        };
+        if let Some(mut s) = parse_segment(frame) {
+            s.ts_ns = sec * 1_000_000_000 + if nanos { frac } else { frac * 1_000 };
             out.push(s);
         }
+        at += 16 + incl;
     }
     Ok(out)
 }
@@ -574,18 +605,20 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("swqos-wire-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("t.pcap");
-        let header = pcap_file::pcap::PcapHeader {
-            ts_resolution: pcap_file::TsResolution::NanoSecond,
-            snaplen: 128,
-            ..Default::default()
-        };
-        let mut w =
-            pcap_file::pcap::PcapWriter::with_header(std::fs::File::create(&path).unwrap(), header)
-                .unwrap();
+        // A nanosecond pcap file, little-endian, Ethernet, snapped at 128 bytes.
+        let mut file = Vec::new();
+        for v in [0xa1b2_3c4du32, 0x0004_0002, 0, 0, 128, 1] {
+            file.extend_from_slice(&v.to_le_bytes());
+        }
         let mut put = |ts: u64, seq: u32, len: usize, sport: u16| {
             let f = frame(seq, len, sport);
-            let p = pcap_file::pcap::PcapPacket::new(Duration::from_nanos(ts), f.len() as u32, &f);
-            w.write_packet(&p).unwrap();
+            let orig = f.len() + len;
+            for v in [(ts / 1_000_000_000) as u32, (ts % 1_000_000_000) as u32] {
+                file.extend_from_slice(&v.to_le_bytes());
+            }
+            file.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            file.extend_from_slice(&(orig as u32).to_le_bytes());
+            file.extend_from_slice(&f);
         };
         put(100, 1000, 500, 1); // before any window: learnt, not counted
         put(1_000, 1500, 1448, 1); // window 0, flow 1: first
@@ -594,7 +627,7 @@ mod tests {
         put(1_250, 2948, 100, 1);
         put(1_300, 50, 10, 2); // window 0, flow 2
         put(5_000, 3048, 10, 1); // window 1
-        drop(w);
+        std::fs::write(&path, &file).unwrap();
         let windows = [
             Window {
                 start_ns: 900,
