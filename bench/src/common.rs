@@ -228,7 +228,7 @@ pub(crate) fn budget(before: &[StatsSnapshot], after: &[StatsSnapshot]) -> Budge
 }
 
 impl Budget {
-    /// Prints the table: mean time per stage, in path order.
+    /// Prints the table: median, p99 and mean time per stage, in path order.
     pub(crate) fn print(&self, tsc_hz: u64) {
         let ns = |ticks: f64| ticks * 1e9 / tsc_hz as f64;
         println!(
@@ -236,21 +236,27 @@ impl Budget {
              sends, {} relay requests handed to the control plane):",
             self.fast_sends, self.handed_off
         );
-        println!("  {:<18} {:>9} {:>9}  what", "stage", "mean ns", "timings");
+        println!(
+            "  {:<18} {:>9} {:>9} {:>9} {:>9}  what",
+            "stage", "p50 ns", "p99 ns", "mean ns", "timings"
+        );
         let mut per_send = 0.0;
         for stage in stats::Stage::ALL {
             let (t, n) = (self.ticks[stage as usize], self.timings[stage as usize]);
             if n == 0 {
                 continue;
             }
-            let mean = ns(t as f64 / n as f64);
+            let hist = &self.hist[stage as usize];
+            let q = |q| stats::stage_quantile(hist, q).map_or(f64::NAN, |t| ns(t as f64));
             if stage != stats::Stage::Poll {
-                per_send += mean;
+                per_send += q(0.5);
             }
             println!(
-                "  {:<18} {:>9.0} {:>9}  {}",
+                "  {:<18} {:>9.0} {:>9.0} {:>9.0} {:>9}  {}",
                 stage.name(),
-                mean,
+                q(0.5),
+                q(0.99),
+                ns(t as f64 / n as f64),
                 n,
                 match stage {
                     stats::Stage::Poll | stats::Stage::CopyOut | stats::Stage::Validate =>
