@@ -11,7 +11,7 @@
 //! - SIGINT/SIGTERM: exit 0. Logs go to stderr.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,26 +67,10 @@ pub(crate) fn run(args: ControlArgs) -> ExitCode {
         Ok(m) => m,
         Err(()) => return ExitCode::FAILURE,
     };
-    let addr = config.control.metrics_listen;
-    if !addr.ip().is_loopback() {
-        log!(
-            "WARNING: metrics_listen = {addr} is not a loopback address: the metrics are reachable from other hosts"
-        );
-    }
-    let listener = match TcpListener::bind(addr) {
+    let listener = match bind_metrics(config.control.metrics_listen) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: cannot listen on {addr} (`[control] metrics_listen`): {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    if let Err(e) = listener.set_nonblocking(true) {
-        eprintln!("error: {addr}: {e}");
-        return ExitCode::FAILURE;
-    }
-    let bound = listener.local_addr().unwrap_or(addr);
-    log!("serving metrics on http://{bound}/metrics");
-
     let relay = match relay_lanes::spawn(&config, stop.clone()) {
         Ok(t) => t,
         Err(e) => {
@@ -95,48 +79,83 @@ pub(crate) fn run(args: ControlArgs) -> ExitCode {
         }
     };
     let (relay_thread, bundle_jobs) = relay.unzip();
-    // Stops the relay thread before an early exit (it holds the data plane's control claim).
-    let abandon = |relay_thread: Option<std::thread::JoinHandle<()>>| {
+    if let Err(code) = start_rpc(&config, bundle_jobs, &stop) {
+        // Stops the relay thread before the early exit (it holds the data plane's claim).
         stop.store(true, Ordering::Relaxed);
         if let Some(t) = relay_thread {
             let _ = t.join();
         }
-    };
-
-    if let Some(rpc_addr) = config.control.rpc_listen {
-        let rpc_listener = match TcpListener::bind(rpc_addr) {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("error: cannot listen on {rpc_addr} (`[control] rpc_listen`): {e}");
-                abandon(relay_thread);
-                return ExitCode::from(2);
-            }
-        };
-        let bound = rpc_listener.local_addr().unwrap_or(rpc_addr);
-        let lanes = rpc::lane_mask(config.control.rpc_lanes.as_deref());
-        let bundles = rpc::Bundles::new(&config, bundle_jobs);
-        if let Err(e) = rpc::spawn(
-            rpc_listener,
-            config.shm.path.clone(),
-            lanes,
-            bundles,
-            stop.clone(),
-        ) {
-            eprintln!("error: cannot start the RPC endpoint: {e}");
-            abandon(relay_thread);
-            return ExitCode::FAILURE;
-        }
-        log!("{}", rpc::describe(bound));
+        return code;
     }
+    serve_metrics(&listener, &config.shm.path, monitor.as_ref(), &stop);
+    log!("stopping");
+    if let Some(t) = relay_thread {
+        let _ = t.join();
+    }
+    ExitCode::SUCCESS
+}
 
-    let mut attachment = Attachment::new(config.shm.path.clone());
+/// The metrics listener on `[control] metrics_listen`, non-blocking, or the exit code.
+fn bind_metrics(addr: SocketAddr) -> Result<TcpListener, ExitCode> {
+    if !addr.ip().is_loopback() {
+        log!(
+            "WARNING: metrics_listen = {addr} is not a loopback address: the metrics are reachable from other hosts"
+        );
+    }
+    let listener = TcpListener::bind(addr).map_err(|e| {
+        eprintln!("error: cannot listen on {addr} (`[control] metrics_listen`): {e}");
+        ExitCode::from(2)
+    })?;
+    if let Err(e) = listener.set_nonblocking(true) {
+        eprintln!("error: {addr}: {e}");
+        return Err(ExitCode::FAILURE);
+    }
+    let bound = listener.local_addr().unwrap_or(addr);
+    log!("serving metrics on http://{bound}/metrics");
+    Ok(listener)
+}
+
+/// Starts the JSON-RPC endpoint when `[control] rpc_listen` is set, or gives the exit code.
+fn start_rpc(
+    config: &dpdk_config::Config,
+    bundle_jobs: Option<std::sync::mpsc::Sender<relay_lanes::BundleJob>>,
+    stop: &Arc<AtomicBool>,
+) -> Result<(), ExitCode> {
+    let Some(rpc_addr) = config.control.rpc_listen else {
+        return Ok(());
+    };
+    let rpc_listener = TcpListener::bind(rpc_addr).map_err(|e| {
+        eprintln!("error: cannot listen on {rpc_addr} (`[control] rpc_listen`): {e}");
+        ExitCode::from(2)
+    })?;
+    let bound = rpc_listener.local_addr().unwrap_or(rpc_addr);
+    let lanes = rpc::lane_mask(config.control.rpc_lanes.as_deref());
+    let bundles = rpc::Bundles::new(config, bundle_jobs);
+    let path = config.shm.path.clone();
+    if let Err(e) = rpc::spawn(rpc_listener, path, lanes, bundles, stop.clone()) {
+        eprintln!("error: cannot start the RPC endpoint: {e}");
+        return Err(ExitCode::FAILURE);
+    }
+    log!("{}", rpc::describe(bound));
+    Ok(())
+}
+
+/// Answers scrapes one at a time until `stop`, attached to the segment at `path` when there
+/// is one.
+fn serve_metrics(
+    listener: &TcpListener,
+    path: &Path,
+    monitor: Option<&LatencyMonitor>,
+    stop: &AtomicBool,
+) {
+    let mut attachment = Attachment::new(path.to_path_buf());
     attachment.refresh();
     while !stop.load(Ordering::Relaxed) {
         attachment.refresh_if_due();
         match listener.accept() {
             Ok((stream, peer)) => {
                 attachment.refresh_if_gone();
-                if let Err(e) = serve(stream, &attachment, monitor.as_ref()) {
+                if let Err(e) = serve(stream, &attachment, monitor) {
                     log!("scrape from {peer}: {e}");
                 }
             }
@@ -149,11 +168,6 @@ pub(crate) fn run(args: ControlArgs) -> ExitCode {
             }
         }
     }
-    log!("stopping");
-    if let Some(t) = relay_thread {
-        let _ = t.join();
-    }
-    ExitCode::SUCCESS
 }
 
 /// The segment the exporter reads, if any, and when it last tried to attach.
