@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use swqos_shm::stats::{approximate_sum, count_at_most, Counter, PortCounter, Snapshot};
 
-use crate::stats::{kind_name, role_name, state_name};
+use swqos_shm::stats::role;
 
 /// Upper bounds (seconds) of the latency histogram's `le` buckets, collapsed from the
 /// dataplane's ~3%-resolution buckets.
@@ -127,7 +127,7 @@ pub(crate) fn render(snap: Option<&Snapshot>) -> String {
         o,
         "swqos_dataplane_info{{pid=\"{}\",state=\"{}\"}} 1",
         snap.pid,
-        state_name(snap.state)
+        snap.state.map_or("unknown", swqos_shm::State::name)
     );
     header(
         &mut o,
@@ -158,7 +158,7 @@ fn render_lcores(o: &mut String, snap: &Snapshot) {
                 o,
                 "{name}{{lcore=\"{}\",role=\"{}\"}} {}",
                 s.lcore_id,
-                role_name(s.role),
+                role::name(s.role),
                 s.get(c)
             );
         }
@@ -195,7 +195,7 @@ fn render_lanes(o: &mut String, snap: &Snapshot) {
             o,
             "swqos_lane_packets_total{{lane=\"{}\",kind=\"{}\"}} {}",
             esc(&l.name),
-            kind_name(l.kind),
+            l.kind.name(),
             l.packets
         );
     }
@@ -212,7 +212,7 @@ fn render_lanes(o: &mut String, snap: &Snapshot) {
                     o,
                     "swqos_lane_bytes_total{{lane=\"{}\",kind=\"{}\"}} {b}",
                     esc(&l.name),
-                    kind_name(l.kind)
+                    l.kind.name()
                 );
             }
         }
@@ -228,7 +228,7 @@ fn render_lanes(o: &mut String, snap: &Snapshot) {
             o,
             "swqos_lane_dropped_total{{lane=\"{}\",kind=\"{}\"}} {}",
             esc(&l.name),
-            kind_name(l.kind),
+            l.kind.name(),
             l.dropped
         );
     }
@@ -246,7 +246,7 @@ fn render_lanes(o: &mut String, snap: &Snapshot) {
                         o,
                         "swqos_lane_path_packets_total{{lane=\"{}\",kind=\"{}\",path=\"{path}\"}} {v}",
                         esc(&l.name),
-                        kind_name(l.kind)
+                        l.kind.name()
                     );
                 }
             }

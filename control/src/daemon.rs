@@ -1,5 +1,6 @@
-//! `swqos control`: the control-plane process. Today it attaches to the dataplane's segment and
-//! serves Prometheus metrics; relay connections will live here later.
+//! `swqos control`: the control-plane process. It attaches to the dataplane's segment, serves
+//! Prometheus metrics, runs the relay lanes' connections ([`crate::relay_lanes`]) and, with
+//! `[control] rpc_listen`, the JSON-RPC endpoint ([`crate::rpc`]).
 //!
 //! - Metrics: `GET /metrics` on `[control] metrics_listen` (default `127.0.0.1:9464`), HTTP/1.1,
 //!   one connection at a time (concurrent scrapes queue in the listen backlog), `Connection:
@@ -26,7 +27,7 @@ use swqos_rt::{LatencyMonitor, Policy};
 
 /// `swqos control` arguments.
 #[derive(Debug, clap::Args)]
-pub(crate) struct ControlArgs {
+pub struct ControlArgs {
     /// The dataplane's TOML configuration (`[shm] path`, `[control]`).
     #[arg(long, short = 'c')]
     config: PathBuf,
@@ -47,7 +48,7 @@ macro_rules! log {
 
 /// Runs the control plane until SIGINT/SIGTERM. Exit 0 then; 2 for bad configuration or an
 /// address that cannot be bound.
-pub(crate) fn run(args: ControlArgs) -> ExitCode {
+pub fn run(args: ControlArgs) -> ExitCode {
     let config = match dpdk_config::Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -235,7 +236,7 @@ impl Attachment {
                 log!(
                     "attached to {} (dataplane pid {pid}, state {})",
                     self.path.display(),
-                    crate::stats::state_name(seg.state())
+                    seg.state().map_or("unknown", swqos_shm::State::name)
                 );
                 self.seg = Some(seg);
                 self.last_error = None;

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
-use swqos_shm::layout::{LaneKind, State};
+use swqos_shm::layout::State;
 use swqos_shm::stats::{
     merge_latency, outcomes_of, role, Counter, Outcomes, PortCounter, Rates, Snapshot,
     StatsSnapshot,
@@ -139,33 +139,9 @@ fn still_live(seg: &Segment) -> Result<(), String> {
     Ok(())
 }
 
-/// The lowercase name of a state.
+/// The name of a published state (`unknown` for a value no state has).
 pub(crate) fn state_name(state: Option<State>) -> &'static str {
-    match state {
-        Some(State::Initializing) => "initializing",
-        Some(State::Running) => "running",
-        Some(State::Draining) => "draining",
-        Some(State::Stopped) => "stopped",
-        None => "unknown",
-    }
-}
-
-/// The name of an lcore role number.
-pub(crate) fn role_name(r: u32) -> &'static str {
-    match r {
-        role::TX => "tx",
-        role::RX => "rx",
-        _ => "none",
-    }
-}
-
-/// The name of a lane kind.
-pub(crate) fn kind_name(k: LaneKind) -> &'static str {
-    match k {
-        LaneKind::Udp => "udp",
-        LaneKind::Http => "http",
-        LaneKind::None => "none",
-    }
+    state.map_or("unknown", State::name)
 }
 
 /// p50, p99 and p99.9 of a latency histogram in microseconds, as JSON (null without samples).
@@ -205,7 +181,7 @@ pub(crate) fn render_json(snap: &Snapshot, rates: &Rates) -> Value {
                 .collect();
             json!({
                 "lcore": s.lcore_id,
-                "role": role_name(s.role),
+                "role": role::name(s.role),
                 "counters": counters,
                 "completions": outcomes_json(&outcomes_of(std::iter::once(s))),
                 "rates": {
@@ -253,7 +229,7 @@ pub(crate) fn render_json(snap: &Snapshot, rates: &Rates) -> Value {
             json!({
                 "id": l.id,
                 "name": l.name,
-                "kind": kind_name(l.kind),
+                "kind": l.kind.name(),
                 "packets": l.packets,
                 "bytes": l.bytes,
                 "dropped": l.dropped,
@@ -357,7 +333,7 @@ pub(crate) fn render_text(path: &Path, snap: &Snapshot, rates: &Rates) -> String
             o,
             "{:<6} {:<4} {:>12.0} {:>14.0} {:>8.3} {:>12} {:>12} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10}",
             s.lcore_id,
-            role_name(s.role),
+            role::name(s.role),
             pps,
             bps,
             gbit(bps),
@@ -429,7 +405,7 @@ pub(crate) fn render_text(path: &Path, snap: &Snapshot, rates: &Rates) -> String
             o,
             "{:<20} {:<4} {:>12.0} {:>14} {:>8} {:>12} {:>14} {:>9} {:>12} {:>9}",
             l.name,
-            kind_name(l.kind),
+            l.kind.name(),
             r.packets,
             r.bytes.map_or_else(dash, |b| format!("{b:.0}")),
             r.bytes.map_or_else(dash, |b| format!("{:.3}", gbit(b))),
