@@ -7,9 +7,11 @@
 //!   of those delegated sends and of the hand-offs it sends here.
 //! - [`rpc`](crate::rpc): the Solana-compatible JSON-RPC endpoint (`[control] rpc_listen`).
 //! - [`metrics`](crate::metrics): the Prometheus exposition on `[control] metrics_listen`.
-//! - [`daemon`](crate::daemon): the process itself, [`run`] ([`ControlArgs`]).
+//! - [`daemon`](crate::daemon): the process itself, [`run`] ([`ControlArgs`]); its logs
+//!   ([`logging`]).
 
 mod daemon;
+pub mod logging;
 mod metrics;
 mod relay;
 mod relay_lanes;

@@ -157,7 +157,7 @@ impl Reconnect {
         let delay = backoff(self.failures, &mut self.rng);
         let n = self.connect_failures;
         if n == 1 || n.is_multiple_of(10) || reason != self.logged_failure {
-            log!(
+            warn!(
                 "{}: {reason} (failed attempt {n}; retrying in {} ms)",
                 self.who,
                 delay.as_millis()
@@ -179,8 +179,8 @@ impl Reconnect {
             .map(|t| format!(" ({})", t.describe()))
             .unwrap_or_default();
         match self.connect_failures {
-            0 => log!("{who}: {verb}{over}"),
-            n => log!("{who}: {verb}{over} after {n} failed attempts"),
+            0 => info!("{who}: {verb}{over}"),
+            n => info!("{who}: {verb}{over} after {n} failed attempts"),
         }
         self.ever_connected = true;
         self.connect_failures = 0;
@@ -200,14 +200,14 @@ impl Reconnect {
             End::Closed(why) if healthy => {
                 self.failures = 0;
                 lane.set_state(conn, ConnState::Connecting, None);
-                log!("{who}: {why}; reconnecting");
+                info!("{who}: {why}; reconnecting");
                 Some(Duration::ZERO)
             }
             End::Closed(why) => {
                 self.failures += 1;
                 lane.set_state(conn, ConnState::Down, Some(&why));
                 let delay = backoff(self.failures, &mut self.rng);
-                log!(
+                info!(
                     "{who}: {why} before answering anything; reconnecting in {} ms",
                     delay.as_millis()
                 );
@@ -240,7 +240,7 @@ impl Reconnect {
                     return None;
                 }
                 let delay = backoff(self.failures, &mut self.rng);
-                log!(
+                warn!(
                     "{who}: disconnected: {reason}; reconnecting in {} ms",
                     delay.as_millis()
                 );
@@ -487,7 +487,7 @@ fn check_own(
         Err((relay_failure::STALE, why)) => {
             // Another connection's (or another data plane's) send: this connection is fine,
             // and that request is already on the wire.
-            log!("relay lane {} conn {conn}: {why}", lane.name);
+            warn!("relay lane {} conn {conn}: {why}", lane.name);
             let failure = Failure::new(relay_failure::STALE, why);
             lane.emit(job.id, conn, Err(failure), Some(sent_at));
             Checked::Skip
