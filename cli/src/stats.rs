@@ -170,8 +170,33 @@ fn gbit(bytes_per_s: f64) -> f64 {
 
 /// The snapshot and rates as one JSON object.
 pub(crate) fn render_json(snap: &Snapshot, rates: &Rates) -> Value {
-    let lcores: Vec<Value> = snap
-        .lcores
+    let all = snap.latency();
+    json!({
+        "dataplane": {
+            "pid": snap.pid,
+            "state": state_name(snap.state),
+            "up": snap.is_up(),
+            "heartbeat_age_ms": snap.heartbeat_age_ns as f64 / 1e6,
+            "tsc_hz": snap.tsc_hz,
+        },
+        "interval_s": rates.secs,
+        "totals": {
+            "submissions": snap.total(Counter::Submissions),
+            "tx_packets": snap.total(Counter::TxPackets),
+            "tx_bytes": snap.total(Counter::TxBytes),
+            "completions": outcomes_json(&snap.outcomes()),
+            "latency_us": latency_json(snap, &all),
+            "delegated_send_latency_us": latency_json(snap, &snap.fast_latency()),
+        },
+        "lcores": lcores_json(snap, rates),
+        "ports": ports_json(snap, rates),
+        "lanes": lanes_json(snap, rates),
+    })
+}
+
+/// Each lcore's counters, completions, rates and latency.
+fn lcores_json(snap: &Snapshot, rates: &Rates) -> Vec<Value> {
+    snap.lcores
         .iter()
         .zip(&rates.lcores)
         .map(|(s, r)| {
@@ -196,9 +221,12 @@ pub(crate) fn render_json(snap: &Snapshot, rates: &Rates) -> Value {
                 "latency_us": latency_json(snap, &s.latency),
             })
         })
-        .collect();
-    let ports: Vec<Value> = snap
-        .ports
+        .collect()
+}
+
+/// Each port's counters and rates.
+fn ports_json(snap: &Snapshot, rates: &Rates) -> Vec<Value> {
+    snap.ports
         .iter()
         .zip(&rates.ports)
         .map(|(p, r)| {
@@ -220,9 +248,12 @@ pub(crate) fn render_json(snap: &Snapshot, rates: &Rates) -> Value {
                 },
             })
         })
-        .collect();
-    let lanes: Vec<Value> = snap
-        .lanes
+        .collect()
+}
+
+/// Each lane's counters and rates.
+fn lanes_json(snap: &Snapshot, rates: &Rates) -> Vec<Value> {
+    snap.lanes
         .iter()
         .zip(&rates.lanes)
         .map(|(l, r)| {
@@ -243,29 +274,7 @@ pub(crate) fn render_json(snap: &Snapshot, rates: &Rates) -> Value {
                 },
             })
         })
-        .collect();
-    let all = snap.latency();
-    json!({
-        "dataplane": {
-            "pid": snap.pid,
-            "state": state_name(snap.state),
-            "up": snap.is_up(),
-            "heartbeat_age_ms": snap.heartbeat_age_ns as f64 / 1e6,
-            "tsc_hz": snap.tsc_hz,
-        },
-        "interval_s": rates.secs,
-        "totals": {
-            "submissions": snap.total(Counter::Submissions),
-            "tx_packets": snap.total(Counter::TxPackets),
-            "tx_bytes": snap.total(Counter::TxBytes),
-            "completions": outcomes_json(&snap.outcomes()),
-            "latency_us": latency_json(snap, &all),
-            "delegated_send_latency_us": latency_json(snap, &snap.fast_latency()),
-        },
-        "lcores": lcores,
-        "ports": ports,
-        "lanes": lanes,
-    })
+        .collect()
 }
 
 fn us(v: Option<f64>) -> String {
@@ -307,6 +316,14 @@ pub(crate) fn render_text(path: &Path, snap: &Snapshot, rates: &Rates) -> String
         );
     }
 
+    lcore_table(&mut o, snap, rates);
+    port_table(&mut o, snap, rates);
+    lane_table(&mut o, snap, rates);
+    o
+}
+
+/// A row per lcore: traffic, submissions, completions, latency.
+fn lcore_table(o: &mut String, snap: &Snapshot, rates: &Rates) {
     let _ = writeln!(o);
     let _ = writeln!(
         o,
@@ -347,7 +364,10 @@ pub(crate) fn render_text(path: &Path, snap: &Snapshot, rates: &Rates) -> String
             p999
         );
     }
+}
 
+/// A row per port: the driver's counters and rates.
+fn port_table(o: &mut String, snap: &Snapshot, rates: &Rates) {
     let _ = writeln!(o);
     let _ = writeln!(
         o,
@@ -383,7 +403,10 @@ pub(crate) fn render_text(path: &Path, snap: &Snapshot, rates: &Rates) -> String
             r.ipackets
         );
     }
+}
 
+/// A row per lane: packets, bytes, drops, fast and fallback sends.
+fn lane_table(o: &mut String, snap: &Snapshot, rates: &Rates) {
     let _ = writeln!(o);
     let _ = writeln!(
         o,
@@ -416,7 +439,6 @@ pub(crate) fn render_text(path: &Path, snap: &Snapshot, rates: &Rates) -> String
             l.fallback.map_or_else(dash, |b| b.to_string()),
         );
     }
-    o
 }
 
 /// The packet and byte rates of an lcore's own direction: TX for tx lcores, RX for rx lcores.
