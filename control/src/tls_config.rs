@@ -12,7 +12,9 @@ use rustls::crypto::{ring, verify_tls12_signature, verify_tls13_signature, Crypt
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use tracing::{info, warn};
+
+// Its three log lines are `eprintln!` in the plain format's shape (`swqos control: ...`), not
+// `tracing` events: swqos-bench includes this file by path and links no `tracing`.
 
 /// Per-lane TLS settings (from the lane's config).
 #[derive(Debug, Clone, Default)]
@@ -40,8 +42,8 @@ pub(crate) fn client_config(lane: &str, s: &TlsSettings) -> Result<Arc<ClientCon
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| format!("lane {lane}: TLS: {e}"))?;
     let mut config = if s.insecure_skip_verify {
-        warn!(
-            "WARNING: lane {lane}: insecure_skip_verify = true: the relay's \
+        eprintln!(
+            "swqos control: WARNING: lane {lane}: insecure_skip_verify = true: the relay's \
              certificate is not verified"
         );
         builder
@@ -59,8 +61,8 @@ pub(crate) fn client_config(lane: &str, s: &TlsSettings) -> Result<Arc<ClientCon
         static ONCE: Once = Once::new();
         ONCE.call_once(|| {
             let path = std::env::var_os("SSLKEYLOGFILE").unwrap_or_default();
-            warn!(
-                "SSLKEYLOGFILE is set: TLS secrets are written to {} (for \
+            eprintln!(
+                "swqos control: SSLKEYLOGFILE is set: TLS secrets are written to {} (for \
                  debugging captures only)",
                 path.to_string_lossy()
             );
@@ -75,8 +77,8 @@ fn roots(lane: &str, ca_files: &[PathBuf]) -> Result<RootCertStore, String> {
     static SYSTEM: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
     let system = SYSTEM.get_or_init(|| {
         let certs = rustls_native_certs::load_native_certs().certs;
-        info!(
-            "TLS roots: {} bundled, {} from the system",
+        eprintln!(
+            "swqos control: TLS roots: {} bundled, {} from the system",
             webpki_roots::TLS_SERVER_ROOTS.len(),
             certs.len()
         );
