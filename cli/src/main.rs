@@ -1,5 +1,6 @@
 //! `swqos`: the operator CLI. It talks to the dataplane through the shared-memory segment only
-//! and does not link DPDK.
+//! and links neither DPDK nor an HTTP client stack. `swqos control` runs the control plane (the
+//! `swqos-control` library), `swqos bench` execs `swqos-bench` installed beside this binary.
 //!
 //! Exit status: 0 when everything was accepted, 1 when any transaction was not accepted everywhere or the run
 //! failed midway, 2 for bad usage, configuration or a segment that cannot be used.
@@ -65,7 +66,8 @@ enum Command {
     /// Show the dataplane's live statistics per lcore, port and lane (rates, drops, completions
     /// by outcome, latency quantiles). Exit 2 when no dataplane is running.
     Stats(stats::StatsArgs),
-    /// Run the control plane: serves Prometheus metrics on `[control] metrics_listen`.
+    /// Run the control plane: the relay lanes' connections, the JSON-RPC endpoint
+    /// (`[control] rpc_listen`) and Prometheus metrics (`[control] metrics_listen`).
     Control(swqos_control::ControlArgs),
     /// Benchmarks against a running dataplane: runs `swqos-bench` (installed beside `swqos`)
     /// with the arguments that follow (docs/benchmarks.md).
