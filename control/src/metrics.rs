@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use swqos_shm::stats::{approximate_sum, count_at_most, Counter, PortCounter, Snapshot};
 
-use crate::stats::{kind_name, role_name, state_name};
+use swqos_shm::stats::role;
 
 /// Upper bounds (seconds) of the latency histogram's `le` buckets, collapsed from the
 /// dataplane's ~3%-resolution buckets.
@@ -127,7 +127,7 @@ pub(crate) fn render(snap: Option<&Snapshot>) -> String {
         o,
         "swqos_dataplane_info{{pid=\"{}\",state=\"{}\"}} 1",
         snap.pid,
-        state_name(snap.state)
+        snap.state.map_or("unknown", swqos_shm::State::name)
     );
     header(
         &mut o,
@@ -141,16 +141,24 @@ pub(crate) fn render(snap: Option<&Snapshot>) -> String {
         snap.heartbeat_age_ns as f64 / 1e9
     );
 
-    // Per lcore.
+    render_lcores(&mut o, snap);
+    render_lanes(&mut o, snap);
+    render_ports(&mut o, snap);
+    render_latency(&mut o, snap);
+    o
+}
+
+/// The per-lcore counters and the completions by outcome.
+fn render_lcores(o: &mut String, snap: &Snapshot) {
     for c in Counter::ALL {
         let name = format!("swqos_lcore_{}_total", c.name());
-        header(&mut o, &name, "counter", lcore_help(c));
+        header(o, &name, "counter", lcore_help(c));
         for s in &snap.lcores {
             let _ = writeln!(
                 o,
                 "{name}{{lcore=\"{}\",role=\"{}\"}} {}",
                 s.lcore_id,
-                role_name(s.role),
+                role::name(s.role),
                 s.get(c)
             );
         }
@@ -159,7 +167,7 @@ pub(crate) fn render(snap: Option<&Snapshot>) -> String {
     // Completions by outcome.
     let out = snap.outcomes();
     header(
-        &mut o,
+        o,
         "swqos_completions_total",
         "counter",
         "Outcomes of submissions: sent, dropped and unknown_lane count completion records (one per submission and lane); rejected counts submissions that failed validation (the client gets one rejected record per lane named).",
@@ -172,10 +180,12 @@ pub(crate) fn render(snap: Option<&Snapshot>) -> String {
     ] {
         let _ = writeln!(o, "swqos_completions_total{{outcome=\"{outcome}\"}} {v}");
     }
+}
 
-    // Per lane.
+/// The per-lane counters.
+fn render_lanes(o: &mut String, snap: &Snapshot) {
     header(
-        &mut o,
+        o,
         "swqos_lane_packets_total",
         "counter",
         "Packets sent on the lane (accepted by tx_burst).",
@@ -185,13 +195,13 @@ pub(crate) fn render(snap: Option<&Snapshot>) -> String {
             o,
             "swqos_lane_packets_total{{lane=\"{}\",kind=\"{}\"}} {}",
             esc(&l.name),
-            kind_name(l.kind),
+            l.kind.name(),
             l.packets
         );
     }
     if snap.lanes.iter().any(|l| l.bytes.is_some()) {
         header(
-            &mut o,
+            o,
             "swqos_lane_bytes_total",
             "counter",
             "Bytes sent on the lane (Ethernet frames, no FCS); absent for lanes whose bytes the dataplane does not count.",
@@ -202,13 +212,13 @@ pub(crate) fn render(snap: Option<&Snapshot>) -> String {
                     o,
                     "swqos_lane_bytes_total{{lane=\"{}\",kind=\"{}\"}} {b}",
                     esc(&l.name),
-                    kind_name(l.kind)
+                    l.kind.name()
                 );
             }
         }
     }
     header(
-        &mut o,
+        o,
         "swqos_lane_dropped_total",
         "counter",
         "Packets dropped on the lane (send timeout, no mbuf, shutdown, too large).",
@@ -218,13 +228,13 @@ pub(crate) fn render(snap: Option<&Snapshot>) -> String {
             o,
             "swqos_lane_dropped_total{{lane=\"{}\",kind=\"{}\"}} {}",
             esc(&l.name),
-            kind_name(l.kind),
+            l.kind.name(),
             l.dropped
         );
     }
     if snap.lanes.iter().any(|l| l.fast.is_some()) {
         header(
-            &mut o,
+            o,
             "swqos_lane_path_packets_total",
             "counter",
             "Packets sent per path: fast (built in an mbuf and burst by the lcore) or fallback. UDP lanes have only the fast path.",
@@ -236,38 +246,41 @@ pub(crate) fn render(snap: Option<&Snapshot>) -> String {
                         o,
                         "swqos_lane_path_packets_total{{lane=\"{}\",kind=\"{}\",path=\"{path}\"}} {v}",
                         esc(&l.name),
-                        kind_name(l.kind)
+                        l.kind.name()
                     );
                 }
             }
         }
     }
+}
 
-    // Per port.
+/// The per-port counters.
+fn render_ports(o: &mut String, snap: &Snapshot) {
     for c in PortCounter::ALL {
         let (name, help) = port_family(c);
-        header(&mut o, name, "counter", help);
+        header(o, name, "counter", help);
         for p in &snap.ports {
             let _ = writeln!(o, "{name}{{port=\"{}\"}} {}", esc(&p.name), p.get(c));
         }
     }
+}
 
-    // Latency.
+/// The data plane's latency histograms.
+fn render_latency(o: &mut String, snap: &Snapshot) {
     histogram(
-        &mut o,
+        o,
         snap,
         &snap.latency(),
         "swqos_submit_to_tx_latency_seconds",
         "Submit-to-tx_burst latency (client TSC at submit to dataplane TSC after tx_burst accepted the frame), all TX lcores. Buckets are collapsed from ~3%-resolution buckets: a sample counts under le only when its whole fine bucket lies at or below le. _sum is approximated from the fine buckets' midpoints.",
     );
     histogram(
-        &mut o,
+        o,
         snap,
         &snap.fast_latency(),
         "swqos_delegated_send_latency_seconds",
         "Relay lanes' delegated sends (plain or TLS): client TSC at submit to dataplane TSC after tx_burst accepted the request's last segment. Buckets as for swqos_submit_to_tx_latency_seconds.",
     );
-    o
 }
 
 /// Appends one latency histogram of the data plane (TSC ticks, ~3% buckets) in seconds.
@@ -292,8 +305,6 @@ fn histogram(o: &mut String, snap: &Snapshot, hist: &[u64], name: &str, help: &s
     let _ = writeln!(o, "{name}_count {count}");
 }
 
-/// A bucket bound as Prometheus clients print them (`1e-06`, `0.0001`, `1.0`).
-/// Appends the control plane's wake-up latency histogram (from `swqos_rt::LatencyMonitor`).
 /// The relay thread's own counters (`crate::relay_lanes::METRICS`): which relay lanes may take
 /// delegated sends (their request templates match the data plane's), and delegated sends the
 /// control plane refused to complete.
@@ -324,6 +335,7 @@ pub(crate) fn render_relay(o: &mut String, m: &crate::relay_lanes::RelayMetrics)
     let _ = writeln!(o, "{name}{{reason=\"mismatch\"}} {mismatch}");
 }
 
+/// Appends the control plane's wake-up latency histogram (from `swqos_rt::LatencyMonitor`).
 pub(crate) fn render_wakeup_latency(o: &mut String, stats: &swqos_rt::LatencyStats) {
     let name = "swqos_control_wakeup_latency_seconds";
     header(
@@ -345,6 +357,7 @@ pub(crate) fn render_wakeup_latency(o: &mut String, stats: &swqos_rt::LatencySta
     o.push_str(&format!("{name}_count {total}\n"));
 }
 
+/// A bucket bound as Prometheus clients print them (`1e-06`, `0.0001`, `1.0`).
 fn fmt_le(v: f64) -> String {
     if v < 1e-4 {
         let s = format!("{v:e}"); // "1e-6"

@@ -27,6 +27,7 @@ use swqos_shm::layout::{lanes_of, relay_failure, Completion, Status, RELAY_FAST}
 use swqos_shm::ring::{CompletionProducer, Handoff, HandoffConsumer};
 use swqos_shm::time::tsc;
 use swqos_shm::{ControlSegment, Segment};
+use tracing::{info, warn};
 
 /// The relay thread's counters for the metrics endpoint (one relay thread per process).
 pub(crate) static METRICS: RelayMetrics = RelayMetrics {
@@ -216,13 +217,13 @@ pub(crate) fn spawn(config: &Config, stop: Arc<AtomicBool>) -> Result<Option<Rel
         return Ok(None);
     }
     for s in &specs {
-        log(&format!(
+        info!(
             "relay lane {}: {} -> {} with {} connection(s)",
             s.name,
             s.template.provider(),
             s.addr,
             s.connections
-        ));
+        );
     }
     let path = config.shm.path.clone();
     let connections: Vec<usize> = specs.iter().map(|s| s.connections).collect();
@@ -251,10 +252,6 @@ pub(crate) fn spawn(config: &Config, stop: Arc<AtomicBool>) -> Result<Option<Rel
     Ok(Some((handle, bundles_tx)))
 }
 
-fn log(msg: &str) {
-    eprintln!("swqos control: {msg}");
-}
-
 /// How config lane ids and session indices map onto the pool's lanes and connections.
 struct Routes {
     /// Config lane id of each pool lane.
@@ -279,12 +276,12 @@ impl Routes {
             if theirs == self.fingerprints[i] {
                 fast |= 1u64 << id;
             } else {
-                log(&format!(
+                info!(
                     "relay lane {}: the data plane builds this lane's requests differently \
                      (its config or token environment differs from this process's); fast \
                      sends are off on this lane, every request goes through this process",
                     self.names[i]
-                ));
+                );
             }
         }
         METRICS.set_lanes(status);
@@ -335,7 +332,7 @@ impl Relay {
             // (Re-)attach: the data plane may start after us, stop, or be replaced.
             let gone = self.attached.as_ref().is_some_and(Attached::gone);
             if gone {
-                log("data plane gone; relay lanes wait for the next one");
+                info!("data plane gone; relay lanes wait for the next one");
                 board.attach(None, 0);
                 self.attached = None;
             }
@@ -343,14 +340,14 @@ impl Relay {
                 last_try = Instant::now();
                 match Attached::attach(path) {
                     Ok(a) => {
-                        log("relay lanes attached to the data plane");
+                        info!("relay lanes attached to the data plane");
                         last_error.clear();
                         let fast = routes.matching_templates(&a.ctl);
                         board.attach(Some(a.ctl.clone()), fast);
                         self.attached = Some(a);
                     }
                     Err(e) if e != last_error => {
-                        log(&format!("relay lanes not attached: {e}"));
+                        info!("relay lanes not attached: {e}");
                         last_error = e;
                     }
                     Err(_) => {}
@@ -418,11 +415,11 @@ impl Relay {
             }
         }
         for p in unserved {
-            log(&format!(
+            info!(
                 "relay lane #{}: not a relay lane of this control plane's config (the data plane \
                  runs another config); its request is answered as failed",
                 p.lane
-            ));
+            );
             let code = if p.fast {
                 relay_failure::STALE
             } else {
@@ -450,7 +447,7 @@ impl Relay {
         let lane_name = routes.names.get(o.lane).map_or("?", String::as_str);
         if let Some(reply) = self.bundles.remove(&o.id) {
             if let Err(e) = &o.result {
-                log(&format!("relay lane {lane_name}: bundle failed: {e}"));
+                warn!("relay lane {lane_name}: bundle failed: {e}");
             }
             let _ = reply.send(o.result.map_err(|f| f.reason));
             return;
@@ -462,22 +459,18 @@ impl Relay {
         match &o.result {
             Err(f) if f.code == relay_failure::STALE => {
                 METRICS.stale.fetch_add(1, Ordering::Relaxed);
-                log(&format!(
-                    "relay lane {lane_name}: delegated send not completed: {f}"
-                ));
+                info!("relay lane {lane_name}: delegated send not completed: {f}");
             }
             Err(f) if f.code == relay_failure::MISMATCH => {
                 METRICS.mismatch.fetch_add(1, Ordering::Relaxed);
-                log(&format!(
-                    "relay lane {lane_name}: delegated send refused: {f}"
-                ));
+                info!("relay lane {lane_name}: delegated send refused: {f}");
             }
-            Err(f) => log(&format!("relay lane {lane_name}: request failed: {f}")),
-            Ok(reply) if status == Status::RelayError => log(&format!(
+            Err(f) => warn!("relay lane {lane_name}: request failed: {f}"),
+            Ok(reply) if status == Status::RelayError => info!(
                 "relay lane {lane_name}: the relay answered HTTP {}: {}",
                 reply.status,
                 reply.error.as_deref().unwrap_or("")
-            )),
+            ),
             Ok(_) => {}
         }
         self.push(&p, status, code);
@@ -498,7 +491,7 @@ impl Relay {
         };
         if let Some(ring) = a.completions.get_mut(p.ring) {
             if !ring.push(c) {
-                log("a client's relay completion ring is full (it does not read completions)");
+                warn!("a client's relay completion ring is full (it does not read completions)");
             }
         }
     }
@@ -539,10 +532,10 @@ impl Relay {
             self.push(p, Status::RelayError, code);
         }
         if !left.is_empty() {
-            log(&format!(
+            info!(
                 "stopped with {} relay request(s) unanswered; their clients were told",
                 left.len()
-            ));
+            );
         }
         self.publish();
     }

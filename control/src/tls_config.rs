@@ -13,6 +13,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+// Its three log lines are `eprintln!` in the plain format's shape (`swqos control: ...`), not
+// `tracing` events: swqos-bench includes this file by path and links no `tracing`.
+
 /// Per-lane TLS settings (from the lane's config).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TlsSettings {

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use swqos_dataplane::runtime::{self, RunOptions};
+use tracing::error;
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -33,32 +34,51 @@ struct Args {
     /// Check the configuration and exit.
     #[arg(long)]
     check: bool,
+    /// Log lines as `plain` text (time, level, module, message) or `json` objects (filter with
+    /// RUST_LOG; default info).
+    #[arg(long, value_enum, env = "SWQOS_LOG_FORMAT", default_value = "plain")]
+    log_format: LogFormat,
+}
+
+/// How log events are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// One human-readable line per event.
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Installs the `tracing` subscriber: events on stderr, filtered by RUST_LOG (default info).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Plain => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let args = Args::parse();
+    init_logging(args.log_format);
     let config = match dpdk_config::Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            error!("{e}");
             return ExitCode::from(2);
         }
     };
     if let Err(e) = runtime::check_sizes(&config) {
-        eprintln!("error: {}: {e}", args.config.display());
+        error!("{}: {e}", args.config.display());
         return ExitCode::from(2);
     }
     if let Err(e) = swqos_shm::Segment::check_path(&config.shm.path) {
-        eprintln!(
-            "error: {}: [shm] path {}: {e}",
+        error!(
+            "{}: [shm] path {}: {e}",
             args.config.display(),
             config.shm.path.display()
         );
@@ -72,7 +92,7 @@ fn main() -> ExitCode {
     // A segment file truncated by another process must not kill us with SIGBUS: the guard
     // replaces the lost pages with zeros and the main loop stops in order.
     if let Err(e) = swqos_shm::guard::install() {
-        eprintln!("error: cannot install the SIGBUS handler: {e}");
+        error!("cannot install the SIGBUS handler: {e}");
         return ExitCode::FAILURE;
     }
     // First SIGINT/SIGTERM: drain and exit; a second one: exit at once.
@@ -81,7 +101,7 @@ fn main() -> ExitCode {
         let registered = signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone())
             .and_then(|_| signal_hook::flag::register(sig, stop.clone()));
         if let Err(e) = registered {
-            eprintln!("error: cannot install signal handler: {e}");
+            error!("cannot install signal handler: {e}");
             return ExitCode::FAILURE;
         }
     }
@@ -94,7 +114,7 @@ fn main() -> ExitCode {
         Ok(report) => {
             print!("{report}");
             for failure in &report.failures {
-                eprintln!("error: {failure}");
+                error!("{failure}");
             }
             if report.failures.is_empty() {
                 ExitCode::SUCCESS
@@ -103,7 +123,7 @@ fn main() -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            error!("{e}");
             ExitCode::FAILURE
         }
     }

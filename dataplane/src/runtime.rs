@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dpdk::{Eal, LcoreId, Mempool, Port, PortConf};
+use dpdk::{Eal, LcoreHandle, LcoreId, Mempool, Port, PortConf};
 use dpdk_config::{Config, LcoreRole, PortDevice};
 use swqos_rt::Policy;
 use swqos_shm::layout::{LaneInfo, LaneKind as ShmLaneKind, Layout, State, MAX_TX_SIZE};
@@ -166,6 +166,9 @@ pub enum Worker {
     Rx(Box<RxWorker>),
 }
 
+/// A launched worker: its lcore and the handle its loop's result comes back on.
+type Launched = (u32, LcoreHandle<Result<(), String>>);
+
 /// A dataplane that is set up (EAL, pools, ports started, segment created, workers built) but
 /// not yet running. Fields drop in order: workers and segment first, EAL last.
 pub struct Dataplane {
@@ -189,30 +192,8 @@ impl Dataplane {
     pub fn setup(config: &Config, opts: &RunOptions) -> Result<Dataplane, RunError> {
         check_sizes(config)?;
         prepare_pcap_dirs(config)?;
-
-        let no_huge =
-            match hugepages::decide(&config.eal, HugepageState::read()).map_err(RunError)? {
-                Decision::Huge => false,
-                Decision::NoHuge(None) => true,
-                Decision::NoHuge(Some(why)) => {
-                    warn!("WARNING: {why}");
-                    true
-                }
-            };
-        let args = config.eal_args_with(no_huge);
-        info!("EAL arguments: {}", args.join(" "));
-        let eal = Eal::init(&args)?;
-        // After EAL: its memory is mapped; MCL_FUTURE covers everything allocated from now on.
-        if config.tuning.mlockall {
-            tuning_step(swqos_rt::lock_memory(), config.tuning.required)?;
-        }
+        let eal = init_eal(config)?;
         let tsc_hz = dpdk::tsc_hz();
-        let workers: Vec<LcoreId> = dpdk::lcore::worker_lcores();
-        for l in &config.lcores {
-            if !workers.contains(&LcoreId(l.id)) {
-                return err(format!("lcore {} is not an EAL worker lcore", l.id));
-            }
-        }
         // Mempools, then ports (each port's RX queues draw from its configured pool).
         let mut pools = Vec::new();
         for p in &config.mempools {
@@ -223,195 +204,33 @@ impl Dataplane {
         let mut macs = Vec::new();
         let mut checksums = Vec::new();
         for p in &config.ports {
-            let mut port = Port::by_name(p.device.eal_name())
-                .map_err(|e| RunError(format!("port {} ({}): {e}", p.name, p.device)))?;
-            let info = port.info()?;
             let carries_lanes = config
                 .lanes
                 .iter()
                 .any(|l| config.ports[l.port].name == p.name);
-            let cs = PortChecksums {
-                ipv4: carries_lanes && info.supports_tx(dpdk::offload::TX_IPV4_CKSUM),
-                udp: carries_lanes && info.supports_tx(dpdk::offload::TX_UDP_CKSUM),
-            };
-            let mut tx_offloads = 0;
-            if cs.ipv4 {
-                tx_offloads |= dpdk::offload::TX_IPV4_CKSUM;
-            }
-            if cs.udp {
-                tx_offloads |= dpdk::offload::TX_UDP_CKSUM;
-            }
-            port.configure(
-                &PortConf {
-                    rx_queues: p.rx_queues,
-                    tx_queues: p.tx_queues,
-                    rx_descriptors: p.rx_descriptors,
-                    tx_descriptors: p.tx_descriptors,
-                    mtu: p.mtu,
-                    tx_offloads,
-                },
-                &pools[p.mempool],
-            )
-            .map_err(|e| RunError(format!("port {} ({}): {e}", p.name, p.device)))?;
-            // A configured MAC is the source of every lane frame; a port that cannot take it as its
-            // own (net_pcap, say) still sends with it.
-            let mut mac = port.mac()?;
-            if let Some(want) = p.mac {
-                if let Err(e) = port.set_mac(want) {
-                    warn!(
-                        "port {}: cannot set MAC ({e}); lane frames use it as source anyway",
-                        p.name
-                    );
-                }
-                mac = want;
-            }
-            if p.promiscuous {
-                port.set_promiscuous(true)?;
-            }
-            port.start()?;
-            info!(
-                "port {} ({}): driver {}, mac {}, checksums ipv4 {} udp {}",
-                p.name,
-                p.device,
-                info.driver_name,
-                dpdk_config::format_mac(&mac),
-                if cs.ipv4 { "offloaded" } else { "software" },
-                if cs.udp { "offloaded" } else { "software" },
-            );
+            let (port, mac, cs) = start_port(p, carries_lanes, &pools[p.mempool])?;
+            ports.push(port);
             macs.push(mac);
             checksums.push(cs);
-            ports.push(port);
         }
         let lanes = Arc::new(LaneTable::new(config, &macs, &checksums));
         for line in LaneTable::describe(config) {
             info!("{line}");
         }
-
-        // The shared segment: one stats block per configured lcore and per port, rings per [shm].
-        let layout = Layout::new(
-            config.shm.rings,
-            config.shm.ring_slots,
-            config.lcores.len() as u32,
-            config.ports.len() as u32,
-        )
-        .map_err(RunError)?;
-        let port_names: Vec<&str> = config.ports.iter().map(|p| p.name.as_str()).collect();
-        let lane_info: Vec<LaneInfo> = config
-            .lanes
-            .iter()
-            .map(|l| {
-                let kind = match l.kind {
-                    dpdk_config::LaneKind::Udp(_) => ShmLaneKind::Udp,
-                    dpdk_config::LaneKind::Http(_) => ShmLaneKind::Http,
-                };
-                LaneInfo::new(&l.name, kind)
-            })
-            .collect();
-        let seg = Arc::new(
-            Segment::create(&config.shm.path, layout, &lane_info, &port_names, tsc_hz)
-                .map_err(|e| RunError(e.to_string()))?,
-        );
-        let ctl = Arc::new(ControlSegment::create(&seg).map_err(|e| RunError(e.to_string()))?);
-        publish_fingerprints(config, &ctl)?;
-
-        // Workers: rings are dealt to tx lcores round-robin; each owns its configured queues.
-        let tx_lcores: Vec<usize> = (0..config.lcores.len())
-            .filter(|&i| config.lcores[i].role == LcoreRole::Tx)
-            .collect();
+        let (seg, ctl) = create_segments(config, tsc_hz)?;
         let mut built = Vec::new();
+        let mut setup = WorkerSetup {
+            config,
+            opts,
+            tsc_hz,
+            seg: &seg,
+            ctl: &ctl,
+            lanes: &lanes,
+            pools: &pools,
+            ports: &mut ports,
+        };
         for (index, lc) in config.lcores.iter().enumerate() {
-            let stats_role = match lc.role {
-                LcoreRole::Tx => role::TX,
-                LcoreRole::Rx => role::RX,
-            };
-            let writer = StatsWriter::new(seg.clone(), index, lc.id, stats_role)
-                .ok_or_else(|| RunError(format!("stats block {index} unavailable")))?;
-            let worker = match lc.role {
-                LcoreRole::Tx => {
-                    let nth = tx_lcores.iter().position(|&i| i == index).unwrap_or(0);
-                    let mut rings = Vec::new();
-                    for r in (nth..config.shm.rings as usize).step_by(tx_lcores.len()) {
-                        let submit = SubmitConsumer::new(seg.clone(), r)
-                            .ok_or_else(|| RunError(format!("ring {r} taken twice")))?;
-                        let complete = CompletionProducer::new(&submit);
-                        rings.push(RingPair { submit, complete });
-                    }
-                    let mut paths = Vec::new();
-                    let mut path_ports = Vec::new();
-                    for q in &lc.queues {
-                        let queue = ports[q.port].take_tx_queue(q.queue).ok_or_else(|| {
-                            RunError(format!(
-                                "tx queue {} of port {} taken twice",
-                                q.queue, config.ports[q.port].name
-                            ))
-                        })?;
-                        paths.push(TxPath::new(queue));
-                        path_ports.push(q.port);
-                    }
-                    let pool = lc
-                        .queues
-                        .first()
-                        .map(|q| pools[config.ports[q.port].mempool].clone())
-                        .unwrap_or_else(|| pools[0].clone());
-                    let bridge = match lc.bridge {
-                        None => None,
-                        Some(b) => {
-                            let take = |ports: &mut Vec<Port>, port: usize| {
-                                ports[port].take_rx_queue(b.queue).ok_or_else(|| {
-                                    RunError(format!(
-                                        "rx queue {} of port {} taken twice",
-                                        b.queue, config.ports[port].name
-                                    ))
-                                })
-                            };
-                            let nic_rx = take(&mut ports, b.nic)?;
-                            let kernel_rx = take(&mut ports, b.kernel)?;
-                            info!(
-                                "lcore {} bridges port {} <-> kernel interface {}",
-                                lc.id, config.ports[b.nic].name, config.ports[b.kernel].name
-                            );
-                            Some(
-                                Bridge::new(nic_rx, kernel_rx, b.nic, b.kernel, &path_ports)
-                                    .map_err(|e| RunError(format!("lcore {}: {e}", lc.id)))?,
-                            )
-                        }
-                    };
-                    let worker = TxWorker::new(TxWorkerParts {
-                        rings,
-                        paths,
-                        path_ports,
-                        lanes: lanes.clone(),
-                        pool,
-                        stats: writer,
-                        tx_timeout_ticks: ticks(opts.tx_timeout, tsc_hz),
-                        bridge,
-                        handoff: (lanes.relay_mask() != 0)
-                            .then(|| HandoffProducer::new(ctl.clone(), index)),
-                        fast: match lc.bridge {
-                            Some(b) if lanes.relay_mask() != 0 => {
-                                Some(fast_path(config, ctl.clone(), tsc_hz, b.nic)?)
-                            }
-                            _ => None,
-                        },
-                        ctl: ctl.clone(),
-                    })
-                    .map_err(|e| RunError(format!("lcore {}: {e}", lc.id)))?;
-                    Worker::Tx(Box::new(worker))
-                }
-                LcoreRole::Rx => {
-                    let mut queues = Vec::new();
-                    for q in &lc.queues {
-                        queues.push(ports[q.port].take_rx_queue(q.queue).ok_or_else(|| {
-                            RunError(format!(
-                                "rx queue {} of port {} taken twice",
-                                q.queue, config.ports[q.port].name
-                            ))
-                        })?);
-                    }
-                    Worker::Rx(Box::new(RxWorker::new(queues, writer)))
-                }
-            };
-            built.push((lc.id, worker));
+            built.push((lc.id, setup.worker(index, lc)?));
         }
         Ok(Dataplane {
             workers: built,
@@ -447,34 +266,7 @@ impl Dataplane {
     pub fn run(mut self, stop: Arc<AtomicBool>) -> Result<Report, RunError> {
         let seg = self.seg.clone();
         let running = Arc::new(AtomicUsize::new(0));
-        let drain = ticks(self.opts.drain_timeout, self.tsc_hz);
-        let quiet = ticks(Duration::from_millis(20), self.tsc_hz);
-        let policy = match self.config.tuning.lcore_policy {
-            dpdk_config::SchedPolicy::Other => None,
-            dpdk_config::SchedPolicy::Fifo => Some(Policy::Fifo(self.config.tuning.lcore_priority)),
-            dpdk_config::SchedPolicy::Rr => Some(Policy::Rr(self.config.tuning.lcore_priority)),
-        };
-        let required = self.config.tuning.required;
-        let mut handles = Vec::new();
-        for (lcore, worker) in self.take_workers() {
-            let stop = stop.clone();
-            running.fetch_add(1, Ordering::SeqCst);
-            let guard = RunningGuard(running.clone());
-            let handle = dpdk::lcore::launch(LcoreId(lcore), move || -> Result<(), String> {
-                let _guard = guard;
-                // The policy is per thread: set it on the lcore itself, before the loop.
-                if let Some(policy) = policy {
-                    let step = swqos_rt::set_thread_policy(&format!("lcore {lcore}"), policy);
-                    tuning_step(step, required).map_err(|e| e.0)?;
-                }
-                match worker {
-                    Worker::Tx(w) => tx_loop(*w, &stop, drain, quiet),
-                    Worker::Rx(w) => rx_loop(*w, &stop),
-                }
-                Ok(())
-            })?;
-            handles.push((lcore, handle));
-        }
+        let handles = self.launch(&stop, &running)?;
         info!(
             "running: {} lcore(s), {} lane(s), shared memory {} ({} rings x {} slots)",
             handles.len(),
@@ -484,56 +276,13 @@ impl Dataplane {
             self.config.shm.ring_slots
         );
         seg.set_state(State::Running);
-
-        // Main loop: heartbeat every millisecond, port counters into the segment every 100 ms,
-        // progress now and then, until told to stop or a worker dies.
         let mut port_writers: Vec<PortStatsWriter> = (0..self.ports.len())
             .filter_map(|i| PortStatsWriter::new(seg.clone(), i))
             .collect();
-        let mut last_ports = Instant::now();
-        publish_port_stats(&self.ports, &mut port_writers);
-        let mut last_print = Instant::now();
-        let mut last = Totals::read(&seg);
-        let mut failed = None;
         // The main lcore sleeps 1 ms per turn: how late it wakes is the scheduling latency of
         // its CPU, reported with the progress lines and at exit.
         let wakeups = swqos_rt::LatencyStats::default();
-        while !stop.load(Ordering::Relaxed) {
-            seg.heartbeat();
-            if seg.is_damaged() || self.ctl.is_damaged() {
-                let why = truncated_message(&self.config);
-                error!("{why}");
-                failed = Some(why);
-                break;
-            }
-            if running.load(Ordering::SeqCst) < handles.len() {
-                failed = Some("an lcore stopped unexpectedly".to_string());
-                break;
-            }
-            if last_ports.elapsed() >= PORT_STATS_INTERVAL {
-                publish_port_stats(&self.ports, &mut port_writers);
-                last_ports = Instant::now();
-            }
-            let interval = self.opts.stats_interval;
-            if !interval.is_zero() && last_print.elapsed() >= interval {
-                let now = Totals::read(&seg);
-                let secs = last_print.elapsed().as_secs_f64();
-                info!(
-                    "tx {:.0} pkt/s, {:.0} submissions/s, totals: {} sent, {} rejected, {} dropped; main-lcore wake-up latency max {} us",
-                    (now.tx_packets - last.tx_packets) as f64 / secs,
-                    (now.submissions - last.submissions) as f64 / secs,
-                    now.tx_packets,
-                    now.rejected,
-                    now.dropped,
-                    wakeups.max_ns() / 1000
-                );
-                last = now;
-                last_print = Instant::now();
-            }
-            let slept = Instant::now();
-            std::thread::sleep(MAIN_LOOP_PERIOD);
-            wakeups.record(slept.elapsed().saturating_sub(MAIN_LOOP_PERIOD).as_nanos() as u64);
-        }
+        let failed = self.main_loop(&stop, &running, handles.len(), &mut port_writers, &wakeups);
 
         // Shutdown: refuse new submissions, let the workers drain, then join them.
         seg.set_state(State::Draining);
@@ -560,11 +309,348 @@ impl Dataplane {
         report.failures.extend(panics);
         Ok(report)
     }
+
+    /// Launches every worker on its lcore (with `[tuning] lcore_policy` set on the lcore
+    /// itself); `running` counts the ones still in their loop.
+    fn launch(
+        &mut self,
+        stop: &Arc<AtomicBool>,
+        running: &Arc<AtomicUsize>,
+    ) -> Result<Vec<Launched>, RunError> {
+        let drain = ticks(self.opts.drain_timeout, self.tsc_hz);
+        let quiet = ticks(Duration::from_millis(20), self.tsc_hz);
+        let tuning = &self.config.tuning;
+        let policy = match tuning.lcore_policy {
+            dpdk_config::SchedPolicy::Other => None,
+            dpdk_config::SchedPolicy::Fifo => Some(Policy::Fifo(tuning.lcore_priority)),
+            dpdk_config::SchedPolicy::Rr => Some(Policy::Rr(tuning.lcore_priority)),
+        };
+        let required = tuning.required;
+        let mut handles = Vec::new();
+        for (lcore, worker) in self.take_workers() {
+            let stop = stop.clone();
+            running.fetch_add(1, Ordering::SeqCst);
+            let guard = RunningGuard(running.clone());
+            let handle = dpdk::lcore::launch(LcoreId(lcore), move || -> Result<(), String> {
+                let _guard = guard;
+                // The policy is per thread: set it on the lcore itself, before the loop.
+                if let Some(policy) = policy {
+                    let step = swqos_rt::set_thread_policy(&format!("lcore {lcore}"), policy);
+                    tuning_step(step, required).map_err(|e| e.0)?;
+                }
+                match worker {
+                    Worker::Tx(w) => tx_loop(*w, &stop, drain, quiet),
+                    Worker::Rx(w) => rx_loop(*w, &stop),
+                }
+                Ok(())
+            })?;
+            handles.push((lcore, handle));
+        }
+        Ok(handles)
+    }
+
+    /// The main loop: heartbeat every millisecond, port counters into the segment every 100 ms,
+    /// progress now and then, until told to stop or a worker dies (then gives why).
+    fn main_loop(
+        &self,
+        stop: &AtomicBool,
+        running: &AtomicUsize,
+        lcores: usize,
+        port_writers: &mut [PortStatsWriter],
+        wakeups: &swqos_rt::LatencyStats,
+    ) -> Option<String> {
+        let seg = &self.seg;
+        let mut last_ports = Instant::now();
+        publish_port_stats(&self.ports, port_writers);
+        let mut last_print = Instant::now();
+        let mut last = Totals::read(seg);
+        while !stop.load(Ordering::Relaxed) {
+            seg.heartbeat();
+            if seg.is_damaged() || self.ctl.is_damaged() {
+                let why = truncated_message(&self.config);
+                error!("{why}");
+                return Some(why);
+            }
+            if running.load(Ordering::SeqCst) < lcores {
+                return Some("an lcore stopped unexpectedly".to_string());
+            }
+            if last_ports.elapsed() >= PORT_STATS_INTERVAL {
+                publish_port_stats(&self.ports, port_writers);
+                last_ports = Instant::now();
+            }
+            let interval = self.opts.stats_interval;
+            if !interval.is_zero() && last_print.elapsed() >= interval {
+                let now = Totals::read(seg);
+                let secs = last_print.elapsed().as_secs_f64();
+                info!(
+                    "tx {:.0} pkt/s, {:.0} submissions/s, totals: {} sent, {} rejected, {} dropped; main-lcore wake-up latency max {} us",
+                    (now.tx_packets - last.tx_packets) as f64 / secs,
+                    (now.submissions - last.submissions) as f64 / secs,
+                    now.tx_packets,
+                    now.rejected,
+                    now.dropped,
+                    wakeups.max_ns() / 1000
+                );
+                last = now;
+                last_print = Instant::now();
+            }
+            let slept = Instant::now();
+            std::thread::sleep(MAIN_LOOP_PERIOD);
+            wakeups.record(slept.elapsed().saturating_sub(MAIN_LOOP_PERIOD).as_nanos() as u64);
+        }
+        None
+    }
 }
 
 /// Runs the dataplane until `stop` is set, then drains and tears down. Returns the final report.
 pub fn run(config: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<Report, RunError> {
     Dataplane::setup(config, opts)?.run(stop)
+}
+
+/// EAL with or without hugepages (as `[eal]` and the host allow), then `mlockall`; checks that
+/// every configured lcore is an EAL worker.
+fn init_eal(config: &Config) -> Result<Eal, RunError> {
+    let no_huge = match hugepages::decide(&config.eal, HugepageState::read()).map_err(RunError)? {
+        Decision::Huge => false,
+        Decision::NoHuge(None) => true,
+        Decision::NoHuge(Some(why)) => {
+            warn!("WARNING: {why}");
+            true
+        }
+    };
+    let args = config.eal_args_with(no_huge);
+    info!("EAL arguments: {}", args.join(" "));
+    let eal = Eal::init(&args)?;
+    // After EAL: its memory is mapped; MCL_FUTURE covers everything allocated from now on.
+    if config.tuning.mlockall {
+        tuning_step(swqos_rt::lock_memory(), config.tuning.required)?;
+    }
+    let workers: Vec<LcoreId> = dpdk::lcore::worker_lcores();
+    for l in &config.lcores {
+        if !workers.contains(&LcoreId(l.id)) {
+            return err(format!("lcore {} is not an EAL worker lcore", l.id));
+        }
+    }
+    Ok(eal)
+}
+
+/// Configures and starts port `p`: its queues, checksum offloads where the NIC has them (for a
+/// port that carries lanes), MAC and promiscuous mode. Gives the port, the MAC lane frames
+/// are sent from and which checksums the NIC computes.
+fn start_port(
+    p: &dpdk_config::PortConfig,
+    carries_lanes: bool,
+    pool: &Mempool,
+) -> Result<(Port, [u8; 6], PortChecksums), RunError> {
+    let named = |e: dpdk::DpdkError| RunError(format!("port {} ({}): {e}", p.name, p.device));
+    let mut port = Port::by_name(p.device.eal_name()).map_err(named)?;
+    let info = port.info()?;
+    let cs = PortChecksums {
+        ipv4: carries_lanes && info.supports_tx(dpdk::offload::TX_IPV4_CKSUM),
+        udp: carries_lanes && info.supports_tx(dpdk::offload::TX_UDP_CKSUM),
+    };
+    let mut tx_offloads = 0;
+    if cs.ipv4 {
+        tx_offloads |= dpdk::offload::TX_IPV4_CKSUM;
+    }
+    if cs.udp {
+        tx_offloads |= dpdk::offload::TX_UDP_CKSUM;
+    }
+    let conf = PortConf {
+        rx_queues: p.rx_queues,
+        tx_queues: p.tx_queues,
+        rx_descriptors: p.rx_descriptors,
+        tx_descriptors: p.tx_descriptors,
+        mtu: p.mtu,
+        tx_offloads,
+    };
+    port.configure(&conf, pool).map_err(named)?;
+    // A configured MAC is the source of every lane frame; a port that cannot take it as its
+    // own (net_pcap, say) still sends with it.
+    let mut mac = port.mac()?;
+    if let Some(want) = p.mac {
+        if let Err(e) = port.set_mac(want) {
+            warn!(
+                "port {}: cannot set MAC ({e}); lane frames use it as source anyway",
+                p.name
+            );
+        }
+        mac = want;
+    }
+    if p.promiscuous {
+        port.set_promiscuous(true)?;
+    }
+    port.start()?;
+    let how = |offloaded: bool| if offloaded { "offloaded" } else { "software" };
+    info!(
+        "port {} ({}): driver {}, mac {}, checksums ipv4 {} udp {}",
+        p.name,
+        p.device,
+        info.driver_name,
+        dpdk_config::format_mac(&mac),
+        how(cs.ipv4),
+        how(cs.udp),
+    );
+    Ok((port, mac, cs))
+}
+
+/// The shared segment (one stats block per configured lcore and per port, rings per `[shm]`)
+/// and the control file beside it, with the relay lanes' template fingerprints published.
+fn create_segments(
+    config: &Config,
+    tsc_hz: u64,
+) -> Result<(Arc<Segment>, Arc<ControlSegment>), RunError> {
+    let layout = Layout::new(
+        config.shm.rings,
+        config.shm.ring_slots,
+        config.lcores.len() as u32,
+        config.ports.len() as u32,
+    )
+    .map_err(RunError)?;
+    let port_names: Vec<&str> = config.ports.iter().map(|p| p.name.as_str()).collect();
+    let lane_info: Vec<LaneInfo> = config
+        .lanes
+        .iter()
+        .map(|l| {
+            let kind = match l.kind {
+                dpdk_config::LaneKind::Udp(_) => ShmLaneKind::Udp,
+                dpdk_config::LaneKind::Http(_) => ShmLaneKind::Http,
+            };
+            LaneInfo::new(&l.name, kind)
+        })
+        .collect();
+    let seg = Arc::new(
+        Segment::create(&config.shm.path, layout, &lane_info, &port_names, tsc_hz)
+            .map_err(|e| RunError(e.to_string()))?,
+    );
+    let ctl = Arc::new(ControlSegment::create(&seg).map_err(|e| RunError(e.to_string()))?);
+    publish_fingerprints(config, &ctl)?;
+    Ok((seg, ctl))
+}
+
+/// What building the lcores' workers draws on: rings are dealt to TX lcores round-robin; each
+/// lcore takes its configured queues from `ports`.
+struct WorkerSetup<'a> {
+    config: &'a Config,
+    opts: &'a RunOptions,
+    tsc_hz: u64,
+    seg: &'a Arc<Segment>,
+    ctl: &'a Arc<ControlSegment>,
+    lanes: &'a Arc<LaneTable>,
+    pools: &'a [Arc<Mempool>],
+    ports: &'a mut Vec<Port>,
+}
+
+impl WorkerSetup<'_> {
+    /// The worker of configured lcore number `index`.
+    fn worker(&mut self, index: usize, lc: &dpdk_config::LcoreConfig) -> Result<Worker, RunError> {
+        let stats_role = match lc.role {
+            LcoreRole::Tx => role::TX,
+            LcoreRole::Rx => role::RX,
+        };
+        let writer = StatsWriter::new(self.seg.clone(), index, lc.id, stats_role)
+            .ok_or_else(|| RunError(format!("stats block {index} unavailable")))?;
+        match lc.role {
+            LcoreRole::Tx => Ok(Worker::Tx(Box::new(self.tx_worker(index, lc, writer)?))),
+            LcoreRole::Rx => {
+                let mut queues = Vec::new();
+                for q in &lc.queues {
+                    queues.push(self.take_rx_queue(q.port, q.queue)?);
+                }
+                Ok(Worker::Rx(Box::new(RxWorker::new(queues, writer))))
+            }
+        }
+    }
+
+    /// A TX lcore's worker: its share of the submit rings, its TX queues, its exception-path
+    /// bridge and fast path if it has them.
+    fn tx_worker(
+        &mut self,
+        index: usize,
+        lc: &dpdk_config::LcoreConfig,
+        stats: StatsWriter,
+    ) -> Result<TxWorker, RunError> {
+        let config = self.config;
+        let tx_lcores: Vec<usize> = (0..config.lcores.len())
+            .filter(|&i| config.lcores[i].role == LcoreRole::Tx)
+            .collect();
+        let nth = tx_lcores.iter().position(|&i| i == index).unwrap_or(0);
+        let mut rings = Vec::new();
+        for r in (nth..config.shm.rings as usize).step_by(tx_lcores.len()) {
+            let submit = SubmitConsumer::new(self.seg.clone(), r)
+                .ok_or_else(|| RunError(format!("ring {r} taken twice")))?;
+            let complete = CompletionProducer::new(&submit);
+            rings.push(RingPair { submit, complete });
+        }
+        let mut paths = Vec::new();
+        let mut path_ports = Vec::new();
+        for q in &lc.queues {
+            let queue = self.ports[q.port].take_tx_queue(q.queue).ok_or_else(|| {
+                RunError(format!(
+                    "tx queue {} of port {} taken twice",
+                    q.queue, config.ports[q.port].name
+                ))
+            })?;
+            paths.push(TxPath::new(queue));
+            path_ports.push(q.port);
+        }
+        let pool = lc
+            .queues
+            .first()
+            .map(|q| self.pools[config.ports[q.port].mempool].clone())
+            .unwrap_or_else(|| self.pools[0].clone());
+        let bridge = match lc.bridge {
+            None => None,
+            Some(b) => Some(self.bridge(lc.id, b, &path_ports)?),
+        };
+        let relays = self.lanes.relay_mask() != 0;
+        let fast = match lc.bridge {
+            Some(b) if relays => Some(fast_path(config, self.ctl.clone(), self.tsc_hz, b.nic)?),
+            _ => None,
+        };
+        TxWorker::new(TxWorkerParts {
+            rings,
+            paths,
+            path_ports,
+            lanes: self.lanes.clone(),
+            pool,
+            stats,
+            tx_timeout_ticks: ticks(self.opts.tx_timeout, self.tsc_hz),
+            bridge,
+            handoff: relays.then(|| HandoffProducer::new(self.ctl.clone(), index)),
+            fast,
+            ctl: self.ctl.clone(),
+        })
+        .map_err(|e| RunError(format!("lcore {}: {e}", lc.id)))
+    }
+
+    /// The exception-path bridge of lcore `lcore`: RX queues of the NIC port and its kernel
+    /// interface.
+    fn bridge(
+        &mut self,
+        lcore: u32,
+        b: dpdk_config::BridgeConfig,
+        path_ports: &[usize],
+    ) -> Result<Bridge, RunError> {
+        let nic_rx = self.take_rx_queue(b.nic, b.queue)?;
+        let kernel_rx = self.take_rx_queue(b.kernel, b.queue)?;
+        let names = &self.config.ports;
+        info!(
+            "lcore {lcore} bridges port {} <-> kernel interface {}",
+            names[b.nic].name, names[b.kernel].name
+        );
+        Bridge::new(nic_rx, kernel_rx, b.nic, b.kernel, path_ports)
+            .map_err(|e| RunError(format!("lcore {lcore}: {e}")))
+    }
+
+    fn take_rx_queue(&mut self, port: usize, queue: u16) -> Result<dpdk::RxQueue, RunError> {
+        self.ports[port].take_rx_queue(queue).ok_or_else(|| {
+            RunError(format!(
+                "rx queue {queue} of port {} taken twice",
+                self.config.ports[port].name
+            ))
+        })
+    }
 }
 
 /// The delegated-send state of a bridging TX lcore sending on port `nic`: the relay lanes'

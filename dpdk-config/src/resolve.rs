@@ -832,24 +832,7 @@ fn resolve_http_lane(lane: &RawLane, src: &Source<'_>) -> Result<HttpLane> {
             format!("http lane `{name}` has no `{key}`; expected {what}"),
         )
     };
-    // Keys of the other kind are mistakes, not silently ignored settings.
-    for (key, value) in [
-        ("src_ip", lane.src_ip.as_ref()),
-        ("dst_mac", lane.dst_mac.as_ref()),
-    ] {
-        if let Some(v) = value {
-            return Err(src.error(
-                v,
-                format!("`{key}` is for udp lanes; an http lane's addresses come from the kernel's connection"),
-            ));
-        }
-    }
-    if let Some(v) = &lane.src_port {
-        return Err(src.error(
-            v,
-            "`src_port` is for udp lanes; the kernel picks an http lane's ports",
-        ));
-    }
+    reject_udp_keys(lane, src)?;
     let provider_text = lane
         .provider
         .as_ref()
@@ -879,77 +862,15 @@ fn resolve_http_lane(lane: &RawLane, src: &Source<'_>) -> Result<HttpLane> {
     })?;
     let tls_on = lane.tls.as_ref().is_some_and(|t| *t.get_ref());
     if !tls_on {
-        for (key, at) in [
-            ("server_name", lane.server_name.as_ref().map(|v| v.span())),
-            (
-                "ca_files",
-                lane.ca_files
-                    .as_ref()
-                    .and_then(|v| v.first().map(|f| f.span())),
-            ),
-            (
-                "insecure_skip_verify",
-                lane.insecure_skip_verify.as_ref().map(|v| v.span()),
-            ),
-        ] {
-            if let Some(span) = at {
-                return Err(src.error_at(
-                    span.start,
-                    format!("`{key}` is for TLS lanes; add `tls = true` or remove it"),
-                ));
-            }
-        }
+        reject_tls_keys(lane, src)?;
     }
     let default_port = if tls_on { 443 } else { 80 };
     let dst_port = match &lane.dst_port {
         Some(p) => in_range(src, p, "dst_port", 1, 65535)? as u16,
         None => default_port,
     };
-    let host = match &lane.host {
-        Some(h) => {
-            let text = h.get_ref();
-            if text.is_empty() || !text.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(src.error(h, "`host` must be a non-empty host name without spaces"));
-            }
-            text.clone()
-        }
-        None if dst_port == default_port => dst_ip.to_string(),
-        None => format!("{dst_ip}:{dst_port}"),
-    };
-    let path = match &lane.path {
-        Some(p)
-            if !p.get_ref().starts_with('/')
-                || !p.get_ref().bytes().all(|b| b.is_ascii_graphic()) =>
-        {
-            return Err(src.error(p, "`path` must start with `/` and contain no spaces"));
-        }
-        Some(p) => Some(p.get_ref().clone()),
-        None => None,
-    };
-    let token = match (&lane.token, &lane.token_env) {
-        (Some(t), Some(_)) => {
-            return Err(src.error(t, "both `token` and `token_env`; expected one of them"));
-        }
-        (Some(t), None) => Some(t.get_ref().clone()),
-        (None, Some(var)) => match std::env::var(var.get_ref()) {
-            Ok(v) if !v.is_empty() => Some(v),
-            _ => {
-                return Err(src.error(
-                    var,
-                    format!(
-                    "environment variable `{}` is not set or empty; expected the API token in it",
-                    var.get_ref()
-                ),
-                ))
-            }
-        },
-        (None, None) => None,
-    };
-    if let (Some(t), Some(at)) = (&token, lane.token.as_ref().or(lane.token_env.as_ref())) {
-        if !t.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(src.error(at, "the token contains spaces or control characters"));
-        }
-    }
+    let (host, path) = resolve_target(lane, src, dst_ip, dst_port, default_port)?;
+    let token = resolve_token(lane, src)?;
     if token.is_none() && provider.needs_token() {
         return Err(missing(
             "token",
@@ -975,6 +896,116 @@ fn resolve_http_lane(lane: &RawLane, src: &Source<'_>) -> Result<HttpLane> {
         connections,
         tls,
     })
+}
+
+/// An http lane's `host` (default: the relay's address, with the port unless it is the
+/// default one) and `path`.
+fn resolve_target(
+    lane: &RawLane,
+    src: &Source<'_>,
+    dst_ip: std::net::Ipv4Addr,
+    dst_port: u16,
+    default_port: u16,
+) -> Result<(String, Option<String>)> {
+    let host = match &lane.host {
+        Some(h) => {
+            let text = h.get_ref();
+            if text.is_empty() || !text.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(src.error(h, "`host` must be a non-empty host name without spaces"));
+            }
+            text.clone()
+        }
+        None if dst_port == default_port => dst_ip.to_string(),
+        None => format!("{dst_ip}:{dst_port}"),
+    };
+    let path = match &lane.path {
+        Some(p)
+            if !p.get_ref().starts_with('/')
+                || !p.get_ref().bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            return Err(src.error(p, "`path` must start with `/` and contain no spaces"));
+        }
+        Some(p) => Some(p.get_ref().clone()),
+        None => None,
+    };
+    Ok((host, path))
+}
+
+/// Keys of a udp lane on an http lane: mistakes, not silently ignored settings.
+fn reject_udp_keys(lane: &RawLane, src: &Source<'_>) -> Result<()> {
+    for (key, value) in [
+        ("src_ip", lane.src_ip.as_ref()),
+        ("dst_mac", lane.dst_mac.as_ref()),
+    ] {
+        if let Some(v) = value {
+            return Err(src.error(
+                v,
+                format!("`{key}` is for udp lanes; an http lane's addresses come from the kernel's connection"),
+            ));
+        }
+    }
+    if let Some(v) = &lane.src_port {
+        return Err(src.error(
+            v,
+            "`src_port` is for udp lanes; the kernel picks an http lane's ports",
+        ));
+    }
+    Ok(())
+}
+
+/// TLS keys on an http lane without `tls = true`.
+fn reject_tls_keys(lane: &RawLane, src: &Source<'_>) -> Result<()> {
+    for (key, at) in [
+        ("server_name", lane.server_name.as_ref().map(|v| v.span())),
+        (
+            "ca_files",
+            lane.ca_files
+                .as_ref()
+                .and_then(|v| v.first().map(|f| f.span())),
+        ),
+        (
+            "insecure_skip_verify",
+            lane.insecure_skip_verify.as_ref().map(|v| v.span()),
+        ),
+    ] {
+        if let Some(span) = at {
+            return Err(src.error_at(
+                span.start,
+                format!("`{key}` is for TLS lanes; add `tls = true` or remove it"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An http lane's API token: `token`, or the environment variable `token_env` names (not
+/// both), printable ASCII without spaces.
+fn resolve_token(lane: &RawLane, src: &Source<'_>) -> Result<Option<String>> {
+    let token = match (&lane.token, &lane.token_env) {
+        (Some(t), Some(_)) => {
+            return Err(src.error(t, "both `token` and `token_env`; expected one of them"));
+        }
+        (Some(t), None) => Some(t.get_ref().clone()),
+        (None, Some(var)) => match std::env::var(var.get_ref()) {
+            Ok(v) if !v.is_empty() => Some(v),
+            _ => {
+                return Err(src.error(
+                    var,
+                    format!(
+                    "environment variable `{}` is not set or empty; expected the API token in it",
+                    var.get_ref()
+                ),
+                ))
+            }
+        },
+        (None, None) => None,
+    };
+    if let (Some(t), Some(at)) = (&token, lane.token.as_ref().or(lane.token_env.as_ref())) {
+        if !t.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(src.error(at, "the token contains spaces or control characters"));
+        }
+    }
+    Ok(token)
 }
 
 /// The TLS keys of an http lane with `tls = true`.

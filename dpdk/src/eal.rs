@@ -125,7 +125,7 @@ impl Drop for Eal {
         let live = LIVE.load(Ordering::SeqCst);
         if live != 0 {
             // Leave DPDK running; the OS reclaims everything at exit.
-            eprintln!("dpdk: {live} DPDK object(s) still alive, skipping rte_eal_cleanup");
+            tracing::warn!("{live} DPDK object(s) still alive, skipping rte_eal_cleanup");
             return;
         }
         // SAFETY: no mempool, port or lcore handle exists (LIVE == 0) and the
@@ -133,7 +133,7 @@ impl Drop for Eal {
         // without a live or leaked (still counted) mempool.
         let ret = unsafe { dpdk_sys::rte_eal_cleanup() };
         if ret < 0 {
-            eprintln!("dpdk: rte_eal_cleanup failed: {ret}");
+            tracing::warn!("rte_eal_cleanup failed: {ret}");
         }
         *phase = Phase::Done;
     }

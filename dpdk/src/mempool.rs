@@ -134,8 +134,8 @@ impl Drop for Inner {
         // SAFETY: the pool is alive until the free below.
         let in_use = unsafe { dpdk_sys::shim_mempool_in_use_count(self.raw.as_ptr()) };
         if in_use != 0 {
-            eprintln!(
-                "dpdk: mempool {:?} dropped with {in_use} mbuf(s) in use; leaking it",
+            tracing::warn!(
+                "mempool {:?} dropped with {in_use} mbuf(s) in use; leaking it",
                 self.name
             );
             // Leaked pools stay counted, so EAL is never cleaned up under

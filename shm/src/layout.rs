@@ -98,6 +98,16 @@ impl State {
             _ => None,
         }
     }
+
+    /// The state's name in `swqos stats` and the metrics (`running`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Initializing => "initializing",
+            State::Running => "running",
+            State::Draining => "draining",
+            State::Stopped => "stopped",
+        }
+    }
 }
 
 /// What kind of destination a lane is (stored in [`LaneInfo::kind`]).
@@ -110,6 +120,17 @@ pub enum LaneKind {
     Udp = 1,
     /// An HTTP relay.
     Http = 2,
+}
+
+impl LaneKind {
+    /// The kind's name in `swqos stats` and the metrics (`udp`, `http`, `none`).
+    pub fn name(self) -> &'static str {
+        match self {
+            LaneKind::Udp => "udp",
+            LaneKind::Http => "http",
+            LaneKind::None => "none",
+        }
+    }
 }
 
 /// One lane's public description, so clients can resolve lane names without the config.

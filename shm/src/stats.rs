@@ -322,6 +322,15 @@ pub mod role {
     pub const TX: u32 = 1;
     /// NIC RX lcore.
     pub const RX: u32 = 2;
+
+    /// The role's name in `swqos stats` and the metrics (`tx`, `rx`, `none`).
+    pub fn name(role: u32) -> &'static str {
+        match role {
+            TX => "tx",
+            RX => "rx",
+            _ => "none",
+        }
+    }
 }
 
 fn bump(c: &AtomicU64, by: u64) {

@@ -111,101 +111,107 @@ pub(super) struct Buffers {
     body: Vec<u8>,
 }
 
-/// A connection thread: connect, serve, reconnect, until stopped.
-pub(super) fn run_connection(lane: &Lane, conn: usize) {
-    let who = format!("relay lane {} conn {conn} to {}", lane.name, lane.addr);
-    let mut rng = Rng::new(conn as u64);
-    // Consecutive failures (the backoff streak) and consecutive failed connects (for logs).
-    let mut failures = 0u32;
-    let mut connect_failures = 0u32;
-    // The last connect failure logged: a new kind of failure is logged at once.
-    let mut logged_failure = String::new();
-    let mut ever_connected = false;
-    let mut delay = Duration::ZERO;
-    let mut bufs = Buffers {
-        request: Vec::new(),
-        reader: ResponseReader::new(),
-        body: Vec::new(),
-    };
-    loop {
-        if !delay.is_zero() && !lane.sleep(delay) {
-            break;
+impl Buffers {
+    fn new() -> Buffers {
+        Buffers {
+            request: Vec::new(),
+            reader: ResponseReader::new(),
+            body: Vec::new(),
         }
-        if lane.stopping() {
-            break;
+    }
+}
+
+/// A connection thread's reconnect state: the backoff streak and what it last logged.
+struct Reconnect {
+    /// `relay lane NAME conn N to ADDR`, for logs.
+    who: String,
+    rng: Rng,
+    /// Consecutive failures (the backoff streak).
+    failures: u32,
+    /// Consecutive failed connects (for logs).
+    connect_failures: u32,
+    /// The last connect failure logged: a new kind of failure is logged at once.
+    logged_failure: String,
+    ever_connected: bool,
+}
+
+impl Reconnect {
+    fn new(lane: &Lane, conn: usize) -> Reconnect {
+        Reconnect {
+            who: format!("relay lane {} conn {conn} to {}", lane.name, lane.addr),
+            rng: Rng::new(conn as u64),
+            failures: 0,
+            connect_failures: 0,
+            logged_failure: String::new(),
+            ever_connected: false,
         }
-        let (stream, mut tls) = match open(lane) {
-            Ok(c) => c,
-            Err(reason) => {
-                // A failed TLS handshake counts as a failed connect: the lane's error names it,
-                // so submissions to a lane whose relay is not trusted fail with the reason.
-                failures += 1;
-                connect_failures += 1;
-                lane.set_state(conn, ConnState::Down, Some(&reason));
-                delay = backoff(failures, &mut rng);
-                if connect_failures == 1
-                    || connect_failures.is_multiple_of(10)
-                    || reason != logged_failure
-                {
-                    logged_failure.clone_from(&reason);
-                    log!(
-                        "{who}: {reason} (failed attempt {connect_failures}; retrying in {} ms)",
-                        delay.as_millis()
-                    );
-                }
-                continue;
-            }
-        };
-        let verb = if ever_connected {
+    }
+
+    /// A failed connect: the connection is down with `reason`; gives the delay before the
+    /// next attempt. (A failed TLS handshake counts as a failed connect: the lane's error names
+    /// it, so submissions to a lane whose relay is not trusted fail with the reason.)
+    fn connect_failed(&mut self, lane: &Lane, conn: usize, reason: String) -> Duration {
+        self.failures += 1;
+        self.connect_failures += 1;
+        lane.set_state(conn, ConnState::Down, Some(&reason));
+        let delay = backoff(self.failures, &mut self.rng);
+        let n = self.connect_failures;
+        if n == 1 || n.is_multiple_of(10) || reason != self.logged_failure {
+            warn!(
+                "{}: {reason} (failed attempt {n}; retrying in {} ms)",
+                self.who,
+                delay.as_millis()
+            );
+            self.logged_failure = reason;
+        }
+        delay
+    }
+
+    /// Logs a connection that came up (after how many failed attempts, over which TLS).
+    fn connected(&mut self, tls: Option<&TlsConn>) {
+        let who = &self.who;
+        let verb = if self.ever_connected {
             "reconnected"
         } else {
             "connected"
         };
         let over = tls
-            .as_ref()
             .map(|t| format!(" ({})", t.describe()))
             .unwrap_or_default();
-        if connect_failures > 0 {
-            log!("{who}: {verb}{over} after {connect_failures} failed attempts");
-        } else {
-            log!("{who}: {verb}{over}");
+        match self.connect_failures {
+            0 => info!("{who}: {verb}{over}"),
+            n => info!("{who}: {verb}{over} after {n} failed attempts"),
         }
-        ever_connected = true;
-        connect_failures = 0;
-        logged_failure.clear();
-        lane.set_up(conn, &stream);
-        if let (Ok(SocketAddr::V4(local)), Ok(SocketAddr::V4(remote))) =
-            (stream.local_addr(), stream.peer_addr())
-        {
-            lane.board
-                .register(lane.first_session + conn, lane.lane_id, local, remote);
-        }
-        let connected_at = Instant::now();
-        let mut answered = false;
-        let end = serve(lane, conn, &stream, tls.as_mut(), &mut bufs, &mut answered);
-        lane.board.unregister(lane.first_session + conn);
-        drop(tls); // zeroizes the keys
-        drop(stream);
-        let healthy = answered || connected_at.elapsed() >= HEALTHY_AFTER;
+        self.ever_connected = true;
+        self.connect_failures = 0;
+        self.logged_failure.clear();
+    }
+
+    /// After a connection ended: `None` to stop the thread, else the delay before the next
+    /// connect. A request in flight gets its outcome here. `healthy`: the connection answered
+    /// something or lived [`HEALTHY_AFTER`], which restarts the backoff streak.
+    fn ended(&mut self, lane: &Lane, conn: usize, end: End, healthy: bool) -> Option<Duration> {
+        let who = &self.who;
         match end {
             End::Stop => {
                 lane.set_state(conn, ConnState::Down, None);
-                break;
+                None
             }
             End::Closed(why) if healthy => {
-                failures = 0;
-                delay = Duration::ZERO;
+                self.failures = 0;
                 lane.set_state(conn, ConnState::Connecting, None);
-                log!("{who}: {why}; reconnecting");
+                info!("{who}: {why}; reconnecting");
+                Some(Duration::ZERO)
             }
             End::Closed(why) => {
-                failures += 1;
+                self.failures += 1;
                 lane.set_state(conn, ConnState::Down, Some(&why));
-                delay = backoff(failures, &mut rng);
-                log!(
+                let delay = backoff(self.failures, &mut self.rng);
+                info!(
                     "{who}: {why} before answering anything; reconnecting in {} ms",
                     delay.as_millis()
                 );
+                Some(delay)
             }
             End::Failed {
                 reason,
@@ -213,9 +219,9 @@ pub(super) fn run_connection(lane: &Lane, conn: usize) {
                 in_flight,
             } => {
                 if healthy {
-                    failures = 0;
+                    self.failures = 0;
                 }
-                failures += 1;
+                self.failures += 1;
                 // Down before the outcome: whoever reads it and sends again sees the new state.
                 lane.set_state(conn, ConnState::Down, Some(&reason));
                 let stopping = lane.stopping();
@@ -231,14 +237,56 @@ pub(super) fn run_connection(lane: &Lane, conn: usize) {
                     lane.emit(id, conn, Err(failure), Some(sent_at));
                 }
                 if stopping {
-                    break;
+                    return None;
                 }
-                delay = backoff(failures, &mut rng);
-                log!(
+                let delay = backoff(self.failures, &mut self.rng);
+                warn!(
                     "{who}: disconnected: {reason}; reconnecting in {} ms",
                     delay.as_millis()
                 );
+                Some(delay)
             }
+        }
+    }
+}
+
+/// A connection thread: connect, serve, reconnect, until stopped.
+pub(super) fn run_connection(lane: &Lane, conn: usize) {
+    let mut reconnect = Reconnect::new(lane, conn);
+    let mut delay = Duration::ZERO;
+    let mut bufs = Buffers::new();
+    loop {
+        if !delay.is_zero() && !lane.sleep(delay) {
+            break;
+        }
+        if lane.stopping() {
+            break;
+        }
+        let (stream, mut tls) = match open(lane) {
+            Ok(c) => c,
+            Err(reason) => {
+                delay = reconnect.connect_failed(lane, conn, reason);
+                continue;
+            }
+        };
+        reconnect.connected(tls.as_ref());
+        lane.set_up(conn, &stream);
+        if let (Ok(SocketAddr::V4(local)), Ok(SocketAddr::V4(remote))) =
+            (stream.local_addr(), stream.peer_addr())
+        {
+            lane.board
+                .register(lane.first_session + conn, lane.lane_id, local, remote);
+        }
+        let connected_at = Instant::now();
+        let mut answered = false;
+        let end = serve(lane, conn, &stream, tls.as_mut(), &mut bufs, &mut answered);
+        lane.board.unregister(lane.first_session + conn);
+        drop(tls); // zeroizes the keys
+        drop(stream);
+        let healthy = answered || connected_at.elapsed() >= HEALTHY_AFTER;
+        match reconnect.ended(lane, conn, end, healthy) {
+            Some(d) => delay = d,
+            None => break,
         }
     }
 }
@@ -273,146 +321,52 @@ pub(super) fn serve(
     let mut idle_since = Instant::now();
     let session = lane.first_session + conn;
     loop {
-        let next = lane.next(conn, idle_since, stream, tls.as_deref());
-        match next {
-            Next::Stop => return End::Stop,
-            Next::Abandon => {
-                return End::Failed {
+        let next =
+            match lane.next(conn, idle_since, stream, tls.as_deref()) {
+                Next::Stop => return End::Stop,
+                Next::Abandon => return End::Failed {
                     reason:
                         "the data plane claimed the connection but never handed over the request"
                             .into(),
                     code: relay_failure::NO_RESPONSE,
                     in_flight: None,
-                }
-            }
-            _ => {}
-        }
-        // Nothing written yet: a connection the relay closed while idle is replaced first. (A
-        // TLS relay may have sent a session ticket or a KeyUpdate meanwhile: handled here.)
-        let idle = match tls.as_deref_mut() {
-            Some(t) => match t.poll_idle(stream) {
-                Ok(()) => Peek::Open,
-                Err(why) => Peek::Closed(why),
-            },
-            None => peek(stream),
+                },
+                next => next,
+            };
+        // Nothing written yet: a connection the relay closed while idle is replaced first.
+        let next = match still_open(lane, conn, stream, tls.as_deref_mut(), next) {
+            Ok(next) => next,
+            Err(end) => return end,
         };
-        match idle {
-            Peek::Open => {}
-            Peek::Closed(why) => {
-                match next {
-                    Next::Job(job) => lane.requeue(job),
-                    // The data plane's copy is on the wire: maybe delivered.
-                    Next::Delegated(job) => lane.emit(
-                        job.id,
-                        conn,
-                        Err(Failure::new(relay_failure::NO_RESPONSE, why.clone())),
-                        None,
-                    ),
-                    _ => {}
-                }
-                return End::Closed(why);
-            }
-            Peek::Error(e) => {
-                match next {
-                    Next::Job(job) => lane.requeue(job),
-                    Next::Delegated(job) => lane.emit(
-                        job.id,
-                        conn,
-                        Err(Failure::new(
-                            relay_failure::NO_RESPONSE,
-                            format!("connection lost: {e}"),
-                        )),
-                        None,
-                    ),
-                    _ => {}
-                }
-                return End::Failed {
-                    reason: format!("connection lost while idle: {e}"),
-                    code: relay_failure::NO_RESPONSE,
-                    in_flight: None,
-                };
-            }
-        }
-        let (bytes, in_flight) = match &next {
-            Next::Job(job) | Next::Delegated(job) if job.raw => (&job.tx[..], Some(job.id)),
-            Next::Job(job) | Next::Delegated(job) => {
-                let n = lane.template.len(job.tx.len());
-                bufs.request.clear();
-                bufs.request.resize(n, 0);
-                let written = lane.template.write(&job.tx, &mut [&mut bufs.request[..]]);
-                debug_assert_eq!(written, Some(n));
-                (&bufs.request[..], Some(job.id))
-            }
-            _ => (&lane.ping[..], None),
-        };
+        let (bytes, in_flight) = request_bytes(lane, &next, &mut bufs.request);
         let sent_at = Instant::now();
         let in_flight = in_flight.map(|id| (id, sent_at));
-        // A delegated send is completed only if it is this connection's, and byte for byte
-        // what this process would write now (same plaintext, same record sequence numbers);
-        // otherwise nothing is written.
-        let mut record = 0;
-        if let Next::Delegated(job) = &next {
-            let Some(d) = job.delegated else {
-                continue; // cannot happen: inbox jobs carry their send
-            };
-            match check_delegated(lane, session, &d, bytes, tls.as_deref()) {
-                Ok(r) => record = r,
-                Err((relay_failure::STALE, why)) => {
-                    // Another connection's (or another data plane's) send: this connection is
-                    // fine, and that request is already on the wire.
-                    log!("relay lane {} conn {conn}: {why}", lane.name);
-                    let failure = Failure::new(relay_failure::STALE, why);
-                    lane.emit(job.id, conn, Err(failure), Some(sent_at));
-                    continue;
-                }
-                Err((code, why)) => {
-                    return End::Failed {
-                        reason: format!("{why}; closing the connection"),
-                        code,
-                        in_flight,
+        let record = match &next {
+            Next::Delegated(job) => {
+                match check_own(lane, conn, job, bytes, tls.as_deref(), sent_at) {
+                    Checked::Write(record) => record,
+                    Checked::Skip => continue,
+                    Checked::Close(code, reason) => {
+                        return End::Failed {
+                            reason,
+                            code,
+                            in_flight,
+                        }
                     }
                 }
             }
-        }
-        let mut w = stream;
-        let written = match (tls.as_deref_mut(), &next) {
-            (None, _) => w.write_all(bytes),
-            // The data plane's records: the same plaintexts at the same sequence numbers.
-            (Some(t), Next::Delegated(_)) => t.write_records(stream, bytes, record).map(|_| ()),
-            // (A KeyUpdate owed to the peer goes first: `write` sends it.)
-            (Some(t), _) => t.write(stream, bytes),
+            _ => 0,
         };
-        if let Err(e) = written {
+        if let Err(e) = write_request(stream, tls.as_deref_mut(), &next, bytes, record) {
             return End::Failed {
                 reason: format!("write: {e}"),
                 code: relay_failure::NO_RESPONSE,
                 in_flight,
             };
         }
-        let response = match tls.as_deref_mut() {
-            Some(t) => bufs.reader.read_response(
-                &mut t.reader(stream),
-                sent_at + READ_TIMEOUT,
-                &mut bufs.body,
-            ),
-            None => bufs
-                .reader
-                .read_response(&mut w, sent_at + READ_TIMEOUT, &mut bufs.body),
-        };
-        let head = match response {
-            Ok(h) => h,
-            Err(reason) => {
-                let what = if in_flight.is_some() {
-                    "request"
-                } else {
-                    "keep-alive ping"
-                };
-                return End::Failed {
-                    code: response_failure(&reason),
-                    reason: format!("{what} sent, no complete response: {reason}"),
-                    in_flight,
-                };
-            }
+        let head = match read_response(stream, tls.as_deref_mut(), bufs, sent_at, in_flight) {
+            Ok(head) => head,
+            Err(end) => return end,
         };
         *answered = true;
         idle_since = Instant::now();
@@ -420,11 +374,8 @@ pub(super) fn serve(
             lane.board.finish_claim(session);
         }
         let reply = in_flight.map(|(id, sent_at)| {
-            (
-                id,
-                sent_at,
-                parse_reply(head.status, &head.reason, &bufs.body),
-            )
+            let reply = parse_reply(head.status, &head.reason, &bufs.body);
+            (id, sent_at, reply)
         });
         let end = after_response(tls.as_deref_mut(), stream, &head);
         // Armed again before the outcome is published: a client that submits its next
@@ -441,6 +392,159 @@ pub(super) fn serve(
             return end;
         }
     }
+}
+
+/// Checks that an idle connection is still open before `next` is written on it, and gives
+/// `next` back. (A TLS relay may have sent a session ticket or a KeyUpdate meanwhile: handled
+/// here.) On a closed connection a queued request goes back to the queue, and the data plane's
+/// send, already on the wire and maybe delivered, gets its outcome.
+fn still_open(
+    lane: &Lane,
+    conn: usize,
+    stream: &TcpStream,
+    tls: Option<&mut TlsConn>,
+    next: Next,
+) -> Result<Next, End> {
+    let idle = match tls {
+        Some(t) => match t.poll_idle(stream) {
+            Ok(()) => Peek::Open,
+            Err(why) => Peek::Closed(why),
+        },
+        None => peek(stream),
+    };
+    let (why, end) = match idle {
+        Peek::Open => return Ok(next),
+        Peek::Closed(why) => (why.clone(), End::Closed(why)),
+        Peek::Error(e) => (
+            format!("connection lost: {e}"),
+            End::Failed {
+                reason: format!("connection lost while idle: {e}"),
+                code: relay_failure::NO_RESPONSE,
+                in_flight: None,
+            },
+        ),
+    };
+    match next {
+        Next::Job(job) => lane.requeue(job),
+        Next::Delegated(job) => lane.emit(
+            job.id,
+            conn,
+            Err(Failure::new(relay_failure::NO_RESPONSE, why)),
+            None,
+        ),
+        _ => {}
+    }
+    Err(end)
+}
+
+/// The bytes `next` writes (built by the lane's template into `request`, unless raw) and the
+/// id of the request they carry (`None` for a keep-alive ping).
+fn request_bytes<'a>(
+    lane: &'a Lane,
+    next: &'a Next,
+    request: &'a mut Vec<u8>,
+) -> (&'a [u8], Option<u64>) {
+    match next {
+        Next::Job(job) | Next::Delegated(job) if job.raw => (&job.tx[..], Some(job.id)),
+        Next::Job(job) | Next::Delegated(job) => {
+            let n = lane.template.len(job.tx.len());
+            request.clear();
+            request.resize(n, 0);
+            let written = lane.template.write(&job.tx, &mut [&mut request[..]]);
+            debug_assert_eq!(written, Some(n));
+            (&request[..], Some(job.id))
+        }
+        _ => (&lane.ping[..], None),
+    }
+}
+
+/// What becomes of the data plane's send on this connection ([`check_delegated`]).
+enum Checked {
+    /// This connection's, byte for byte: complete it, with this TLS record size.
+    Write(usize),
+    /// Another connection's (or another data plane's): its outcome is out, nothing written.
+    Skip,
+    /// Not what this process would write: close the connection ([`relay_failure`] code, why).
+    Close(u16, String),
+}
+
+/// A delegated send is completed only if it is this connection's, and byte for byte what this
+/// process would write now (same plaintext, same record sequence numbers); otherwise nothing is
+/// written.
+fn check_own(
+    lane: &Lane,
+    conn: usize,
+    job: &Job,
+    bytes: &[u8],
+    tls: Option<&TlsConn>,
+    sent_at: Instant,
+) -> Checked {
+    let Some(d) = job.delegated else {
+        return Checked::Skip; // cannot happen: inbox jobs carry their send
+    };
+    match check_delegated(lane, lane.first_session + conn, &d, bytes, tls) {
+        Ok(record) => Checked::Write(record),
+        Err((relay_failure::STALE, why)) => {
+            // Another connection's (or another data plane's) send: this connection is fine,
+            // and that request is already on the wire.
+            warn!("relay lane {} conn {conn}: {why}", lane.name);
+            let failure = Failure::new(relay_failure::STALE, why);
+            lane.emit(job.id, conn, Err(failure), Some(sent_at));
+            Checked::Skip
+        }
+        Err((code, why)) => Checked::Close(code, format!("{why}; closing the connection")),
+    }
+}
+
+/// Writes `bytes`: plain, as TLS records (a KeyUpdate owed to the peer goes first), or for the
+/// data plane's send the same plaintexts at the same sequence numbers (`record` bytes each).
+fn write_request(
+    stream: &TcpStream,
+    tls: Option<&mut TlsConn>,
+    next: &Next,
+    bytes: &[u8],
+    record: usize,
+) -> io::Result<()> {
+    match (tls, next) {
+        (None, _) => {
+            let mut w = stream;
+            w.write_all(bytes)
+        }
+        (Some(t), Next::Delegated(_)) => t.write_records(stream, bytes, record).map(|_| ()),
+        (Some(t), _) => t.write(stream, bytes),
+    }
+}
+
+/// Reads the response to what was just written (body into `bufs.body`), or the end of the
+/// connection when none comes complete by [`READ_TIMEOUT`].
+fn read_response(
+    stream: &TcpStream,
+    tls: Option<&mut TlsConn>,
+    bufs: &mut Buffers,
+    sent_at: Instant,
+    in_flight: Option<(u64, Instant)>,
+) -> Result<Head, End> {
+    let deadline = sent_at + READ_TIMEOUT;
+    let response = match tls {
+        Some(t) => bufs
+            .reader
+            .read_response(&mut t.reader(stream), deadline, &mut bufs.body),
+        None => bufs
+            .reader
+            .read_response(&mut { stream }, deadline, &mut bufs.body),
+    };
+    response.map_err(|reason| {
+        let what = if in_flight.is_some() {
+            "request"
+        } else {
+            "keep-alive ping"
+        };
+        End::Failed {
+            code: response_failure(&reason),
+            reason: format!("{what} sent, no complete response: {reason}"),
+            in_flight,
+        }
+    })
 }
 
 /// What a connection owes after a response, before it may be armed again: a TLS KeyUpdate the

@@ -24,7 +24,7 @@
 //!
 //! A lane whose every connection is down answers [`RelayPool::send`] at once with an `Err`
 //! outcome naming the last error; the queue is emptied the same way when the last connection of
-//! a lane goes down, so nothing waits silently. Logs (`swqos control:` on stderr) name the lane,
+//! a lane goes down, so nothing waits silently. Logs (`tracing`, [`crate::logging`]) name the lane,
 //! connection and address, never request bytes or tokens.
 
 // Some of the API (`status`, `NO_CONN`, `Reply` fields) is for metrics and callers that the
@@ -45,6 +45,7 @@ use std::time::{Duration, Instant};
 use swqos_shm::layout::relay_failure;
 use swqos_shm::sessions::DelegatedSend;
 use swqos_wire::relay::{request_digest, RequestTemplate};
+use tracing::{info, warn};
 
 use crate::sessions::{SessionBoard, SessionId};
 use crate::tls::{TlsConn, TxState};
@@ -71,12 +72,6 @@ const MAX_BODY: usize = 1024 * 1024;
 const MAX_ERROR_TEXT: usize = 512;
 /// `Outcome::conn` of a request refused before reaching any connection.
 pub(crate) const NO_CONN: usize = usize::MAX;
-
-macro_rules! log {
-    ($($arg:tt)*) => {
-        eprintln!("swqos control: {}", format_args!($($arg)*))
-    };
-}
 
 /// One relay lane: where to connect, how to write requests, how many connections.
 #[derive(Debug, Clone)]
@@ -305,7 +300,7 @@ impl RelayPool {
                     Err(e) => {
                         // Counted as down for good, so requests never wait on it.
                         let reason = format!("cannot start the connection thread: {e}");
-                        log!("relay lane {} conn {conn}: {reason}", lane.name);
+                        warn!("relay lane {} conn {conn}: {reason}", lane.name);
                         lane.set_state(conn, ConnState::Down, Some(&reason));
                     }
                 }

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
-use swqos_shm::layout::{LaneKind, State};
+use swqos_shm::layout::State;
 use swqos_shm::stats::{
     merge_latency, outcomes_of, role, Counter, Outcomes, PortCounter, Rates, Snapshot,
     StatsSnapshot,
@@ -139,33 +139,9 @@ fn still_live(seg: &Segment) -> Result<(), String> {
     Ok(())
 }
 
-/// The lowercase name of a state.
+/// The name of a published state (`unknown` for a value no state has).
 pub(crate) fn state_name(state: Option<State>) -> &'static str {
-    match state {
-        Some(State::Initializing) => "initializing",
-        Some(State::Running) => "running",
-        Some(State::Draining) => "draining",
-        Some(State::Stopped) => "stopped",
-        None => "unknown",
-    }
-}
-
-/// The name of an lcore role number.
-pub(crate) fn role_name(r: u32) -> &'static str {
-    match r {
-        role::TX => "tx",
-        role::RX => "rx",
-        _ => "none",
-    }
-}
-
-/// The name of a lane kind.
-pub(crate) fn kind_name(k: LaneKind) -> &'static str {
-    match k {
-        LaneKind::Udp => "udp",
-        LaneKind::Http => "http",
-        LaneKind::None => "none",
-    }
+    state.map_or("unknown", State::name)
 }
 
 /// p50, p99 and p99.9 of a latency histogram in microseconds, as JSON (null without samples).
@@ -194,8 +170,33 @@ fn gbit(bytes_per_s: f64) -> f64 {
 
 /// The snapshot and rates as one JSON object.
 pub(crate) fn render_json(snap: &Snapshot, rates: &Rates) -> Value {
-    let lcores: Vec<Value> = snap
-        .lcores
+    let all = snap.latency();
+    json!({
+        "dataplane": {
+            "pid": snap.pid,
+            "state": state_name(snap.state),
+            "up": snap.is_up(),
+            "heartbeat_age_ms": snap.heartbeat_age_ns as f64 / 1e6,
+            "tsc_hz": snap.tsc_hz,
+        },
+        "interval_s": rates.secs,
+        "totals": {
+            "submissions": snap.total(Counter::Submissions),
+            "tx_packets": snap.total(Counter::TxPackets),
+            "tx_bytes": snap.total(Counter::TxBytes),
+            "completions": outcomes_json(&snap.outcomes()),
+            "latency_us": latency_json(snap, &all),
+            "delegated_send_latency_us": latency_json(snap, &snap.fast_latency()),
+        },
+        "lcores": lcores_json(snap, rates),
+        "ports": ports_json(snap, rates),
+        "lanes": lanes_json(snap, rates),
+    })
+}
+
+/// Each lcore's counters, completions, rates and latency.
+fn lcores_json(snap: &Snapshot, rates: &Rates) -> Vec<Value> {
+    snap.lcores
         .iter()
         .zip(&rates.lcores)
         .map(|(s, r)| {
@@ -205,7 +206,7 @@ pub(crate) fn render_json(snap: &Snapshot, rates: &Rates) -> Value {
                 .collect();
             json!({
                 "lcore": s.lcore_id,
-                "role": role_name(s.role),
+                "role": role::name(s.role),
                 "counters": counters,
                 "completions": outcomes_json(&outcomes_of(std::iter::once(s))),
                 "rates": {
@@ -220,9 +221,12 @@ pub(crate) fn render_json(snap: &Snapshot, rates: &Rates) -> Value {
                 "latency_us": latency_json(snap, &s.latency),
             })
         })
-        .collect();
-    let ports: Vec<Value> = snap
-        .ports
+        .collect()
+}
+
+/// Each port's counters and rates.
+fn ports_json(snap: &Snapshot, rates: &Rates) -> Vec<Value> {
+    snap.ports
         .iter()
         .zip(&rates.ports)
         .map(|(p, r)| {
@@ -244,16 +248,19 @@ pub(crate) fn render_json(snap: &Snapshot, rates: &Rates) -> Value {
                 },
             })
         })
-        .collect();
-    let lanes: Vec<Value> = snap
-        .lanes
+        .collect()
+}
+
+/// Each lane's counters and rates.
+fn lanes_json(snap: &Snapshot, rates: &Rates) -> Vec<Value> {
+    snap.lanes
         .iter()
         .zip(&rates.lanes)
         .map(|(l, r)| {
             json!({
                 "id": l.id,
                 "name": l.name,
-                "kind": kind_name(l.kind),
+                "kind": l.kind.name(),
                 "packets": l.packets,
                 "bytes": l.bytes,
                 "dropped": l.dropped,
@@ -267,29 +274,7 @@ pub(crate) fn render_json(snap: &Snapshot, rates: &Rates) -> Value {
                 },
             })
         })
-        .collect();
-    let all = snap.latency();
-    json!({
-        "dataplane": {
-            "pid": snap.pid,
-            "state": state_name(snap.state),
-            "up": snap.is_up(),
-            "heartbeat_age_ms": snap.heartbeat_age_ns as f64 / 1e6,
-            "tsc_hz": snap.tsc_hz,
-        },
-        "interval_s": rates.secs,
-        "totals": {
-            "submissions": snap.total(Counter::Submissions),
-            "tx_packets": snap.total(Counter::TxPackets),
-            "tx_bytes": snap.total(Counter::TxBytes),
-            "completions": outcomes_json(&snap.outcomes()),
-            "latency_us": latency_json(snap, &all),
-            "delegated_send_latency_us": latency_json(snap, &snap.fast_latency()),
-        },
-        "lcores": lcores,
-        "ports": ports,
-        "lanes": lanes,
-    })
+        .collect()
 }
 
 fn us(v: Option<f64>) -> String {
@@ -331,6 +316,14 @@ pub(crate) fn render_text(path: &Path, snap: &Snapshot, rates: &Rates) -> String
         );
     }
 
+    lcore_table(&mut o, snap, rates);
+    port_table(&mut o, snap, rates);
+    lane_table(&mut o, snap, rates);
+    o
+}
+
+/// A row per lcore: traffic, submissions, completions, latency.
+fn lcore_table(o: &mut String, snap: &Snapshot, rates: &Rates) {
     let _ = writeln!(o);
     let _ = writeln!(
         o,
@@ -357,7 +350,7 @@ pub(crate) fn render_text(path: &Path, snap: &Snapshot, rates: &Rates) -> String
             o,
             "{:<6} {:<4} {:>12.0} {:>14.0} {:>8.3} {:>12} {:>12} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10}",
             s.lcore_id,
-            role_name(s.role),
+            role::name(s.role),
             pps,
             bps,
             gbit(bps),
@@ -371,7 +364,10 @@ pub(crate) fn render_text(path: &Path, snap: &Snapshot, rates: &Rates) -> String
             p999
         );
     }
+}
 
+/// A row per port: the driver's counters and rates.
+fn port_table(o: &mut String, snap: &Snapshot, rates: &Rates) {
     let _ = writeln!(o);
     let _ = writeln!(
         o,
@@ -407,7 +403,10 @@ pub(crate) fn render_text(path: &Path, snap: &Snapshot, rates: &Rates) -> String
             r.ipackets
         );
     }
+}
 
+/// A row per lane: packets, bytes, drops, fast and fallback sends.
+fn lane_table(o: &mut String, snap: &Snapshot, rates: &Rates) {
     let _ = writeln!(o);
     let _ = writeln!(
         o,
@@ -429,7 +428,7 @@ pub(crate) fn render_text(path: &Path, snap: &Snapshot, rates: &Rates) -> String
             o,
             "{:<20} {:<4} {:>12.0} {:>14} {:>8} {:>12} {:>14} {:>9} {:>12} {:>9}",
             l.name,
-            kind_name(l.kind),
+            l.kind.name(),
             r.packets,
             r.bytes.map_or_else(dash, |b| format!("{b:.0}")),
             r.bytes.map_or_else(dash, |b| format!("{:.3}", gbit(b))),
@@ -440,7 +439,6 @@ pub(crate) fn render_text(path: &Path, snap: &Snapshot, rates: &Rates) -> String
             l.fallback.map_or_else(dash, |b| b.to_string()),
         );
     }
-    o
 }
 
 /// The packet and byte rates of an lcore's own direction: TX for tx lcores, RX for rx lcores.

@@ -1,5 +1,6 @@
-//! `swqos control`: the control-plane process. Today it attaches to the dataplane's segment and
-//! serves Prometheus metrics; relay connections will live here later.
+//! `swqos control`: the control-plane process. It attaches to the dataplane's segment, serves
+//! Prometheus metrics, runs the relay lanes' connections ([`crate::relay_lanes`]) and, with
+//! `[control] rpc_listen`, the JSON-RPC endpoint ([`crate::rpc`]).
 //!
 //! - Metrics: `GET /metrics` on `[control] metrics_listen` (default `127.0.0.1:9464`), HTTP/1.1,
 //!   one connection at a time (concurrent scrapes queue in the listen backlog), `Connection:
@@ -8,10 +9,10 @@
 //! - Attachment: while no dataplane is running the exporter serves `swqos_dataplane_up 0` and
 //!   tries to attach every second; when the dataplane stops, or a new one replaces the segment,
 //!   it lets go and attaches to the new one.
-//! - SIGINT/SIGTERM: exit 0. Logs go to stderr.
+//! - SIGINT/SIGTERM: exit 0. Logs go to stderr ([`crate::logging`]).
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,15 +22,20 @@ use std::time::{Duration, Instant};
 use swqos_shm::stats::Snapshot;
 use swqos_shm::{Segment, SegmentError};
 
+use crate::logging::LogFormat;
 use crate::{metrics, relay_lanes, rpc};
 use swqos_rt::{LatencyMonitor, Policy};
+use tracing::{error, info, warn};
 
 /// `swqos control` arguments.
 #[derive(Debug, clap::Args)]
-pub(crate) struct ControlArgs {
+pub struct ControlArgs {
     /// The dataplane's TOML configuration (`[shm] path`, `[control]`).
     #[arg(long, short = 'c')]
     config: PathBuf,
+    /// Log lines as `plain` text or `json` objects (filter with RUST_LOG; default info).
+    #[arg(long, value_enum, env = "SWQOS_LOG_FORMAT", default_value = "plain")]
+    log_format: LogFormat,
 }
 
 /// How often a detached control plane tries to attach.
@@ -39,26 +45,21 @@ const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest request head read.
 const MAX_REQUEST: usize = 8192;
 
-macro_rules! log {
-    ($($arg:tt)*) => {
-        eprintln!("swqos control: {}", format_args!($($arg)*))
-    };
-}
-
 /// Runs the control plane until SIGINT/SIGTERM. Exit 0 then; 2 for bad configuration or an
 /// address that cannot be bound.
-pub(crate) fn run(args: ControlArgs) -> ExitCode {
+pub fn run(args: ControlArgs) -> ExitCode {
+    crate::logging::init(args.log_format);
     let config = match dpdk_config::Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            error!("{e}");
             return ExitCode::from(2);
         }
     };
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
-            eprintln!("error: cannot install signal handler: {e}");
+            error!("cannot install signal handler: {e}");
             return ExitCode::FAILURE;
         }
     }
@@ -67,93 +68,107 @@ pub(crate) fn run(args: ControlArgs) -> ExitCode {
         Ok(m) => m,
         Err(()) => return ExitCode::FAILURE,
     };
-    let addr = config.control.metrics_listen;
-    if !addr.ip().is_loopback() {
-        log!(
-            "WARNING: metrics_listen = {addr} is not a loopback address: the metrics are reachable from other hosts"
-        );
-    }
-    let listener = match TcpListener::bind(addr) {
+    let listener = match bind_metrics(config.control.metrics_listen) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: cannot listen on {addr} (`[control] metrics_listen`): {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    if let Err(e) = listener.set_nonblocking(true) {
-        eprintln!("error: {addr}: {e}");
-        return ExitCode::FAILURE;
-    }
-    let bound = listener.local_addr().unwrap_or(addr);
-    log!("serving metrics on http://{bound}/metrics");
-
     let relay = match relay_lanes::spawn(&config, stop.clone()) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("error: relay lanes: {e}");
+            error!("relay lanes: {e}");
             return ExitCode::from(2);
         }
     };
     let (relay_thread, bundle_jobs) = relay.unzip();
-    // Stops the relay thread before an early exit (it holds the data plane's control claim).
-    let abandon = |relay_thread: Option<std::thread::JoinHandle<()>>| {
+    if let Err(code) = start_rpc(&config, bundle_jobs, &stop) {
+        // Stops the relay thread before the early exit (it holds the data plane's claim).
         stop.store(true, Ordering::Relaxed);
         if let Some(t) = relay_thread {
             let _ = t.join();
         }
-    };
-
-    if let Some(rpc_addr) = config.control.rpc_listen {
-        let rpc_listener = match TcpListener::bind(rpc_addr) {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("error: cannot listen on {rpc_addr} (`[control] rpc_listen`): {e}");
-                abandon(relay_thread);
-                return ExitCode::from(2);
-            }
-        };
-        let bound = rpc_listener.local_addr().unwrap_or(rpc_addr);
-        let lanes = rpc::lane_mask(config.control.rpc_lanes.as_deref());
-        let bundles = rpc::Bundles::new(&config, bundle_jobs);
-        if let Err(e) = rpc::spawn(
-            rpc_listener,
-            config.shm.path.clone(),
-            lanes,
-            bundles,
-            stop.clone(),
-        ) {
-            eprintln!("error: cannot start the RPC endpoint: {e}");
-            abandon(relay_thread);
-            return ExitCode::FAILURE;
-        }
-        log!("{}", rpc::describe(bound));
+        return code;
     }
+    serve_metrics(&listener, &config.shm.path, monitor.as_ref(), &stop);
+    info!("stopping");
+    if let Some(t) = relay_thread {
+        let _ = t.join();
+    }
+    ExitCode::SUCCESS
+}
 
-    let mut attachment = Attachment::new(config.shm.path.clone());
+/// The metrics listener on `[control] metrics_listen`, non-blocking, or the exit code.
+fn bind_metrics(addr: SocketAddr) -> Result<TcpListener, ExitCode> {
+    if !addr.ip().is_loopback() {
+        warn!(
+            "WARNING: metrics_listen = {addr} is not a loopback address: the metrics are reachable from other hosts"
+        );
+    }
+    let listener = TcpListener::bind(addr).map_err(|e| {
+        error!("cannot listen on {addr} (`[control] metrics_listen`): {e}");
+        ExitCode::from(2)
+    })?;
+    if let Err(e) = listener.set_nonblocking(true) {
+        error!("{addr}: {e}");
+        return Err(ExitCode::FAILURE);
+    }
+    let bound = listener.local_addr().unwrap_or(addr);
+    info!("serving metrics on http://{bound}/metrics");
+    Ok(listener)
+}
+
+/// Starts the JSON-RPC endpoint when `[control] rpc_listen` is set, or gives the exit code.
+fn start_rpc(
+    config: &dpdk_config::Config,
+    bundle_jobs: Option<std::sync::mpsc::Sender<relay_lanes::BundleJob>>,
+    stop: &Arc<AtomicBool>,
+) -> Result<(), ExitCode> {
+    let Some(rpc_addr) = config.control.rpc_listen else {
+        return Ok(());
+    };
+    let rpc_listener = TcpListener::bind(rpc_addr).map_err(|e| {
+        error!("cannot listen on {rpc_addr} (`[control] rpc_listen`): {e}");
+        ExitCode::from(2)
+    })?;
+    let bound = rpc_listener.local_addr().unwrap_or(rpc_addr);
+    let lanes = rpc::lane_mask(config.control.rpc_lanes.as_deref());
+    let bundles = rpc::Bundles::new(config, bundle_jobs);
+    let path = config.shm.path.clone();
+    if let Err(e) = rpc::spawn(rpc_listener, path, lanes, bundles, stop.clone()) {
+        error!("cannot start the RPC endpoint: {e}");
+        return Err(ExitCode::FAILURE);
+    }
+    info!("{}", rpc::describe(bound));
+    Ok(())
+}
+
+/// Answers scrapes one at a time until `stop`, attached to the segment at `path` when there
+/// is one.
+fn serve_metrics(
+    listener: &TcpListener,
+    path: &Path,
+    monitor: Option<&LatencyMonitor>,
+    stop: &AtomicBool,
+) {
+    let mut attachment = Attachment::new(path.to_path_buf());
     attachment.refresh();
     while !stop.load(Ordering::Relaxed) {
         attachment.refresh_if_due();
         match listener.accept() {
             Ok((stream, peer)) => {
                 attachment.refresh_if_gone();
-                if let Err(e) = serve(stream, &attachment, monitor.as_ref()) {
-                    log!("scrape from {peer}: {e}");
+                if let Err(e) = serve(stream, &attachment, monitor) {
+                    warn!("scrape from {peer}: {e}");
                 }
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(e) => {
-                log!("accept: {e}");
+                warn!("accept: {e}");
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
     }
-    log!("stopping");
-    if let Some(t) = relay_thread {
-        let _ = t.join();
-    }
-    ExitCode::SUCCESS
 }
 
 /// The segment the exporter reads, if any, and when it last tried to attach.
@@ -179,14 +194,14 @@ impl Attachment {
     fn refresh_if_gone(&mut self) {
         if let Some(seg) = &self.seg {
             if seg.is_damaged() {
-                log!(
+                info!(
                     "the dataplane's segment {} was truncated by another process; detaching",
                     self.path.display()
                 );
                 self.seg = None;
                 self.refresh();
             } else if !seg.is_current() {
-                log!(
+                info!(
                     "the dataplane's segment {} was removed or replaced; detaching",
                     self.path.display()
                 );
@@ -218,10 +233,10 @@ impl Attachment {
                     .header()
                     .dataplane_pid
                     .load(std::sync::atomic::Ordering::Relaxed);
-                log!(
+                info!(
                     "attached to {} (dataplane pid {pid}, state {})",
                     self.path.display(),
-                    crate::stats::state_name(seg.state())
+                    seg.state().map_or("unknown", swqos_shm::State::name)
                 );
                 self.seg = Some(seg);
                 self.last_error = None;
@@ -229,7 +244,7 @@ impl Attachment {
             Err(e) => {
                 let msg = e.to_string();
                 if self.last_error.as_deref() != Some(msg.as_str()) {
-                    log!("not attached ({msg}); retrying every second");
+                    info!("not attached ({msg}); retrying every second");
                     self.last_error = Some(msg);
                 }
             }
@@ -364,9 +379,9 @@ fn tune(config: &dpdk_config::Config) -> Result<Option<LatencyMonitor>, ()> {
         steps.push(swqos_rt::set_thread_policy("control plane", policy));
     }
     for s in &steps {
-        log!("{s}");
+        info!("{s}");
         if !s.ok && t.required {
-            eprintln!("error: [tuning] required = true and a step failed: {s}");
+            error!("[tuning] required = true and a step failed: {s}");
             return Err(());
         }
     }
@@ -375,11 +390,11 @@ fn tune(config: &dpdk_config::Config) -> Result<Option<LatencyMonitor>, ()> {
     }
     match LatencyMonitor::start((!cpus.is_empty()).then_some(cpus)) {
         Ok(m) => {
-            log!("tuning: wake-up latency monitor: ok (exported as swqos_control_wakeup_latency_seconds)");
+            info!("tuning: wake-up latency monitor: ok (exported as swqos_control_wakeup_latency_seconds)");
             Ok(Some(m))
         }
         Err(e) => {
-            log!("tuning: wake-up latency monitor: FAILED ({e})");
+            warn!("tuning: wake-up latency monitor: FAILED ({e})");
             if t.required {
                 return Err(());
             }

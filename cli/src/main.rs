@@ -1,28 +1,21 @@
 //! `swqos`: the operator CLI. It talks to the dataplane through the shared-memory segment only
-//! and does not link DPDK.
+//! and links neither DPDK nor an HTTP client stack. `swqos control` runs the control plane (the
+//! `swqos-control` library), `swqos bench` execs `swqos-bench` installed beside this binary.
 //!
 //! Exit status: 0 when everything was accepted, 1 when any transaction was not accepted everywhere or the run
 //! failed midway, 2 for bad usage, configuration or a segment that cannot be used.
 
-mod control;
 mod doctor;
 mod input;
-mod metrics;
-mod relay;
-mod relay_lanes;
-mod rpc;
-mod sessions;
 mod stats;
 mod submit;
-mod tls;
-mod tls_config;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use swqos_shm::Client;
 
 /// Command line.
@@ -73,8 +66,9 @@ enum Command {
     /// Show the dataplane's live statistics per lcore, port and lane (rates, drops, completions
     /// by outcome, latency quantiles). Exit 2 when no dataplane is running.
     Stats(stats::StatsArgs),
-    /// Run the control plane: serves Prometheus metrics on `[control] metrics_listen`.
-    Control(control::ControlArgs),
+    /// Run the control plane: the relay lanes' connections, the JSON-RPC endpoint
+    /// (`[control] rpc_listen`) and Prometheus metrics (`[control] metrics_listen`).
+    Control(swqos_control::ControlArgs),
     /// Benchmarks against a running dataplane: runs `swqos-bench` (installed beside `swqos`)
     /// with the arguments that follow (docs/benchmarks.md).
     #[command(disable_help_flag = true)]
@@ -86,6 +80,19 @@ enum Command {
     /// Check the host against the config (hugepages, NIC binding, isolated cores, ...) and print
     /// pass/warn/fail with the command that fixes each; exit 1 if any check failed.
     Doctor(doctor::DoctorArgs),
+    /// Print the shell completion script for SHELL (e.g. `swqos completions bash >
+    /// /etc/bash_completion.d/swqos`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page swqos(1) in roff (e.g. `swqos man | man -l -`); with a directory,
+    /// write swqos.1 and a page per subcommand (swqos-submit.1, ...) there.
+    Man {
+        /// Where to write the pages instead of stdout.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -116,8 +123,31 @@ fn main() -> ExitCode {
         ),
         Command::Bench { args } => bench(args),
         Command::Stats(args) => stats::run(args),
-        Command::Control(args) => control::run(args),
+        Command::Control(args) => swqos_control::run(args),
         Command::Doctor(args) => doctor::run(args),
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "swqos", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man { out_dir } => man(out_dir),
+    }
+}
+
+/// `swqos man`: swqos(1) on stdout, or every page into `out_dir`.
+fn man(out_dir: Option<PathBuf>) -> ExitCode {
+    let cmd = Cli::command();
+    let written = match &out_dir {
+        None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout()),
+        Some(dir) => clap_mangen::generate_to(cmd, dir),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let to = out_dir.map_or("stdout".into(), |d| d.display().to_string());
+            eprintln!("error: writing the man page to {to}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
