@@ -120,6 +120,11 @@ pub(crate) fn run(args: ControlArgs) -> ExitCode {
             config.shm.path.clone(),
             lanes,
             bundles,
+            config
+                .control
+                .rpc_upstream
+                .clone()
+                .map(|u| (u, config.control.rpc_upstream_timeout)),
             stop.clone(),
         ) {
             eprintln!("error: cannot start the RPC endpoint: {e}");
@@ -127,6 +132,14 @@ pub(crate) fn run(args: ControlArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
         log!("{}", rpc::describe(bound));
+        if let Some(u) = &config.control.rpc_upstream {
+            // The authority only: providers put API keys in the path or query.
+            log!(
+                "JSON-RPC: other methods forwarded to http://{} (timeout {} ms)",
+                u.authority,
+                config.control.rpc_upstream_timeout.as_millis()
+            );
+        }
     }
 
     let mut attachment = Attachment::new(config.shm.path.clone());
