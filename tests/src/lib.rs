@@ -319,6 +319,11 @@ impl DataplaneProcess {
         }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     /// Sends `signal`, waits (at most 30 s) for the process to exit, and requires a clean exit
     /// (status 0: the dataplane drained, stopped its ports and removed its segment).
     pub fn stop(mut self, signal: i32) -> Finished {
