@@ -14,7 +14,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # --- Debian packages -------------------------------------------------------------------------
-packages=(pkg-config libdpdk-dev dpdk dpdk-dev libclang-dev clang gcc libc6-dev tshark tcpdump iproute2 iputils-ping procps ethtool nftables nginx-light python3 openssl curl)
+packages=(pkg-config libdpdk-dev dpdk dpdk-dev libclang-dev clang gcc libc6-dev tshark tcpdump iproute2 iputils-ping procps ethtool nftables nginx-light python3 python3-pip openssl curl prometheus)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

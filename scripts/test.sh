@@ -5,6 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+echo "==> Python packages for the tests (solana-py: tests/tests/rpc_upstream.rs)" >&2
+# Pinned; PIP_BREAK_SYSTEM_PACKAGES lets Debian's own python3 take it (PEP 668).
+PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check \
+    --root-user-action=ignore 'solana==0.36.12'
 
 echo "==> cargo fmt --check" >&2
 cargo fmt --all -- --check
@@ -12,6 +16,10 @@ echo "==> cargo clippy -D warnings" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo build (binaries for the end-to-end tests)" >&2
 cargo build --workspace --bins --locked
+echo "==> Rust's solana-rpc-client against the JSON-RPC endpoint (tests/solana-rpc, its own workspace)" >&2
+cargo fmt --manifest-path tests/solana-rpc/Cargo.toml -- --check
+SWQOS_BIN_DIR="$PWD/target/debug" CARGO_TARGET_DIR=target/solana-rpc \
+    cargo test --manifest-path tests/solana-rpc/Cargo.toml --locked -- --test-threads=1
 echo "==> loom model of the session-table protocol (shm/tests/session_model.rs)" >&2
 # Its own target directory: `--cfg loom` rebuilds the crate and its dependencies.
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \

@@ -133,11 +133,24 @@ fn start_rpc(
     let lanes = rpc::lane_mask(config.control.rpc_lanes.as_deref());
     let bundles = rpc::Bundles::new(config, bundle_jobs);
     let path = config.shm.path.clone();
-    if let Err(e) = rpc::spawn(rpc_listener, path, lanes, bundles, stop.clone()) {
+    let upstream = config
+        .control
+        .rpc_upstream
+        .clone()
+        .map(|u| (u, config.control.rpc_upstream_timeout));
+    if let Err(e) = rpc::spawn(rpc_listener, path, lanes, bundles, upstream, stop.clone()) {
         error!("cannot start the RPC endpoint: {e}");
         return Err(ExitCode::FAILURE);
     }
     info!("{}", rpc::describe(bound));
+    if let Some(u) = &config.control.rpc_upstream {
+        // The authority only: providers put API keys in the path or query.
+        info!(
+            "JSON-RPC: other methods forwarded to http://{} (timeout {} ms)",
+            u.authority,
+            config.control.rpc_upstream_timeout.as_millis()
+        );
+    }
     Ok(())
 }
 

@@ -23,6 +23,7 @@ mod syntax;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -66,6 +67,35 @@ pub struct ControlConfig {
     pub rpc_listen: Option<SocketAddr>,
     /// Indices into [`Config::lanes`] that RPC submissions may use; `None` (absent): not set.
     pub rpc_lanes: Option<Vec<usize>>,
+    /// Where the JSON-RPC endpoint forwards the methods it does not answer itself
+    /// (`getLatestBlockhash`, `getSlot`, ...); `None` (absent): such methods are answered with
+    /// an error.
+    pub rpc_upstream: Option<RpcUpstream>,
+    /// How long one forwarded request may take, connect to last byte
+    /// (`rpc_upstream_timeout_ms`, 1..=[`MAX_RPC_UPSTREAM_TIMEOUT_MS`]; default
+    /// [`DEFAULT_RPC_UPSTREAM_TIMEOUT_MS`]).
+    pub rpc_upstream_timeout: Duration,
+}
+
+/// Default of `[control] rpc_upstream_timeout_ms`.
+pub const DEFAULT_RPC_UPSTREAM_TIMEOUT_MS: u64 = 2_000;
+/// Largest `[control] rpc_upstream_timeout_ms`: a forwarded call is answered well within the
+/// endpoint's own deadline for any request.
+pub const MAX_RPC_UPSTREAM_TIMEOUT_MS: u64 = 10_000;
+
+/// `[control] rpc_upstream`: an `http://` JSON-RPC server (a Solana RPC node or provider).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcUpstream {
+    /// The URL as written.
+    pub url: String,
+    /// Host name or IP address to connect to (an IPv6 address without brackets).
+    pub host: String,
+    /// TCP port (80 when the URL names none).
+    pub port: u16,
+    /// The `Host` header: the URL's authority as written.
+    pub authority: String,
+    /// The request target: the URL's path and query, `/` when it has none.
+    pub path: String,
 }
 
 impl Default for ControlConfig {
@@ -74,6 +104,8 @@ impl Default for ControlConfig {
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             rpc_listen: None,
             rpc_lanes: None,
+            rpc_upstream: None,
+            rpc_upstream_timeout: Duration::from_millis(DEFAULT_RPC_UPSTREAM_TIMEOUT_MS),
         }
     }
 }

@@ -182,6 +182,8 @@ pub(crate) struct RawControl {
     pub(crate) metrics_listen: Option<Spanned<String>>,
     pub(crate) rpc_listen: Option<Spanned<String>>,
     pub(crate) rpc_lanes: Option<Vec<Spanned<String>>>,
+    pub(crate) rpc_upstream: Option<Spanned<String>>,
+    pub(crate) rpc_upstream_timeout_ms: Option<Spanned<i64>>,
 }
 
 /// `[tuning]`.

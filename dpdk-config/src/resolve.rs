@@ -6,6 +6,7 @@ use crate::{BridgeConfig, HttpLane, PortDevice, Provider, Secret, TlsLane};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use toml::Spanned;
 
@@ -18,8 +19,10 @@ use crate::syntax::{self, MAX_LCORE_ID};
 use crate::DEFAULT_SHM_PATH;
 use crate::{
     Config, ConfigError, ControlConfig, EalConfig, LaneConfig, LaneKind, LcoreConfig, LcoreRole,
-    MempoolConfig, PortConfig, QueueRef, SchedPolicy, ShmConfig, TuningConfig, UdpLane,
+    MempoolConfig, PortConfig, QueueRef, RpcUpstream, SchedPolicy, ShmConfig, TuningConfig,
+    UdpLane,
 };
+use crate::{DEFAULT_RPC_UPSTREAM_TIMEOUT_MS, MAX_RPC_UPSTREAM_TIMEOUT_MS};
 
 /// Most lanes a configuration may define.
 const MAX_LANES: usize = 64;
@@ -1120,10 +1123,121 @@ fn resolve_control(
             ));
         }
     }
+    let rpc_upstream = match &raw.rpc_upstream {
+        Some(value) => Some(rpc_upstream(src, value)?),
+        None => None,
+    };
+    let rpc_upstream_timeout = match (&raw.rpc_upstream_timeout_ms, &raw.rpc_upstream) {
+        (Some(value), None) => {
+            return Err(src.error(
+                value,
+                "`rpc_upstream_timeout_ms` is set but `rpc_upstream` is not; expected both or \
+                 neither",
+            ))
+        }
+        (value, _) => {
+            Duration::from_millis(
+                optional(value, DEFAULT_RPC_UPSTREAM_TIMEOUT_MS as i64, |v| {
+                    in_range(
+                        src,
+                        v,
+                        "rpc_upstream_timeout_ms",
+                        1,
+                        MAX_RPC_UPSTREAM_TIMEOUT_MS as i64,
+                    )
+                })? as u64,
+            )
+        }
+    };
     Ok(ControlConfig {
         metrics_listen,
         rpc_listen,
         rpc_lanes,
+        rpc_upstream,
+        rpc_upstream_timeout,
+    })
+}
+
+/// `rpc_upstream`: an `http://host[:port][/path][?query]` URL.
+fn rpc_upstream(src: &Source<'_>, value: &Spanned<String>) -> Result<RpcUpstream> {
+    let url = value.get_ref();
+    let bad = |why: &str| {
+        src.error(
+            value,
+            format!(
+                "`rpc_upstream` = {url:?} {why}; expected an http URL like \
+                 \"http://127.0.0.1:8899\" or \"http://rpc.example:8899/path\""
+            ),
+        )
+    };
+    let lower = url.to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        return Err(bad(
+            "is https, which the control plane does not speak to upstreams (it carries no \
+             HTTP client stack); run a local TLS proxy to the provider and name it here",
+        ));
+    }
+    if !lower.starts_with("http://") {
+        return Err(bad("is not an http:// URL"));
+    }
+    let rest = &url["http://".len()..];
+    if let Some(c) = rest.chars().find(|c| !matches!(c, '!'..='~')) {
+        return Err(bad(&format!("contains {c:?}")));
+    }
+    if rest.contains('#') {
+        return Err(bad("has a fragment (#)"));
+    }
+    let split = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, target) = rest.split_at(split);
+    if authority.contains('@') {
+        return Err(bad("carries credentials (user@host)"));
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let Some((addr, after)) = v6.split_once(']') else {
+            return Err(bad("has an unclosed `[`"));
+        };
+        if addr.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(bad("has an invalid IPv6 address"));
+        }
+        match after {
+            "" => (addr, None),
+            p if p.starts_with(':') => (addr, Some(&p[1..])),
+            _ => return Err(bad("has text after the IPv6 address")),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(bad("has no host"));
+    }
+    if !authority.starts_with('[')
+        && !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+    {
+        return Err(bad("has an invalid host name"));
+    }
+    let port = match port {
+        None => 80,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n != 0 => n,
+            _ => return Err(bad("has an invalid port (1..=65535)")),
+        },
+    };
+    let path = match target {
+        "" => "/".to_owned(),
+        t if t.starts_with('?') => format!("/{t}"),
+        t => t.to_owned(),
+    };
+    Ok(RpcUpstream {
+        url: url.clone(),
+        host: host.to_owned(),
+        port,
+        authority: authority.to_owned(),
+        path,
     })
 }
 

@@ -563,6 +563,38 @@ fn control_section_parses() {
     assert_eq!(config.control.metrics_listen.to_string(), "0.0.0.0:9100");
     assert_eq!(config.control.rpc_listen.unwrap().to_string(), "[::1]:8899");
     assert_eq!(config.control.rpc_lanes, Some(vec![0]));
+    assert_eq!(config.control.rpc_upstream, None);
+    assert_eq!(
+        config.control.rpc_upstream_timeout,
+        std::time::Duration::from_millis(2_000)
+    );
+}
+
+#[test]
+fn rpc_upstream_parses() {
+    let parse = |url: &str, extra: &str| {
+        let text = with(&format!("[control]\nrpc_upstream = \"{url}\"\n{extra}"));
+        Config::parse(&text, Path::new("t.toml")).unwrap().control
+    };
+    let c = parse("http://127.0.0.1:8899", "rpc_upstream_timeout_ms = 500\n");
+    let u = c.rpc_upstream.unwrap();
+    assert_eq!(
+        (&u.host[..], u.port, &u.authority[..], &u.path[..]),
+        ("127.0.0.1", 8899, "127.0.0.1:8899", "/")
+    );
+    assert_eq!(
+        c.rpc_upstream_timeout,
+        std::time::Duration::from_millis(500)
+    );
+    let u = parse("HTTP://rpc.example/v1/key?x=1", "")
+        .rpc_upstream
+        .unwrap();
+    assert_eq!(
+        (&u.host[..], u.port, &u.authority[..], &u.path[..]),
+        ("rpc.example", 80, "rpc.example", "/v1/key?x=1")
+    );
+    let u = parse("http://[::1]:8899?k=v", "").rpc_upstream.unwrap();
+    assert_eq!((&u.host[..], u.port, &u.path[..]), ("::1", 8899, "/?k=v"));
 }
 
 #[test]
@@ -570,7 +602,8 @@ fn control_errors() {
     check(
         &with("[control]\nmetrics_listn = \"127.0.0.1:1\"\n"),
         "25:1",
-        "unknown field `metrics_listn`, expected one of `metrics_listen`, `rpc_listen`, `rpc_lanes`",
+        "unknown field `metrics_listn`, expected one of `metrics_listen`, `rpc_listen`, `rpc_lanes`, \
+         `rpc_upstream`, `rpc_upstream_timeout_ms`",
     );
     check(
         &with("[control]\nmetrics_listen = \"localhost:9464\"\n"),
@@ -606,6 +639,37 @@ fn control_errors() {
         &with("[control]\nrpc_listen = \"127.0.0.1:9464\"\n"),
         "25:14",
         "is also `metrics_listen`",
+    );
+    for (url, why) in [
+        ("https://rpc.example", "is https"),
+        ("ftp://x", "is not an http:// URL"),
+        ("http://", "has no host"),
+        ("http://:80/", "has no host"),
+        ("http://a b", "contains ' '"),
+        ("http://u:p@host/", "carries credentials"),
+        ("http://host:0/", "has an invalid port"),
+        ("http://host:99999/", "has an invalid port"),
+        ("http://host:x/", "has an invalid port"),
+        ("http://[::1/", "has an unclosed `[`"),
+        ("http://[zz]/", "has an invalid IPv6 address"),
+        ("http://ho$t/", "has an invalid host name"),
+        ("http://host/#f", "has a fragment"),
+    ] {
+        check(
+            &with(&format!("[control]\nrpc_upstream = \"{url}\"\n")),
+            "25:16",
+            &format!("`rpc_upstream` = \"{url}\" {why}"),
+        );
+    }
+    check(
+        &with("[control]\nrpc_upstream = \"http://h\"\nrpc_upstream_timeout_ms = 0\n"),
+        "26:27",
+        "`rpc_upstream_timeout_ms` = 0 is out of range; expected 1..=10000",
+    );
+    check(
+        &with("[control]\nrpc_upstream_timeout_ms = 100\n"),
+        "25:27",
+        "`rpc_upstream_timeout_ms` is set but `rpc_upstream` is not",
     );
 }
 

@@ -50,14 +50,19 @@ pub fn have_root(test: &str) -> bool {
     )
 }
 
-/// The path of a workspace binary built in the same profile as this test.
+/// The path of a workspace binary built in the same profile as this test (or in
+/// `$SWQOS_BIN_DIR`, for test crates with a target directory of their own).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary inside target/<profile>/deps");
+    let dir = match std::env::var_os("SWQOS_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test binary inside target/<profile>/deps")
+            .to_path_buf(),
+    };
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -312,6 +317,11 @@ impl DataplaneProcess {
             stdout: fs::read_to_string(&self.stdout).unwrap_or_default(),
             stderr: fs::read_to_string(&self.stderr).unwrap_or_default(),
         }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     /// Sends `signal`, waits (at most 30 s) for the process to exit, and requires a clean exit

@@ -130,7 +130,17 @@ fn send_transaction_fans_out_through_the_data_plane() {
     // Malformed requests.
     let (status, v) = post(&url, "{not json");
     assert_eq!((status, v["error"]["code"].as_i64()), (200, Some(-32700)));
-    assert_eq!(call(&url, "getBalance", json!([]))["error"]["code"], -32601);
+    // Not answered here and no `rpc_upstream` to forward it to: -32093, reason named.
+    let v = call(&url, "getBalance", json!([]));
+    assert_eq!(v["error"]["code"], -32093, "{v}");
+    assert_eq!(v["error"]["data"]["reason"], "not_configured", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("[control] rpc_upstream"),
+        "{v}"
+    );
     assert_eq!(
         call(&url, "sendTransaction", json!([]))["error"]["code"],
         -32602
@@ -160,7 +170,7 @@ fn send_transaction_fans_out_through_the_data_plane() {
     // A batch answers each call.
     let (_, v) = post(
         &url,
-        r#"[{"jsonrpc":"2.0","id":1,"method":"getHealth"},{"jsonrpc":"2.0","id":2,"method":"nope"}]"#,
+        r#"[{"jsonrpc":"2.0","id":1,"method":"getHealth"},{"jsonrpc":"2.0","id":2,"method":"swqos_nope"}]"#,
     );
     assert_eq!(
         (v[0]["result"].as_str(), v[1]["error"]["code"].as_i64()),

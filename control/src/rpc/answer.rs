@@ -28,6 +28,10 @@ pub(crate) mod code {
     pub(crate) const MAYBE_SENT: i64 = -32091;
     /// The caller closed its connection: the work was dropped (never seen by the caller).
     pub(crate) const CANCELLED: i64 = -32092;
+    /// A method the endpoint forwards to `[control] rpc_upstream` got no answer from it: none is
+    /// configured, it is unreachable, too slow, busy, or answered with something that is not
+    /// JSON-RPC (`data.reason` says which). Nothing was sent by swqos.
+    pub(crate) const UPSTREAM: i64 = -32093;
 }
 
 /// A JSON-RPC error.

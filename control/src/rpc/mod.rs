@@ -1,7 +1,8 @@
-//! The drop-in endpoint: a Solana JSON-RPC compatible `sendTransaction` (and `getHealth`) on
-//! loopback, so a bot can point its RPC URL at the control plane and have its transactions fanned
-//! out by the data plane; `swqos_sendTransaction` (the same, answered with every lane's
-//! outcome); and `sendBundle` for Jito relay lanes.
+//! The drop-in endpoint: a Solana JSON-RPC compatible `sendTransaction` (and `getHealth`,
+//! `getVersion`) on loopback, so a bot can point its RPC URL at the control plane and have its
+//! transactions fanned out by the data plane; `swqos_sendTransaction` (the same, answered with
+//! every lane's outcome); and `sendBundle` for Jito relay lanes. Every other method goes to
+//! `[control] rpc_upstream` ([`upstream`]), so the bot needs no second RPC URL.
 //!
 //! Threads, all bounded: one server thread multiplexes every connection ([`server`]: `mio`,
 //! `httparse`, limits enforced while reading); [`WORKERS`] workers parse JSON-RPC, decode and
@@ -22,6 +23,7 @@ mod answer;
 mod params;
 mod server;
 mod submitter;
+mod upstream;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -41,6 +43,7 @@ use answer::{code, RpcError};
 use params::{decode_tx, encoding};
 use server::{Limits, Request, Responder};
 use submitter::Job;
+use upstream::{Forward, Upstream};
 
 /// Largest request body accepted (a batch of a few hundred transactions).
 const MAX_BODY: usize = 1 << 20;
@@ -83,7 +86,24 @@ struct Ctx {
     jobs: Sender<Job>,
     shm: PathBuf,
     bundles: Arc<Bundles>,
+    upstream: Upstream,
 }
+
+/// `getVersion`'s answer: swqos's own, not a validator's. `solana-core` is a version every Solana
+/// client treats as current (Rust's `solana-rpc-client` 1.x chooses base64 transactions from
+/// 1.3.16 on and maps commitments for nodes older than 1.5.5; 2.x and later send base64
+/// without asking); `feature-set` 0 says no validator feature set is behind it; `swqos` names
+/// what answered.
+fn version() -> Value {
+    json!({
+        "solana-core": SOLANA_CORE_VERSION,
+        "feature-set": 0,
+        "swqos": env!("CARGO_PKG_VERSION"),
+    })
+}
+
+/// The `solana-core` version `getVersion` reports.
+const SOLANA_CORE_VERSION: &str = "2.3.0";
 
 /// A Jito relay lane `sendBundle` may use: where its requests go (the token is never logged).
 pub(crate) struct BundleLane {
@@ -141,14 +161,20 @@ impl Bundles {
 
 /// Starts the endpoint on `listener`; it sends to the lanes in `lanes` (a lane mask; 0 = every
 /// lane) of the data plane whose segment is at `shm`. Runs until `stop` is set.
-/// `sendBundle` goes to the first lane of `bundles`.
+/// `sendBundle` goes to the first lane of `bundles`; the methods it does not answer itself go
+/// to `upstream` (with its timeout), when set.
 pub(crate) fn spawn(
     listener: TcpListener,
     shm: PathBuf,
     lanes: u64,
     bundles: Bundles,
+    upstream: Option<(dpdk_config::RpcUpstream, Duration)>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
+    let upstream = match upstream {
+        Some((to, timeout)) => Upstream::start(to, timeout)?,
+        None => Upstream::none(),
+    };
     let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
     let shm2 = shm.clone();
     let stop2 = stop.clone();
@@ -161,6 +187,7 @@ pub(crate) fn spawn(
         jobs: jobs_tx,
         shm,
         bundles: Arc::new(bundles),
+        upstream,
     });
     for _ in 0..WORKERS {
         let (rx, ctx) = (requests_rx.clone(), ctx.clone());
@@ -193,6 +220,8 @@ struct Assembly {
 
 struct Parts {
     answers: Vec<Value>,
+    /// The upstream's answer to a single forwarded call, passed on byte for byte.
+    verbatim: Option<Vec<u8>>,
     owed: usize,
     /// `X-Swqos-Lanes` of a single `sendTransaction`.
     lanes_header: Option<String>,
@@ -205,10 +234,32 @@ pub(crate) struct CallReply {
     assembly: Arc<Assembly>,
     index: usize,
     id: Value,
+    gone: Arc<AtomicBool>,
     answered: bool,
 }
 
 impl CallReply {
+    /// Whether the caller has gone (its answer will not be read).
+    pub(crate) fn caller_gone(&self) -> bool {
+        self.gone.load(Ordering::Relaxed)
+    }
+
+    /// Answers with a whole JSON-RPC answer object (an upstream's answer within a batch); the
+    /// caller's id replaces the one in it.
+    pub(crate) fn answer_object(mut self, mut value: Value) {
+        self.answered = true;
+        if let Value::Object(o) = &mut value {
+            o.insert("id".into(), self.id.clone());
+        }
+        self.finish(value, None, None);
+    }
+
+    /// Answers a single (not batched) call with an upstream's answer body as it came.
+    pub(crate) fn answer_verbatim(mut self, body: Vec<u8>) {
+        self.answered = true;
+        self.finish(Value::Null, None, Some(body));
+    }
+
     /// Answers the call; `lanes_header` goes out as `X-Swqos-Lanes` when the request is not a
     /// batch.
     pub(crate) fn answer(mut self, result: Result<Value, RpcError>, lanes_header: Option<String>) {
@@ -217,10 +268,17 @@ impl CallReply {
             Ok(v) => json!({"jsonrpc": "2.0", "result": v, "id": self.id}),
             Err(e) => error_value(self.id.clone(), e),
         };
+        self.finish(value, lanes_header, None);
+    }
+
+    fn finish(&self, value: Value, lanes_header: Option<String>, verbatim: Option<Vec<u8>>) {
         let Ok(mut parts) = self.assembly.parts.lock() else {
             return;
         };
         parts.answers[self.index] = value;
+        if verbatim.is_some() && !self.assembly.batch {
+            parts.verbatim = verbatim;
+        }
         if lanes_header.is_some() {
             parts.lanes_header = lanes_header;
         }
@@ -233,6 +291,9 @@ impl CallReply {
         };
         let body = if self.assembly.batch {
             Value::Array(std::mem::take(&mut parts.answers)).to_string()
+        } else if let Some(raw) = parts.verbatim.take() {
+            // Checked to be JSON (so UTF-8) by the forwarder.
+            String::from_utf8_lossy(&raw).into_owned()
         } else {
             parts.answers[0].to_string()
         };
@@ -251,6 +312,7 @@ impl Drop for CallReply {
                 assembly: self.assembly.clone(),
                 index: self.index,
                 id: self.id.clone(),
+                gone: self.gone.clone(),
                 answered: false,
             };
             me.answer(
@@ -296,59 +358,87 @@ fn handle_request(request: Request, ctx: &Ctx) {
         batch,
         parts: Mutex::new(Parts {
             answers: vec![Value::Null; calls.len()],
+            verbatim: None,
             owed: calls.len(),
             lanes_header: None,
             respond: Some(respond),
         }),
     });
-    for (index, call) in calls.iter().enumerate() {
+    let mut forwards = Vec::new();
+    for (index, call) in calls.into_iter().enumerate() {
         let reply = CallReply {
             assembly: assembly.clone(),
             index,
             id: call.get("id").cloned().unwrap_or(Value::Null),
+            gone: gone.clone(),
             answered: false,
         };
         if gone.load(Ordering::Relaxed) {
             reply.answer(Err(RpcError::new(code::CANCELLED, "caller gone")), None);
             continue;
         }
-        handle_call(call, ctx, reply, &gone);
+        if let Some(reply) = handle_call(&call, ctx, reply, &gone) {
+            forwards.push((call, reply));
+        }
+    }
+    if !forwards.is_empty() {
+        ctx.upstream.forward(Forward {
+            calls: forwards,
+            batch,
+            raw: (!batch).then_some(body),
+        });
     }
 }
 
-fn handle_call(call: &Value, ctx: &Ctx, reply: CallReply, gone: &Arc<AtomicBool>) {
+/// Answers one call, or hands its reply back when the call goes upstream.
+fn handle_call(
+    call: &Value,
+    ctx: &Ctx,
+    reply: CallReply,
+    gone: &Arc<AtomicBool>,
+) -> Option<CallReply> {
     if call.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         let e = RpcError::new(code::INVALID_REQUEST, "not a JSON-RPC 2.0 request");
-        return reply.answer(Err(e), None);
+        reply.answer(Err(e), None);
+        return None;
     }
     let Some(method) = call.get("method").and_then(Value::as_str) else {
-        return reply.answer(
-            Err(RpcError::new(code::INVALID_REQUEST, "missing method")),
-            None,
-        );
+        let e = RpcError::new(code::INVALID_REQUEST, "missing method");
+        reply.answer(Err(e), None);
+        return None;
     };
     let params = call.get("params").unwrap_or(&Value::Null);
     let result = match method {
         "sendTransaction" | "swqos_sendTransaction" => {
             let detailed = method == "swqos_sendTransaction";
             match transaction_job(params, detailed, gone) {
-                Ok(job) => return submit(ctx, job(reply)),
+                Ok(job) => {
+                    submit(ctx, job(reply));
+                    return None;
+                }
                 Err(e) => Err(e),
             }
         }
+        "getVersion" => Ok(version()),
         "getHealth" => swqos_shm::Segment::attach(&ctx.shm)
             .map(|_| json!("ok"))
             .map_err(|e| RpcError::new(code::UNHEALTHY, format!("node is unhealthy: {e}"))),
         "sendBundle" => match bundle_job(params, &ctx.bundles) {
-            Ok(job) => return send_bundle(&ctx.bundles, job, reply),
+            Ok(job) => {
+                send_bundle(&ctx.bundles, job, reply);
+                return None;
+            }
             Err(e) => Err(e),
         },
-        other => Err(RpcError::new(
+        // The project's own namespace is never forwarded.
+        other if other.starts_with("swqos_") => Err(RpcError::new(
             code::METHOD_NOT_FOUND,
             format!("method not found: {other}"),
         )),
+        _ => return Some(reply),
     };
     reply.answer(result, None);
+    None
 }
 
 fn submit(ctx: &Ctx, job: Job) {
@@ -546,6 +636,7 @@ mod tests {
             jobs,
             shm: "/nonexistent/swqos-rpc-test".into(),
             bundles: Arc::new(Bundles::with_lanes(Vec::new(), None)),
+            upstream: Upstream::none(),
         };
         (ctx, rx)
     }
@@ -563,8 +654,13 @@ mod tests {
             code::INVALID_REQUEST
         );
         let v = call(r#"{"jsonrpc":"2.0","id":7,"method":"getBalance"}"#);
-        assert_eq!(v["error"]["code"], code::METHOD_NOT_FOUND);
+        assert_eq!(v["error"]["code"], code::UPSTREAM, "no upstream here: {v}");
+        assert_eq!(v["error"]["data"]["reason"], "not_configured", "{v}");
         assert_eq!(v["id"], 7);
+        let v = call(r#"{"jsonrpc":"2.0","id":7,"method":"swqos_nope"}"#);
+        assert_eq!(v["error"]["code"], code::METHOD_NOT_FOUND);
+        let v = call(r#"{"jsonrpc":"2.0","id":8,"method":"getVersion"}"#);
+        assert_eq!(v["result"]["solana-core"], SOLANA_CORE_VERSION, "{v}");
         let v = call(r#"{"jsonrpc":"2.0","id":"a","method":"sendTransaction","params":[]}"#);
         assert_eq!(v["error"]["code"], code::INVALID_PARAMS);
         let v = call(
@@ -692,6 +788,111 @@ mod tests {
         fake_submitter.join().unwrap();
     }
 
+    /// A mock upstream RPC on loopback: answers each request (a call or a batch, answered in
+    /// reverse order) with `{"result": "<method>@<id>"}`; returns its URL and the bodies seen.
+    fn mock_upstream() -> (dpdk_config::RpcUpstream, Receiver<String>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (seen_tx, seen) = mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { return };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let body = loop {
+                    let n = s.read(&mut chunk).unwrap();
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("Content-Length: "))
+                            .unwrap()
+                            .parse()
+                            .unwrap();
+                        if body.len() >= len {
+                            break body.to_string();
+                        }
+                    }
+                };
+                let answer = |c: &Value| {
+                    json!({"jsonrpc": "2.0", "id": c["id"],
+                           "result": format!("{}@{}", c["method"].as_str().unwrap(), c["id"])})
+                };
+                let out = match serde_json::from_str::<Value>(&body).unwrap() {
+                    Value::Array(calls) => {
+                        Value::Array(calls.iter().rev().map(answer).collect()).to_string()
+                    }
+                    call => format!(" {} ", answer(&call)),
+                };
+                seen_tx.send(body).unwrap();
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: \
+                     chunked\r\n\r\n{:x}\r\n{out}\r\n0\r\n\r\n",
+                    out.len()
+                );
+            }
+        });
+        let upstream = dpdk_config::RpcUpstream {
+            url: format!("http://127.0.0.1:{port}/"),
+            host: "127.0.0.1".into(),
+            port,
+            authority: format!("127.0.0.1:{port}"),
+            path: "/".into(),
+        };
+        (upstream, seen)
+    }
+
+    #[test]
+    fn other_methods_go_upstream_verbatim_and_a_batch_mixes_local_and_forwarded_calls() {
+        let (to, seen) = mock_upstream();
+        let (jobs, _rx) = mpsc::channel();
+        let ctx = Ctx {
+            jobs,
+            shm: "/nonexistent/swqos-rpc-test".into(),
+            bundles: Arc::new(Bundles::with_lanes(Vec::new(), None)),
+            upstream: Upstream::start(to, Duration::from_secs(2)).unwrap(),
+        };
+        // A single call: forwarded byte for byte, answered byte for byte.
+        let single = r#"{"jsonrpc":"2.0","id":"x","method":"getSlot","params":[{"commitment":"processed"}]}"#;
+        let (respond, answers) = server::test_responder();
+        let request = Request {
+            body: single.as_bytes().to_vec(),
+            gone: Arc::new(AtomicBool::new(false)),
+            respond,
+        };
+        handle_request(request, &ctx);
+        let a = answers.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            a.body,
+            r#" {"id":"x","jsonrpc":"2.0","result":"getSlot@\"x\""} "#
+        );
+        assert_eq!(seen.recv().unwrap(), single);
+        // A batch: local answers stay local; the forwarded calls go as one batch (ids are
+        // positions) and come back with the callers' ids, in the callers' order.
+        let batch = json!([
+            {"jsonrpc": "2.0", "id": 1, "method": "getLatestBlockhash"},
+            {"jsonrpc": "2.0", "id": 2, "method": "getVersion"},
+            {"jsonrpc": "2.0", "id": 1, "method": "getSlot"},
+            {"jsonrpc": "2.0", "id": 4, "method": "sendTransaction", "params": []},
+        ]);
+        let (_, _, v) = call_with(&batch.to_string(), &ctx);
+        assert_eq!(
+            v[0],
+            json!({"jsonrpc": "2.0", "id": 1, "result": "getLatestBlockhash@0"})
+        );
+        assert_eq!(v[1]["result"]["solana-core"], SOLANA_CORE_VERSION);
+        assert_eq!(
+            v[2],
+            json!({"jsonrpc": "2.0", "id": 1, "result": "getSlot@1"})
+        );
+        assert_eq!(v[3]["error"]["code"], code::INVALID_PARAMS);
+        let sent: Value = serde_json::from_str(&seen.recv().unwrap()).unwrap();
+        assert_eq!(sent.as_array().unwrap().len(), 2, "{sent}");
+    }
+
     fn valid_samples() -> Vec<Vec<u8>> {
         let text = std::fs::read_to_string(
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../wire/tests/data/solana-txs.jsonl"),
@@ -756,6 +957,7 @@ mod tests {
                 }],
                 Some(bundle_tx),
             )),
+            upstream: Upstream::none(),
         };
         let call = |params: Value| -> Value {
             let body = json!({"jsonrpc": "2.0", "id": 1, "method": "sendBundle", "params": params});
