@@ -29,10 +29,59 @@ pub(crate) fn throughput(
     );
 
     let mut by_status = [0u64; 5];
+    let before = snapshot(client.segment());
+    let start = Instant::now();
+    let (submitted_in_window, full_spins) = flood(&mut client, txs, mask, window, &mut by_status)?;
+    let after = snapshot(client.segment());
+    let secs = start.elapsed().as_secs_f64();
+
+    // Collect what is still owed so every submission is accounted for.
+    let deadline = Instant::now() + STALL;
+    while client.outstanding() > 0 && Instant::now() < deadline {
+        drain(&mut client, &mut by_status);
+    }
+
+    println!(
+        "client: {:.0} submissions/s ({submitted_in_window} in {secs:.3} s, ring full {full_spins} times), \
+         {:.0} lane completions/s",
+        submitted_in_window as f64 / secs,
+        submitted_in_window as f64 * n_lanes as f64 / secs,
+    );
+    let statuses: Vec<String> = STATUS_NAMES
+        .iter()
+        .zip(by_status)
+        .map(|(n, c)| format!("{n} {c}"))
+        .collect();
+    println!(
+        "completions: {}; still outstanding {}",
+        statuses.join(", "),
+        client.outstanding()
+    );
+
+    let (total_pkts, total_bytes, total_drops) = print_lcores(&before, &after, secs, tsc_hz);
+    println!(
+        "total: {:.0} lane pkt/s, {:.2} Gbit/s (Ethernet frames, no preamble/FCS), dropped {total_drops}",
+        total_pkts as f64 / secs,
+        total_bytes as f64 * 8.0 / secs / 1e9,
+    );
+    if by_status[0] == 0 {
+        return Err(Failure::Run("no packet was sent".into()));
+    }
+    Ok(())
+}
+
+/// Submits as fast as the ring takes transactions until `window` has passed, draining
+/// completions into `by_status`; returns (submitted, times the ring was found full).
+fn flood(
+    client: &mut Client,
+    txs: &[Vec<u8>],
+    mask: u64,
+    window: Duration,
+    by_status: &mut [u64; 5],
+) -> Result<(u64, u64), Failure> {
     let mut submitted = 0u64;
     let mut next = 0usize;
     let mut full_spins = 0u64;
-    let before = snapshot(client.segment());
     let start = Instant::now();
     let mut iter = 0u64;
     let mut last_progress = Instant::now();
@@ -58,7 +107,7 @@ pub(crate) fn throughput(
                 Err(e) => return Err(submit_error(e)),
             }
         }
-        if drain(&mut client, &mut by_status) > 0 {
+        if drain(client, by_status) > 0 {
             last_progress = Instant::now();
             may_submit = true;
         }
@@ -80,37 +129,21 @@ pub(crate) fn throughput(
             }
         }
     }
-    let after = snapshot(client.segment());
-    let secs = start.elapsed().as_secs_f64();
-    let submitted_in_window = submitted;
+    Ok((submitted, full_spins))
+}
 
-    // Collect what is still owed so every submission is accounted for.
-    let deadline = Instant::now() + STALL;
-    while client.outstanding() > 0 && Instant::now() < deadline {
-        drain(&mut client, &mut by_status);
-    }
-
-    println!(
-        "client: {:.0} submissions/s ({submitted_in_window} in {secs:.3} s, ring full {full_spins} times), \
-         {:.0} lane completions/s",
-        submitted_in_window as f64 / secs,
-        submitted_in_window as f64 * n_lanes as f64 / secs,
-    );
-    let statuses: Vec<String> = STATUS_NAMES
-        .iter()
-        .zip(by_status)
-        .map(|(n, c)| format!("{n} {c}"))
-        .collect();
-    println!(
-        "completions: {}; still outstanding {}",
-        statuses.join(", "),
-        client.outstanding()
-    );
-
+/// One line per lcore from the stats blocks before and after the window; returns the TX
+/// lcores' (packets, bytes, drops).
+fn print_lcores(
+    before: &[stats::StatsSnapshot],
+    after: &[stats::StatsSnapshot],
+    secs: f64,
+    tsc_hz: u64,
+) -> (u64, u64, u64) {
     let mut total_pkts = 0u64;
     let mut total_bytes = 0u64;
     let mut total_drops = 0u64;
-    for (b, a) in before.iter().zip(&after) {
+    for (b, a) in before.iter().zip(after) {
         let d = |c: Counter| a.get(c).wrapping_sub(b.get(c));
         let polls = d(Counter::Polls);
         if a.role == role::TX {
@@ -168,13 +201,5 @@ pub(crate) fn throughput(
             );
         }
     }
-    println!(
-        "total: {:.0} lane pkt/s, {:.2} Gbit/s (Ethernet frames, no preamble/FCS), dropped {total_drops}",
-        total_pkts as f64 / secs,
-        total_bytes as f64 * 8.0 / secs / 1e9,
-    );
-    if by_status[0] == 0 {
-        return Err(Failure::Run("no packet was sent".into()));
-    }
-    Ok(())
+    (total_pkts, total_bytes, total_drops)
 }

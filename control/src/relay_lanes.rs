@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::net::SocketAddrV4;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -63,8 +63,14 @@ impl RelayMetrics {
     }
 }
 
-/// How often the heartbeat is refreshed and the rings are polled when idle.
-const IDLE_SLEEP: Duration = Duration::from_micros(200);
+/// The longest the relay thread waits between polls of the hand-off rings when idle (the
+/// heartbeat is refreshed at least this often). A relay's answer wakes it at once (it waits on
+/// the outcome channel); a hand-off record cannot (the data plane makes no syscall), so after
+/// work it polls again after [`BUSY_WAIT`], doubling while nothing happens.
+const IDLE_WAIT: Duration = Duration::from_micros(200);
+/// The first wait after work: a request's hand-off record, then its mirror write, are this
+/// close behind the previous one while traffic flows.
+const BUSY_WAIT: Duration = Duration::from_micros(10);
 /// Idle connections send a keep-alive request this often.
 const PING_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -328,6 +334,10 @@ impl Relay {
     ) {
         let mut last_try = Instant::now() - Duration::from_secs(10);
         let mut last_error = String::new();
+        let mut wait = BUSY_WAIT;
+        // Short waits should be as short as asked (the default timer slack is 50 us).
+        // SAFETY: PR_SET_TIMERSLACK takes one integer argument and only affects this thread.
+        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1u64, 0u64, 0u64, 0u64) };
         while !stop.load(Ordering::Relaxed) {
             // (Re-)attach: the data plane may start after us, stop, or be replaced.
             let gone = self.attached.as_ref().is_some_and(Attached::gone);
@@ -363,8 +373,23 @@ impl Relay {
                 self.complete(o, routes);
             }
             self.publish();
-            if work == 0 {
-                std::thread::sleep(IDLE_SLEEP);
+            if work > 0 {
+                wait = BUSY_WAIT;
+                continue;
+            }
+            // Idle: wait for a relay's answer, or until the rings are due for a poll.
+            match outcomes.recv_timeout(wait) {
+                Ok(o) => {
+                    self.complete(o, routes);
+                    self.publish();
+                    wait = BUSY_WAIT;
+                }
+                Err(RecvTimeoutError::Timeout) => wait = (wait * 2).min(IDLE_WAIT),
+                Err(RecvTimeoutError::Disconnected) => {
+                    // No connection thread is left to answer: only the rings to poll.
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(IDLE_WAIT);
+                }
             }
         }
     }

@@ -17,7 +17,9 @@ use swqos_shm::sessions::{state, DelegatedSend, TlsWrite};
 use swqos_shm::stats::Stage;
 use swqos_shm::ControlSegment;
 use swqos_tls::{content_type, RecordSealer, Suite, TrafficKeys};
-use swqos_wire::delegate::{Connection, Verdict, FAST_HEADERS_LEN, FAST_TCP_LEN, L2L3_LEN};
+use swqos_wire::delegate::{
+    Connection, FastSend, Verdict, FAST_HEADERS_LEN, FAST_TCP_LEN, L2L3_LEN,
+};
 use swqos_wire::ethernet::{ethertype, EthernetFrame};
 use swqos_wire::ipv4::{protocol, Ipv4Packet};
 use swqos_wire::relay::{request_digest, RequestTemplate};
@@ -25,6 +27,7 @@ use swqos_wire::tcp::{flags, TcpPacket};
 use zeroize::Zeroize;
 
 use crate::budget::Laps;
+use crate::tx::FastTag;
 
 /// Flows tracked at once (one per control-plane relay connection, plus closed ones until reused).
 const MAX_FLOWS: usize = MAX_SESSIONS;
@@ -322,33 +325,20 @@ impl FastPath {
                 continue; // the control plane took it back, or re-armed it, just now
             }
             self.laps.lap(Stage::Claim);
-            let flow = &mut self.flows[fi];
-            let Ok(fs) = flow.conn.begin_fast_send(shape.wire_len) else {
+            let Ok(fs) = self.flows[fi].conn.begin_fast_send(shape.wire_len) else {
                 // Cannot happen: `check` passed and nothing ran on this flow since.
                 e.unclaim(&armed);
                 continue;
             };
-            let last = mbufs.len() - 1;
-            for (k, mut m) in mbufs.into_iter().enumerate() {
-                let (offset, _, _) = shape.segment(k, len);
-                self.ip_ident = self.ip_ident.wrapping_add(1);
-                let ports = (armed.flow.1, armed.flow.3);
-                // Cannot fail: every frame was sized above, within an IPv4 packet.
-                let _ = fs.emit_segment(
-                    m.data_mut(),
-                    &flow.l2l3,
-                    ports,
-                    offset as u32,
-                    k == last,
-                    self.ip_ident,
-                );
-                let tag = if k == last {
-                    crate::tx::FastTag::pack(submit_tsc, lane)
-                } else {
-                    0
-                };
-                let _ = out.push(m, tag); // room was checked above
-            }
+            self.emit(
+                fi,
+                &fs,
+                mbufs,
+                &shape,
+                len,
+                FastTag::pack(submit_tsc, lane),
+                out,
+            );
             self.laps.lap(Stage::Emit);
             let tls = tls_seq.zip(shape.tls.map(|t| t.plaintext));
             return Ok(DelegatedSend::new(
@@ -365,6 +355,38 @@ impl FastPath {
         } else {
             Miss::NoConnection
         })
+    }
+
+    /// Writes the headers of a claimed send's segments (already written and sealed in
+    /// `mbufs`) on flow `fi` and queues them on `out`, the last one tagged `tag`. Cannot fail:
+    /// every frame was sized and `out`'s room checked before the claim.
+    #[allow(clippy::too_many_arguments)]
+    fn emit(
+        &mut self,
+        fi: usize,
+        fs: &FastSend,
+        mbufs: ArrayVec<Mbuf, MAX_SEGMENTS>,
+        shape: &Shape,
+        len: usize,
+        tag: u64,
+        out: &mut TxBurst<u64, 64>,
+    ) {
+        let flow = &self.flows[fi];
+        let ports = (flow.key.1, flow.key.3);
+        let last = mbufs.len() - 1;
+        for (k, mut m) in mbufs.into_iter().enumerate() {
+            let (offset, _, _) = shape.segment(k, len);
+            self.ip_ident = self.ip_ident.wrapping_add(1);
+            let _ = fs.emit_segment(
+                m.data_mut(),
+                &flow.l2l3,
+                ports,
+                offset as u32,
+                k == last,
+                self.ip_ident,
+            );
+            let _ = out.push(m, if k == last { tag } else { 0 });
+        }
     }
 }
 

@@ -83,11 +83,19 @@ impl TxPath {
     }
 }
 
+/// How often an idle kernel interface is read (while frames come, every poll). Reading a TAP
+/// is a syscall, about a microsecond, in the loop that also reads the submit rings: reading it
+/// every poll made every submission wait for it. The kernel's frames wait at most this long.
+const KERNEL_POLL_INTERVAL_NS: u64 = 5_000;
+
 /// The kernel exception path a TX lcore bridges: every frame from the NIC goes to the kernel
 /// interface and back, so ARP, ICMP and the kernel's TCP connections use the DPDK-owned NIC.
 pub struct Bridge {
     nic_rx: RxQueue,
     kernel_rx: RxQueue,
+    /// [`KERNEL_POLL_INTERVAL_NS`] in TSC ticks, and when the kernel side is read next.
+    kernel_poll_ticks: u64,
+    next_kernel_poll: u64,
     /// Index in the worker's paths of its TX queue on the NIC / on the kernel interface.
     nic_path: usize,
     kernel_path: usize,
@@ -116,6 +124,8 @@ impl Bridge {
             nic_path: find(nic_port)?,
             kernel_path: find(kernel_port)?,
             rx: RxBurst::new(),
+            kernel_poll_ticks: dpdk::tsc_hz() / (1_000_000_000 / KERNEL_POLL_INTERVAL_NS),
+            next_kernel_poll: 0,
         })
     }
 
@@ -142,12 +152,17 @@ impl Bridge {
                 queue(&mut kernel.forward, m, stats);
             }
         }
-        if self.kernel_rx.rx_burst(&mut self.rx) > 0 {
-            for m in self.rx.drain() {
-                if let Some(f) = fast.as_deref_mut() {
-                    f.on_kernel(m.data(), |held| queue(&mut kernel.forward, held, stats));
+        if now >= self.next_kernel_poll {
+            self.next_kernel_poll = now + self.kernel_poll_ticks;
+            if self.kernel_rx.rx_burst(&mut self.rx) > 0 {
+                // Frames are coming: read again at the next poll.
+                self.next_kernel_poll = now;
+                for m in self.rx.drain() {
+                    if let Some(f) = fast.as_deref_mut() {
+                        f.on_kernel(m.data(), |held| queue(&mut kernel.forward, held, stats));
+                    }
+                    queue(&mut nic.forward, m, stats);
                 }
-                queue(&mut nic.forward, m, stats);
             }
         }
         if let Some(f) = fast {

@@ -190,19 +190,7 @@ pub fn stage_bucket_low(b: usize) -> u64 {
 
 /// The `q` quantile (0..=1) of a stage's histogram, in ticks (the low edge of its bucket).
 pub fn stage_quantile(hist: &[u64], q: f64) -> Option<u64> {
-    let total: u64 = hist.iter().sum();
-    if total == 0 {
-        return None;
-    }
-    let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
-    let mut seen = 0;
-    for (i, &n) in hist.iter().enumerate() {
-        seen += n;
-        if seen >= rank {
-            return Some(stage_bucket_low(i));
-        }
-    }
-    None
+    quantile_by(hist, q, stage_bucket_low)
 }
 
 impl Stage {
@@ -557,6 +545,11 @@ impl StatsSnapshot {
 
 /// The `q` quantile of a histogram laid out as [`bucket_of`] says.
 pub fn quantile(hist: &[u64], q: f64) -> Option<u64> {
+    quantile_by(hist, q, bucket_low)
+}
+
+/// The `q` quantile (nearest rank) of a histogram whose bucket `i` starts at `low(i)`.
+fn quantile_by(hist: &[u64], q: f64, low: fn(usize) -> u64) -> Option<u64> {
     let total: u64 = hist.iter().sum();
     if total == 0 {
         return None;
@@ -566,10 +559,10 @@ pub fn quantile(hist: &[u64], q: f64) -> Option<u64> {
     for (i, &n) in hist.iter().enumerate() {
         seen += n;
         if seen >= rank {
-            return Some(bucket_low(i));
+            return Some(low(i));
         }
     }
-    Some(bucket_low(hist.len() - 1))
+    Some(low(hist.len() - 1))
 }
 
 /// Runs `copy` until it ran entirely while `epoch` was even and unchanged: the VPP-style

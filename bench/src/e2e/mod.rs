@@ -392,56 +392,120 @@ fn metric_samples(requests: &[Request], lanes: u32, route: Route, metric: &str) 
     }
 }
 
+/// What a run measures: the lanes (the first `max(lane_counts)` of them), the widths and the
+/// sample transactions.
+struct Plan {
+    client: Client,
+    lanes: Vec<RelayLane>,
+    lane_counts: Vec<u32>,
+    txs: Vec<Vec<u8>>,
+}
+
+/// `swqos bench latency`: the run, then the relay-log match, the tables, the files and, with
+/// `--capture-netns`, the wire truth.
 pub(crate) fn e2e(config_path: &Path, opts: &E2eOptions) -> Result<(), Failure> {
+    let Plan {
+        mut client,
+        lanes,
+        lane_counts,
+        txs,
+    } = plan(config_path, opts)?;
+    let providers: Vec<&str> = lanes.iter().map(|l| l.template.provider().name()).collect();
+    print_plan(opts, &lanes, &lane_counts, &providers, txs.len());
+    // Start from an empty completion ring.
+    let deadline = Instant::now() + STALL;
+    while client.outstanding() > 0 && Instant::now() < deadline {
+        client.poll();
+    }
+    // The wire truth: captures on the relay's side of both links, and the clocks' offset.
+    let captures = match &opts.capture {
+        Some(spec) => Some(wire::Captures::start(spec, &lanes, &opts.out).map_err(Failure::Setup)?),
+        None => None,
+    };
+    let clock_before = wire::ClockMap::sample();
+    let budget_before = snapshot(client.segment());
+
+    let (mut requests, reconnects) = measure(&mut client, &lanes, &lane_counts, &txs, opts)?;
+
+    let clock = wire::ClockMap::new(clock_before, wire::ClockMap::sample());
+    let budget = crate::common::budget(&budget_before, &snapshot(client.segment()));
+    let pcaps = match captures {
+        Some(c) => Some(c.stop().map_err(Failure::Run)?),
+        None => None,
+    };
+    let others = match_relay_log(&mut requests, opts, &lanes, &providers)?;
+    println!(
+        "relay log: all {} requests received exactly once (matched by provider and signature \
+         inside each request's send..done window); {others} other accepted request(s) of these \
+         providers during the run (warm-ups of the later lane counts); kernel socket: \
+         {reconnects} reconnect(s)",
+        requests.len(),
+    );
+    print_tables(&requests, &lane_counts);
+    let mut written = write_files(&requests, &lanes, &providers, &lane_counts, opts)?;
+    if let Some(pcaps) = &pcaps {
+        let files = wire::report(pcaps, &requests, &clock, &lane_counts, &opts.out)
+            .map_err(Failure::Run)?;
+        written.extend(files);
+    }
+    println!();
+    budget.print(client.tsc_hz());
+    println!("wrote {}", written.join(", "));
+    Ok(())
+}
+
+/// Attaches, picks the lanes and checks the options.
+fn plan(config_path: &Path, opts: &E2eOptions) -> Result<Plan, Failure> {
     let config =
         dpdk_config::Config::load(config_path).map_err(|e| Failure::Setup(e.to_string()))?;
-    let mut client = Client::attach(&config.shm.path).map_err(|e| Failure::Setup(e.to_string()))?;
-    let lanes = relay_lanes(&config, &client, &opts.lanes, opts.baseline_ip)?;
+    let client = Client::attach(&config.shm.path).map_err(|e| Failure::Setup(e.to_string()))?;
+    let mut lanes = relay_lanes(&config, &client, &opts.lanes, opts.baseline_ip)?;
     let mut lane_counts = opts.lane_counts.clone();
     lane_counts.dedup();
     if let Some(&n) = lane_counts
         .iter()
         .find(|&&n| n == 0 || n as usize > lanes.len())
     {
+        let names: Vec<&str> = lanes.iter().map(|l| l.name.as_str()).collect();
         return Err(Failure::Setup(format!(
             "--lanes {n}: {} relay lane(s) to measure ({})",
             lanes.len(),
-            lanes
-                .iter()
-                .map(|l| l.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            names.join(", ")
         )));
     }
-    let max_lanes = *lane_counts.iter().max().unwrap_or(&1) as usize;
-    let lanes = &lanes[..max_lanes];
-    let providers: Vec<&str> = lanes.iter().map(|l| l.template.provider().name()).collect();
+    lanes.truncate(*lane_counts.iter().max().unwrap_or(&1) as usize);
     let txs = samples().map_err(Failure::Setup)?;
     std::fs::create_dir_all(&opts.out)
         .map_err(|e| Failure::Setup(format!("{}: {e}", opts.out.display())))?;
     if !opts.relay_log.exists() {
         return Err(Failure::Setup(format!(
-            "relay log {} does not exist (start mock_relay.py with --log)",
+            "relay log {} does not exist (start the relay with --log)",
             opts.relay_log.display()
         )));
     }
-    // Sleeps in the data-plane path's poll loop should be as short as asked.
-    // SAFETY: PR_SET_TIMERSLACK takes one integer argument and only affects this thread.
-    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1u64, 0u64, 0u64, 0u64) };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::Setup(format!("tokio runtime: {e}")))?;
+    Ok(Plan {
+        client,
+        lanes,
+        lane_counts,
+        txs,
+    })
+}
 
+fn print_plan(
+    opts: &E2eOptions,
+    lanes: &[RelayLane],
+    lane_counts: &[u32],
+    providers: &[&str],
+    samples: usize,
+) {
     let counts_text: Vec<String> = lane_counts.iter().map(u32::to_string).collect();
     println!(
         "e2e: lane counts {}, {} measured submissions per path and lane count after {} warm-up \
-         each, alternating data plane / reqwest / kernel socket, one submission in flight, {} \
-         sample transactions cycled",
+         each, alternating data plane / reqwest / kernel socket, one submission in flight, \
+         {samples} sample transactions cycled",
         counts_text.join(","),
         opts.count,
         opts.warmup,
-        txs.len()
     );
     for (k, l) in lanes.iter().enumerate() {
         println!(
@@ -456,12 +520,25 @@ pub(crate) fn e2e(config_path: &Path, opts: &E2eOptions) -> Result<(), Failure> 
     for r in Route::ALL {
         println!("  {:<14} {}", r.name(), r.describe());
     }
+}
 
-    // Start from an empty completion ring.
-    let deadline = Instant::now() + STALL;
-    while client.outstanding() > 0 && Instant::now() < deadline {
-        client.poll();
-    }
+/// The measured run: for each width, `warmup + count` submissions per path, the paths
+/// alternating, one in flight. Returns the measured requests and the kernel-socket client's
+/// reconnects.
+fn measure(
+    client: &mut Client,
+    lanes: &[RelayLane],
+    lane_counts: &[u32],
+    txs: &[Vec<u8>],
+    opts: &E2eOptions,
+) -> Result<(Vec<Request>, u32), Failure> {
+    // Sleeps in the data-plane path's poll loop should be as short as asked.
+    // SAFETY: PR_SET_TIMERSLACK takes one integer argument and only affects this thread.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1u64, 0u64, 0u64, 0u64) };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Setup(format!("tokio runtime: {e}")))?;
     let mut kernel: Vec<KernelClient> = lanes
         .iter()
         .map(KernelClient::new)
@@ -472,21 +549,10 @@ pub(crate) fn e2e(config_path: &Path, opts: &E2eOptions) -> Result<(), Failure> 
         .map(|l| ReqwestLane::new(l, &txs[0]))
         .collect::<Result<_, _>>()
         .map_err(Failure::Setup)?;
-
-    // The wire truth: captures on the relay's side of both links, and the clocks' offset.
-    let captures = match &opts.capture {
-        Some(spec) => Some(wire::Captures::start(spec, lanes, &opts.out).map_err(Failure::Setup)?),
-        None => None,
-    };
-    let clock_before = wire::ClockMap::sample();
-    let budget_before = snapshot(client.segment());
-
     let per_n: usize = lane_counts.iter().map(|&n| n as usize).sum();
     let mut requests = Vec::with_capacity(opts.count as usize * 3 * per_n);
-    let mut tag = 1u64 << 41;
-    let mut next_tx = 0usize;
-    let mut submission = 0u32;
-    for &n in &lane_counts {
+    let (mut tag, mut next_tx, mut submission) = (1u64 << 41, 0usize, 0u32);
+    for &n in lane_counts {
         let n_us = n as usize;
         let ids: Vec<u8> = lanes[..n_us].iter().map(|l| l.id).collect();
         for i in 0..opts.warmup + opts.count {
@@ -497,7 +563,7 @@ pub(crate) fn e2e(config_path: &Path, opts: &E2eOptions) -> Result<(), Failure> 
                 let (send_ns, done) = match route {
                     Route::Dataplane => {
                         tag += 1;
-                        dataplane_request(&mut client, tx, &ids, tag)?
+                        dataplane_request(client, tx, &ids, tag)?
                     }
                     Route::Reqwest => reqwest_request(&rt, &mut reqwest_lanes[..n_us], tx)?,
                     Route::Kernel => kernel_request(&mut kernel[..n_us], tx)?,
@@ -523,19 +589,22 @@ pub(crate) fn e2e(config_path: &Path, opts: &E2eOptions) -> Result<(), Failure> 
             }
         }
     }
+    Ok((requests, kernel.iter().map(|k| k.reconnects).sum()))
+}
 
-    let clock = wire::ClockMap::new(clock_before, wire::ClockMap::sample());
-    let budget = crate::common::budget(&budget_before, &snapshot(client.segment()));
-    let wire_report = match captures {
-        Some(c) => Some(c.stop().map_err(Failure::Run)?),
-        None => None,
-    };
-
+/// Matches every request to the relay's log (waiting up to 3 s for the last lines); fails
+/// unless each was received exactly once. Returns the other accepted requests of the run.
+fn match_relay_log(
+    requests: &mut [Request],
+    opts: &E2eOptions,
+    lanes: &[RelayLane],
+    providers: &[&str],
+) -> Result<usize, Failure> {
     // The relay writes its log line around its answer: give the last ones a moment.
     let deadline = Instant::now() + Duration::from_secs(3);
     let others = loop {
         let log = read_relay_log(&opts.relay_log).map_err(Failure::Run)?;
-        let others = match_receipts(&mut requests, &log, &providers).map_err(Failure::Run)?;
+        let others = match_receipts(requests, &log, providers).map_err(Failure::Run)?;
         if requests.iter().all(|r| r.receipt.is_some()) || Instant::now() > deadline {
             break others;
         }
@@ -554,16 +623,11 @@ pub(crate) fn e2e(config_path: &Path, opts: &E2eOptions) -> Result<(), Failure> 
             r.signature
         )));
     }
-    println!(
-        "relay log: all {} requests received exactly once (matched by provider and signature \
-         inside each request's send..done window); {others} other accepted request(s) of these \
-         providers during the run (warm-ups of the later lane counts); kernel socket: {} \
-         reconnect(s)",
-        requests.len(),
-        kernel.iter().map(|k| k.reconnects).sum::<u32>()
-    );
+    Ok(others)
+}
 
-    // The detailed table.
+/// The relay-receipt tables: every metric, then the summary with ratios.
+fn print_tables(requests: &[Request], lane_counts: &[u32]) {
     println!();
     println!(
         "{:>5} {:<14} {:<16} {:>6} {:>10} {:>10} {:>10} {:>10}",
@@ -574,7 +638,7 @@ pub(crate) fn e2e(config_path: &Path, opts: &E2eOptions) -> Result<(), Failure> 
     for (c, &n) in lane_counts.iter().enumerate() {
         for (m, metric) in METRICS.into_iter().enumerate() {
             for (p, route) in Route::ALL.into_iter().enumerate() {
-                let s = metric_samples(&requests, n, route, metric);
+                let s = metric_samples(requests, n, route, metric);
                 let q = summary(&s);
                 quant[c][m][p] = [q[0], q[2]];
                 println!(
@@ -591,8 +655,11 @@ pub(crate) fn e2e(config_path: &Path, opts: &E2eOptions) -> Result<(), Failure> 
             }
         }
     }
+    print_summary(&quant, lane_counts);
+}
 
-    // The summary: p50/p99 of submit->receipt per request and per submission (last lane).
+/// The summary: p50/p99 of submit->receipt per request and per submission (last lane).
+fn print_summary(quant: &[[[[f64; 2]; 3]; 3]], lane_counts: &[u32]) {
     println!();
     println!("summary, submit->receipt (us): per request, and per submission (last lane received)");
     println!(
@@ -632,14 +699,25 @@ pub(crate) fn e2e(config_path: &Path, opts: &E2eOptions) -> Result<(), Failure> 
     );
     println!(" control; the kernel socket reads its N responses in lane order)");
     println!("note: {E2E_NOTE}");
+}
 
-    // Raw samples and the plots.
+/// Writes `latency.csv` (every request) and the relay-receipt plots; returns the files.
+fn write_files(
+    requests: &[Request],
+    lanes: &[RelayLane],
+    providers: &[&str],
+    lane_counts: &[u32],
+    opts: &E2eOptions,
+) -> Result<Vec<String>, Failure> {
+    let write = |path: &Path, text: &str| {
+        std::fs::write(path, text).map_err(|e| Failure::Run(format!("{}: {e}", path.display())))
+    };
     let csv = opts.out.join("latency.csv");
     let mut text = String::from(
         "path,lanes,submission,lane,provider,index,signature,tx_sample,send_ns,relay_first_ns,\
          relay_ns,done_ns,submit_to_receipt_us,round_trip_us,relay_conn,relay_seq\n",
     );
-    for r in &requests {
+    for r in requests {
         let rc = r.receipt.expect("matched");
         text.push_str(&format!(
             "{},{},{},{},{},{},{},{},{},{},{},{},{:.3},{:.3},{},{}\n",
@@ -661,44 +739,43 @@ pub(crate) fn e2e(config_path: &Path, opts: &E2eOptions) -> Result<(), Failure> 
             rc.seq
         ));
     }
-    std::fs::write(&csv, text).map_err(|e| Failure::Run(format!("{}: {e}", csv.display())))?;
+    write(&csv, &text)?;
     let mut written = vec![csv.display().to_string()];
     for (c, &n) in lane_counts.iter().enumerate() {
         let data: Vec<(Route, Vec<f64>)> = Route::ALL
             .into_iter()
             .map(|route| {
-                let v = metric_samples(&requests, n, route, METRICS[0])
-                    .into_iter()
-                    .map(|ns| ns as f64 / 1e3)
-                    .collect();
-                (route, v)
+                let v = metric_samples(requests, n, route, METRICS[0]);
+                (route, v.into_iter().map(|ns| ns as f64 / 1e3).collect())
             })
             .collect();
-        let names: Vec<&str> = providers[..n as usize].to_vec();
         let title = format!(
             "swqos end to end: submit \u{2192} relay receipt, {n} lane(s) ({}), {} submissions per path",
-            names.join(", "),
+            providers[..n as usize].join(", "),
             opts.count
         );
-        let svg_text = svg(&title, &data);
-        let path = opts.out.join(format!("latency-{n}lanes.svg"));
-        std::fs::write(&path, &svg_text)
-            .map_err(|e| Failure::Run(format!("{}: {e}", path.display())))?;
-        written.push(path.display().to_string());
+        let svg_text = svg(
+            &crate::plot::Labels {
+                title: &title,
+                what: [
+                    "submit/send (client CLOCK_MONOTONIC) to the relay having received the whole \
+                     request (relay CLOCK_MONOTONIC, same host)",
+                    "data plane: delegated sends on swqos control's idle kernel connections; \
+                     reqwest and the kernel socket: their own keep-alive connections",
+                ],
+                axis: "submit/send &#8594; relay receipt",
+            },
+            &data,
+        );
+        let mut names = vec![format!("latency-{n}lanes.svg")];
         if c == 0 {
-            let path = opts.out.join("latency.svg");
-            std::fs::write(&path, &svg_text)
-                .map_err(|e| Failure::Run(format!("{}: {e}", path.display())))?;
+            names.push("latency.svg".to_string());
+        }
+        for name in names {
+            let path = opts.out.join(name);
+            write(&path, &svg_text)?;
             written.push(path.display().to_string());
         }
     }
-    if let Some(pcaps) = &wire_report {
-        let files = wire::report(pcaps, &requests, &clock, &lane_counts, &opts.out)
-            .map_err(Failure::Run)?;
-        written.extend(files);
-    }
-    println!();
-    budget.print(client.tsc_hz());
-    println!("wrote {}", written.join(", "));
-    Ok(())
+    Ok(written)
 }
