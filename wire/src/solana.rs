@@ -517,6 +517,56 @@ impl<'a, const N: usize> Iterator for Chunks<'a, N> {
 
 impl<const N: usize> ExactSizeIterator for Chunks<'_, N> {}
 
+/// What the sanitizer needs of a message's instructions. Index checks need the number of
+/// lookup-loaded keys, known only at the end: the extremes are kept.
+struct Instructions {
+    count: usize,
+    max_program: u8,
+    payer_is_program: bool,
+    max_account: Option<u8>,
+}
+
+/// Reads the compiled instructions.
+fn read_instructions(r: &mut Reader<'_>) -> Result<Instructions, TxError> {
+    let mut ins = Instructions {
+        count: r.short_len()?,
+        max_program: 0,
+        payer_is_program: false,
+        max_account: None,
+    };
+    for _ in 0..ins.count {
+        let program = r.u8()?;
+        ins.max_program = ins.max_program.max(program);
+        ins.payer_is_program |= program == 0;
+        let n = r.short_len()?;
+        let accounts = r.bytes(n)?;
+        if let Some(&m) = accounts.iter().max() {
+            ins.max_account = Some(ins.max_account.map_or(m, |a| a.max(m)));
+        }
+        let data_len = r.short_len()?;
+        r.bytes(data_len)?;
+    }
+    Ok(ins)
+}
+
+/// Reads a v0 message's address-table lookups: (lookups, keys they load).
+fn read_lookups(r: &mut Reader<'_>) -> Result<(usize, usize), TxError> {
+    let num_lookups = r.short_len()?;
+    let mut num_loaded = 0usize;
+    for _ in 0..num_lookups {
+        r.array::<PUBKEY_LEN>()?;
+        let w = r.short_len()?;
+        r.bytes(w)?;
+        let ro = r.short_len()?;
+        r.bytes(ro)?;
+        if w + ro == 0 {
+            return Err(TxError::EmptyLookup);
+        }
+        num_loaded += w + ro;
+    }
+    Ok((num_lookups, num_loaded))
+}
+
 /// Parses and sanitizes a message; see the module docs.
 fn parse_message(message: &[u8]) -> Result<MessageInfo<'_>, TxError> {
     let mut r = Reader { rest: message };
@@ -541,41 +591,17 @@ fn parse_message(message: &[u8]) -> Result<MessageInfo<'_>, TxError> {
     let account_keys = r.items(num_keys, PUBKEY_LEN)?;
     let recent_blockhash = r.array::<PUBKEY_LEN>()?;
 
-    // Index checks need the number of lookup-loaded keys, known only at the end: remember the
-    // extremes now.
-    let num_instructions = r.short_len()?;
-    let mut max_program: u8 = 0;
-    let mut payer_is_program = false;
-    let mut max_account: Option<u8> = None;
-    for _ in 0..num_instructions {
-        let program = r.u8()?;
-        max_program = max_program.max(program);
-        payer_is_program |= program == 0;
-        let n = r.short_len()?;
-        let accounts = r.bytes(n)?;
-        if let Some(&m) = accounts.iter().max() {
-            max_account = Some(max_account.map_or(m, |a| a.max(m)));
-        }
-        let data_len = r.short_len()?;
-        r.bytes(data_len)?;
-    }
-
-    let mut num_lookups = 0;
-    let mut num_loaded = 0usize;
-    if version == TxVersion::V0 {
-        num_lookups = r.short_len()?;
-        for _ in 0..num_lookups {
-            r.array::<PUBKEY_LEN>()?;
-            let w = r.short_len()?;
-            r.bytes(w)?;
-            let ro = r.short_len()?;
-            r.bytes(ro)?;
-            if w + ro == 0 {
-                return Err(TxError::EmptyLookup);
-            }
-            num_loaded += w + ro;
-        }
-    }
+    let Instructions {
+        count: num_instructions,
+        max_program,
+        payer_is_program,
+        max_account,
+    } = read_instructions(&mut r)?;
+    let (num_lookups, num_loaded) = if version == TxVersion::V0 {
+        read_lookups(&mut r)?
+    } else {
+        (0, 0)
+    };
     if !r.rest.is_empty() {
         return Err(TxError::TrailingBytes);
     }
