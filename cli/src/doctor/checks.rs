@@ -285,32 +285,45 @@ impl<'a> Host<'a> {
             return check.fix(sysctl_fix);
         }
         // Enough in total: are there pages on the NUMA nodes of the lcores and NICs?
+        self.hugepages_on_nodes(&nodes, size_kb, need_pages, &summary)
+            .unwrap_or_else(|| Check::pass(NAME, format!("{summary}; {need_mb} MiB needed")))
+    }
+
+    /// A warning when the NUMA nodes of the lcores and NICs have no free hugepages.
+    fn hugepages_on_nodes(
+        &self,
+        nodes: &BTreeMap<u32, (u64, u64)>,
+        size_kb: u64,
+        need_pages: u64,
+        summary: &str,
+    ) -> Option<Check> {
         let wanted = self.wanted_nodes();
         let empty: Vec<String> = wanted
             .iter()
             .filter(|(n, _)| nodes.get(n).is_some_and(|&(_, fr)| fr == 0))
             .map(|(n, why)| format!("node{n} ({why})"))
             .collect();
-        if !empty.is_empty() {
-            let node = wanted
-                .keys()
-                .find(|n| nodes.get(n).is_some_and(|&(_, fr)| fr == 0))
-                .copied()
-                .unwrap_or(0);
-            let nr = nodes.get(&node).map_or(0, |&(nr, _)| nr);
-            return Check::warn(
-                NAME,
-                format!(
-                    "no free hugepages on {}: DPDK allocates on the lcore's and NIC's node; {summary}",
-                    empty.join(", ")
-                ),
-            )
-            .fix(format!(
-                "echo {} > /sys/devices/system/node/node{node}/hugepages/hugepages-{size_kb}kB/nr_hugepages",
-                nr + need_pages + 64
-            ));
+        if empty.is_empty() {
+            return None;
         }
-        Check::pass(NAME, format!("{summary}; {need_mb} MiB needed"))
+        let node = wanted
+            .keys()
+            .find(|n| nodes.get(n).is_some_and(|&(_, fr)| fr == 0))
+            .copied()
+            .unwrap_or(0);
+        let nr = nodes.get(&node).map_or(0, |&(nr, _)| nr);
+        let check = Check::warn(
+            "hugepages",
+            format!(
+                "no free hugepages on {}: DPDK allocates on the lcore's and NIC's node; {summary}",
+                empty.join(", ")
+            ),
+        )
+        .fix(format!(
+            "echo {} > /sys/devices/system/node/node{node}/hugepages/hugepages-{size_kb}kB/nr_hugepages",
+            nr + need_pages + 64
+        ));
+        Some(check)
     }
 
     /// `node -> (nr_hugepages, free_hugepages)` of the given page size.
