@@ -4,9 +4,10 @@
 #   scripts/run.sh            relays: a network namespace with a mock relay for every provider,
 #                             the dataplane owning one end of a veth pair and bridging a TAP that
 #                             carries the host's IP, `swqos control` with its relay connections;
-#                             the sample transactions go to a UDP lane and twelve relay lanes
-#                             (four of them over TLS, through nginx) and each lane's completion
-#                             and latency is printed.
+#                             the sample transactions go to a UDP lane and fourteen relay lanes,
+#                             one per provider (four of them over TLS, through nginx), and each
+#                             lane's completion and latency is printed; it fails unless the relay
+#                             accepted every provider's requests and refused none.
 #   scripts/run.sh --pcap     the dataplane on a net_pcap port sends the sample transactions to
 #                             two UDP lanes; tshark reads back what DPDK wrote.
 #
@@ -87,8 +88,11 @@ ip link set swqos-nic arp off
 ip link set swqos-nic up
 
 echo "==> mock relay for every provider on 198.18.77.2:8080 (tests/relay/mock_relay.py)" >&2
+# The profile's tokens: demo-token, and a UUID v4 for Glaive (its keys are UUIDs).
+glaive_key=$(awk -F'"' '/^provider = "glaive"/ {g=1} g && /^token =/ {print $2; exit}' "$profile")
 ip netns exec swqos-peer python3 -u tests/relay/mock_relay.py --listen 198.18.77.2:8080 \
-    --token-all demo-token --log "$work/relay.jsonl" >"$work/relay.out" 2>&1 &
+    --token-all demo-token --token "glaive=$glaive_key" --log "$work/relay.jsonl" \
+    >"$work/relay.out" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 50); do grep -q "listening on" "$work/relay.out" && break; sleep 0.1; done
 
@@ -137,12 +141,22 @@ print("   scripts/bench-e2e.sh times the request on the relay's wire)")
 PY
 grep -h "TLS" "$work/control.log" | grep "conn 0" | sed 's/^swqos control: /control: /' >&2 || true
 echo "==> the relay's log: requests accepted per provider (each transaction once, plus the warm-up)" >&2
-python3 - "$work/relay.jsonl" <<'PY'
-import collections, json, sys
+python3 - "$work/relay.jsonl" "$profile" <<'PY'
+import collections, json, re, sys
 ok = collections.Counter(); bad = collections.Counter()
 for line in open(sys.argv[1]):
     v = json.loads(line)
     (ok if v.get("ok") else bad)[v.get("provider")] += 1
-for p in sorted(ok):
-    print(f"  {p:<12} {ok[p]:4d} accepted  {bad[p]:3d} refused")
+# Every provider the profile has a lane for, in its order, then anything else the relay saw.
+lanes = re.findall(r'^provider = "([^"]+)"', open(sys.argv[2]).read(), re.M)
+lanes += sorted((set(ok) | set(bad)) - set(lanes), key=str)
+failed = []
+for p in lanes:
+    flag = "" if ok[p] and not bad[p] else "  <-- FAILED"
+    print(f"  {p:<12} {ok[p]:4d} accepted  {bad[p]:3d} refused{flag}")
+    if flag:
+        failed.append(str(p))
+if failed:
+    sys.exit(f"error: the relay did not accept every request of: {', '.join(failed)}")
+print(f"  all {len(lanes)} relay lanes accepted")
 PY

@@ -880,6 +880,17 @@ fn resolve_http_lane(lane: &RawLane, src: &Source<'_>) -> Result<HttpLane> {
             "the relay's API token (`token = \"...\"` or `token_env = \"VAR\"`)",
         ));
     }
+    let token_at = lane.token.as_ref().or(lane.token_env.as_ref());
+    if let (Provider::Glaive, Some(t), Some(at)) = (provider, &token, token_at) {
+        if !is_uuid_v4(t) {
+            // The token itself is never echoed: it may be a real key in the wrong place.
+            return Err(src.error(
+                at,
+                "this token is not a Glaive API key; expected a UUID v4 \
+                 (xxxxxxxx-xxxx-4xxx-xxxx-xxxxxxxxxxxx, hex digits), as Glaive issues them",
+            ));
+        }
+    }
     let connections = match &lane.connections {
         Some(c) => in_range(src, c, "connections", 1, MAX_CONNECTIONS)? as u16,
         None => 2,
@@ -979,6 +990,18 @@ fn reject_tls_keys(lane: &RawLane, src: &Source<'_>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A UUID v4 in its hyphenated form (`8-4-4-4-12` hex digits, version digit `4`): how Glaive
+/// issues API keys.
+fn is_uuid_v4(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, &c)| match i {
+            8 | 13 | 18 | 23 => c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+        && b[14] == b'4'
 }
 
 /// An http lane's API token: `token`, or the environment variable `token_env` names (not

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use dpdk_config::{Config, LaneKind, LcoreRole, PortDevice, SchedPolicy};
+use dpdk_config::{Config, LaneKind, LcoreRole, PortDevice, Provider, SchedPolicy};
 
 /// A valid configuration; the tests below break one thing at a time. Line numbers matter.
 const BASE: &str = r#"[eal]
@@ -873,6 +873,59 @@ fn http_lanes_are_checked() {
     // Lightspeed needs no token.
     let ls = http_lane("provider = \"lightspeed\"\ndst_ip = \"10.0.0.2\"\npath = \"/rpc\"\n");
     assert!(Config::parse(&ls, Path::new("t.toml")).is_ok());
+}
+
+#[test]
+fn glaive_and_lunar_lander_lanes_are_checked() {
+    const KEY: &str = "00112233-4455-4677-8899-aabbccddeeff";
+    for (name, provider) in [
+        ("glaive", Provider::Glaive),
+        ("lunarlander", Provider::LunarLander),
+    ] {
+        let ok = http_lane(&format!(
+            "provider = \"{name}\"\ndst_ip = \"10.0.0.2\"\ntoken = \"{KEY}\"\n"
+        ));
+        let config = Config::parse(&ok, Path::new("t.toml")).unwrap();
+        let LaneKind::Http(h) = &config.lanes[0].kind else {
+            panic!("an http lane");
+        };
+        assert_eq!(h.provider, provider);
+        assert_eq!((h.dst_port, h.host.as_str()), (80, "10.0.0.2"));
+        assert!(!format!("{config:?}").contains(KEY), "tokens never show");
+        // Both need their API key.
+        check(
+            &http_lane(&format!("provider = \"{name}\"\ndst_ip = \"10.0.0.2\"\n")),
+            "17:8",
+            "has no `token`",
+        );
+    }
+    // Lunar Lander keys are opaque; Glaive's are UUID v4 (sol-trade-sdk checks the same).
+    let ll = http_lane("provider = \"lunarlander\"\ndst_ip = \"10.0.0.2\"\ntoken = \"ll-key\"\n");
+    assert!(Config::parse(&ll, Path::new("t.toml")).is_ok());
+    for bad in [
+        "not-a-uuid",
+        "00112233-4455-1677-8899-aabbccddeeff",  // version 1
+        "00112233445546778899aabbccddeeff",      // no hyphens
+        "00112233-4455-4677-8899-aabbccddeefg",  // not hex
+        "00112233-4455-4677-8899-aabbccddeeff0", // too long
+    ] {
+        let text = http_lane(&format!(
+            "provider = \"glaive\"\ndst_ip = \"10.0.0.2\"\ntoken = \"{bad}\"\n"
+        ));
+        check(&text, "21:9", "not a Glaive API key; expected a UUID v4");
+        let err = Config::parse(&text, Path::new("t.toml")).unwrap_err();
+        assert!(!err.to_string().contains(bad), "the token is not echoed");
+    }
+    let upper = http_lane(
+        "provider = \"glaive\"\ndst_ip = \"10.0.0.2\"\ntoken = \"00112233-4455-4677-8899-AABBCCDDEEFF\"\n",
+    );
+    assert!(Config::parse(&upper, Path::new("t.toml")).is_ok());
+    // The unknown-provider error names them.
+    check(
+        &http_lane("provider = \"lunar-lander\"\ndst_ip = \"10.0.0.2\"\ntoken = \"t\"\n"),
+        "19:12",
+        "`lightspeed`, `glaive`, `lunarlander`",
+    );
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use dpdk_config::{Config, Hugepages, LcoreRole, PortDevice};
+use dpdk_config::{Config, Hugepages, LaneKind, LcoreRole, PortDevice, Provider};
 
 fn profiles_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles")
@@ -24,6 +24,24 @@ fn every_profile_parses() {
         }
     }
     assert!(count >= 3, "expected at least dev, pcap and production");
+}
+
+#[test]
+fn relays_profile_has_a_lane_for_every_provider() {
+    // scripts/run.sh sends to every lane of it and counts each provider's answers.
+    let config = load("relays.toml");
+    let providers: Vec<Provider> = config
+        .lanes
+        .iter()
+        .filter_map(|l| match &l.kind {
+            LaneKind::Http(h) => {
+                assert_eq!(l.name, h.provider.name(), "lanes are named after providers");
+                Some(h.provider)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(providers, Provider::ALL, "one lane per provider, in order");
 }
 
 #[test]

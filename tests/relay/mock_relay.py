@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Mock SWQOS relay for the end-to-end tests (Python 3.11, standard library only).
 
-One process impersonates all twelve providers of wire/src/relay.rs over plain HTTP/1.1 with
+One process impersonates all fourteen providers of wire/src/relay.rs over plain HTTP/1.1 with
 keep-alive. Each request is recognised by method, path and (where two providers share a path)
 headers or body, checked against the exact shape the data plane writes, and answered the way
 that relay answers. Every request is appended to --log as one JSON line. See README.md next to
@@ -39,6 +39,8 @@ PROVIDERS = (
     "stellium",
     "blockrazor",
     "lightspeed",
+    "glaive",
+    "lunarlander",
 )
 
 TOKEN = object()  # placeholder for "the provider's token" in SPECS
@@ -75,6 +77,12 @@ SPECS = {
     "lightspeed": dict(path=None, query={}, header=None, ctype="application/json",
                        body=("jsonrpc", {"encoding": "base64", "skipPreflight": True,
                                          "preflightCommitment": "processed", "maxRetries": 0})),
+    # The HTTP binary forms of two QUIC-first relays (sol-trade-sdk src/swqos/glaive.rs,
+    # src/swqos/lunarlander.rs): the raw transaction as application/octet-stream.
+    "glaive": dict(path="/binary", query={"api-key": TOKEN}, header=None,
+                   ctype="application/octet-stream", body=("raw", None)),
+    "lunarlander": dict(path="/send-bin", query={}, header="x-api-key",
+                        ctype="application/octet-stream", body=("raw", None)),
 }
 
 # Jito's bundle endpoint: the same auth as jito's transactions (its token: --token jito=...),
@@ -85,7 +93,8 @@ SPECS[BUNDLE] = dict(path="/api/v1/bundles", query={"uuid": TOKEN}, header="x-ji
                      ctype="application/json", body=("bundle", {"encoding": "base64"}))
 MAX_BUNDLE_TXS = 5
 
-JSONRPC_PROVIDERS = {"jito", "temporal", "helius", "node1", "stellium", "lightspeed", "astralane"}
+JSONRPC_PROVIDERS = {"jito", "temporal", "helius", "node1", "stellium", "lightspeed", "astralane",
+                     "glaive", "lunarlander"}
 
 MAX_TX_SIZE = 1232
 MAX_BODY = 64 * 1024
@@ -471,7 +480,8 @@ def classify(cfg: Config, path: str, query: dict, headers, body: bytes) -> str |
             "nextblock", "/api/v2/submit"):
         return "bloxroute" if b'"useStakedRPCs"' in body else "nextblock"
     simple = {"/api/v2/submit-batch": "flashblock", "/txb": "0slot", "/fast": "helius",
-              "/irisb": "astralane", "/v2/sendTransaction": "blockrazor"}
+              "/irisb": "astralane", "/v2/sendTransaction": "blockrazor",
+              "/binary": "glaive", "/send-bin": "lunarlander"}
     if path in simple:
         return simple[path]
     if path == "/":

@@ -15,8 +15,9 @@ use crate::capture::{assert_no_conflicting_copies, Copies, RelayCapture};
 use crate::topology::{wait_for_line, Guard, Topology};
 use crate::{bin, free_port, swqos, workspace, DataplaneProcess, Finished, Scratch};
 
-/// The API token every relay lane and the mock relay use.
-pub const TOKEN: &str = "test-token-7f3a";
+/// The API token every relay lane and the mock relay use: a UUID v4, the one form a Glaive key
+/// takes (the configuration refuses any other for a glaive lane).
+pub const TOKEN: &str = "7f3a0000-0000-4000-8000-0000000e2e7e";
 
 /// The relay test network: topology, mock relay, dataplane, control plane.
 pub struct Rig {

@@ -957,6 +957,10 @@ fn pinned_listeners_path_overrides_and_token_all_match_the_python_mock() {
         "stellium=/st",
         "--path",
         "bloxroute=/bx2",
+        "--path",
+        "glaive=/g/binary",
+        "--path",
+        "lunarlander=/ll/send-bin",
         "--body-timeout-ms",
         "300",
     ]);
@@ -986,6 +990,8 @@ fn pinned_listeners_path_overrides_and_token_all_match_the_python_mock() {
         (Provider::Stellium, "/st"),
         (Provider::Lightspeed, "/ls%tok/x"),
         (Provider::Lightspeed, "/x"),
+        (Provider::Glaive, "/g/binary"),
+        (Provider::LunarLander, "/ll/send-bin"),
     ];
     for (p, path) in overrides {
         for listener in [0, 1, 2, 3] {

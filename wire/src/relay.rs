@@ -43,11 +43,16 @@ pub enum Provider {
     BlockRazor,
     /// Lightspeed: JSON-RPC to the user's URL path.
     Lightspeed,
+    /// Glaive (HTTP binary form): raw bincode to `/binary?api-key=` (the key is a UUID v4).
+    Glaive,
+    /// Lunar Lander (HelloMoon, HTTP binary form): raw bincode to `/send-bin`, `x-api-key`
+    /// header.
+    LunarLander,
 }
 
 impl Provider {
     /// Every provider, in documentation order.
-    pub const ALL: [Provider; 12] = [
+    pub const ALL: [Provider; 14] = [
         Provider::Jito,
         Provider::Bloxroute,
         Provider::NextBlock,
@@ -60,6 +65,8 @@ impl Provider {
         Provider::Stellium,
         Provider::BlockRazor,
         Provider::Lightspeed,
+        Provider::Glaive,
+        Provider::LunarLander,
     ];
 
     /// The name used in configuration files.
@@ -77,6 +84,8 @@ impl Provider {
             Provider::Stellium => "stellium",
             Provider::BlockRazor => "blockrazor",
             Provider::Lightspeed => "lightspeed",
+            Provider::Glaive => "glaive",
+            Provider::LunarLander => "lunarlander",
         }
     }
 
@@ -268,6 +277,9 @@ impl Shape {
                 "/",
                 r#"",{"encoding":"base64","skipPreflight":true,"preflightCommitment":"processed","maxRetries":0}]}"#,
             ),
+            // No `mev-protect=true`: sol-trade-sdk adds it only when MEV protection is asked for.
+            Provider::Glaive => raw(TokenAt::Query("api-key"), "/binary", ""),
+            Provider::LunarLander => raw(TokenAt::Header("x-api-key"), "/send-bin", ""),
         }
     }
 }
@@ -680,9 +692,60 @@ mod tests {
     }
 
     #[test]
+    fn glaive_and_lunar_lander_requests_are_exact() {
+        // sol-trade-sdk src/swqos/glaive.rs (build_binary_url, send_transaction_impl) and
+        // src/swqos/lunarlander.rs (send_transaction_impl): raw bincode, octet-stream.
+        let tx = [0xFFu8, 0, 7];
+        let key = "00112233-4455-4677-8899-aabbccddeeff";
+        for (p, want_head) in [
+            (
+                Provider::Glaive,
+                alloc::format!(
+                    "POST /binary?api-key={key} HTTP/1.1\r\nHost: relay.example:8080\r\nContent-Type: application/octet-stream\r\nContent-Length: 3\r\n\r\n"
+                ),
+            ),
+            (
+                Provider::LunarLander,
+                alloc::format!(
+                    "POST /send-bin HTTP/1.1\r\nHost: relay.example:8080\r\nContent-Type: application/octet-stream\r\nx-api-key: {key}\r\nContent-Length: 3\r\n\r\n"
+                ),
+            ),
+        ] {
+            let t = RequestTemplate::new(p, endpoint(Some(key))).unwrap();
+            assert_eq!(t.encoding(), BodyEncoding::Raw);
+            let mut buf = vec![0u8; t.len(tx.len())];
+            t.write(&tx, &mut [&mut buf[..]]).unwrap();
+            let mut want = want_head.into_bytes();
+            want.extend_from_slice(&tx);
+            assert_eq!(buf, want, "{p}");
+            assert!(p.needs_token());
+            assert_eq!(
+                RequestTemplate::new(p, endpoint(None)).err(),
+                Some(RelayError::MissingToken),
+                "{p}"
+            );
+        }
+        assert_eq!("glaive".parse::<Provider>(), Ok(Provider::Glaive));
+        assert_eq!("lunarlander".parse::<Provider>(), Ok(Provider::LunarLander));
+        // A path override replaces the provider's path; the token stays where it goes.
+        let t = RequestTemplate::new(
+            Provider::Glaive,
+            Endpoint {
+                host: "h",
+                path: Some("/eu/binary"),
+                token: Some("k/1"),
+            },
+        )
+        .unwrap();
+        let mut buf = vec![0u8; t.len(0)];
+        t.write(&[], &mut [&mut buf[..]]).unwrap();
+        assert!(buf.starts_with(b"POST /eu/binary?api-key=k%2F1 HTTP/1.1\r\n"));
+    }
+
+    #[test]
     fn every_provider_has_its_shape() {
         let tx = [0xFFu8, 0, 7];
-        let cases: [(Provider, &str, &str); 12] = [
+        let cases: [(Provider, &str, &str); 14] = [
             (Provider::Jito, "POST /api/v1/transactions?uuid=tok-1 ", "\"params\":[\"/wAH\",{\"encoding\":\"base64\"}]}"),
             (Provider::Bloxroute, "POST /api/v2/submit ", "{\"transaction\":{\"content\":\"/wAH\"},\"frontRunningProtection\":false,\"useStakedRPCs\":true}"),
             (Provider::NextBlock, "POST /api/v2/submit ", "{\"transaction\":{\"content\":\"/wAH\"},\"frontRunningProtection\":false}"),
@@ -695,6 +758,8 @@ mod tests {
             (Provider::Stellium, "POST /tok-1 ", "[\"/wAH\",{\"encoding\":\"base64\"}]}"),
             (Provider::BlockRazor, "POST /v2/sendTransaction?auth=tok-1&mode=fast ", "\r\n\r\n/wAH"),
             (Provider::Lightspeed, "POST / ", "\"preflightCommitment\":\"processed\",\"maxRetries\":0}]}"),
+            (Provider::Glaive, "POST /binary?api-key=tok-1 ", "\r\n\r\n\u{FFFD}\0\u{7}"),
+            (Provider::LunarLander, "POST /send-bin ", "\r\n\r\n\u{FFFD}\0\u{7}"),
         ];
         for (p, start, end) in cases {
             let t = RequestTemplate::new(p, endpoint(Some("tok-1"))).unwrap();
@@ -720,6 +785,7 @@ mod tests {
                     Some("Authorization: tok-1")
                 }
                 Provider::Node1 => Some("api-key: tok-1"),
+                Provider::LunarLander => Some("x-api-key: tok-1"),
                 _ => None,
             };
             if let Some(h) = header {
@@ -732,7 +798,12 @@ mod tests {
     #[test]
     fn splitting_across_chunks_gives_the_same_bytes() {
         let tx: Vec<u8> = (0..1232u32).map(|i| (i * 7 + 3) as u8).collect();
-        for p in [Provider::Jito, Provider::ZeroSlot, Provider::BlockRazor] {
+        for p in [
+            Provider::Jito,
+            Provider::ZeroSlot,
+            Provider::BlockRazor,
+            Provider::LunarLander,
+        ] {
             let t = RequestTemplate::new(p, endpoint(Some("k"))).unwrap();
             for len in [0usize, 1, 2, 3, 100, 1231, 1232] {
                 let tx = &tx[..len];

@@ -70,8 +70,8 @@ const B64_ENC: (&str, Fixed) = ("encoding", Fixed::Str("base64"));
 const JSON: &str = "application/json";
 const OCTETS: &str = "application/octet-stream";
 
-/// The twelve providers, in `mock_relay.py`'s order, then Jito's bundle endpoint.
-pub(crate) static SPECS: [Spec; 13] = [
+/// The fourteen providers, in `mock_relay.py`'s order, then Jito's bundle endpoint.
+pub(crate) static SPECS: [Spec; 15] = [
     Spec {
         name: "jito",
         path: Some("/api/v1/transactions"),
@@ -193,6 +193,24 @@ pub(crate) static SPECS: [Spec; 13] = [
         ],
     },
     Spec {
+        name: "glaive",
+        path: Some("/binary"),
+        query: &[("api-key", None)],
+        header: None,
+        ctype: OCTETS,
+        kind: Kind::Raw,
+        fixed: &[],
+    },
+    Spec {
+        name: "lunarlander",
+        path: Some("/send-bin"),
+        query: &[],
+        header: Some("x-api-key"),
+        ctype: OCTETS,
+        kind: Kind::Raw,
+        fixed: &[],
+    },
+    Spec {
         name: "jito-bundle",
         path: Some("/api/v1/bundles"),
         query: &[("uuid", None)],
@@ -203,9 +221,12 @@ pub(crate) static SPECS: [Spec; 13] = [
     },
 ];
 
-/// The twelve providers (not the bundle endpoint).
+/// Where Jito's bundle endpoint is in [`SPECS`]: after the providers.
+const BUNDLE: usize = SPECS.len() - 1;
+
+/// The fourteen providers (not the bundle endpoint).
 pub(crate) fn providers() -> &'static [Spec] {
-    &SPECS[..12]
+    &SPECS[..BUNDLE]
 }
 
 /// A provider (or the bundle endpoint) by name.
@@ -214,7 +235,7 @@ pub(crate) fn spec(name: &str) -> Option<&'static Spec> {
 }
 
 fn bundle() -> &'static Spec {
-    &SPECS[12]
+    &SPECS[BUNDLE]
 }
 
 /// Most transactions in one bundle.
@@ -353,6 +374,8 @@ fn classify(
         ("/fast", "helius"),
         ("/irisb", "astralane"),
         ("/v2/sendTransaction", "blockrazor"),
+        ("/binary", "glaive"),
+        ("/send-bin", "lunarlander"),
     ];
     if let Some((_, p)) = simple.iter().find(|(s, _)| *s == path) {
         return spec(p);

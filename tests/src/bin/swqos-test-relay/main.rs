@@ -1,6 +1,6 @@
 //! `swqos-test-relay`: the compiled twin of `tests/relay/mock_relay.py`, for timing.
 //!
-//! One process impersonates all twelve SWQOS providers of `wire/src/relay.rs` (and Jito's
+//! One process impersonates all fourteen SWQOS providers of `wire/src/relay.rs` (and Jito's
 //! bundle endpoint) over plain HTTP/1.1 with keep-alive, exactly as the Python mock does: the
 //! same recognition rules, checks, status codes, bodies, Content-Types and `--log` JSON lines
 //! (see `tests/relay/README.md`). Unlike the Python mock, connections are served by one OS
