@@ -65,7 +65,8 @@ mkdir -p "$out"
 say "cargo deb -p swqos-cli --no-build"
 # --strip: the release profile keeps line tables (debug = 1) for profiling; the package ships
 # stripped binaries.
-deb=$(cargo deb -p swqos-cli --no-build --locked --strip --output "$out" 2> >(cat >&2) | tail -n1)
+deb=$(cargo deb -p swqos-cli --no-build --locked --strip --output "$out" | tail -n1) ||
+    die "cargo deb failed (see above)"
 [ -f "$deb" ] || die "cargo deb did not report a package file (got: $deb)"
 say "built $deb ($(du -h "$deb" | cut -f1))"
 dpkg-deb --field "$deb" Package Version Depends >&2
