@@ -198,8 +198,9 @@ const JSON: &str = "application/json";
 const BASE64_OPTIONS: &str = r#"",{"encoding":"base64"}]}"#;
 
 impl Shape {
-    fn of(p: Provider) -> Shape {
-        let jsonrpc = |token, path, suffix| Shape {
+    /// A JSON-RPC `sendTransaction` body, base64, with `suffix` closing its params.
+    fn jsonrpc(token: TokenAt, path: &'static str, suffix: &'static str) -> Shape {
+        Shape {
             path,
             token,
             query_suffix: "",
@@ -207,8 +208,12 @@ impl Shape {
             body_prefix: JSONRPC_PREFIX,
             body_suffix: suffix,
             encoding: BodyEncoding::Base64,
-        };
-        let raw = |token, path, query_suffix| Shape {
+        }
+    }
+
+    /// The raw transaction bytes as the body.
+    fn raw(token: TokenAt, path: &'static str, query_suffix: &'static str) -> Shape {
+        Shape {
             path,
             token,
             query_suffix,
@@ -216,8 +221,12 @@ impl Shape {
             body_prefix: "",
             body_suffix: "",
             encoding: BodyEncoding::Raw,
-        };
-        let submit = |suffix| Shape {
+        }
+    }
+
+    /// bloXroute's and NextBlock's `/api/v2/submit` body, with `suffix` after the content.
+    fn submit(suffix: &'static str) -> Shape {
+        Shape {
             path: "/api/v2/submit",
             token: TokenAt::Header("Authorization"),
             query_suffix: "",
@@ -225,7 +234,11 @@ impl Shape {
             body_prefix: r#"{"transaction":{"content":""#,
             body_suffix: suffix,
             encoding: BodyEncoding::Base64,
-        };
+        }
+    }
+
+    fn of(p: Provider) -> Shape {
+        let (jsonrpc, raw, submit) = (Shape::jsonrpc, Shape::raw, Shape::submit);
         match p {
             Provider::Jito => jsonrpc(
                 TokenAt::QueryAndHeader("uuid", "x-jito-auth"),
