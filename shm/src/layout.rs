@@ -34,7 +34,9 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SWQOSSHM");
 /// ([`crate::control_segment`]), which clients never map; the header's `instance` pairs them.
 /// 9: the latency budget in [`LcoreStats`] (`stage_ticks`, `stage_samples`, per
 /// [`crate::stats::Stage`]).
-pub const LAYOUT_VERSION: u32 = 9;
+/// 10: polling that fits the host: [`LcoreStats`] records its lcore's poll mode and start time,
+/// and the `work_polls`, `idle_sleeps` and `sleep_ns` counters.
+pub const LAYOUT_VERSION: u32 = 10;
 /// The largest transaction a slot holds: Solana's packet data size.
 pub const MAX_TX_SIZE: usize = 1232;
 /// Lanes are addressed by bit in a `u64` lane mask.
