@@ -1056,11 +1056,7 @@ fn poll_errors() {
         "13:8",
         "unknown variant `lazy`, expected `busy` or `adaptive`",
     );
-    check(
-        &lcore_with("poll = true\n"),
-        "13:8",
-        "wanted string",
-    );
+    check(&lcore_with("poll = true\n"), "13:8", "wanted string");
     check(
         &lcore_with("poll = \"adaptive\"\nidle_polls = 0\n"),
         "14:14",

@@ -205,5 +205,8 @@ fn container_profiles_poll_adaptively() {
             count += 1;
         }
     }
-    assert!(count >= 2, "expected the dev and capture container profiles");
+    assert!(
+        count >= 2,
+        "expected the dev and capture container profiles"
+    );
 }
