@@ -125,7 +125,7 @@ mod tests {
         }));
         let us = Duration::from_micros;
         // What the loop does: poll, and back off when told to.
-        let mut run = |idle: &mut Idle, polls: usize| {
+        let run = |idle: &mut Idle, polls: usize| {
             (0..polls)
                 .map(|_| idle.count(0).then(|| idle.next_back_off()))
                 .collect::<Vec<_>>()
