@@ -6,6 +6,8 @@
 //! - `throughput` ([`throughput`]): lane packets per second per TX lcore;
 //! - `tx-latency` ([`tx_latency`]): submit to `tx_burst`, the data plane alone, and the latency
 //!   budget per stage of a delegated send;
+//! - `wakeup` ([`wakeup`]): submit to `tx_burst` of submissions that find the TX lcore idle,
+//!   and the CPU the idle lcore uses (busy against adaptive polling);
 //! - `latency` / `e2e` ([`e2e`]): relay lanes end to end beside reqwest and a kernel-socket
 //!   client, timed on the relay's side of the wire by an independent capture.
 
@@ -14,6 +16,7 @@ mod e2e;
 mod plot;
 mod throughput;
 mod tx_latency;
+mod wakeup;
 // The relay lanes' rustls client configuration (roots, `ca_files`, `insecure_skip_verify`),
 // shared with `swqos control` so the baselines verify relays exactly as the control plane does.
 #[path = "../../control/src/tls_config.rs"]
@@ -71,6 +74,23 @@ enum BenchCommand {
         /// Lane counts to measure: each submission goes to the first k lanes.
         #[arg(long, value_delimiter = ',', default_values_t = [1u32, 4, 8])]
         lanes: Vec<u32>,
+    },
+    /// Submit one transaction every --gap-ms (the TX lcore idles in between) and report
+    /// submit-to-tx_burst latency, then the CPU the idle lcore uses over --idle-secs (its
+    /// thread's utime+stime, and its busy share from the stats block).
+    Wakeup {
+        /// The dataplane's TOML configuration (for the shared-memory path).
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+        /// Measured submissions.
+        #[arg(long, default_value_t = 200)]
+        count: u32,
+        /// Milliseconds between submissions.
+        #[arg(long, default_value_t = 50)]
+        gap_ms: u64,
+        /// Seconds of idleness over which the lcore's CPU use is measured.
+        #[arg(long, default_value_t = 5.0)]
+        idle_secs: f64,
     },
     /// End to end through relay lanes: the data-plane path beside a reqwest client and a
     /// kernel-socket HTTP client to the same relays, one submission (to N lanes at once) in
@@ -150,6 +170,26 @@ fn run(cmd: BenchCommand) -> ExitCode {
             (
                 config,
                 setup.and_then(|(c, txs)| tx_latency::latency(c, &txs, count.max(1), &lanes)),
+            )
+        }
+        BenchCommand::Wakeup {
+            config,
+            count,
+            gap_ms,
+            idle_secs,
+        } => {
+            let setup = setup(&config);
+            (
+                config,
+                setup.and_then(|(c, txs)| {
+                    wakeup::wakeup(
+                        c,
+                        &txs,
+                        count.max(1),
+                        Duration::from_millis(gap_ms),
+                        Duration::from_secs_f64(idle_secs.clamp(0.1, 3600.0)),
+                    )
+                }),
             )
         }
         BenchCommand::Latency {

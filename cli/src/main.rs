@@ -73,7 +73,7 @@ enum Command {
     /// with the arguments that follow (docs/benchmarks.md).
     #[command(disable_help_flag = true)]
     Bench {
-        /// `throughput`, `tx-latency` or `latency` and their options (`swqos bench --help`).
+        /// `throughput`, `tx-latency`, `wakeup` or `latency` and their options (`swqos bench --help`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },

@@ -1,7 +1,8 @@
 //! `swqos stats`: the dataplane's live statistics, read from the shared segment without locks
 //! (see `swqos_shm::stats`). One snapshot takes two reads `--interval` apart (rates need two);
 //! `--watch` keeps refreshing. Per lcore, port and lane: packets and bytes per second, drops,
-//! completions by outcome, submit-to-`tx_burst` latency quantiles; `--json` for scripts.
+//! completions by outcome, submit-to-`tx_burst` latency quantiles; per lcore also its poll mode
+//! and busy share (the part of the time it did not sleep); `--json` for scripts.
 //!
 //! The figures come from [`Snapshot::read`] and [`Rates::between`], the same code the
 //! Prometheus exporter of `swqos control` uses.
@@ -15,7 +16,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use swqos_shm::layout::State;
 use swqos_shm::stats::{
-    merge_latency, outcomes_of, role, Counter, Outcomes, PortCounter, Rates, Snapshot,
+    merge_latency, outcomes_of, poll_mode, role, Counter, Outcomes, PortCounter, Rates, Snapshot,
     StatsSnapshot,
 };
 use swqos_shm::{Segment, SegmentError};
@@ -207,6 +208,15 @@ fn lcores_json(snap: &Snapshot, rates: &Rates) -> Vec<Value> {
             json!({
                 "lcore": s.lcore_id,
                 "role": role::name(s.role),
+                "poll": poll_mode::name(s.poll_mode),
+                // Over the interval: the part of the time the lcore did not sleep, and the part
+                // of its polls that found work; since its start in `since_start`.
+                "busy_share": r.busy_share,
+                "work_share": r.work_share,
+                "since_start": {
+                    "busy_share": s.busy_share_since_start(snap.taken_ns),
+                    "work_share": s.work_share(),
+                },
                 "counters": counters,
                 "completions": outcomes_json(&outcomes_of(std::iter::once(s))),
                 "rates": {
@@ -277,6 +287,11 @@ fn lanes_json(snap: &Snapshot, rates: &Rates) -> Vec<Value> {
         .collect()
 }
 
+/// A share (0..=1) as a percentage, `-` when unknown.
+fn percent(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| format!("{:.1}", v * 100.0))
+}
+
 fn us(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"))
 }
@@ -322,14 +337,18 @@ pub(crate) fn render_text(path: &Path, snap: &Snapshot, rates: &Rates) -> String
     o
 }
 
-/// A row per lcore: traffic, submissions, completions, latency.
+/// A row per lcore: poll mode, busy share (time not asleep) and work share (polls that found
+/// work) over the interval, traffic, submissions, completions, latency.
 fn lcore_table(o: &mut String, snap: &Snapshot, rates: &Rates) {
     let _ = writeln!(o);
     let _ = writeln!(
         o,
-        "{:<6} {:<4} {:>12} {:>14} {:>8} {:>12} {:>12} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10}",
+        "{:<6} {:<4} {:<8} {:>6} {:>6} {:>12} {:>14} {:>8} {:>12} {:>12} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10}",
         "LCORE",
         "ROLE",
+        "POLL",
+        "busy%",
+        "work%",
         "pkts/s",
         "bytes/s",
         "Gbit/s",
@@ -348,9 +367,12 @@ fn lcore_table(o: &mut String, snap: &Snapshot, rates: &Rates) {
         let [p50, p99, p999] = quantiles(snap, &merge_latency(std::iter::once(s)));
         let _ = writeln!(
             o,
-            "{:<6} {:<4} {:>12.0} {:>14.0} {:>8.3} {:>12} {:>12} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10}",
+            "{:<6} {:<4} {:<8} {:>6} {:>6} {:>12.0} {:>14.0} {:>8.3} {:>12} {:>12} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10}",
             s.lcore_id,
             role::name(s.role),
+            poll_mode::name(s.poll_mode),
+            percent(r.busy_share),
+            percent(r.work_share),
             pps,
             bps,
             gbit(bps),

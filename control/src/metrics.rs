@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use swqos_shm::stats::{approximate_sum, count_at_most, Counter, PortCounter, Snapshot};
 
-use swqos_shm::stats::role;
+use swqos_shm::stats::{poll_mode, role};
 
 /// Upper bounds (seconds) of the latency histogram's `le` buckets, collapsed from the
 /// dataplane's ~3%-resolution buckets.
@@ -17,7 +17,7 @@ const LATENCY_BOUNDS: [f64; 17] = [
 /// Help text of the per-lcore counter family for `c`.
 fn lcore_help(c: Counter) -> &'static str {
     match c {
-        Counter::Polls => "Busy-poll loop iterations.",
+        Counter::Polls => "Poll loop iterations.",
         Counter::Submissions => "Submission slots taken from the submit rings.",
         Counter::Rejected => "Submissions rejected by transaction validation.",
         Counter::UnknownLane => "Lane bits naming no configured lane, and submissions naming none.",
@@ -51,6 +51,13 @@ fn lcore_help(c: Counter) -> &'static str {
         }
         Counter::BadTimestamp => {
             "Latency samples left out because the client's submit timestamp was 0, in the future or over 60 s old."
+        }
+        Counter::WorkPolls => "Poll loop iterations that found work.",
+        Counter::IdleSleeps => {
+            "Sleeps an adaptive lcore took between polls while idle (0 on busy lcores)."
+        }
+        Counter::SleepNs => {
+            "Time an adaptive lcore slept between polls while idle (0 on busy lcores)."
         }
     }
 }
@@ -151,15 +158,36 @@ pub(crate) fn render(snap: Option<&Snapshot>) -> String {
 /// The per-lcore counters and the completions by outcome.
 fn render_lcores(o: &mut String, snap: &Snapshot) {
     for c in Counter::ALL {
-        let name = format!("swqos_lcore_{}_total", c.name());
+        // Time in seconds, the base unit.
+        let (name, scale) = match c {
+            Counter::SleepNs => ("swqos_lcore_sleep_seconds_total".to_string(), 1e-9),
+            c => (format!("swqos_lcore_{}_total", c.name()), 1.0),
+        };
         header(o, &name, "counter", lcore_help(c));
         for s in &snap.lcores {
+            let v = s.get(c);
+            let _ = if scale == 1.0 {
+                writeln!(o, "{name}{{{}}} {v}", lcore_labels(s))
+            } else {
+                writeln!(o, "{name}{{{}}} {}", lcore_labels(s), v as f64 * scale)
+            };
+        }
+    }
+
+    // The busy share: the part of the time since the lcore started that it did not sleep.
+    header(
+        o,
+        "swqos_lcore_busy_ratio",
+        "gauge",
+        "Part of the time since the lcore's loop started that it kept its CPU (did not sleep): 1 on busy-polling lcores; over a window: 1 - rate(swqos_lcore_sleep_seconds_total).",
+    );
+    for s in &snap.lcores {
+        if let Some(busy) = s.busy_share_since_start(snap.taken_ns) {
             let _ = writeln!(
                 o,
-                "{name}{{lcore=\"{}\",role=\"{}\"}} {}",
-                s.lcore_id,
-                role::name(s.role),
-                s.get(c)
+                "swqos_lcore_busy_ratio{{{},poll=\"{}\"}} {busy}",
+                lcore_labels(s),
+                poll_mode::name(s.poll_mode)
             );
         }
     }
@@ -180,6 +208,11 @@ fn render_lcores(o: &mut String, snap: &Snapshot) {
     ] {
         let _ = writeln!(o, "swqos_completions_total{{outcome=\"{outcome}\"}} {v}");
     }
+}
+
+/// The labels of an lcore's series.
+fn lcore_labels(s: &swqos_shm::stats::StatsSnapshot) -> String {
+    format!("lcore=\"{}\",role=\"{}\"", s.lcore_id, role::name(s.role))
 }
 
 /// The per-lane counters.

@@ -3,11 +3,13 @@
 //! [`runtime::run`] is the process from start to exit. Each submit/TX lcore runs
 //! [`tx::TxWorker::poll`] in a loop: it pops submissions from the shared-memory rings, writes one
 //! Ethernet/IPv4/UDP frame per lane straight into an mbuf and bursts them. RX lcores run
-//! [`rx::RxWorker::poll`]. Everything slow lives elsewhere (the `swqos` control plane and CLI).
+//! [`rx::RxWorker::poll`]; [`idle`] is what either does with polls that find no work (busy or
+//! adaptive polling). Everything slow lives elsewhere (the `swqos` control plane and CLI).
 
 pub mod budget;
 pub mod fast;
 pub mod hugepages;
+pub mod idle;
 pub mod lanes;
 pub mod report;
 pub mod runtime;

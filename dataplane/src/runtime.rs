@@ -20,6 +20,7 @@ use tracing::{error, info, warn};
 
 use crate::fast::FastPath;
 use crate::hugepages::{self, Decision, HugepageState};
+use crate::idle::Idle;
 use crate::lanes::{LaneTable, PortChecksums};
 use crate::report::Report;
 use crate::rx::RxWorker;
@@ -328,6 +329,13 @@ impl Dataplane {
         let required = tuning.required;
         let mut handles = Vec::new();
         for (lcore, worker) in self.take_workers() {
+            let poll = self
+                .config
+                .lcores
+                .iter()
+                .find(|l| l.id == lcore)
+                .map_or(dpdk_config::PollMode::Busy, |l| l.poll);
+            info!("lcore {lcore}: poll {poll}");
             let stop = stop.clone();
             running.fetch_add(1, Ordering::SeqCst);
             let guard = RunningGuard(running.clone());
@@ -338,9 +346,15 @@ impl Dataplane {
                     let step = swqos_rt::set_thread_policy(&format!("lcore {lcore}"), policy);
                     tuning_step(step, required).map_err(|e| e.0)?;
                 }
+                // Short sleeps end when asked, not up to 50 us later (the default slack).
+                if poll != dpdk_config::PollMode::Busy {
+                    let step = swqos_rt::set_timer_slack(&format!("lcore {lcore}"), 1);
+                    tuning_step(step, false).map_err(|e| e.0)?;
+                }
+                let idle = Idle::new(poll);
                 match worker {
-                    Worker::Tx(w) => tx_loop(*w, &stop, drain, quiet),
-                    Worker::Rx(w) => rx_loop(*w, &stop),
+                    Worker::Tx(w) => tx_loop(*w, &stop, idle, drain, quiet),
+                    Worker::Rx(w) => rx_loop(*w, &stop, idle),
                 }
                 Ok(())
             })?;
@@ -752,11 +766,17 @@ fn ticks(d: Duration, tsc_hz: u64) -> u64 {
     (d.as_secs_f64() * tsc_hz as f64) as u64
 }
 
-/// The submit/TX lcore's loop: poll until stopped, then drain what clients already published
-/// and what the NIC has not taken yet, for at most `drain` ticks.
-fn tx_loop(mut worker: TxWorker, stop: &AtomicBool, drain: u64, quiet: u64) {
+/// The submit/TX lcore's loop: poll until stopped, backing off while idle if the lcore polls
+/// adaptively (idle: no work, no packet waiting for the NIC, no slot left in a ring); then
+/// drain what clients already published and what the NIC has not taken yet, for at most
+/// `drain` ticks.
+fn tx_loop(mut worker: TxWorker, stop: &AtomicBool, mut idle: Idle, drain: u64, quiet: u64) {
+    idle.start(worker.stats());
     while !stop.load(Ordering::Relaxed) {
-        worker.poll();
+        let work = worker.poll();
+        if idle.after_poll(work, worker.stats()) && !worker.has_pending() && !worker.has_ready() {
+            idle.back_off(worker.stats());
+        }
     }
     let start = dpdk::tsc();
     let mut quiet_since = start;
@@ -774,10 +794,15 @@ fn tx_loop(mut worker: TxWorker, stop: &AtomicBool, drain: u64, quiet: u64) {
     }
 }
 
-/// The RX lcore's loop.
-fn rx_loop(mut worker: RxWorker, stop: &AtomicBool) {
+/// The RX lcore's loop: poll until stopped, backing off while idle if the lcore polls
+/// adaptively.
+fn rx_loop(mut worker: RxWorker, stop: &AtomicBool, mut idle: Idle) {
+    idle.start(worker.stats());
     while !stop.load(Ordering::Relaxed) {
-        worker.poll();
+        let work = worker.poll();
+        if idle.after_poll(work, worker.stats()) {
+            idle.back_off(worker.stats());
+        }
     }
 }
 

@@ -30,7 +30,12 @@ impl RxWorker {
         }
     }
 
-    /// One busy-poll iteration over every queue; returns the frames received.
+    /// This lcore's stats block (for its loop's own counters).
+    pub fn stats(&mut self) -> &mut StatsWriter {
+        &mut self.stats
+    }
+
+    /// One poll iteration over every queue; returns the frames received.
     pub fn poll(&mut self) -> usize {
         self.stats.begin();
         self.stats.add(Counter::Polls, 1);

@@ -379,6 +379,11 @@ impl TxWorker {
         work
     }
 
+    /// This lcore's stats block (for its loop's own counters).
+    pub fn stats(&mut self) -> &mut StatsWriter {
+        &mut self.out.stats
+    }
+
     /// Whether any packet is still waiting for the NIC.
     pub fn has_pending(&self) -> bool {
         self.out.paths.iter().any(|p| !p.burst.is_empty())

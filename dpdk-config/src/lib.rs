@@ -369,7 +369,78 @@ pub struct LcoreConfig {
     pub queues: Vec<QueueRef>,
     /// The kernel exception path this (tx) lcore bridges, if any.
     pub bridge: Option<BridgeConfig>,
+    /// How the lcore's loop spends the polls that find no work (`poll`; default busy).
+    pub poll: PollMode,
 }
+
+/// `lcore.poll`: what an lcore does when its polls find no work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PollMode {
+    /// `"busy"` (default, production): poll without pause, always; the lcore's CPU is 100%
+    /// busy and a submission waits at most one poll.
+    #[default]
+    Busy,
+    /// `"adaptive"` (shared hosts, laptops, containers): after `idle_polls` consecutive empty
+    /// polls, pause (`rte_pause`) between polls, then sleep between polls, 1 us at first and
+    /// doubling up to `max_sleep_us`; any work goes back to busy polling. The first
+    /// submission after an idle spell waits at most about `max_sleep_us` (plus the kernel's
+    /// wake-up latency).
+    Adaptive(AdaptivePoll),
+}
+
+/// The tunables of [`PollMode::Adaptive`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdaptivePoll {
+    /// Consecutive empty polls before the lcore backs off (`idle_polls`, 1..=
+    /// [`MAX_IDLE_POLLS`]; default [`DEFAULT_IDLE_POLLS`]). As many again are spent pausing
+    /// before the first sleep.
+    pub idle_polls: u32,
+    /// The longest sleep between two polls, in microseconds (`max_sleep_us`, 1..=
+    /// [`MAX_SLEEP_US`]; default [`DEFAULT_MAX_SLEEP_US`]): what the first submission after
+    /// an idle spell may wait.
+    pub max_sleep_us: u32,
+}
+
+impl Default for AdaptivePoll {
+    fn default() -> Self {
+        AdaptivePoll {
+            idle_polls: DEFAULT_IDLE_POLLS,
+            max_sleep_us: DEFAULT_MAX_SLEEP_US,
+        }
+    }
+}
+
+impl PollMode {
+    /// The name used in the file (`busy`, `adaptive`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PollMode::Busy => "busy",
+            PollMode::Adaptive(_) => "adaptive",
+        }
+    }
+}
+
+impl fmt::Display for PollMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PollMode::Busy => f.write_str("busy"),
+            PollMode::Adaptive(a) => write!(
+                f,
+                "adaptive (idle_polls {}, max_sleep_us {})",
+                a.idle_polls, a.max_sleep_us
+            ),
+        }
+    }
+}
+
+/// Default `lcore.idle_polls`: a few hundred microseconds of empty polls on a typical host.
+pub const DEFAULT_IDLE_POLLS: u32 = 2000;
+/// Largest `lcore.idle_polls`.
+pub const MAX_IDLE_POLLS: u32 = 100_000_000;
+/// Default `lcore.max_sleep_us`.
+pub const DEFAULT_MAX_SLEEP_US: u32 = 100;
+/// Largest `lcore.max_sleep_us` (10 ms).
+pub const MAX_SLEEP_US: u32 = 10_000;
 
 /// `lcore.bridge`: the lcore forwards every frame between a NIC port and a kernel interface
 /// (a `net_tap` or `virtio_user` port) both ways, so the host's IP stack (ARP, ICMP, the relays'

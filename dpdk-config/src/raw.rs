@@ -124,6 +124,17 @@ pub(crate) struct RawLcore {
     pub(crate) role: LcoreRole,
     pub(crate) queues: Option<Spanned<Vec<Spanned<RawQueueRef>>>>,
     pub(crate) bridge: Option<Spanned<RawBridge>>,
+    pub(crate) poll: Option<Spanned<RawPoll>>,
+    pub(crate) idle_polls: Option<Spanned<i64>>,
+    pub(crate) max_sleep_us: Option<Spanned<i64>>,
+}
+
+/// `lcore.poll`. The public `PollMode` carries the adaptive tunables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawPoll {
+    Busy,
+    Adaptive,
 }
 
 /// `lcore.bridge = { nic = "p0", kernel = "k0", queue = 0 }`.

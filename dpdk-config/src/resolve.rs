@@ -1,7 +1,8 @@
 //! Semantic validation: turns the raw file into [`Config`], filling defaults, checking ranges and
 //! resolving names to indices. The first error wins; it points at the offending value.
 
-use crate::raw::RawBridge;
+use crate::raw::{RawBridge, RawPoll};
+use crate::{AdaptivePoll, PollMode, MAX_IDLE_POLLS, MAX_SLEEP_US};
 use crate::{BridgeConfig, HttpLane, PortDevice, Provider, Secret, TlsLane};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -551,15 +552,51 @@ fn resolve_lcores(
             )?),
         };
 
+        let poll = resolve_poll(lcore, id, src)?;
+
         id_spans.push(lcore.id.span().start);
         lcores.push(LcoreConfig {
             id,
             role,
             queues,
             bridge,
+            poll,
         });
     }
     Ok((lcores, id_spans))
+}
+
+/// `lcore.poll` and its tunables, which only an adaptive lcore may set.
+fn resolve_poll(lcore: &RawLcore, id: u32, src: &Source<'_>) -> Result<PollMode> {
+    let adaptive = lcore
+        .poll
+        .as_ref()
+        .is_some_and(|p| *p.get_ref() == RawPoll::Adaptive);
+    if !adaptive {
+        for (key, value) in [
+            ("idle_polls", &lcore.idle_polls),
+            ("max_sleep_us", &lcore.max_sleep_us),
+        ] {
+            if let Some(value) = value {
+                return Err(src.error(
+                    value,
+                    format!(
+                        "`{key}` applies to adaptive polling only, and lcore {id} polls busy; \
+                         expected `poll = \"adaptive\"` with it, or no `{key}`"
+                    ),
+                ));
+            }
+        }
+        return Ok(PollMode::Busy);
+    }
+    let mut a = AdaptivePoll::default();
+    if let Some(v) = &lcore.idle_polls {
+        a.idle_polls = in_range(src, v, "idle_polls", 1, i64::from(MAX_IDLE_POLLS))? as u32;
+    }
+    if let Some(v) = &lcore.max_sleep_us {
+        a.max_sleep_us = in_range(src, v, "max_sleep_us", 1, i64::from(MAX_SLEEP_US))? as u32;
+    }
+    Ok(PollMode::Adaptive(a))
 }
 
 /// Checks `lcore.bridge`: a tx lcore, two different defined ports (the kernel one a TAP or

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use dpdk_config::{Config, LaneKind, LcoreRole, PortDevice, Provider, SchedPolicy};
+use dpdk_config::{
+    AdaptivePoll, Config, LaneKind, LcoreRole, PollMode, PortDevice, Provider, SchedPolicy,
+};
 
 /// A valid configuration; the tests below break one thing at a time. Line numbers matter.
 const BASE: &str = r#"[eal]
@@ -1066,4 +1068,86 @@ fn a_value_missing_at_the_end_of_the_file_says_so() {
     let err = Config::parse("[eal]\nmemory_mb =", Path::new("t.toml")).unwrap_err();
     assert_eq!((err.line, err.column), (2, 12), "{err}");
     assert!(err.message.contains("expected a value"), "{err}");
+}
+
+/// `BASE` with `lines` added to its `[[lcore]]` after `role` (so they start on line 13).
+fn lcore_with(lines: &str) -> String {
+    edit(&[("role = \"tx\"\n", &format!("role = \"tx\"\n{lines}"))])
+}
+
+#[test]
+fn poll_modes_parse() {
+    let poll = |text: &str| Config::parse(text, Path::new("t.toml")).unwrap().lcores[0].poll;
+    assert_eq!(poll(BASE), PollMode::Busy, "busy by default");
+    assert_eq!(poll(&lcore_with("poll = \"busy\"\n")), PollMode::Busy);
+    assert_eq!(
+        poll(&lcore_with("poll = \"adaptive\"\n")),
+        PollMode::Adaptive(AdaptivePoll {
+            idle_polls: 2000,
+            max_sleep_us: 100
+        })
+    );
+    let tuned = poll(&lcore_with(
+        "poll = \"adaptive\"\nidle_polls = 1\nmax_sleep_us = 10000\n",
+    ));
+    assert_eq!(
+        tuned,
+        PollMode::Adaptive(AdaptivePoll {
+            idle_polls: 1,
+            max_sleep_us: 10_000
+        })
+    );
+    assert_eq!(tuned.as_str(), "adaptive");
+    assert_eq!(
+        tuned.to_string(),
+        "adaptive (idle_polls 1, max_sleep_us 10000)"
+    );
+}
+
+#[test]
+fn poll_errors() {
+    check(
+        &lcore_with("poll = \"lazy\"\n"),
+        "13:8",
+        "unknown variant `lazy`, expected `busy` or `adaptive`",
+    );
+    check(&lcore_with("poll = true\n"), "13:8", "wanted string");
+    check(
+        &lcore_with("poll = \"adaptive\"\nidle_polls = 0\n"),
+        "14:14",
+        "`idle_polls` = 0 is out of range; expected 1..=100000000",
+    );
+    check(
+        &lcore_with("poll = \"adaptive\"\nmax_sleep_us = 10001\n"),
+        "14:16",
+        "`max_sleep_us` = 10001 is out of range; expected 1..=10000",
+    );
+    check(
+        &lcore_with("poll = \"adaptive\"\nmax_sleep_us = -1\n"),
+        "14:16",
+        "`max_sleep_us` = -1 is out of range; expected 1..=10000",
+    );
+    check(
+        &lcore_with("poll = \"adaptive\"\nidle_polls = \"5\"\n"),
+        "14:14",
+        "invalid type: string \"5\", expected an integer",
+    );
+    // The tunables belong to adaptive polling: on a busy lcore they are a mistake, not a no-op.
+    check(
+        &lcore_with("max_sleep_us = 50\n"),
+        "13:16",
+        "`max_sleep_us` applies to adaptive polling only, and lcore 1 polls busy; expected \
+         `poll = \"adaptive\"` with it, or no `max_sleep_us`",
+    );
+    check(
+        &lcore_with("poll = \"busy\"\nidle_polls = 10\n"),
+        "14:14",
+        "`idle_polls` applies to adaptive polling only",
+    );
+    check(
+        &lcore_with("pol = \"adaptive\"\n"),
+        "13:1",
+        "unknown field `pol`, expected one of `id`, `role`, `queues`, `bridge`, `poll`, \
+         `idle_polls`, `max_sleep_us`",
+    );
 }

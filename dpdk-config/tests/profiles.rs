@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use dpdk_config::{Config, Hugepages, LaneKind, LcoreRole, PortDevice, Provider};
+use dpdk_config::{Config, Hugepages, LaneKind, LcoreRole, PollMode, PortDevice, Provider};
 
 fn profiles_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles")
@@ -48,6 +48,10 @@ fn relays_profile_has_a_lane_for_every_provider() {
 fn dev_profile() {
     let config = load("dev.toml");
     assert_eq!(config.eal.hugepages, Hugepages::Auto);
+    assert!(
+        matches!(config.lcores[0].poll, PollMode::Adaptive(_)),
+        "the dev profile leaves the CPU to the host when idle"
+    );
     assert_eq!(config.lanes.len(), 2);
     assert_eq!(
         config.eal_args(),
@@ -112,6 +116,10 @@ fn production_profile() {
     assert_eq!(config.lcores_with_role(LcoreRole::Rx).count(), 1);
     assert_eq!(config.lanes.len(), 4);
     assert_eq!(config.ports[0].device.eal_name(), "0000:3b:00.0");
+    assert!(
+        config.lcores.iter().all(|l| l.poll == PollMode::Busy),
+        "production lcores poll busy"
+    );
     assert_eq!(
         config.eal_args(),
         [
@@ -194,4 +202,29 @@ fn hugepage_files_are_unlinked_unless_extra_args_decide() {
     assert_eq!(with(""), ["--huge-unlink"]);
     assert_eq!(with("\"--in-memory\""), ["--in-memory"]);
     assert_eq!(with("\"--huge-unlink=never\""), ["--huge-unlink=never"]);
+}
+
+#[test]
+fn container_profiles_poll_adaptively() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker/profiles");
+    let mut count = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|ext| ext == "toml") {
+            let config = Config::load(&path).unwrap_or_else(|err| panic!("{err}"));
+            for l in &config.lcores {
+                assert!(
+                    matches!(l.poll, PollMode::Adaptive(_)),
+                    "{}: lcore {} polls busy",
+                    path.display(),
+                    l.id
+                );
+            }
+            count += 1;
+        }
+    }
+    assert!(
+        count >= 2,
+        "expected the dev and capture container profiles"
+    );
 }

@@ -32,9 +32,11 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SWQOSSHM");
 /// `fast_refused` and `bad_timestamp` counters.
 /// 8: the session table and the hand-off rings in the control file
 /// ([`crate::control_segment`]), which clients never map; the header's `instance` pairs them.
-/// 9: the latency budget in [`LcoreStats`] (`stage_ticks`, `stage_samples`, per
-/// [`crate::stats::Stage`]).
-pub const LAYOUT_VERSION: u32 = 9;
+/// 9: the latency budget in [`LcoreStats`] (`stage_ticks`, `stage_samples`, `stage_hist` per
+/// [`crate::stats::Stage`]) and `lane_fast_ticks` (delegated sends' submit-to-`tx_burst` per lane).
+/// 10: polling that fits the host: [`LcoreStats`] records its lcore's poll mode and start time,
+/// and the `work_polls`, `idle_sleeps` and `sleep_ns` counters.
+pub const LAYOUT_VERSION: u32 = 10;
 /// The largest transaction a slot holds: Solana's packet data size.
 pub const MAX_TX_SIZE: usize = 1232;
 /// Lanes are addressed by bit in a `u64` lane mask.

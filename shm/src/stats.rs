@@ -22,7 +22,7 @@ use crate::time::monotonic_ns;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(usize)]
 pub enum Counter {
-    /// Busy-poll loop iterations.
+    /// Poll loop iterations.
     Polls = 0,
     /// Submission slots consumed from the rings.
     Submissions,
@@ -68,10 +68,18 @@ pub enum Counter {
     /// Latency samples left out of the histograms because the client's submit timestamp was 0,
     /// in the future or older than [`MAX_LATENCY_SECS`].
     BadTimestamp,
+    /// Polls that found work (with [`Counter::Polls`]: the lcore's work share). Like `Polls`,
+    /// a single word that may be read a batch ahead of the rest.
+    WorkPolls,
+    /// Sleeps an adaptive lcore took between polls while idle (never on a busy lcore).
+    IdleSleeps,
+    /// Nanoseconds those sleeps lasted (with the lcore's age: its busy share, the part of the
+    /// time it kept its CPU).
+    SleepNs,
 }
 
 /// Number of [`Counter`]s.
-pub const N_COUNTERS: usize = Counter::BadTimestamp as usize + 1;
+pub const N_COUNTERS: usize = Counter::SleepNs as usize + 1;
 
 impl Counter {
     /// Every counter, in index order.
@@ -97,6 +105,9 @@ impl Counter {
         Counter::FastSends,
         Counter::FastRefused,
         Counter::BadTimestamp,
+        Counter::WorkPolls,
+        Counter::IdleSleeps,
+        Counter::SleepNs,
     ];
 
     /// A snake_case name for output.
@@ -123,6 +134,9 @@ impl Counter {
             Counter::FastSends => "fast_sends",
             Counter::FastRefused => "fast_refused",
             Counter::BadTimestamp => "bad_timestamp",
+            Counter::WorkPolls => "work_polls",
+            Counter::IdleSleeps => "idle_sleeps",
+            Counter::SleepNs => "sleep_ns",
         }
     }
 }
@@ -275,6 +289,11 @@ pub struct LcoreStats {
     pub lcore_id: AtomicU32,
     /// 0 unused, 1 tx, 2 rx.
     pub role: AtomicU32,
+    /// How the lcore polls (see [`poll_mode`]), written when its loop starts.
+    pub poll_mode: AtomicU32,
+    _reserved: u32,
+    /// `CLOCK_MONOTONIC` nanoseconds when the lcore's loop started; 0 before.
+    pub started_ns: AtomicU64,
     /// Indexed by [`Counter`].
     pub counters: [AtomicU64; N_COUNTERS],
     /// Packets sent per lane.
@@ -317,6 +336,22 @@ pub mod role {
             TX => "tx",
             RX => "rx",
             _ => "none",
+        }
+    }
+}
+
+/// Poll modes stored in [`LcoreStats::poll_mode`].
+pub mod poll_mode {
+    /// Busy polling: the lcore never pauses or sleeps.
+    pub const BUSY: u32 = 0;
+    /// Adaptive polling: the lcore backs off when idle (pause, then sleeps).
+    pub const ADAPTIVE: u32 = 1;
+
+    /// The mode's name in `swqos stats` and the metrics (`busy`, `adaptive`).
+    pub fn name(mode: u32) -> &'static str {
+        match mode {
+            ADAPTIVE => "adaptive",
+            _ => "busy",
         }
     }
 }
@@ -369,6 +404,22 @@ impl StatsWriter {
     #[inline]
     fn block(&self) -> &LcoreStats {
         self.seg.stats(self.index)
+    }
+
+    /// Records that the lcore's loop starts now, polling in `mode` (a [`poll_mode`] value): the
+    /// origin of its busy share.
+    pub fn start(&mut self, mode: u32) {
+        let block = self.block();
+        block.poll_mode.store(mode, Ordering::Relaxed);
+        block.started_ns.store(monotonic_ns(), Ordering::Release);
+    }
+
+    /// Counts one idle sleep of `ns` nanoseconds, as a batch of its own.
+    pub fn idle_sleep(&mut self, ns: u64) {
+        self.begin();
+        self.add(Counter::IdleSleeps, 1);
+        self.add(Counter::SleepNs, ns);
+        self.end();
     }
 
     /// Starts a batch of updates (the epoch becomes odd at its first update).
@@ -506,6 +557,10 @@ pub struct StatsSnapshot {
     pub lcore_id: u32,
     /// Role number (see [`role`]).
     pub role: u32,
+    /// Poll mode (see [`poll_mode`]).
+    pub poll_mode: u32,
+    /// `CLOCK_MONOTONIC` nanoseconds when the lcore's loop started; 0 before.
+    pub started_ns: u64,
     /// Indexed by [`Counter`].
     pub counters: [u64; N_COUNTERS],
     /// Packets sent per lane.
@@ -541,6 +596,34 @@ impl StatsSnapshot {
     pub fn latency_quantile(&self, q: f64) -> Option<u64> {
         quantile(&self.latency, q)
     }
+
+    /// The busy share since the lcore's loop started, up to `now_ns` (`CLOCK_MONOTONIC`): the
+    /// part of the time it did not sleep (1 for a busy lcore), or `None` before it started.
+    pub fn busy_share_since_start(&self, now_ns: u64) -> Option<f64> {
+        if self.started_ns == 0 {
+            return None;
+        }
+        busy_share(
+            self.get(Counter::SleepNs),
+            now_ns.saturating_sub(self.started_ns),
+        )
+    }
+
+    /// The work share since the lcore's loop started: the part of its polls that found work,
+    /// or `None` before its first poll.
+    pub fn work_share(&self) -> Option<f64> {
+        share(self.get(Counter::WorkPolls), self.get(Counter::Polls))
+    }
+}
+
+/// `part / whole`, clamped to 0..=1; `None` when `whole` is 0.
+fn share(part: u64, whole: u64) -> Option<f64> {
+    (whole > 0).then(|| (part as f64 / whole as f64).clamp(0.0, 1.0))
+}
+
+/// The part of `elapsed_ns` not spent in `slept_ns` of sleep; `None` for no time at all.
+fn busy_share(slept_ns: u64, elapsed_ns: u64) -> Option<f64> {
+    share(slept_ns, elapsed_ns).map(|slept| 1.0 - slept)
 }
 
 /// The `q` quantile of a histogram laid out as [`bucket_of`] says.
@@ -596,6 +679,8 @@ pub fn read(block: &LcoreStats) -> StatsSnapshot {
     read_consistent(&block.epoch, || StatsSnapshot {
         lcore_id: block.lcore_id.load(Ordering::Relaxed),
         role: block.role.load(Ordering::Relaxed),
+        poll_mode: block.poll_mode.load(Ordering::Relaxed),
+        started_ns: block.started_ns.load(Ordering::Acquire),
         counters: std::array::from_fn(|i| load(&block.counters[i])),
         lane_packets: std::array::from_fn(|i| load(&block.lane_packets[i])),
         lane_dropped: std::array::from_fn(|i| load(&block.lane_dropped[i])),
@@ -1013,6 +1098,11 @@ pub struct LcoreRates {
     pub submissions: f64,
     /// Packets dropped per second.
     pub dropped: f64,
+    /// The part of the interval the lcore did not sleep (1 for a busy lcore); `None` when it
+    /// had not started.
+    pub busy_share: Option<f64>,
+    /// The part of the interval's polls that found work; `None` without polls.
+    pub work_share: Option<f64>,
 }
 
 /// One port's rates, over the interval between the dataplane's updates of its block.
@@ -1055,6 +1145,8 @@ impl Rates {
         let zero_lcore = StatsSnapshot {
             lcore_id: 0,
             role: role::NONE,
+            poll_mode: poll_mode::BUSY,
+            started_ns: 0,
             counters: [0; N_COUNTERS],
             lane_packets: [0; MAX_LANES],
             lane_dropped: [0; MAX_LANES],
@@ -1074,7 +1166,19 @@ impl Rates {
             .map(|(i, b)| {
                 let a = earlier.lcores.get(i).unwrap_or(&zero_lcore);
                 let r = |c: Counter| per_sec(b.get(c), a.get(c), secs);
+                let delta = |c: Counter| b.get(c).saturating_sub(a.get(c));
+                // The interval counts from the earlier read or the lcore's start, the later.
+                let since = earlier.taken_ns.max(b.started_ns);
+                let busy = match b.started_ns {
+                    0 => None,
+                    _ => busy_share(
+                        delta(Counter::SleepNs),
+                        later.taken_ns.saturating_sub(since),
+                    ),
+                };
                 LcoreRates {
+                    busy_share: busy,
+                    work_share: share(delta(Counter::WorkPolls), delta(Counter::Polls)),
                     tx_packets: r(Counter::TxPackets),
                     tx_bytes: r(Counter::TxBytes),
                     rx_packets: r(Counter::RxPackets),
@@ -1327,6 +1431,60 @@ mod tests {
         assert_eq!(third.lanes[0].bytes, Some(200));
         assert!(seg.is_current());
         drop((w, w2, p, seg));
+    }
+
+    #[test]
+    fn busy_and_work_shares() {
+        use crate::layout::{LaneInfo, Layout};
+        let path = std::env::temp_dir()
+            .join(format!("swqos-stats-shares-{}", std::process::id()))
+            .join("segment");
+        let layout = Layout::new(1, 16, 2, 1).unwrap();
+        let lanes = [LaneInfo::new("a", LaneKind::Udp)];
+        let seg = Arc::new(Segment::create(&path, layout, &lanes, &["p0"], 1_000_000).unwrap());
+        let mut adaptive = StatsWriter::new(seg.clone(), 0, 1, role::TX).unwrap();
+        let mut busy = StatsWriter::new(seg.clone(), 1, 2, role::RX).unwrap();
+        let before = Snapshot::read(&seg);
+        assert_eq!(
+            before.lcores[0].busy_share_since_start(before.taken_ns),
+            None
+        );
+        assert_eq!(before.lcores[0].work_share(), None);
+
+        adaptive.start(poll_mode::ADAPTIVE);
+        busy.start(poll_mode::BUSY);
+        for w in [&mut adaptive, &mut busy] {
+            w.begin();
+            w.add(Counter::Polls, 4);
+            w.add(Counter::WorkPolls, 1);
+            w.end();
+        }
+        // Sleeps (made up, longer than the test takes): the adaptive lcore "slept" all along.
+        adaptive.idle_sleep(3_600_000_000_000);
+        let snap = Snapshot::read(&seg);
+        let (a, b) = (&snap.lcores[0], &snap.lcores[1]);
+        assert_eq!(
+            (a.poll_mode, b.poll_mode),
+            (poll_mode::ADAPTIVE, poll_mode::BUSY)
+        );
+        assert_eq!(
+            (poll_mode::name(a.poll_mode), poll_mode::name(b.poll_mode)),
+            ("adaptive", "busy")
+        );
+        assert!(a.started_ns > 0 && b.started_ns > 0);
+        assert_eq!(
+            (a.get(Counter::IdleSleeps), b.get(Counter::IdleSleeps)),
+            (1, 0)
+        );
+        assert_eq!(a.work_share(), Some(0.25));
+        let later = snap.taken_ns + 1;
+        assert_eq!(a.busy_share_since_start(later), Some(0.0));
+        assert_eq!(b.busy_share_since_start(later), Some(1.0));
+        let rates = Rates::between(&before, &snap);
+        assert_eq!(rates.lcores[0].busy_share, Some(0.0));
+        assert_eq!(rates.lcores[1].busy_share, Some(1.0));
+        assert_eq!(rates.lcores[1].work_share, Some(0.25));
+        drop((adaptive, busy, seg));
     }
 
     #[test]
