@@ -148,29 +148,19 @@ fn run(cmd: BenchCommand) -> ExitCode {
             seconds,
             lanes,
         } => {
-            let setup = setup(&config);
-            (
-                config,
-                setup.and_then(|(c, txs)| {
-                    throughput::throughput(
-                        c,
-                        &txs,
-                        Duration::from_secs_f64(seconds.max(0.1)),
-                        lanes,
-                    )
-                }),
-            )
+            let window = Duration::from_secs_f64(seconds.max(0.1));
+            let result =
+                setup(&config).and_then(|(c, txs)| throughput::throughput(c, &txs, window, lanes));
+            (config, result)
         }
         BenchCommand::TxLatency {
             config,
             count,
             lanes,
         } => {
-            let setup = setup(&config);
-            (
-                config,
-                setup.and_then(|(c, txs)| tx_latency::latency(c, &txs, count.max(1), &lanes)),
-            )
+            let result = setup(&config)
+                .and_then(|(c, txs)| tx_latency::latency(c, &txs, count.max(1), &lanes));
+            (config, result)
         }
         BenchCommand::Wakeup {
             config,
@@ -178,52 +168,58 @@ fn run(cmd: BenchCommand) -> ExitCode {
             gap_ms,
             idle_secs,
         } => {
-            let setup = setup(&config);
-            (
-                config,
-                setup.and_then(|(c, txs)| {
-                    wakeup::wakeup(
-                        c,
-                        &txs,
-                        count.max(1),
-                        Duration::from_millis(gap_ms),
-                        Duration::from_secs_f64(idle_secs.clamp(0.1, 3600.0)),
-                    )
-                }),
-            )
+            let gap = Duration::from_millis(gap_ms);
+            let idle = Duration::from_secs_f64(idle_secs.clamp(0.1, 3600.0));
+            let result = setup(&config)
+                .and_then(|(c, txs)| wakeup::wakeup(c, &txs, count.max(1), gap, idle));
+            (config, result)
         }
-        BenchCommand::Latency {
-            config,
-            lane,
-            lanes,
-            count,
-            warmup,
-            relay_log,
-            out,
-            baseline_ip,
-            capture_netns,
-            capture_dataplane_iface,
-            capture_baseline_iface,
-        } => {
-            let capture = capture_netns.map(|netns| e2e::CaptureSpec {
-                netns,
-                dataplane_iface: capture_dataplane_iface.unwrap_or_default(),
-                baseline_iface: capture_baseline_iface.unwrap_or_default(),
-            });
-            let opts = e2e::E2eOptions {
-                lanes: lane,
-                lane_counts: lanes,
-                count: count.max(1),
-                warmup,
-                relay_log,
-                out,
-                baseline_ip,
-                capture,
-            };
-            let result = e2e::e2e(&config, &opts);
+        BenchCommand::Latency { ref config, .. } => {
+            let config = config.clone();
+            let result = e2e_options(cmd).and_then(|opts| e2e::e2e(&config, &opts));
             (config, result)
         }
     };
+    exit_code(&config, result)
+}
+
+/// `latency`'s arguments as the end-to-end benchmark takes them.
+fn e2e_options(cmd: BenchCommand) -> Result<e2e::E2eOptions, Failure> {
+    let BenchCommand::Latency {
+        lane,
+        lanes,
+        count,
+        warmup,
+        relay_log,
+        out,
+        baseline_ip,
+        capture_netns,
+        capture_dataplane_iface,
+        capture_baseline_iface,
+        ..
+    } = cmd
+    else {
+        return Err(Failure::Setup("not the latency benchmark".into()));
+    };
+    let capture = capture_netns.map(|netns| e2e::CaptureSpec {
+        netns,
+        dataplane_iface: capture_dataplane_iface.unwrap_or_default(),
+        baseline_iface: capture_baseline_iface.unwrap_or_default(),
+    });
+    Ok(e2e::E2eOptions {
+        lanes: lane,
+        lane_counts: lanes,
+        count: count.max(1),
+        warmup,
+        relay_log,
+        out,
+        baseline_ip,
+        capture,
+    })
+}
+
+/// Exit status 2 for setup errors (said with the config's path), 1 when the run failed.
+fn exit_code(config: &std::path::Path, result: Result<(), Failure>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Setup(e)) => {

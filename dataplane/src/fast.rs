@@ -13,7 +13,7 @@ use std::sync::Arc;
 use arrayvec::ArrayVec;
 use dpdk::{Mbuf, Mempool, TxBurst};
 use swqos_shm::layout::MAX_SESSIONS;
-use swqos_shm::sessions::{state, DelegatedSend, TlsWrite};
+use swqos_shm::sessions::{state, Armed, DelegatedSend, TlsWrite};
 use swqos_shm::stats::Stage;
 use swqos_shm::ControlSegment;
 use swqos_tls::{content_type, RecordSealer, Suite, TrafficKeys};
@@ -266,33 +266,19 @@ impl FastPath {
         let mut refused = false;
         for i in 0..MAX_SESSIONS {
             let e = self.seg.session(i);
-            if e.armed_lane() != Some(lane as u32) {
-                continue;
-            }
-            let Some(armed) = e.armed() else {
-                continue;
-            };
-            let Some(fi) = self.flows.iter().position(|f| f.key == armed.flow) else {
+            let Some((armed, fi)) = self.candidate(i, lane) else {
                 continue;
             };
             let suite = armed.tls.as_ref().map_or(0, |t| t.suite);
-            let mss = self.flows[fi].conn.mss() as usize;
-            let Some(shape) = Shape::of(u32::from(suite), mss, len) else {
-                refused = true; // a suite this build cannot seal
-                continue;
+            let room = out.capacity() - out.len();
+            let shape = match shape_on(&mut self.flows[fi], self.max_frame, suite, len, room) {
+                Ok(shape) => shape,
+                Err(Pass::Refused) => {
+                    refused = true;
+                    continue;
+                }
+                Err(Pass::Busy) => continue,
             };
-            if HEADERS + shape.per_segment > self.max_frame {
-                refused = true; // the kernel's MSS does not fit the NIC's MTU
-                continue;
-            }
-            // The session table's ARMED is the control plane's arming of this connection.
-            self.flows[fi].conn.arm();
-            if self.flows[fi].conn.check(shape.wire_len).is_err()
-                || shape.segments > MAX_SEGMENTS
-                || out.len() + shape.segments > out.capacity()
-            {
-                continue;
-            }
             let sealer = match &armed.tls {
                 None => None,
                 Some(t) => match sealer_for(&mut self.sealers[i], t) {
@@ -330,16 +316,8 @@ impl FastPath {
                 e.unclaim(&armed);
                 continue;
             };
-            self.emit(
-                fi,
-                &fs,
-                mbufs,
-                &shape,
-                len,
-                FastTag::pack(submit_tsc, lane),
-                out,
-            );
-            self.laps.lap(Stage::Emit);
+            let tag = FastTag::pack(submit_tsc, lane);
+            self.emit(fi, &fs, mbufs, &shape, len, tag, out);
             let tls = tls_seq.zip(shape.tls.map(|t| t.plaintext));
             return Ok(DelegatedSend::new(
                 i,
@@ -357,9 +335,22 @@ impl FastPath {
         })
     }
 
+    /// Session entry `i` if it is armed for `lane` on a flow the bridge has seen: the entry as
+    /// read (trustworthy only if the claim later succeeds) and the flow's index.
+    fn candidate(&self, i: usize, lane: u8) -> Option<(Armed, usize)> {
+        let e = self.seg.session(i);
+        if e.armed_lane() != Some(u32::from(lane)) {
+            return None;
+        }
+        let armed = e.armed()?;
+        let fi = self.flows.iter().position(|f| f.key == armed.flow)?;
+        Some((armed, fi))
+    }
+
     /// Writes the headers of a claimed send's segments (already written and sealed in
-    /// `mbufs`) on flow `fi` and queues them on `out`, the last one tagged `tag`. Cannot fail:
-    /// every frame was sized and `out`'s room checked before the claim.
+    /// `mbufs`) on flow `fi` and queues them on `out`, the last one tagged `tag` (the
+    /// [`Stage::Emit`] lap). Cannot fail: every frame was sized and `out`'s room checked before
+    /// the claim.
     #[allow(clippy::too_many_arguments)]
     fn emit(
         &mut self,
@@ -387,7 +378,42 @@ impl FastPath {
             );
             let _ = out.push(m, if k == last { tag } else { 0 });
         }
+        self.laps.lap(Stage::Emit);
     }
+}
+
+/// How a `len`-byte request goes out on `flow` with TLS suite `suite` (0: none), in frames of
+/// at most `max_frame` bytes, with `room` places left in the burst. Marks the flow armed: the
+/// session table says the control plane armed it.
+fn shape_on(
+    flow: &mut Flow,
+    max_frame: usize,
+    suite: u16,
+    len: usize,
+    room: usize,
+) -> Result<Shape, Pass> {
+    let mss = flow.conn.mss() as usize;
+    // A suite this build cannot seal, or a kernel MSS that does not fit the NIC's MTU.
+    let shape = Shape::of(u32::from(suite), mss, len).ok_or(Pass::Refused)?;
+    if HEADERS + shape.per_segment > max_frame {
+        return Err(Pass::Refused);
+    }
+    flow.conn.arm();
+    if flow.conn.check(shape.wire_len).is_err()
+        || shape.segments > MAX_SEGMENTS
+        || shape.segments > room
+    {
+        return Err(Pass::Busy);
+    }
+    Ok(shape)
+}
+
+/// Why an armed connection was passed over for a send.
+enum Pass {
+    /// It can never take this request (suite, MTU): counted as refused if no other does.
+    Refused,
+    /// Not now: a send is under way on it, or the burst is full.
+    Busy,
 }
 
 /// Why a relay lane's submission was not sent by the data plane (the control plane sends it).

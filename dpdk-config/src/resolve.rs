@@ -1,7 +1,7 @@
 //! Semantic validation: turns the raw file into [`Config`], filling defaults, checking ranges and
 //! resolving names to indices. The first error wins; it points at the offending value.
 
-use crate::raw::{RawBridge, RawPoll};
+use crate::raw::{RawBridge, RawPoll, RawQueueRef};
 use crate::{AdaptivePoll, PollMode, MAX_IDLE_POLLS, MAX_SLEEP_US};
 use crate::{BridgeConfig, HttpLane, PortDevice, Provider, Secret, TlsLane};
 use std::collections::HashMap;
@@ -350,50 +350,8 @@ fn resolve_ports(
             Some(value) => Some(in_range(src, value, "mtu", 68, 9600)? as u16),
             None => None,
         };
-        let port_mac = match &port.mac {
-            Some(value) => {
-                let address = mac(src, value, "mac")?;
-                if address[0] & 1 != 0 || address == [0; 6] {
-                    return Err(src.error(
-                        value,
-                        format!(
-                            "`mac` = {:?} is not valid; expected a unicast, non-zero MAC address",
-                            value.get_ref()
-                        ),
-                    ));
-                }
-                Some(address)
-            }
-            None => None,
-        };
-        let mempool = match &port.mempool {
-            Some(value) => mempools
-                .iter()
-                .position(|p| &p.name == value.get_ref())
-                .ok_or_else(|| {
-                    src.error(
-                        value,
-                        format!(
-                            "mempool `{}` is not defined; expected one of {}",
-                            value.get_ref(),
-                            list_names(mempools.iter().map(|p| p.name.as_str()))
-                        ),
-                    )
-                })?,
-            None => mempools
-                .iter()
-                .position(|p| p.name == "default")
-                .ok_or_else(|| {
-                    src.error(
-                        &port.name,
-                        format!(
-                            "port `{name}` uses mempool `default`, which is not defined; \
-                             expected `mempool` = one of {}",
-                            list_names(mempools.iter().map(|p| p.name.as_str()))
-                        ),
-                    )
-                })?,
-        };
+        let port_mac = port_mac(src, port.mac.as_ref())?;
+        let mempool = port_mempool(src, port, mempools)?;
 
         ports.push(PortConfig {
             name: name.clone(),
@@ -409,6 +367,58 @@ fn resolve_ports(
         });
     }
     Ok(ports)
+}
+
+/// A port's `mac`: unicast and non-zero.
+fn port_mac(src: &Source<'_>, value: Option<&Spanned<String>>) -> Result<Option<[u8; 6]>> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let address = mac(src, value, "mac")?;
+    if address[0] & 1 != 0 || address == [0; 6] {
+        return Err(src.error(
+            value,
+            format!(
+                "`mac` = {:?} is not valid; expected a unicast, non-zero MAC address",
+                value.get_ref()
+            ),
+        ));
+    }
+    Ok(Some(address))
+}
+
+/// The index of a port's mempool: the one it names, or `default`.
+fn port_mempool(src: &Source<'_>, port: &RawPort, mempools: &[MempoolConfig]) -> Result<usize> {
+    let names = || list_names(mempools.iter().map(|p| p.name.as_str()));
+    match &port.mempool {
+        Some(value) => mempools
+            .iter()
+            .position(|p| &p.name == value.get_ref())
+            .ok_or_else(|| {
+                src.error(
+                    value,
+                    format!(
+                        "mempool `{}` is not defined; expected one of {}",
+                        value.get_ref(),
+                        names()
+                    ),
+                )
+            }),
+        None => mempools
+            .iter()
+            .position(|p| p.name == "default")
+            .ok_or_else(|| {
+                src.error(
+                    &port.name,
+                    format!(
+                        "port `{}` uses mempool `default`, which is not defined; \
+                         expected `mempool` = one of {}",
+                        port.name.get_ref(),
+                        names()
+                    ),
+                )
+            }),
+    }
 }
 
 /// `` `a`, `b`, `c` ``, for "expected one of" messages.
@@ -432,33 +442,7 @@ fn resolve_lcores(
     let mut owners: HashMap<(usize, LcoreRole, u16), u32> = HashMap::new();
 
     for lcore in &raw {
-        let id = *lcore.id.get_ref();
-        if !eal.lcores.iter().any(|&l| i64::from(l) == id) {
-            return Err(src.error(
-                &lcore.id,
-                format!(
-                    "lcore {id} is not in `eal.lcores` ({}); expected one of those lcores",
-                    syntax::format_lcore_list(&eal.lcores)
-                ),
-            ));
-        }
-        let id = id as u32;
-        if id == eal.main_lcore {
-            return Err(src.error(
-                &lcore.id,
-                format!(
-                    "lcore {id} is the main lcore (`eal.main_lcore`), which runs the control \
-                     loop; expected only the other lcores in [[lcore]]"
-                ),
-            ));
-        }
-        if lcores.iter().any(|l| l.id == id) {
-            return Err(src.error(
-                &lcore.id,
-                format!("lcore {id} is listed twice in [[lcore]]; expected unique ids"),
-            ));
-        }
-
+        let id = lcore_id(lcore, eal, &lcores, src)?;
         let role = lcore.role;
         let direction = match role {
             LcoreRole::Tx => "TX",
@@ -467,60 +451,8 @@ fn resolve_lcores(
         let mut queues = Vec::new();
         if let Some(list) = &lcore.queues {
             for entry in list.get_ref() {
-                let entry = entry.get_ref();
-                let port_name = entry.port.get_ref();
-                let port = ports
-                    .iter()
-                    .position(|p| &p.name == port_name)
-                    .ok_or_else(|| {
-                        src.error(
-                            &entry.port,
-                            format!(
-                                "port `{port_name}` is not defined; expected one of {}",
-                                list_names(ports.iter().map(|p| p.name.as_str()))
-                            ),
-                        )
-                    })?;
-                let count = match role {
-                    LcoreRole::Tx => ports[port].tx_queues,
-                    LcoreRole::Rx => ports[port].rx_queues,
-                };
-                let queue = *entry.queue.get_ref();
-                if queue < 0 || queue >= i64::from(count) {
-                    let expected = if count == 0 {
-                        format!(
-                            "port `{port_name}` has no {direction} queues (`{}_queues` = 0)",
-                            direction.to_lowercase()
-                        )
-                    } else {
-                        format!(
-                            "expected 0..={} (port `{port_name}` has `{}_queues` = {count})",
-                            count - 1,
-                            direction.to_lowercase()
-                        )
-                    };
-                    return Err(src.error(
-                        &entry.queue,
-                        format!("{direction} queue {queue} does not exist; {expected}"),
-                    ));
-                }
-                let queue = queue as u16;
-                if let Some(&owner) = owners.get(&(port, role, queue)) {
-                    let message = if owner == id {
-                        format!(
-                            "lcore {id} lists {direction} queue {queue} of port `{port_name}` twice; \
-                             expected each queue once"
-                        )
-                    } else {
-                        format!(
-                            "{direction} queue {queue} of port `{port_name}` is already taken by \
-                             lcore {owner}, so lcore {id} cannot use it too; expected each queue \
-                             on exactly one lcore"
-                        )
-                    };
-                    return Err(src.error(&entry.queue, message));
-                }
-                owners.insert((port, role, queue), id);
+                let (port, queue) =
+                    lcore_queue(entry.get_ref(), role, id, ports, &mut owners, src)?;
                 queues.push(QueueRef { port, queue });
             }
         }
@@ -564,6 +496,112 @@ fn resolve_lcores(
         });
     }
     Ok((lcores, id_spans))
+}
+
+/// An `[[lcore]]`'s id: one of `eal.lcores`, not the main lcore, listed once.
+fn lcore_id(
+    lcore: &RawLcore,
+    eal: &EalConfig,
+    lcores: &[LcoreConfig],
+    src: &Source<'_>,
+) -> Result<u32> {
+    let id = *lcore.id.get_ref();
+    if !eal.lcores.iter().any(|&l| i64::from(l) == id) {
+        return Err(src.error(
+            &lcore.id,
+            format!(
+                "lcore {id} is not in `eal.lcores` ({}); expected one of those lcores",
+                syntax::format_lcore_list(&eal.lcores)
+            ),
+        ));
+    }
+    let id = id as u32;
+    if id == eal.main_lcore {
+        return Err(src.error(
+            &lcore.id,
+            format!(
+                "lcore {id} is the main lcore (`eal.main_lcore`), which runs the control \
+                 loop; expected only the other lcores in [[lcore]]"
+            ),
+        ));
+    }
+    if lcores.iter().any(|l| l.id == id) {
+        return Err(src.error(
+            &lcore.id,
+            format!("lcore {id} is listed twice in [[lcore]]; expected unique ids"),
+        ));
+    }
+    Ok(id)
+}
+
+/// One `queues` entry of lcore `id` in `role`: a queue that exists on a defined port and that
+/// no lcore (this one included) has taken yet; recorded in `owners`.
+fn lcore_queue(
+    entry: &RawQueueRef,
+    role: LcoreRole,
+    id: u32,
+    ports: &[PortConfig],
+    owners: &mut HashMap<(usize, LcoreRole, u16), u32>,
+    src: &Source<'_>,
+) -> Result<(usize, u16)> {
+    let direction = match role {
+        LcoreRole::Tx => "TX",
+        LcoreRole::Rx => "RX",
+    };
+    let port_name = entry.port.get_ref();
+    let port = ports
+        .iter()
+        .position(|p| &p.name == port_name)
+        .ok_or_else(|| {
+            src.error(
+                &entry.port,
+                format!(
+                    "port `{port_name}` is not defined; expected one of {}",
+                    list_names(ports.iter().map(|p| p.name.as_str()))
+                ),
+            )
+        })?;
+    let count = match role {
+        LcoreRole::Tx => ports[port].tx_queues,
+        LcoreRole::Rx => ports[port].rx_queues,
+    };
+    let queue = *entry.queue.get_ref();
+    if queue < 0 || queue >= i64::from(count) {
+        let expected = if count == 0 {
+            format!(
+                "port `{port_name}` has no {direction} queues (`{}_queues` = 0)",
+                direction.to_lowercase()
+            )
+        } else {
+            format!(
+                "expected 0..={} (port `{port_name}` has `{}_queues` = {count})",
+                count - 1,
+                direction.to_lowercase()
+            )
+        };
+        return Err(src.error(
+            &entry.queue,
+            format!("{direction} queue {queue} does not exist; {expected}"),
+        ));
+    }
+    let queue = queue as u16;
+    if let Some(&owner) = owners.get(&(port, role, queue)) {
+        let message = if owner == id {
+            format!(
+                "lcore {id} lists {direction} queue {queue} of port `{port_name}` twice; \
+                 expected each queue once"
+            )
+        } else {
+            format!(
+                "{direction} queue {queue} of port `{port_name}` is already taken by \
+                 lcore {owner}, so lcore {id} cannot use it too; expected each queue \
+                 on exactly one lcore"
+            )
+        };
+        return Err(src.error(&entry.queue, message));
+    }
+    owners.insert((port, role, queue), id);
+    Ok((port, queue))
 }
 
 /// `lcore.poll` and its tunables, which only an adaptive lcore may set.
@@ -634,25 +672,7 @@ fn resolve_bridge(
     };
     let nic = find(&b.nic)?;
     let kernel = find(&b.kernel)?;
-    if nic == kernel {
-        return Err(src.error(
-            &b.kernel,
-            "the kernel side is the NIC itself; expected a second port (a net_tap or virtio_user vdev)",
-        ));
-    }
-    let kernel_is_tap = matches!(
-        &ports[kernel].device,
-        PortDevice::Vdev { name, .. } if name.starts_with("net_tap") || name.starts_with("virtio_user")
-    );
-    if !kernel_is_tap {
-        return Err(src.error(
-            &b.kernel,
-            format!(
-                "port `{}` is {}; expected a kernel interface: a `net_tapN,iface=...` or `virtio_userN,...` vdev",
-                ports[kernel].name, ports[kernel].device
-            ),
-        ));
-    }
+    check_bridge_kernel(b, nic, kernel, ports, src)?;
     let queue = match &b.queue {
         None => 0,
         Some(q) => {
@@ -679,7 +699,7 @@ fn resolve_bridge(
             return Err(src.error(
                 at,
                 format!(
-                    "RX queue {queue} of port `{name}` is already polled by lcore {owner}; expected                      each queue on exactly one lcore"
+                    "RX queue {queue} of port `{name}` is already polled by lcore {owner}; expected each queue on exactly one lcore"
                 ),
             ));
         }
@@ -688,12 +708,42 @@ fn resolve_bridge(
             return Err(src.error(
                 at,
                 format!(
-                    "lcore {id} bridges port `{name}` but owns no TX queue on it; expected a                      `{{ port = \"{name}\", queue = N }}` in its `queues`"
+                    "lcore {id} bridges port `{name}` but owns no TX queue on it; expected a `{{ port = \"{name}\", queue = N }}` in its `queues`"
                 ),
             ));
         }
     }
     Ok(BridgeConfig { nic, kernel, queue })
+}
+
+/// A bridge's kernel side: a port of its own, and a kernel interface (TAP or virtio_user).
+fn check_bridge_kernel(
+    b: &RawBridge,
+    nic: usize,
+    kernel: usize,
+    ports: &[PortConfig],
+    src: &Source<'_>,
+) -> Result<()> {
+    if nic == kernel {
+        return Err(src.error(
+            &b.kernel,
+            "the kernel side is the NIC itself; expected a second port (a net_tap or virtio_user vdev)",
+        ));
+    }
+    let kernel_is_tap = matches!(
+        &ports[kernel].device,
+        PortDevice::Vdev { name, .. } if name.starts_with("net_tap") || name.starts_with("virtio_user")
+    );
+    if !kernel_is_tap {
+        return Err(src.error(
+            &b.kernel,
+            format!(
+                "port `{}` is {}; expected a kernel interface: a `net_tapN,iface=...` or `virtio_userN,...` vdev",
+                ports[kernel].name, ports[kernel].device
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn resolve_lanes(
@@ -770,7 +820,19 @@ fn resolve_lanes(
         });
     }
 
-    // Submissions are spread over the tx lcores, so each must be able to send on every lane.
+    every_tx_lcore_reaches_every_lane(&raw, &lanes, lcores, lcore_spans, ports, src)?;
+    Ok(lanes)
+}
+
+/// Submissions are spread over the tx lcores, so each must be able to send on every lane.
+fn every_tx_lcore_reaches_every_lane(
+    raw: &[RawLane],
+    lanes: &[LaneConfig],
+    lcores: &[LcoreConfig],
+    lcore_spans: &[usize],
+    ports: &[PortConfig],
+    src: &Source<'_>,
+) -> Result<()> {
     if let Some(first) = raw.first() {
         if !lcores.iter().any(|l| l.role == LcoreRole::Tx) {
             return Err(src.error(
@@ -786,7 +848,7 @@ fn resolve_lanes(
             if lcore.role != LcoreRole::Tx {
                 continue;
             }
-            for lane in &lanes {
+            for lane in lanes {
                 if lcore.queues.iter().any(|q| q.port == lane.port) {
                     continue;
                 }
@@ -803,7 +865,7 @@ fn resolve_lanes(
             }
         }
     }
-    Ok(lanes)
+    Ok(())
 }
 
 fn resolve_udp_lane(lane: &RawLane, src: &Source<'_>) -> Result<UdpLane> {
@@ -864,6 +926,27 @@ fn resolve_udp_lane(lane: &RawLane, src: &Source<'_>) -> Result<UdpLane> {
 /// Most kernel TCP connections one HTTP lane may keep.
 const MAX_CONNECTIONS: i64 = 64;
 
+/// Provider-specific token formats (Glaive issues UUID v4 keys). The token itself is never
+/// echoed: it may be a real key in the wrong place.
+fn check_token_format(
+    lane: &RawLane,
+    provider: Provider,
+    token: Option<&str>,
+    src: &Source<'_>,
+) -> Result<()> {
+    let token_at = lane.token.as_ref().or(lane.token_env.as_ref());
+    if let (Provider::Glaive, Some(t), Some(at)) = (provider, token, token_at) {
+        if !is_uuid_v4(t) {
+            return Err(src.error(
+                at,
+                "this token is not a Glaive API key; expected a UUID v4 \
+                 (xxxxxxxx-xxxx-4xxx-xxxx-xxxxxxxxxxxx, hex digits), as Glaive issues them",
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn resolve_http_lane(lane: &RawLane, src: &Source<'_>) -> Result<HttpLane> {
     let name = lane.name.get_ref();
     let missing = |key: &str, what: &str| {
@@ -917,17 +1000,7 @@ fn resolve_http_lane(lane: &RawLane, src: &Source<'_>) -> Result<HttpLane> {
             "the relay's API token (`token = \"...\"` or `token_env = \"VAR\"`)",
         ));
     }
-    let token_at = lane.token.as_ref().or(lane.token_env.as_ref());
-    if let (Provider::Glaive, Some(t), Some(at)) = (provider, &token, token_at) {
-        if !is_uuid_v4(t) {
-            // The token itself is never echoed: it may be a real key in the wrong place.
-            return Err(src.error(
-                at,
-                "this token is not a Glaive API key; expected a UUID v4 \
-                 (xxxxxxxx-xxxx-4xxx-xxxx-xxxxxxxxxxxx, hex digits), as Glaive issues them",
-            ));
-        }
-    }
+    check_token_format(lane, provider, token.as_deref(), src)?;
     let connections = match &lane.connections {
         Some(c) => in_range(src, c, "connections", 1, MAX_CONNECTIONS)? as u16,
         None => 2,
@@ -1137,39 +1210,7 @@ fn resolve_control(
         None => None,
     };
     let rpc_lanes = match &raw.rpc_lanes {
-        Some(names) => {
-            let mut ids: Vec<usize> = Vec::with_capacity(names.len());
-            for name in names {
-                let id = lanes
-                    .iter()
-                    .position(|l| &l.name == name.get_ref())
-                    .ok_or_else(|| {
-                        src.error(
-                            name,
-                            format!(
-                                "lane `{}` in `rpc_lanes` is not defined; expected one of {}",
-                                name.get_ref(),
-                                if lanes.is_empty() {
-                                    "the [[lane]] names (none are defined)".to_owned()
-                                } else {
-                                    list_names(lanes.iter().map(|l| l.name.as_str()))
-                                }
-                            ),
-                        )
-                    })?;
-                if ids.contains(&id) {
-                    return Err(src.error(
-                        name,
-                        format!(
-                            "lane `{}` is listed twice in `rpc_lanes`; expected each lane once",
-                            name.get_ref()
-                        ),
-                    ));
-                }
-                ids.push(id);
-            }
-            Some(ids)
-        }
+        Some(names) => Some(rpc_lane_ids(names, lanes, src)?),
         None => None,
     };
     if let (Some(rpc), Some(at)) = (rpc_listen, &raw.rpc_listen) {
@@ -1216,6 +1257,45 @@ fn resolve_control(
         rpc_upstream,
         rpc_upstream_timeout,
     })
+}
+
+/// `rpc_lanes`: ids of defined lanes, each named once.
+fn rpc_lane_ids(
+    names: &[Spanned<String>],
+    lanes: &[LaneConfig],
+    src: &Source<'_>,
+) -> Result<Vec<usize>> {
+    let mut ids: Vec<usize> = Vec::with_capacity(names.len());
+    for name in names {
+        let id = lanes
+            .iter()
+            .position(|l| &l.name == name.get_ref())
+            .ok_or_else(|| {
+                src.error(
+                    name,
+                    format!(
+                        "lane `{}` in `rpc_lanes` is not defined; expected one of {}",
+                        name.get_ref(),
+                        if lanes.is_empty() {
+                            "the [[lane]] names (none are defined)".to_owned()
+                        } else {
+                            list_names(lanes.iter().map(|l| l.name.as_str()))
+                        }
+                    ),
+                )
+            })?;
+        if ids.contains(&id) {
+            return Err(src.error(
+                name,
+                format!(
+                    "lane `{}` is listed twice in `rpc_lanes`; expected each lane once",
+                    name.get_ref()
+                ),
+            ));
+        }
+        ids.push(id);
+    }
+    Ok(ids)
 }
 
 /// `rpc_upstream`: an `http://host[:port][/path][?query]` URL.

@@ -586,6 +586,27 @@ pub struct StatsSnapshot {
 }
 
 impl StatsSnapshot {
+    /// A block with nothing counted (an unused lcore's).
+    pub fn zero() -> StatsSnapshot {
+        StatsSnapshot {
+            lcore_id: 0,
+            role: role::NONE,
+            poll_mode: poll_mode::BUSY,
+            started_ns: 0,
+            counters: [0; N_COUNTERS],
+            lane_packets: [0; MAX_LANES],
+            lane_dropped: [0; MAX_LANES],
+            lane_fast: [0; MAX_LANES],
+            lane_bytes: [0; MAX_LANES],
+            latency: Vec::new(),
+            fast_latency: Vec::new(),
+            lane_fast_ticks: [0; MAX_LANES],
+            stage_ticks: [0; N_STAGES],
+            stage_samples: [0; N_STAGES],
+            stage_hist: Vec::new(),
+        }
+    }
+
     /// Value of one counter.
     pub fn get(&self, c: Counter) -> u64 {
         self.counters[c as usize]
@@ -1142,23 +1163,7 @@ impl Rates {
     /// segment) count from zero.
     pub fn between(earlier: &Snapshot, later: &Snapshot) -> Rates {
         let secs = later.taken_ns.saturating_sub(earlier.taken_ns) as f64 / 1e9;
-        let zero_lcore = StatsSnapshot {
-            lcore_id: 0,
-            role: role::NONE,
-            poll_mode: poll_mode::BUSY,
-            started_ns: 0,
-            counters: [0; N_COUNTERS],
-            lane_packets: [0; MAX_LANES],
-            lane_dropped: [0; MAX_LANES],
-            lane_fast: [0; MAX_LANES],
-            lane_bytes: [0; MAX_LANES],
-            latency: Vec::new(),
-            fast_latency: Vec::new(),
-            lane_fast_ticks: [0; MAX_LANES],
-            stage_ticks: [0; N_STAGES],
-            stage_samples: [0; N_STAGES],
-            stage_hist: Vec::new(),
-        };
+        let zero_lcore = StatsSnapshot::zero();
         let lcores = later
             .lcores
             .iter()
