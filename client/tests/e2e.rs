@@ -138,9 +138,12 @@ fn a_data_plane_that_stops_answering_is_reported_not_waited_on_forever() {
         .into_iter()
         .filter(|s| s.invalid.is_none())
         .collect();
-    // Freeze the data plane, then submit: nothing answers; the client gives up.
+    // Freeze the data plane, then submit: nothing answers; the client gives up. SIGSTOP is
+    // delivered asynchronously (a busy-polling lcore stops at its next entry into the kernel),
+    // so the submission waits until every thread is seen stopped.
     // SAFETY: a signal to our own child.
     unsafe { libc::kill(dp.pid() as i32, libc::SIGSTOP) };
+    wait_stopped(dp.pid());
     let s = client.submit(&valid[0].bytes, &lanes).unwrap();
     let started = std::time::Instant::now();
     let all = client.wait_all(&s);
@@ -156,4 +159,26 @@ fn a_data_plane_that_stops_answering_is_reported_not_waited_on_forever() {
     );
     assert!(started.elapsed() < Duration::from_secs(5));
     dp.stop(libc::SIGTERM);
+}
+
+/// Waits until every thread of process `pid` is stopped (state `T` in `/proc/PID/task/*/stat`).
+fn wait_stopped(pid: u32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        let all_stopped = tasks.flatten().all(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            // The state follows the command name's closing parenthesis.
+            let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+            matches!(state, Some(Some('T' | 't')))
+        });
+        if all_stopped {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process {pid} did not stop within 10 s of SIGSTOP"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
