@@ -189,7 +189,6 @@ pub(crate) fn pct(sorted: &[u64], q: f64) -> u64 {
 /// path, and its delegated (fast) and handed-off relay sends, from the stats blocks.
 pub(crate) struct Budget {
     ticks: [u64; stats::N_STAGES],
-    timings: [u64; stats::N_STAGES],
     hist: Vec<[u64; stats::STAGE_BUCKETS]>,
     /// Relay requests the data plane sent itself.
     pub(crate) fast_sends: u64,
@@ -201,26 +200,21 @@ pub(crate) struct Budget {
 pub(crate) fn budget(before: &[StatsSnapshot], after: &[StatsSnapshot]) -> Budget {
     let mut b = Budget {
         ticks: [0; stats::N_STAGES],
-        timings: [0; stats::N_STAGES],
         hist: vec![[0; stats::STAGE_BUCKETS]; stats::N_STAGES],
         fast_sends: 0,
         handed_off: 0,
     };
+    let zero = StatsSnapshot::zero();
     for (i, a) in after.iter().enumerate() {
-        let zero = [0u64; stats::N_STAGES];
-        let (t0, n0) = before
-            .get(i)
-            .map_or((&zero, &zero), |s| (&s.stage_ticks, &s.stage_samples));
+        let z = before.get(i).unwrap_or(&zero);
         for s in 0..stats::N_STAGES {
-            b.ticks[s] += a.stage_ticks[s].wrapping_sub(t0[s]);
-            b.timings[s] += a.stage_samples[s].wrapping_sub(n0[s]);
-            let h0 = before.get(i).and_then(|x| x.stage_hist.get(s));
+            b.ticks[s] += a.stage_ticks[s].wrapping_sub(z.stage_ticks[s]);
+            let h0 = z.stage_hist.get(s);
             for (k, v) in a.stage_hist[s].iter().enumerate() {
                 b.hist[s][k] += v.wrapping_sub(h0.map_or(0, |h| h[k]));
             }
         }
-        let counter =
-            |c: stats::Counter| a.get(c).wrapping_sub(before.get(i).map_or(0, |s| s.get(c)));
+        let counter = |c: stats::Counter| a.get(c).wrapping_sub(z.get(c));
         b.fast_sends += counter(stats::Counter::FastSends);
         b.handed_off += counter(stats::Counter::HandedOff);
     }
@@ -242,11 +236,11 @@ impl Budget {
         );
         let mut per_send = 0.0;
         for stage in stats::Stage::ALL {
-            let (t, n) = (self.ticks[stage as usize], self.timings[stage as usize]);
+            let hist = &self.hist[stage as usize];
+            let (t, n) = (self.ticks[stage as usize], hist.iter().sum::<u64>());
             if n == 0 {
                 continue;
             }
-            let hist = &self.hist[stage as usize];
             let q = |q| stats::stage_quantile(hist, q).map_or(f64::NAN, |t| ns(t as f64));
             if stage != stats::Stage::Poll {
                 per_send += q(0.5);

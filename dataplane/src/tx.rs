@@ -418,15 +418,12 @@ fn take_submissions(submit: &mut SubmitConsumer, r: usize, out: &mut Output) -> 
     };
     let mut taken = 0;
     while taken < ready {
-        let start = dpdk::tsc();
+        let read = dpdk::tsc();
         let slot = submit.slot(taken);
         let copied = dpdk::tsc();
-        let submit_tsc = slot.submit_tsc;
-        if !out.handle_slot(r, slot, copied) {
+        if !out.handle_slot(r, slot, (read, copied)) {
             break; // no room or no mbufs: the slot stays in the ring for the next poll
         }
-        out.stats.ring_wait(submit_tsc, start);
-        out.stats.stage(Stage::CopyOut, copied.wrapping_sub(start));
         taken += 1;
     }
     if taken > 0 {
@@ -437,9 +434,10 @@ fn take_submissions(submit: &mut SubmitConsumer, r: usize, out: &mut Output) -> 
 }
 
 impl Output {
-    /// Turns a slot of ring `r`, copied out at `copied` (TSC), into frames (or rejections).
-    /// `false` leaves it in the ring.
-    fn handle_slot(&mut self, r: usize, slot: SlotRef<'_>, copied: u64) -> bool {
+    /// Turns a slot of ring `r` into frames (or rejections); `read` is when the lcore started
+    /// to read it and `copied` when it was copied out (TSC). `false` leaves it in the ring (and
+    /// times nothing: it is read again next poll).
+    fn handle_slot(&mut self, r: usize, slot: SlotRef<'_>, (read, copied): (u64, u64)) -> bool {
         let n_lanes = self.lanes.len() as u32;
         let pending = |lane: u8| Pending::of(r, &slot, lane);
 
@@ -456,10 +454,15 @@ impl Output {
         } else {
             Transaction::parse(slot.tx).map(|_| ())
         };
-        self.stats
-            .stage(Stage::Validate, dpdk::tsc().wrapping_sub(copied));
+        let validated = dpdk::tsc();
+        let time_slot = |stats: &mut StatsWriter| {
+            stats.ring_wait(slot.submit_tsc, read);
+            stats.stage(Stage::CopyOut, copied.wrapping_sub(read));
+            stats.stage(Stage::Validate, validated.wrapping_sub(copied));
+        };
 
         if let Err(e) = verdict {
+            time_slot(&mut self.stats);
             self.stats.add(Counter::Rejected, 1);
             let done = dpdk::tsc();
             for lane in lanes_of(slot.lanes) {
@@ -489,6 +492,8 @@ impl Output {
             self.stats.add(Counter::NoMbuf, 1);
             return false;
         }
+        // Taken: from here on the slot is answered on every lane.
+        time_slot(&mut self.stats);
 
         if relay != 0 {
             self.hand_off(r, &slot, relay);

@@ -36,7 +36,8 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SWQOSSHM");
 /// [`crate::stats::Stage`]) and `lane_fast_ticks` (delegated sends' submit-to-`tx_burst` per lane).
 /// 10: polling that fits the host: [`LcoreStats`] records its lcore's poll mode and start time,
 /// and the `work_polls`, `idle_sleeps` and `sleep_ns` counters.
-pub const LAYOUT_VERSION: u32 = 10;
+/// 11: no `stage_samples` (a stage's timings are its histogram's sum).
+pub const LAYOUT_VERSION: u32 = 11;
 /// The largest transaction a slot holds: Solana's packet data size.
 pub const MAX_TX_SIZE: usize = 1232;
 /// Lanes are addressed by bit in a `u64` lane mask.

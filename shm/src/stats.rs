@@ -315,8 +315,6 @@ pub struct LcoreStats {
     pub lane_fast_ticks: [AtomicU64; MAX_LANES],
     /// TSC ticks spent per [`Stage`] (the latency budget), summed.
     pub stage_ticks: [AtomicU64; N_STAGES],
-    /// Times each [`Stage`] was timed.
-    pub stage_samples: [AtomicU64; N_STAGES],
     /// Each [`Stage`]'s timings, by [`stage_bucket_of`].
     pub stage_hist: [[AtomicU64; STAGE_BUCKETS]; N_STAGES],
 }
@@ -531,7 +529,6 @@ impl StatsWriter {
     pub fn stage(&mut self, stage: Stage, ticks: u64) {
         self.touch();
         bump(&self.block().stage_ticks[stage as usize], ticks);
-        bump(&self.block().stage_samples[stage as usize], 1);
         bump(
             &self.block().stage_hist[stage as usize][stage_bucket_of(ticks)],
             1,
@@ -579,8 +576,6 @@ pub struct StatsSnapshot {
     pub lane_fast_ticks: [u64; MAX_LANES],
     /// TSC ticks per [`Stage`], summed.
     pub stage_ticks: [u64; N_STAGES],
-    /// Timings per [`Stage`].
-    pub stage_samples: [u64; N_STAGES],
     /// Each [`Stage`]'s histogram.
     pub stage_hist: Vec<[u64; STAGE_BUCKETS]>,
 }
@@ -602,7 +597,6 @@ impl StatsSnapshot {
             fast_latency: Vec::new(),
             lane_fast_ticks: [0; MAX_LANES],
             stage_ticks: [0; N_STAGES],
-            stage_samples: [0; N_STAGES],
             stage_hist: Vec::new(),
         }
     }
@@ -711,7 +705,6 @@ pub fn read(block: &LcoreStats) -> StatsSnapshot {
         fast_latency: block.fast_latency.iter().map(load).collect(),
         lane_fast_ticks: std::array::from_fn(|i| load(&block.lane_fast_ticks[i])),
         stage_ticks: std::array::from_fn(|i| load(&block.stage_ticks[i])),
-        stage_samples: std::array::from_fn(|i| load(&block.stage_samples[i])),
         stage_hist: block
             .stage_hist
             .iter()

@@ -68,6 +68,14 @@ fn the_latency_report_measures_all_paths_and_every_request_reaches_the_relay_onc
         rig.log.to_str().unwrap(),
         "--out",
         out_dir.to_str().unwrap(),
+        // The wire truth on the rig's one link: both captures on the relay's end of it (each
+        // path's submissions have their own time windows).
+        "--capture-netns",
+        &rig.topo.ns,
+        "--capture-dataplane-iface",
+        &rig.topo.peer_if,
+        "--capture-baseline-iface",
+        &rig.topo.peer_if,
     ]);
     let out = Command::new(bin("swqos")).args(&args).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -247,6 +255,44 @@ fn the_latency_report_measures_all_paths_and_every_request_reaches_the_relay_onc
         assert_eq!(svg.matches("<polyline").count(), PATHS.len(), "{file}");
         assert!(svg.contains("CDF") && svg.contains("Histogram"), "{file}");
         assert!(svg.matches("<rect").count() > 4, "{file}: histogram bars");
+    }
+
+    // The wire truth: per lane count and path, one first/last byte per request, every
+    // submission's window holding one request per lane (no `odd` ones); wire.csv has them all.
+    let wire: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() == 12 && PATHS.contains(&f[1]))
+        .collect();
+    assert_eq!(wire.len(), LANE_COUNTS.len() * PATHS.len(), "{stdout}");
+    for f in &wire {
+        let n: usize = f[0].parse().unwrap();
+        assert_eq!(f[2].parse::<usize>().unwrap(), COUNT * n, "{f:?}");
+        for q in &f[3..11] {
+            assert!(q.parse::<f64>().is_ok_and(|v| v >= 0.0), "{f:?}");
+        }
+        assert_eq!(
+            f[11], "0",
+            "submissions without one request per lane: {f:?}"
+        );
+    }
+    let wire_csv = std::fs::read_to_string(out_dir.join("wire.csv")).unwrap();
+    assert_eq!(wire_csv.lines().count(), 1 + PATHS.len() * per_path);
+    // The latency budget: the delegated sends' stages were timed.
+    for stage in [
+        "copy-out",
+        "validate",
+        "build+digest",
+        "claim (CAS)",
+        "tx_burst",
+    ] {
+        // "  stage  p50 ns  p99 ns  mean ns  timings  what"
+        let row = stdout
+            .lines()
+            .find_map(|l| l.trim_start().strip_prefix(stage))
+            .unwrap_or_else(|| panic!("no budget row {stage:?} in:\n{stdout}"));
+        let timings: u64 = row.split_whitespace().nth(3).unwrap().parse().unwrap();
+        assert!(timings > 0, "{stage}{row}");
     }
 
     rig.stop();
