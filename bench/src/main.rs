@@ -17,11 +17,6 @@ mod plot;
 mod throughput;
 mod tx_latency;
 mod wakeup;
-// The relay lanes' rustls client configuration (roots, `ca_files`, `insecure_skip_verify`),
-// shared with `swqos control` so the baselines verify relays exactly as the control plane does.
-#[path = "../../control/src/tls_config.rs"]
-mod tls_config;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;

@@ -18,6 +18,5 @@ mod relay_lanes;
 mod rpc;
 mod sessions;
 mod tls;
-mod tls_config;
 
 pub use daemon::{run, ControlArgs};

@@ -36,7 +36,7 @@ const RX_BUF: usize = 2 * MAX_RECORD;
 /// Largest handshake flight buffered (certificate chains can span several records).
 const MAX_HANDSHAKE_BUF: usize = 256 * 1024;
 
-pub(crate) use crate::tls_config::{client_config, TlsSettings};
+pub(crate) use swqos_tls::client_config::{client_config, TlsSettings};
 
 /// What the data plane needs to seal records of a connection: suite, write key and IV, next
 /// sequence number. Zeroized on drop; `Debug` shows no key material.

@@ -51,6 +51,9 @@ pub enum LaneSend {
     /// An HTTP relay: the submission is handed to the control plane, which sends it on one of
     /// its kernel TCP connections (the delegated fast path builds on this).
     Relay,
+    /// A QUIC relay: the bridging lcore's connection (`crate::quic`), whose datagrams carry
+    /// these headers.
+    Quic(UdpFrame),
 }
 
 /// A UDP lane's prebuilt frame template and checksum handling.
@@ -106,6 +109,16 @@ impl LaneTable {
                         LaneSend::Udp(udp_frame(udp, port_macs[lane.port], offloads[lane.port]))
                     }
                     LaneKind::Http(_) => LaneSend::Relay,
+                    LaneKind::Quic(q) => {
+                        let udp = dpdk_config::UdpLane {
+                            src_ip: q.src_ip,
+                            src_port: q.src_port,
+                            dst_ip: q.dst_ip,
+                            dst_port: q.dst_port,
+                            dst_mac: q.dst_mac,
+                        };
+                        LaneSend::Quic(udp_frame(&udp, port_macs[lane.port], offloads[lane.port]))
+                    }
                 };
                 Lane {
                     name: lane.name.clone(),
@@ -126,6 +139,15 @@ impl LaneTable {
             .fold(0, |m, (i, _)| m | 1 << i)
     }
 
+    /// Lanes sent over the data plane's QUIC connections (a lane mask).
+    pub fn quic_mask(&self) -> u64 {
+        self.0
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| matches!(l.send, LaneSend::Quic(_)))
+            .fold(0, |m, (i, _)| m | 1 << i)
+    }
+
     /// A description of each lane for the startup log (tokens never appear).
     pub fn describe(config: &Config) -> Vec<String> {
         config
@@ -139,6 +161,17 @@ impl LaneTable {
                 LaneKind::Http(h) => format!(
                     "lane {} http {} relay {}:{} (Host {}), {} kernel connection(s) by the control plane",
                     l.name, h.provider, h.dst_ip, h.dst_port, h.host, h.connections
+                ),
+                LaneKind::Quic(q) => format!(
+                    "lane {} quic {} {}:{} -> {}:{} (server name {}) via port {}",
+                    l.name,
+                    q.provider,
+                    q.src_ip,
+                    q.src_port,
+                    q.dst_ip,
+                    q.dst_port,
+                    q.server_name,
+                    config.ports[l.port].name
                 ),
             })
             .collect()

@@ -21,7 +21,8 @@ use tracing::{error, info, warn};
 use crate::fast::FastPath;
 use crate::hugepages::{self, Decision, HugepageState};
 use crate::idle::Idle;
-use crate::lanes::{LaneTable, PortChecksums};
+use crate::lanes::{LaneSend, LaneTable, PortChecksums};
+use crate::quic::{QuicLaneSetup, QuicLanes};
 use crate::report::Report;
 use crate::rx::RxWorker;
 use crate::tx::{Bridge, RingPair, TxPath, TxWorker, TxWorkerParts};
@@ -529,6 +530,7 @@ fn create_segments(
             let kind = match l.kind {
                 dpdk_config::LaneKind::Udp(_) => ShmLaneKind::Udp,
                 dpdk_config::LaneKind::Http(_) => ShmLaneKind::Http,
+                dpdk_config::LaneKind::Quic(_) => ShmLaneKind::Quic,
             };
             LaneInfo::new(&l.name, kind)
         })
@@ -622,6 +624,10 @@ impl WorkerSetup<'_> {
             Some(b) if relays => Some(fast_path(config, self.ctl.clone(), self.tsc_hz, b.nic)?),
             _ => None,
         };
+        let quic = match lc.bridge {
+            Some(b) if self.lanes.quic_mask() != 0 => Some(quic_lanes(config, self.lanes, b.nic)?),
+            _ => None,
+        };
         TxWorker::new(TxWorkerParts {
             rings,
             paths,
@@ -633,6 +639,7 @@ impl WorkerSetup<'_> {
             bridge,
             handoff: relays.then(|| HandoffProducer::new(self.ctl.clone(), index)),
             fast,
+            quic,
             ctl: self.ctl.clone(),
         })
         .map_err(|e| RunError(format!("lcore {}: {e}", lc.id)))
@@ -690,6 +697,23 @@ fn fast_path(
     }
     let max_frame = config.ports[nic].mtu.unwrap_or(1500) as usize + 14;
     Ok(FastPath::new(ctl, relays, templates, tsc_hz, max_frame))
+}
+
+/// The QUIC lanes of the bridging TX lcore of port `nic` (config checks put every QUIC lane
+/// there): TLS configurations, client certificates, each connecting at once.
+fn quic_lanes(config: &Config, lanes: &LaneTable, nic: usize) -> Result<QuicLanes, RunError> {
+    let mtu = config.ports[nic].mtu.unwrap_or(1500);
+    let mut setups = Vec::new();
+    for (id, (lane, cfg)) in lanes.iter().zip(&config.lanes).enumerate() {
+        let (LaneSend::Quic(frame), dpdk_config::LaneKind::Quic(q)) = (&lane.send, &cfg.kind)
+        else {
+            continue;
+        };
+        setups.push(
+            QuicLaneSetup::new(id as u8, &lane.name, q, frame.clone(), mtu).map_err(RunError)?,
+        );
+    }
+    QuicLanes::new(setups).map_err(RunError)
 }
 
 /// Publishes the fingerprint of every relay lane's request template in the session table, for

@@ -17,6 +17,7 @@ use swqos_wire::solana::{Transaction, TxError};
 
 use crate::fast::{FastPath, Miss};
 use crate::lanes::{LaneSend, LaneTable};
+use crate::quic::QuicLanes;
 
 /// A control plane whose heartbeat is older than this is considered gone (500 ms: generous, so a
 /// loaded host that delays its relay thread does not turn into spurious drops).
@@ -46,6 +47,11 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// The submission's TSC stamp.
+    pub(crate) fn submit_tsc(&self) -> u64 {
+        self.submit_tsc
+    }
+
     /// What a frame (or answer) for `lane` of a slot of ring `r` must remember.
     fn of(r: usize, slot: &SlotRef<'_>, lane: u8) -> Pending {
         Pending {
@@ -137,11 +143,19 @@ impl Bridge {
         paths: &mut [TxPath],
         stats: &mut StatsWriter,
         mut fast: Option<&mut FastPath>,
+        mut quic: Option<&mut QuicLanes>,
     ) -> usize {
         let now = dpdk::tsc();
         let (nic, kernel) = two_mut(paths, self.nic_path, self.kernel_path);
         if self.nic_rx.rx_burst(&mut self.rx) > 0 {
             for m in self.rx.drain() {
+                // A QUIC lane's relay datagrams are its connection's, never the kernel's.
+                if let Some(q) = quic.as_deref_mut() {
+                    if let Some(lane) = q.claims(m.data()) {
+                        q.receive(lane, m, now);
+                        continue;
+                    }
+                }
                 let m = match fast.as_deref_mut() {
                     Some(f) => match f.on_peer(m, now) {
                         Some(m) => m,
@@ -270,6 +284,11 @@ struct Output {
     /// Delegated sends (with the index in `paths` of the NIC queue they go out on), when this
     /// lcore bridges the exception path.
     fast: Option<FastPath>,
+    /// The QUIC lanes' connections (their datagrams go out on the same queue), when this lcore
+    /// bridges their port.
+    quic: Option<QuicLanes>,
+    /// Lanes sent over `quic`.
+    quic_mask: u64,
     fast_out: usize,
     /// TSC when this poll's first delegated send was queued (0: none yet).
     fast_queued: u64,
@@ -306,6 +325,8 @@ pub struct TxWorkerParts {
     pub handoff: Option<HandoffProducer>,
     /// Delegated sends on the bridged relay connections (needs `bridge`).
     pub fast: Option<FastPath>,
+    /// The QUIC lanes (needs `bridge`).
+    pub quic: Option<QuicLanes>,
     /// The control file (for the control plane's heartbeat).
     pub ctl: Arc<ControlSegment>,
 }
@@ -336,6 +357,8 @@ impl TxWorker {
                 fast_out: parts.bridge.as_ref().map_or(0, |b| b.nic_path),
                 fast_queued: 0,
                 fast: parts.fast,
+                quic_mask: parts.quic.as_ref().map_or(0, |q| q.mask()),
+                quic: parts.quic,
                 ctl: parts.ctl,
                 paths: parts.paths,
                 lanes: parts.lanes,
@@ -357,7 +380,12 @@ impl TxWorker {
         out.stats.begin();
         out.stats.add(Counter::Polls, 1);
         let mut work = match &mut self.bridge {
-            Some(b) => b.poll(&mut out.paths, &mut out.stats, out.fast.as_mut()),
+            Some(b) => b.poll(
+                &mut out.paths,
+                &mut out.stats,
+                out.fast.as_mut(),
+                out.quic.as_mut(),
+            ),
             None => 0,
         };
         work += out.flush(false);
@@ -369,8 +397,9 @@ impl TxWorker {
         }
         self.next_ring = self.next_ring.wrapping_add(1);
         work += out.flush(false);
-        if out.fast.is_some() {
-            // Delegated sends queued just now leave in this poll, not the next.
+        out.drive_quic();
+        if out.fast.is_some() || out.quic.is_some() {
+            // Delegated sends (and QUIC datagrams) queued just now leave in this poll.
             let queued = std::mem::take(&mut out.fast_queued);
             work += flush_fast(&mut out.paths[out.fast_out], &mut out.stats, queued);
         }
@@ -396,10 +425,12 @@ impl TxWorker {
             .any(|s| s.ready().map(|n| n > 0).unwrap_or(false))
     }
 
-    /// Drops every packet still waiting for the NIC with `DropReason::Shutdown` completions.
+    /// Drops every packet still waiting for the NIC with `DropReason::Shutdown` completions,
+    /// and closes the QUIC lanes' connections (what they have in flight is completed).
     pub fn abandon_pending(&mut self) {
         let out = &mut self.out;
         out.stats.begin();
+        out.close_quic();
         out.flush(true);
         out.publish_completions();
         out.stats.end();
@@ -475,7 +506,8 @@ impl Output {
         }
 
         let relay = known & self.relay_mask;
-        let udp = known & !self.relay_mask;
+        let quic = known & self.quic_mask;
+        let udp = known & !self.relay_mask & !self.quic_mask;
 
         // Every queue this slot uses must have room for all of its frames, so a slot is taken
         // whole or not at all.
@@ -498,8 +530,11 @@ impl Output {
         if relay != 0 {
             self.hand_off(r, &slot, relay);
         }
+        if quic != 0 {
+            self.send_quic(r, &slot, quic);
+        }
         let payload_sum = checksum::sum(slot.tx);
-        for lane in lanes_of(slot.lanes & !relay) {
+        for lane in lanes_of(slot.lanes & !relay & !quic) {
             if (lane as u32) >= n_lanes {
                 self.stats.add(Counter::UnknownLane, 1);
                 self.complete(pending(lane), Status::UnknownLane, 0, dpdk::tsc());
@@ -584,6 +619,77 @@ impl Output {
         for lane in lanes_of(relay) {
             self.drop_packet(Pending::of(r, slot, lane), reason);
         }
+    }
+
+    /// Writes a submission on each of its QUIC lanes' connections; one that cannot be sent now
+    /// is completed at once with the reason (not sent).
+    fn send_quic(&mut self, r: usize, slot: &SlotRef<'_>, lanes: u64) {
+        let Some(q) = &mut self.quic else { return };
+        let out = &mut self.paths[self.fast_out].forward;
+        for lane in lanes_of(lanes) {
+            let p = Pending::of(r, slot, lane);
+            match q.send(lane, slot.tx, p, dpdk::tsc(), &self.pool, out) {
+                Ok(()) => {
+                    self.stats.lane_sent(lane as usize);
+                    self.stats.lane_bytes(lane as usize, slot.tx.len() as u64);
+                    if self.fast_queued == 0 {
+                        self.fast_queued = dpdk::tsc();
+                    }
+                }
+                Err(reason) => {
+                    self.stats.lane_dropped(lane as usize);
+                    push_completion(
+                        &mut self.completes,
+                        &mut self.stats,
+                        p,
+                        Status::RelayError,
+                        reason,
+                        dpdk::tsc(),
+                    );
+                }
+            }
+        }
+    }
+
+    /// One step of the QUIC lanes: handshakes, timers, acknowledgements into completions.
+    fn drive_quic(&mut self) {
+        let Output {
+            quic,
+            paths,
+            completes,
+            stats,
+            pool,
+            fast_out,
+            ..
+        } = self;
+        let Some(q) = quic else { return };
+        let now = dpdk::tsc();
+        q.drive(
+            now,
+            pool,
+            &mut paths[*fast_out].forward,
+            |p, status, reason| push_completion(completes, stats, p, status, reason, now),
+        );
+    }
+
+    /// Closes the QUIC lanes' connections (shutdown).
+    fn close_quic(&mut self) {
+        let Output {
+            quic,
+            paths,
+            completes,
+            stats,
+            pool,
+            fast_out,
+            ..
+        } = self;
+        let Some(q) = quic else { return };
+        let now = dpdk::tsc();
+        let out = &mut paths[*fast_out].forward;
+        q.close_all(now, pool, out, |p, status, reason| {
+            push_completion(completes, stats, p, status, reason, now)
+        });
+        flush_forward(&mut paths[*fast_out], stats);
     }
 
     /// Writes lane `lane`'s Ethernet/IPv4/UDP headers and the transaction into `mbuf`.

@@ -28,6 +28,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use error::ConfigError;
+pub use swqos_wire::quic_relay::QuicProvider;
 pub use swqos_wire::relay::Provider;
 use swqos_wire::relay::{Endpoint, RelayError, RequestTemplate};
 
@@ -501,6 +502,8 @@ pub enum LaneKind {
     Udp(UdpLane),
     /// An HTTP relay reached over kernel TCP connections (the control plane's).
     Http(HttpLane),
+    /// A relay reached over QUIC, whose connection the data plane owns.
+    Quic(QuicLane),
 }
 
 impl fmt::Display for LaneKind {
@@ -508,6 +511,7 @@ impl fmt::Display for LaneKind {
         f.write_str(match self {
             LaneKind::Udp(_) => "udp",
             LaneKind::Http(_) => "http",
+            LaneKind::Quic(_) => "quic",
         })
     }
 }
@@ -596,6 +600,53 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// The settings of a [`LaneKind::Quic`] lane.
+#[derive(Clone, PartialEq, Eq)]
+pub struct QuicLane {
+    /// The relay's protocol (ALPN, server name, identity, streams).
+    pub provider: QuicProvider,
+    /// Source IPv4 address (the data plane's own, on the lane's port).
+    pub src_ip: Ipv4Addr,
+    /// Source UDP port of the lane's connection (default 20000 + the lane's index).
+    pub src_port: u16,
+    /// The relay's IPv4 address.
+    pub dst_ip: Ipv4Addr,
+    /// The relay's UDP port (default: the provider's).
+    pub dst_port: u16,
+    /// Destination MAC: the relay's, or the next-hop gateway's when off-subnet.
+    pub dst_mac: [u8; 6],
+    /// The server name sent as SNI and verified against the relay's certificate: `server_name`,
+    /// else the provider's, else `dst_ip`.
+    pub server_name: String,
+    /// The API key, from `token` or the environment variable `token_env` (never logged).
+    pub token: Option<Secret>,
+    /// The Solana keypair file (JSON array of 64 bytes) whose key signs the client certificate
+    /// (providers that identify the client by its Solana key).
+    pub keypair_file: Option<PathBuf>,
+    /// MEV protection, for providers that offer it.
+    pub mev: bool,
+    /// Extra PEM trust anchors (absolute paths), added to the bundled roots.
+    pub ca_files: Vec<PathBuf>,
+    /// Accept any server certificate (for tests; the data plane warns).
+    pub insecure_skip_verify: bool,
+}
+
+impl fmt::Debug for QuicLane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QuicLane")
+            .field("provider", &self.provider)
+            .field("src", &(self.src_ip, self.src_port))
+            .field("dst", &(self.dst_ip, self.dst_port))
+            .field("server_name", &self.server_name)
+            .field("token", &self.token)
+            .field("keypair_file", &self.keypair_file)
+            .field("mev", &self.mev)
+            .field("ca_files", &self.ca_files)
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .finish()
     }
 }
 

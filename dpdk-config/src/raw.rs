@@ -160,6 +160,7 @@ pub(crate) struct RawQueueRef {
 pub(crate) enum RawLaneKind {
     Udp,
     Http,
+    Quic,
 }
 
 /// One `[[lane]]`. The per-kind keys are optional here and required by `resolve` per kind.
@@ -184,6 +185,8 @@ pub(crate) struct RawLane {
     pub(crate) server_name: Option<Spanned<String>>,
     pub(crate) ca_files: Option<Vec<Spanned<String>>>,
     pub(crate) insecure_skip_verify: Option<Spanned<bool>>,
+    pub(crate) keypair_file: Option<Spanned<String>>,
+    pub(crate) mev: Option<Spanned<bool>>,
 }
 
 /// `[control]`.

@@ -3,7 +3,9 @@
 
 use crate::raw::{RawBridge, RawPoll, RawQueueRef};
 use crate::{AdaptivePoll, PollMode, MAX_IDLE_POLLS, MAX_SLEEP_US};
-use crate::{BridgeConfig, HttpLane, PortDevice, Provider, Secret, TlsLane};
+use crate::{
+    BridgeConfig, HttpLane, PortDevice, Provider, QuicLane, QuicProvider, Secret, TlsLane,
+};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -791,9 +793,13 @@ fn resolve_lanes(
                     ),
                 )
             })?;
+        if !matches!(lane.kind.get_ref(), RawLaneKind::Quic) {
+            reject_quic_keys(lane, src)?;
+        }
         let kind = match lane.kind.get_ref() {
             RawLaneKind::Udp => LaneKind::Udp(resolve_udp_lane(lane, src)?),
             RawLaneKind::Http => LaneKind::Http(resolve_http_lane(lane, src)?),
+            RawLaneKind::Quic => LaneKind::Quic(resolve_quic_lane(lane, index, src)?),
         };
         if let LaneKind::Http(h) = &kind {
             relay_connections += h.connections as usize;
@@ -821,7 +827,254 @@ fn resolve_lanes(
     }
 
     every_tx_lcore_reaches_every_lane(&raw, &lanes, lcores, lcore_spans, ports, src)?;
+    quic_lanes_have_their_lcore(&raw, &lanes, lcores, ports, src)?;
     Ok(lanes)
+}
+
+/// A QUIC lane's connection lives on the tx lcore that bridges its port: that lcore reads the
+/// port's RX queue, where the relay's datagrams arrive. Submissions are dealt to every tx lcore,
+/// so (for now) a configuration with QUIC lanes has exactly one tx lcore.
+fn quic_lanes_have_their_lcore(
+    raw: &[RawLane],
+    lanes: &[LaneConfig],
+    lcores: &[LcoreConfig],
+    ports: &[PortConfig],
+    src: &Source<'_>,
+) -> Result<()> {
+    let tx: Vec<&LcoreConfig> = lcores.iter().filter(|l| l.role == LcoreRole::Tx).collect();
+    for (lane, raw) in lanes.iter().zip(raw) {
+        if !matches!(lane.kind, LaneKind::Quic(_)) {
+            continue;
+        }
+        if tx.len() != 1 {
+            return Err(src.error(
+                &raw.kind,
+                format!(
+                    "quic lane `{}` needs exactly one tx lcore (its connection lives on the lcore \
+                     that reads the relay's datagrams), but {} [[lcore]] have role = \"tx\"",
+                    lane.name,
+                    tx.len()
+                ),
+            ));
+        }
+        if tx[0].bridge.is_none_or(|b| b.nic != lane.port) {
+            return Err(src.error(
+                &raw.port,
+                format!(
+                    "quic lane `{}` sends on port `{}`, which its tx lcore does not bridge; \
+                     expected a `bridge` on lcore {} for that port (the relay's datagrams \
+                     arrive on its RX queue)",
+                    lane.name, ports[lane.port].name, tx[0].id
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The first local UDP port of QUIC lanes without `src_port` (lane `i` gets this + `i`).
+pub(crate) const QUIC_DEFAULT_SRC_PORT: u16 = 20000;
+
+fn resolve_quic_lane(lane: &RawLane, index: usize, src: &Source<'_>) -> Result<QuicLane> {
+    let name = lane.name.get_ref();
+    let missing = |key: &str, what: &str| {
+        src.error(
+            &lane.kind,
+            format!("quic lane `{name}` has no `{key}`; expected {what}"),
+        )
+    };
+    let provider_text = lane.provider.as_ref().ok_or_else(|| {
+        missing(
+            "provider",
+            "one of the QUIC relay providers, e.g. \"soyas\"",
+        )
+    })?;
+    let provider: QuicProvider = provider_text.get_ref().parse().map_err(|_| {
+        src.error(
+            provider_text,
+            format!(
+                "unknown QUIC provider {:?}; expected one of {}",
+                provider_text.get_ref(),
+                list_names(QuicProvider::ALL.iter().map(|p| p.name()))
+            ),
+        )
+    })?;
+    reject_http_keys_on_quic(lane, src)?;
+    let addr = |key: &str, value: Option<&Spanned<String>>| -> Result<std::net::Ipv4Addr> {
+        let value = value.ok_or_else(|| missing(key, "an IPv4 address like \"10.0.0.1\""))?;
+        syntax::parse_ipv4(value.get_ref()).ok_or_else(|| {
+            src.error(
+                value,
+                format!(
+                    "`{key}` = {:?} is not an IPv4 address; expected a dotted quad",
+                    value.get_ref()
+                ),
+            )
+        })
+    };
+    let src_ip = addr("src_ip", lane.src_ip.as_ref())?;
+    let dst_ip = addr("dst_ip", lane.dst_ip.as_ref())?;
+    let src_port = match &lane.src_port {
+        Some(p) => in_range(src, p, "src_port", 1, 65535)? as u16,
+        None => QUIC_DEFAULT_SRC_PORT + index as u16,
+    };
+    let mev = lane.mev.as_ref().is_some_and(|m| *m.get_ref());
+    if let (Some(m), false) = (&lane.mev, provider.has_mev()) {
+        return Err(src.error(
+            m,
+            format!("`mev` is not a setting of {provider}; only glaive and astralane have one"),
+        ));
+    }
+    let dst_port = match &lane.dst_port {
+        Some(p) => in_range(src, p, "dst_port", 1, 65535)? as u16,
+        None => provider.default_port(mev),
+    };
+    let dst_mac = lane.dst_mac.as_ref().ok_or_else(|| {
+        missing(
+            "dst_mac",
+            "the relay's (or the gateway's) MAC address like \"02:00:00:00:00:02\"",
+        )
+    })?;
+    let dst_mac = mac(src, dst_mac, "dst_mac")?;
+    let token = resolve_quic_key(lane, provider, src)?;
+    let keypair_file = resolve_keypair_file(lane, provider, src)?;
+    let server_name = match &lane.server_name {
+        Some(n) => server_name(src, n)?,
+        None => provider
+            .server_name()
+            .map_or_else(|| dst_ip.to_string(), str::to_string),
+    };
+    let mut ca_files = Vec::new();
+    for f in lane.ca_files.iter().flatten() {
+        ca_files.push(absolute_path(src, f, "ca_files")?);
+    }
+    Ok(QuicLane {
+        provider,
+        src_ip,
+        src_port,
+        dst_ip,
+        dst_port,
+        dst_mac,
+        server_name,
+        token: token.map(Secret::new),
+        keypair_file,
+        mev,
+        ca_files,
+        insecure_skip_verify: lane
+            .insecure_skip_verify
+            .as_ref()
+            .is_some_and(|v| *v.get_ref()),
+    })
+}
+
+/// QUIC-only keys on another kind of lane.
+fn reject_quic_keys(lane: &RawLane, src: &Source<'_>) -> Result<()> {
+    for (key, at) in [
+        ("keypair_file", lane.keypair_file.as_ref().map(|v| v.span())),
+        ("mev", lane.mev.as_ref().map(|v| v.span())),
+    ] {
+        if let Some(span) = at {
+            return Err(src.error_at(
+                span.start,
+                format!("`{key}` is for quic lanes (kind = \"quic\")"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// HTTP-only keys on a quic lane: mistakes, not silently ignored settings.
+fn reject_http_keys_on_quic(lane: &RawLane, src: &Source<'_>) -> Result<()> {
+    for (key, at) in [
+        ("host", lane.host.as_ref().map(|v| v.span())),
+        ("path", lane.path.as_ref().map(|v| v.span())),
+        ("connections", lane.connections.as_ref().map(|v| v.span())),
+        ("tls", lane.tls.as_ref().map(|v| v.span())),
+    ] {
+        if let Some(span) = at {
+            return Err(src.error_at(
+                span.start,
+                format!(
+                    "`{key}` is for http lanes; a quic lane is always encrypted, on one connection"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A quic lane's API key: required by the providers that authenticate with one (a UUID where
+/// it travels as 16 bytes), refused by the others.
+fn resolve_quic_key(
+    lane: &RawLane,
+    provider: QuicProvider,
+    src: &Source<'_>,
+) -> Result<Option<String>> {
+    let token = resolve_token(lane, src)?;
+    let at = lane.token.as_ref().or(lane.token_env.as_ref());
+    match (&token, at) {
+        (None, _) if provider.needs_key() => Err(src.error(
+            &lane.kind,
+            format!(
+                "quic lane `{}` ({provider}) has no `token`; expected the API key \
+                 (`token = \"...\"` or `token_env = \"VAR\"`)",
+                lane.name.get_ref()
+            ),
+        )),
+        (Some(_), Some(at)) if !provider.needs_key() => Err(src.error(
+            at,
+            format!(
+                "{provider} identifies the client by its Solana keypair, not an API key; \
+                 expected `keypair_file` instead"
+            ),
+        )),
+        (Some(t), Some(at)) if provider.key_is_uuid() && !is_uuid_v4(t) => Err(src.error(
+            at,
+            format!(
+                "this token is not a {provider} API key; expected a UUID v4 \
+                 (xxxxxxxx-xxxx-4xxx-xxxx-xxxxxxxxxxxx, hex digits)"
+            ),
+        )),
+        _ => Ok(token),
+    }
+}
+
+/// A quic lane's `keypair_file`: required by the providers that identify the client by its
+/// Solana key; checked to exist and hold a keypair when the data plane starts.
+fn resolve_keypair_file(
+    lane: &RawLane,
+    provider: QuicProvider,
+    src: &Source<'_>,
+) -> Result<Option<PathBuf>> {
+    let needs = provider.identity().needs_keypair();
+    match &lane.keypair_file {
+        Some(f) if !needs => Err(src.error(
+            f,
+            format!("`keypair_file` is not a setting of {provider}; it authenticates by API key"),
+        )),
+        Some(f) => Ok(Some(absolute_path(src, f, "keypair_file")?)),
+        None if needs => Err(src.error(
+            &lane.kind,
+            format!(
+                "quic lane `{}` ({provider}) has no `keypair_file`; expected the absolute path \
+                 of a Solana keypair file (a JSON array of 64 bytes, as solana-keygen writes)",
+                lane.name.get_ref()
+            ),
+        )),
+        None => Ok(None),
+    }
+}
+
+/// A `server_name` value: a host name or IPv4 address, without port or spaces.
+fn server_name(src: &Source<'_>, n: &Spanned<String>) -> Result<String> {
+    let text = n.get_ref();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_graphic()) || text.contains(':') {
+        return Err(src.error(
+            n,
+            "`server_name` must be a host name or IPv4 address without port or spaces",
+        ));
+    }
+    Ok(text.clone())
 }
 
 /// Submissions are spread over the tx lcores, so each must be able to send on every lane.
@@ -1147,17 +1400,7 @@ fn resolve_token(lane: &RawLane, src: &Source<'_>) -> Result<Option<String>> {
 /// The TLS keys of an http lane with `tls = true`.
 fn resolve_tls(lane: &RawLane, src: &Source<'_>, host: &str) -> Result<TlsLane> {
     let server_name = match &lane.server_name {
-        Some(n) => {
-            let text = n.get_ref();
-            if text.is_empty() || !text.bytes().all(|b| b.is_ascii_graphic()) || text.contains(':')
-            {
-                return Err(src.error(
-                    n,
-                    "`server_name` must be a host name or IPv4 address without port or spaces",
-                ));
-            }
-            text.clone()
-        }
+        Some(n) => server_name(src, n)?,
         // `host` may carry a port (`relay.example:8443`); SNI is the name alone.
         None => host.rsplit_once(':').map_or(host, |(h, _)| h).to_string(),
     };

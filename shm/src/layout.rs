@@ -37,7 +37,8 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SWQOSSHM");
 /// 10: polling that fits the host: [`LcoreStats`] records its lcore's poll mode and start time,
 /// and the `work_polls`, `idle_sleeps` and `sleep_ns` counters.
 /// 11: no `stage_samples` (a stage's timings are its histogram's sum).
-pub const LAYOUT_VERSION: u32 = 11;
+/// 12: [`LaneKind::Quic`] lanes.
+pub const LAYOUT_VERSION: u32 = 12;
 /// The largest transaction a slot holds: Solana's packet data size.
 pub const MAX_TX_SIZE: usize = 1232;
 /// Lanes are addressed by bit in a `u64` lane mask.
@@ -123,14 +124,17 @@ pub enum LaneKind {
     Udp = 1,
     /// An HTTP relay.
     Http = 2,
+    /// A QUIC relay (the data plane's own connection).
+    Quic = 3,
 }
 
 impl LaneKind {
-    /// The kind's name in `swqos stats` and the metrics (`udp`, `http`, `none`).
+    /// The kind's name in `swqos stats` and the metrics (`udp`, `http`, `quic`, `none`).
     pub fn name(self) -> &'static str {
         match self {
             LaneKind::Udp => "udp",
             LaneKind::Http => "http",
+            LaneKind::Quic => "quic",
             LaneKind::None => "none",
         }
     }
@@ -377,6 +381,92 @@ pub mod relay_failure {
     /// Whether a request that failed with `code` may have reached the relay.
     pub fn maybe_delivered(code: u16) -> bool {
         !matches!(code, CONNECT | TLS_UNTRUSTED | TLS_HANDSHAKE | NOT_SENT)
+    }
+}
+
+/// The reasons of QUIC lanes' relay completions, above the HTTP statuses (a QUIC lane's
+/// transactions are always sent by the data plane; [`RELAY_FAST`] is not set on them). Below
+/// 100, [`relay_failure`] codes as for HTTP lanes (`CONNECT`, `TLS_UNTRUSTED`,
+/// `TLS_HANDSHAKE`: the lane has no connection, not sent; `TIMEOUT`: no acknowledgement in
+/// time; `NO_RESPONSE`: the connection failed with the stream unacknowledged; `NOT_SENT`: the
+/// relay's stream limit or the lane's in-flight table is full).
+pub mod quic_outcome {
+    /// `Relayed`: the relay acknowledged every byte of the transaction's stream.
+    pub const ACKED: u16 = 600;
+    /// `Relayed` (the provider's accepted status) or `RelayError`: the relay's reply status
+    /// `s`, as `REPLY + s` (`s` above 998: 999).
+    pub const REPLY: u16 = 4000;
+    /// `RelayError`, not sent: the relay refused the lane's authentication stream with answer
+    /// `a` (one byte), as `AUTH_REFUSED + a`.
+    pub const AUTH_REFUSED: u16 = 5000;
+    /// `RelayError`, maybe delivered: the relay closed the connection with application code
+    /// `c` while the transaction was in flight, as `CLOSED + c` (`c` above 998: 999).
+    pub const CLOSED: u16 = 1000;
+    /// `RelayError`, not sent: the lane's connection was closed by the relay with code `c`
+    /// and is not back yet, as `REFUSED + c` (`c` above 998: 999).
+    pub const REFUSED: u16 = 2000;
+    /// `RelayError`, maybe delivered: the relay stopped the transaction's stream with code
+    /// `c`, as `STOPPED + c` (`c` above 998: 999).
+    pub const STOPPED: u16 = 3000;
+
+    fn clamp(code: u64, max: u64) -> u16 {
+        code.min(max) as u16
+    }
+
+    /// The reason for reply status `s`.
+    pub fn reply(s: u16) -> u16 {
+        REPLY + clamp(u64::from(s), 999)
+    }
+
+    /// The reason for a close with code `c` while the transaction was in flight.
+    pub fn closed(c: u64) -> u16 {
+        CLOSED + clamp(c, 999)
+    }
+
+    /// The reason for a transaction refused because the relay closed with code `c`.
+    pub fn refused(c: u64) -> u16 {
+        REFUSED + clamp(c, 999)
+    }
+
+    /// The reason for a stream the relay stopped with code `c`.
+    pub fn stopped(c: u64) -> u16 {
+        STOPPED + clamp(c, 999)
+    }
+
+    /// Whether `reason` is a QUIC lane's (as opposed to an HTTP status or a failure code).
+    pub fn is_quic(reason: u16) -> bool {
+        (ACKED..AUTH_REFUSED + 256).contains(&reason)
+    }
+
+    /// Words for a QUIC reason, with its code: `(what, code)`.
+    pub fn describe(reason: u16) -> (&'static str, u16) {
+        match reason {
+            ACKED => ("acknowledged by the relay", 0),
+            r if (REPLY..REPLY + 1000).contains(&r) => ("the relay replied with status", r - REPLY),
+            r if (AUTH_REFUSED..AUTH_REFUSED + 256).contains(&r) => (
+                "not sent: the relay refused the lane's authentication with answer",
+                r - AUTH_REFUSED,
+            ),
+            r if (CLOSED..CLOSED + 1000).contains(&r) => (
+                "sent, then the relay closed the connection (maybe delivered) with code",
+                r - CLOSED,
+            ),
+            r if (REFUSED..REFUSED + 1000).contains(&r) => (
+                "not sent: the relay closed the lane's connection with code",
+                r - REFUSED,
+            ),
+            r if (STOPPED..STOPPED + 1000).contains(&r) => (
+                "sent, then the relay stopped its stream (maybe delivered) with code",
+                r - STOPPED,
+            ),
+            r => ("unknown QUIC reason", r),
+        }
+    }
+
+    /// Whether a `RelayError` with this QUIC reason may have reached the relay.
+    pub fn maybe_delivered(reason: u16) -> bool {
+        !(REFUSED..REFUSED + 1000).contains(&reason)
+            && !(AUTH_REFUSED..AUTH_REFUSED + 256).contains(&reason)
     }
 }
 

@@ -935,6 +935,7 @@ impl Snapshot {
                 let kind = match info.kind {
                     k if k == LaneKind::Udp as u8 => LaneKind::Udp,
                     k if k == LaneKind::Http as u8 => LaneKind::Http,
+                    k if k == LaneKind::Quic as u8 => LaneKind::Quic,
                     _ => LaneKind::None,
                 };
                 LaneSnapshot {
@@ -947,13 +948,14 @@ impl Snapshot {
                     // UDP: every packet is built in an mbuf (fast). Relay lanes: `packets`
                     // counts submissions handed to the control plane; `fast` those the data
                     // plane sent itself first (delegated), the rest went the kernel's way.
+                    // QUIC: every transaction is written by the data plane.
                     fast: match kind {
-                        LaneKind::Udp => Some(packets),
+                        LaneKind::Udp | LaneKind::Quic => Some(packets),
                         LaneKind::Http => Some(fast),
                         LaneKind::None => None,
                     },
                     fallback: match kind {
-                        LaneKind::Udp => Some(0),
+                        LaneKind::Udp | LaneKind::Quic => Some(0),
                         LaneKind::Http => Some(packets.saturating_sub(fast)),
                         LaneKind::None => None,
                     },

@@ -28,6 +28,9 @@
 //!
 //! Sealing and opening do not allocate.
 
+#[cfg(feature = "client-config")]
+pub mod client_config;
+
 use core::fmt;
 use core::mem::MaybeUninit;
 use core::ops::Range;

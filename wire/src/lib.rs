@@ -16,6 +16,8 @@
 //! * [`udp_lane`]: the per-packet Ethernet/IPv4/UDP frame builder the data plane calls.
 //! * [`relay`]: the relays' HTTP/1.1 requests, written across TCP segment buffers with SIMD
 //!   base64 (templates are built once per lane; that is the only allocation).
+//! * [`quic_relay`]: the QUIC relays' protocols (ALPN, server name, client identity, the
+//!   authentication stream, one stream per transaction, replies).
 //!
 //! The crate is `no_std` when the default `std` feature is disabled; `std` only adds
 //! `std::error::Error` implementations.
@@ -28,6 +30,7 @@ pub mod checksum;
 pub mod delegate;
 pub mod ethernet;
 pub mod ipv4;
+pub mod quic_relay;
 pub mod relay;
 pub mod solana;
 pub mod tcp;

@@ -55,7 +55,7 @@ impl KernelClient {
     pub(super) fn new(lane: &RelayLane) -> Result<Self, String> {
         let tls = match &lane.tls {
             Some(t) => Some((
-                crate::tls_config::client_config(&lane.name, t)?,
+                swqos_tls::client_config::client_config(&lane.name, t)?,
                 t.server_name.clone(),
             )),
             None => None,

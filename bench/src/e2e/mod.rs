@@ -151,7 +151,7 @@ struct RelayLane {
     baseline_addr: std::net::SocketAddrV4,
     template: swqos_wire::relay::RequestTemplate,
     /// HTTPS: the lane's TLS settings, which the reqwest and kernel-socket clients use too.
-    tls: Option<crate::tls_config::TlsSettings>,
+    tls: Option<swqos_tls::client_config::TlsSettings>,
 }
 
 /// The relay lanes to measure: the named ones, or every `kind = "http"` lane of the config.
@@ -226,11 +226,14 @@ fn relay_lanes(
             addr: std::net::SocketAddrV4::new(h.dst_ip, h.dst_port),
             baseline_addr: std::net::SocketAddrV4::new(baseline_ip.unwrap_or(h.dst_ip), h.dst_port),
             template,
-            tls: h.tls.as_ref().map(|t| crate::tls_config::TlsSettings {
-                server_name: t.server_name.clone(),
-                ca_files: t.ca_files.clone(),
-                insecure_skip_verify: t.insecure_skip_verify,
-            }),
+            tls: h
+                .tls
+                .as_ref()
+                .map(|t| swqos_tls::client_config::TlsSettings {
+                    server_name: t.server_name.clone(),
+                    ca_files: t.ca_files.clone(),
+                    insecure_skip_verify: t.insecure_skip_verify,
+                }),
         });
     }
     if lanes.is_empty() {

@@ -1,7 +1,9 @@
-//! The relay lanes' rustls client configuration: roots (bundled, the system's, the lane's
-//! `ca_files`), `insecure_skip_verify`, ALPN, key logging. Shared by `swqos control` (its relay
-//! connections, `control/src/tls.rs`) and `swqos-bench` (its reqwest and kernel-socket baselines verify
-//! relays exactly as the control plane does).
+//! The relay lanes' rustls client configurations: roots (bundled, the system's, the lane's
+//! `ca_files`), `insecure_skip_verify`, ALPN, client certificates, key logging. One owner for
+//! every process that verifies a relay: `swqos control` (its HTTPS connections,
+//! `control/src/tls.rs`), the data plane (its QUIC lanes, `dataplane/src/quic.rs`) and
+//! `swqos-bench` (its reqwest, kernel-socket and quinn baselines verify relays exactly as the
+//! product does). Feature `client-config`.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -13,24 +15,24 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-// Its three log lines are `eprintln!` in the plain format's shape (`swqos control: ...`), not
-// `tracing` events: swqos-bench includes this file by path and links no `tracing`.
+// Its log lines are `eprintln!` in the plain format's shape (`swqos: ...`), not `tracing`
+// events: swqos-bench links no `tracing`.
 
 /// Per-lane TLS settings (from the lane's config).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct TlsSettings {
+pub struct TlsSettings {
     /// SNI and the name verified (a DNS name or an IP address literal).
-    pub(crate) server_name: String,
+    pub server_name: String,
     /// Extra PEM trust anchors, added to the bundled and system roots.
-    pub(crate) ca_files: Vec<PathBuf>,
+    pub ca_files: Vec<PathBuf>,
     /// Accept any certificate (tests only; logged loudly).
-    pub(crate) insecure_skip_verify: bool,
+    pub insecure_skip_verify: bool,
 }
 
 /// The client config of a lane, built once at start: bundled Mozilla roots, the system's roots
 /// and `ca_files`; TLS 1.3 and 1.2 with the ring provider's AES-GCM and ChaCha20-Poly1305
 /// suites; ALPN `http/1.1`; secret extraction on (for the kernel-connection hand-over).
-pub(crate) fn client_config(lane: &str, s: &TlsSettings) -> Result<Arc<ClientConfig>, String> {
+pub fn client_config(lane: &str, s: &TlsSettings) -> Result<Arc<ClientConfig>, String> {
     ServerName::try_from(s.server_name.as_str()).map_err(|_| {
         format!(
             "lane {lane}: server_name {:?} is not a DNS name or IP address",
@@ -42,10 +44,7 @@ pub(crate) fn client_config(lane: &str, s: &TlsSettings) -> Result<Arc<ClientCon
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| format!("lane {lane}: TLS: {e}"))?;
     let mut config = if s.insecure_skip_verify {
-        eprintln!(
-            "swqos control: WARNING: lane {lane}: insecure_skip_verify = true: the relay's \
-             certificate is not verified"
-        );
+        warn_insecure(lane);
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
@@ -57,19 +56,75 @@ pub(crate) fn client_config(lane: &str, s: &TlsSettings) -> Result<Arc<ClientCon
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config.enable_secret_extraction = true;
+    key_log(&mut config);
+    Ok(Arc::new(config))
+}
+
+/// A client certificate chain and its private key.
+pub type ClientCert = (
+    Vec<CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+);
+
+/// The client config of a QUIC lane: the same roots and `insecure_skip_verify` as
+/// [`client_config`], TLS 1.3 only (QUIC needs it), the provider's ALPN (if any), and the client
+/// certificate the provider expects, if any. Key logging with `SSLKEYLOGFILE`, as there.
+pub fn quic_client_config(
+    lane: &str,
+    s: &TlsSettings,
+    alpn: Option<&[u8]>,
+    cert: Option<ClientCert>,
+) -> Result<ClientConfig, String> {
+    ServerName::try_from(s.server_name.as_str()).map_err(|_| {
+        format!(
+            "lane {lane}: server_name {:?} is not a DNS name or IP address",
+            s.server_name
+        )
+    })?;
+    let provider = Arc::new(ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| format!("lane {lane}: TLS: {e}"))?;
+    let builder = if s.insecure_skip_verify {
+        warn_insecure(lane);
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
+    } else {
+        builder.with_root_certificates(roots(lane, &s.ca_files)?)
+    };
+    let mut config = match cert {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| format!("lane {lane}: client certificate: {e}"))?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.map(|a| vec![a.to_vec()]).unwrap_or_default();
+    key_log(&mut config);
+    Ok(config)
+}
+
+fn warn_insecure(lane: &str) {
+    eprintln!(
+        "swqos: WARNING: lane {lane}: insecure_skip_verify = true: the relay's certificate is \
+         not verified"
+    );
+}
+
+/// `SSLKEYLOGFILE`: TLS secrets to that file, for decrypting captures (said once per process).
+fn key_log(config: &mut ClientConfig) {
     if std::env::var_os("SSLKEYLOGFILE").is_some_and(|p| !p.is_empty()) {
         static ONCE: Once = Once::new();
         ONCE.call_once(|| {
             let path = std::env::var_os("SSLKEYLOGFILE").unwrap_or_default();
             eprintln!(
-                "swqos control: SSLKEYLOGFILE is set: TLS secrets are written to {} (for \
-                 debugging captures only)",
+                "swqos: SSLKEYLOGFILE is set: TLS secrets are written to {} (for debugging \
+                 captures only)",
                 path.to_string_lossy()
             );
         });
         config.key_log = Arc::new(rustls::KeyLogFile::new());
     }
-    Ok(Arc::new(config))
 }
 
 /// webpki-roots, the system's roots (loaded once per process; failures ignored) and `ca_files`.
@@ -78,7 +133,7 @@ fn roots(lane: &str, ca_files: &[PathBuf]) -> Result<RootCertStore, String> {
     let system = SYSTEM.get_or_init(|| {
         let certs = rustls_native_certs::load_native_certs().certs;
         eprintln!(
-            "swqos control: TLS roots: {} bundled, {} from the system",
+            "swqos: TLS roots: {} bundled, {} from the system",
             webpki_roots::TLS_SERVER_ROOTS.len(),
             certs.len()
         );

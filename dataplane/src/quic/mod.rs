@@ -1,0 +1,245 @@
+//! QUIC lanes: the data plane's own connections to QUIC relays (docs/quic-lanes.md).
+//!
+//! Each QUIC lane is one connection, a sans-IO `quinn_proto::Connection` owned by the TX lcore
+//! that bridges the lane's port: that lcore reads the port's RX queue, so the relay's datagrams
+//! for the lane's local UDP port come here ([`QuicLanes::claims`]) and never reach the kernel.
+//! Its datagrams are written into mbufs behind the lane's Ethernet/IPv4/UDP template and leave
+//! with the bridge's NIC burst. Nothing here makes a syscall; quinn-proto's own buffers (a
+//! stream's copy of the transaction, a received datagram, its frame queues) are its
+//! allocations, counted by `dataplane/tests/no_alloc_quic.rs`.
+//!
+//! Per transaction ([`QuicLanes::send`]): open a stream (uni, or bi for a provider that
+//! replies), write the transaction, finish it, and write the datagrams out at once. The
+//! submission is completed once per lane: `Relayed` when the relay acknowledged every byte
+//! (or replied, Node1), `RelayError` when the connection failed with the stream unacknowledged
+//! (maybe delivered) or no acknowledgement came within [`ACK_TIMEOUT`], and at once, not sent,
+//! while the lane has no connection. A transaction is written once: QUIC retransmits lost
+//! packets of a stream, never the stream again.
+//!
+//! Handshakes, keep-alives and reconnects run in [`QuicLanes::drive`], a bounded step per
+//! lane per poll between the lcore's other work; a connection that fails is retried with
+//! backoff (100 ms doubling to 5 s).
+
+mod identity;
+mod lane;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use dpdk::{Mbuf, Mempool, TxBurst};
+use quinn_proto::{DatagramEvent, Endpoint, EndpointConfig};
+use swqos_shm::layout::{Status, MAX_LANES};
+use swqos_wire::ethernet::{ethertype, EthernetFrame};
+use swqos_wire::ipv4::{protocol, Ipv4Packet};
+use swqos_wire::udp::UdpPacket;
+
+use crate::tx::{Pending, BURST};
+pub use lane::QuicLaneSetup;
+use lane::{QuicLane, Transmitter};
+
+/// How long a written transaction may wait for the relay's acknowledgement (or reply) before
+/// it is completed as `TIMEOUT` (maybe delivered).
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The lcore's clock for quinn-proto: TSC ticks as `Instant`s, without reading the system
+/// clock per poll.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    base_tsc: u64,
+    base: Instant,
+    hz: u64,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        Clock {
+            base_tsc: dpdk::tsc(),
+            base: Instant::now(),
+            hz: dpdk::tsc_hz().max(1),
+        }
+    }
+
+    /// The instant of TSC reading `tsc`.
+    pub(crate) fn at(&self, tsc: u64) -> Instant {
+        let ticks = tsc.saturating_sub(self.base_tsc) as u128;
+        self.base + Duration::from_nanos((ticks * 1_000_000_000 / self.hz as u128) as u64)
+    }
+
+    /// The TSC reading at `t` (for comparing deadlines without building `Instant`s).
+    pub(crate) fn tsc_of(&self, t: Instant) -> u64 {
+        let ns = t.saturating_duration_since(self.base).as_nanos();
+        self.base_tsc + (ns * self.hz as u128 / 1_000_000_000) as u64
+    }
+
+    /// `d` in TSC ticks.
+    pub(crate) fn ticks(&self, d: Duration) -> u64 {
+        (d.as_nanos() * self.hz as u128 / 1_000_000_000) as u64
+    }
+}
+
+/// The QUIC lanes of one lcore.
+pub struct QuicLanes {
+    endpoint: Endpoint,
+    lanes: Vec<QuicLane>,
+    /// For each lane id, its index in `lanes` (`u8::MAX`: not a QUIC lane).
+    index: [u8; MAX_LANES],
+    mask: u64,
+    clock: Clock,
+    out: Transmitter,
+}
+
+impl QuicLanes {
+    /// The lanes of `setups`, each connecting at once.
+    pub fn new(setups: Vec<QuicLaneSetup>) -> Result<QuicLanes, String> {
+        let mut index = [u8::MAX; MAX_LANES];
+        let mut mask = 0u64;
+        let mut lanes = Vec::with_capacity(setups.len());
+        for (i, s) in setups.into_iter().enumerate() {
+            index[s.id as usize] = i as u8;
+            mask |= 1 << s.id;
+            lanes.push(QuicLane::new(s)?);
+        }
+        // No server config: this endpoint only connects. MTU discovery on.
+        let endpoint = Endpoint::new(Arc::new(EndpointConfig::default()), None, true, None);
+        Ok(QuicLanes {
+            endpoint,
+            lanes,
+            index,
+            mask,
+            clock: Clock::new(),
+            out: Transmitter::new(),
+        })
+    }
+
+    /// The lanes this engine sends (a lane mask).
+    pub fn mask(&self) -> u64 {
+        self.mask
+    }
+
+    /// Sends `tx` on QUIC lane `lane`: `Ok` once its stream is written (the completion comes
+    /// from [`QuicLanes::drive`]); `Err(reason)` when it cannot be sent now, the reason of a
+    /// `RelayError` completion (not sent).
+    #[allow(clippy::too_many_arguments)]
+    pub fn send(
+        &mut self,
+        lane: u8,
+        tx: &[u8],
+        pending: Pending,
+        now_tsc: u64,
+        pool: &Mempool,
+        burst: &mut TxBurst<u64, BURST>,
+    ) -> Result<(), u16> {
+        let i = self.index[lane as usize];
+        let l = self.lanes.get_mut(i as usize).ok_or(0u16)?;
+        let now = self.clock.at(now_tsc);
+        let deadline = now_tsc + self.clock.ticks(ACK_TIMEOUT);
+        l.send(tx, pending, deadline)?;
+        let tag = crate::tx::FastTag::pack(pending.submit_tsc(), lane);
+        self.out.flush(l, now, pool, burst, tag);
+        Ok(())
+    }
+
+    /// Whether `frame` is a datagram of one of the lanes' relays to the lane's local port.
+    pub fn claims(&self, frame: &[u8]) -> Option<usize> {
+        let eth = EthernetFrame::new_checked(frame).ok()?;
+        if eth.ethertype() != ethertype::IPV4 {
+            return None;
+        }
+        let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+        if ip.protocol() != protocol::UDP || ip.more_frags() || ip.frag_offset() != 0 {
+            return None;
+        }
+        let udp = UdpPacket::new_checked(ip.payload()).ok()?;
+        let from = SocketAddr::new(IpAddr::V4(ip.src_addr()), udp.src_port());
+        self.lanes
+            .iter()
+            .position(|l| l.remote() == from && l.local_port() == udp.dst_port())
+    }
+
+    /// Takes a datagram [`QuicLanes::claims`] said is lane `i`'s into its connection.
+    pub fn receive(&mut self, i: usize, m: Mbuf, now_tsc: u64) {
+        let Some(payload) = udp_payload(m.data()) else {
+            return;
+        };
+        let Some(l) = self.lanes.get_mut(i) else {
+            return;
+        };
+        let now = self.clock.at(now_tsc);
+        let data = BytesMut::from(payload);
+        drop(m);
+        let remote = l.remote();
+        match self
+            .endpoint
+            .handle(now, remote, None, None, data, self.out.scratch())
+        {
+            Some(DatagramEvent::ConnectionEvent(h, event)) => {
+                if let Some(l) = self.lanes.iter_mut().find(|l| l.handle() == Some(h)) {
+                    l.on_event(event);
+                }
+            }
+            // A stateless reset or version negotiation for a connection we no longer have:
+            // nothing to answer as a client.
+            Some(DatagramEvent::Response(_)) | Some(DatagramEvent::NewConnection(_)) | None => {}
+        }
+    }
+
+    /// One step of every lane: connect when due, timers, the relay's events into completions
+    /// (`complete(pending, status, reason)`), and the datagrams to send.
+    pub fn drive(
+        &mut self,
+        now_tsc: u64,
+        pool: &Mempool,
+        burst: &mut TxBurst<u64, BURST>,
+        mut complete: impl FnMut(Pending, Status, u16),
+    ) {
+        let now = self.clock.at(now_tsc);
+        for l in &mut self.lanes {
+            if !l.due(now_tsc) {
+                continue;
+            }
+            l.step(&mut self.endpoint, now, now_tsc, &self.clock, &mut complete);
+            self.out.flush(l, now, pool, burst, 0);
+            l.arm_timer(&self.clock);
+        }
+    }
+
+    /// Closes every connection (shutdown): what is still unacknowledged is completed as maybe
+    /// delivered, and each relay is told with a CONNECTION_CLOSE.
+    pub fn close_all(
+        &mut self,
+        now_tsc: u64,
+        pool: &Mempool,
+        burst: &mut TxBurst<u64, BURST>,
+        mut complete: impl FnMut(Pending, Status, u16),
+    ) {
+        let now = self.clock.at(now_tsc);
+        for l in &mut self.lanes {
+            l.close(now, &mut complete);
+            self.out.flush(l, now, pool, burst, 0);
+        }
+    }
+
+    /// Whether any lane has a connection up (for logs and tests).
+    pub fn connected(&self) -> usize {
+        self.lanes.iter().filter(|l| l.is_connected()).count()
+    }
+
+    /// The datagrams of lanes that could not be written because the burst was full.
+    pub fn dropped(&self) -> u64 {
+        self.out.dropped()
+    }
+}
+
+/// The UDP payload of an Ethernet/IPv4/UDP frame (already checked by [`QuicLanes::claims`]).
+fn udp_payload(frame: &[u8]) -> Option<&[u8]> {
+    let (start, len) = {
+        let eth = EthernetFrame::new_checked(frame).ok()?;
+        let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+        let udp = UdpPacket::new_checked(ip.payload()).ok()?;
+        // `new_checked` bounds each view by its own length field.
+        (14 + ip.header_len() as usize + 8, udp.payload().len())
+    };
+    frame.get(start..start + len)
+}
