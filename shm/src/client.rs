@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use swqos_wire::solana::{Transaction, TxError};
 
 use crate::layout::{
-    lanes_of, relay_failure, Completion, DropReason, LaneKind, RingControl, Slot, State, Status,
-    MAX_TX_SIZE, RELAY_FAST,
+    lanes_of, quic_outcome, relay_failure, Completion, DropReason, LaneKind, RingControl, Slot,
+    State, Status, MAX_TX_SIZE, RELAY_FAST,
 };
 use crate::ring::{pack, unpack};
 use crate::segment::{pid_alive, Segment, SegmentError, HEARTBEAT_TIMEOUT};
@@ -555,6 +555,12 @@ impl Completion {
     pub fn path(&self) -> Option<&'static str> {
         match Status::from_u8(self.status) {
             Some(Status::Sent) => Some("fast"),
+            // A QUIC lane's transaction is the data plane's own send, unless it never left.
+            Some(Status::Relayed) | Some(Status::RelayError)
+                if quic_outcome::is_quic(self.reason) =>
+            {
+                quic_outcome::maybe_delivered(self.reason).then_some("fast")
+            }
             // A relay request that never left has no path.
             Some(Status::RelayError)
                 if self.reason & !RELAY_FAST < 100
@@ -583,6 +589,10 @@ impl Completion {
                 "dropped: {}",
                 DropReason::from_u16(self.reason).map_or("unknown reason", DropReason::as_str)
             )),
+            Some(Status::RelayError) if quic_outcome::is_quic(self.reason) => {
+                let (what, code) = quic_outcome::describe(self.reason);
+                Err(format!("relay error: {what} {code}"))
+            }
             Some(Status::RelayError) if self.reason & !RELAY_FAST < 100 => Err(format!(
                 "relay error: {} (see swqos control's log)",
                 relay_failure::describe(self.reason & !RELAY_FAST)
