@@ -631,6 +631,7 @@ impl Output {
             match q.send(lane, slot.tx, p, dpdk::tsc(), &self.pool, out) {
                 Ok(()) => {
                     self.stats.lane_sent(lane as usize);
+                    self.stats.lane_fast(lane as usize);
                     self.stats.lane_bytes(lane as usize, slot.tx.len() as u64);
                     if self.fast_queued == 0 {
                         self.fast_queued = dpdk::tsc();

@@ -171,7 +171,7 @@ impl QuicRig {
                     log.matches(&format!("lane {lane}: authenticated")).count()
                 } else {
                     log.lines()
-                        .filter(|l| l.contains(&up) && l.ends_with(") up"))
+                        .filter(|l| l.contains(&up) && l.contains(") up (handshake"))
                         .count()
                 }
             };

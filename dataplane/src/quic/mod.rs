@@ -177,6 +177,7 @@ impl QuicLanes {
             Some(DatagramEvent::ConnectionEvent(h, event)) => {
                 if let Some(l) = self.lanes.iter_mut().find(|l| l.handle() == Some(h)) {
                     l.on_event(event);
+                    l.charge_handshake(now_tsc, dpdk::tsc());
                 }
             }
             // A stateless reset or version negotiation for a connection we no longer have:
@@ -199,9 +200,11 @@ impl QuicLanes {
             if !l.due(now_tsc) {
                 continue;
             }
+            let start = dpdk::tsc();
             l.step(&mut self.endpoint, now, now_tsc, &self.clock, &mut complete);
             self.out.flush(l, now, pool, burst, 0);
             l.arm_timer(&self.clock);
+            l.charge_handshake(start, dpdk::tsc());
         }
     }
 
