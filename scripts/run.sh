@@ -154,12 +154,13 @@ wire = {m[1]: (m[2], m[3]) for m in re.finditer(
 answer = {}
 for m in re.finditer(r"^\s+(\S+)\s+sent in\s+([\d.]+) us", open(sys.argv[2]).read(), re.M):
     answer.setdefault(m[1], []).append(float(m[2]))
-print(f"  {'lane':<12} {'data plane: submit -> tx_burst':>32} {'relay answered (median)':>25}")
+print(f"  {'lane':<16} {'data plane: submit -> tx_burst':>32} {'relay answered (median)':>25}")
 for lane, (fast, us) in wire.items():
     a = answer.get(lane)
     med = f"{statistics.median(a):.0f} us" if a else "-"
-    print(f"  {lane:<12} {us + ' us (mean of ' + fast + ' fast)':>32} {med:>25}")
-print("  (the answer time is the Python mock relay's and swqos control's, not the data plane's:")
+    print(f"  {lane:<16} {us + ' us (mean of ' + fast + ' fast)':>32} {med:>25}")
+print("  (the answer time is the Python relays' and swqos control's (QUIC: the aioquic peer's")
+print("   acknowledgement), not the data plane's:")
 print("   scripts/bench-e2e.sh times the request on the relay's wire)")
 PY
 grep -h "TLS" "$work/control.log" | grep "conn 0" | sed 's/^swqos control: /control: /' >&2 || true

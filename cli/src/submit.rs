@@ -291,17 +291,26 @@ impl<W: Write> Run<'_, W> {
         let ticks_per_us = self.client.tsc_hz() as f64 / 1e6;
         let mut lanes: Vec<_> = e.lanes.iter().collect();
         lanes.sort_by_key(|r| r.lane);
+        // Every lane name's width, so the columns line up.
+        let w = self
+            .client
+            .lane_names()
+            .iter()
+            .map(String::len)
+            .max()
+            .unwrap_or(0)
+            .max(12);
         for r in lanes {
             let name = self.lane_name(r.lane);
             let path = r.path.map(|p| format!(" ({p})")).unwrap_or_default();
             match &r.outcome {
                 Outcome::Sent => writeln!(
                     self.out,
-                    "    {name:<12} sent in {:>9.1} us{path}",
+                    "    {name:<w$} sent in {:>9.1} us{path}",
                     r.ticks as f64 / ticks_per_us
                 )?,
-                Outcome::Failed(why) => writeln!(self.out, "    {name:<12} failed: {why}{path}")?,
-                Outcome::Unknown(why) => writeln!(self.out, "    {name:<12} {why}")?,
+                Outcome::Failed(why) => writeln!(self.out, "    {name:<w$} failed: {why}{path}")?,
+                Outcome::Unknown(why) => writeln!(self.out, "    {name:<w$} {why}")?,
             }
         }
         Ok(())

@@ -413,9 +413,11 @@ impl TxWorker {
         &mut self.out.stats
     }
 
-    /// Whether any packet is still waiting for the NIC.
+    /// Whether any packet is still waiting for the NIC, or a QUIC lane's transaction for the
+    /// relay's acknowledgement.
     pub fn has_pending(&self) -> bool {
         self.out.paths.iter().any(|p| !p.burst.is_empty())
+            || self.out.quic.as_ref().is_some_and(|q| q.in_flight() > 0)
     }
 
     /// Whether any ring has published slots not yet taken.

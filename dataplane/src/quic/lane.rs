@@ -145,6 +145,8 @@ struct InFlight {
     /// Lowest stream index that may still be in flight, and one past the highest written.
     tail: u64,
     head: u64,
+    /// Transactions in flight.
+    len: usize,
 }
 
 impl InFlight {
@@ -153,6 +155,7 @@ impl InFlight {
             slots: vec![None; MAX_IN_FLIGHT].into_boxed_slice(),
             tail: 0,
             head: 0,
+            len: 0,
         }
     }
 
@@ -167,6 +170,7 @@ impl InFlight {
         }
         self.head = index + 1;
         self.slots[index as usize % MAX_IN_FLIGHT] = Some(w);
+        self.len += 1;
     }
 
     fn get(&mut self, id: StreamId) -> Option<&mut Written> {
@@ -178,6 +182,7 @@ impl InFlight {
         let slot = &mut self.slots[id.index() as usize % MAX_IN_FLIGHT];
         if slot.is_some_and(|w| w.id == id) {
             let w = slot.take();
+            self.len -= 1;
             self.advance();
             return w;
         }
@@ -205,6 +210,7 @@ impl InFlight {
             match self.slots[self.tail as usize % MAX_IN_FLIGHT] {
                 Some(w) if w.deadline <= now_tsc => {
                     self.slots[self.tail as usize % MAX_IN_FLIGHT] = None;
+                    self.len -= 1;
                     f(w);
                 }
                 Some(_) => break,
@@ -223,6 +229,7 @@ impl InFlight {
         }
         self.tail = 0;
         self.head = 0;
+        self.len = 0;
     }
 }
 
@@ -272,6 +279,11 @@ impl QuicLane {
 
     pub(crate) fn handle(&self) -> Option<ConnectionHandle> {
         self.conn.as_ref().map(|c| c.handle)
+    }
+
+    /// Transactions written and not yet completed.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.len
     }
 
     pub(crate) fn is_connected(&self) -> bool {

@@ -132,7 +132,10 @@ impl QuicLanes {
         burst: &mut TxBurst<u64, BURST>,
     ) -> Result<(), u16> {
         let i = self.index[lane as usize];
-        let l = self.lanes.get_mut(i as usize).ok_or(0u16)?;
+        let l = self
+            .lanes
+            .get_mut(i as usize)
+            .ok_or(swqos_shm::layout::relay_failure::NOT_SENT)?;
         let now = self.clock.at(now_tsc);
         let deadline = now_tsc + self.clock.ticks(ACK_TIMEOUT);
         l.send(tx, pending, deadline)?;
@@ -222,6 +225,11 @@ impl QuicLanes {
             l.close(now, &mut complete);
             self.out.flush(l, now, pool, burst, 0);
         }
+    }
+
+    /// Transactions written on any lane and not yet completed.
+    pub fn in_flight(&self) -> usize {
+        self.lanes.iter().map(|l| l.in_flight()).sum()
     }
 
     /// Whether any lane has a connection up (for logs and tests).
