@@ -1320,11 +1320,12 @@ pub(crate) fn plain_url(
     scheme: &str,
 ) -> Result<RpcUpstream> {
     let url = value.get_ref();
+    let article = if scheme == "http" { "an" } else { "a" };
     let bad = |why: &str| {
         src.error(
             value,
             format!(
-                "`{key}` = {url:?} {why}; expected an {scheme} URL like \
+                "`{key}` = {url:?} {why}; expected {article} {scheme} URL like \
                  \"{scheme}://127.0.0.1:8899\" or \"{scheme}://rpc.example:8899/path\""
             ),
         )
@@ -1333,7 +1334,12 @@ pub(crate) fn plain_url(
     if lower.starts_with(&format!("{scheme}s://")) {
         return Err(bad(&format!(
             "is {scheme}s, which the control plane does not speak to upstreams (it carries no \
-             client TLS stack for them); run a local TLS proxy to the provider and name it here"
+             {stack}); run a local TLS proxy to the provider and name it here",
+            stack = if scheme == "http" {
+                "HTTP client stack"
+            } else {
+                "TLS client for it"
+            }
         )));
     }
     let prefix = format!("{scheme}://");

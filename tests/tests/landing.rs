@@ -304,7 +304,7 @@ fn each_submission_gets_its_landing_answer_after_its_relay_completions() {
     // The client crate: wait_landed after the lane's outcome.
     let e = valid[4];
     rpc.land(&sig(e), 1004, Value::Null, false);
-    let mut client = swqos_client::Client::attach(&rig_segment(&rig)).unwrap();
+    let mut client = swqos_client::Client::attach(rig_segment(&rig)).unwrap();
     assert_eq!(client.landing_window(), Some(Duration::from_millis(3000)));
     let lanes = swqos_client::LaneSet::from_names(&client, ["jito"]).unwrap();
     let s = client.submit(&e.bytes, &lanes).unwrap();
