@@ -16,6 +16,7 @@
 //! The shipped profiles are in `profiles/` next to this crate's `Cargo.toml`.
 
 mod error;
+mod landing;
 mod raw;
 mod resolve;
 mod syntax;
@@ -28,6 +29,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use error::ConfigError;
+pub use landing::{Commitment, LandingConfig};
 pub use swqos_wire::quic_relay::QuicProvider;
 pub use swqos_wire::relay::Provider;
 use swqos_wire::relay::{Endpoint, RelayError, RequestTemplate};
@@ -56,6 +58,8 @@ pub struct Config {
     pub control: ControlConfig,
     /// `[tuning]`: memory locking and scheduling of the processes; defaults when absent.
     pub tuning: TuningConfig,
+    /// `[landing]`: landing feedback by the control plane; `None` (absent): off.
+    pub landing: Option<LandingConfig>,
 }
 
 /// `[control]`.

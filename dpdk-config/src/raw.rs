@@ -28,6 +28,7 @@ pub(crate) struct RawConfig {
     pub(crate) lane: Vec<RawLane>,
     pub(crate) control: Option<RawControl>,
     pub(crate) tuning: Option<RawTuning>,
+    pub(crate) landing: Option<Spanned<crate::landing::RawLanding>>,
 }
 
 /// `[eal]`.

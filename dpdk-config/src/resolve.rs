@@ -49,7 +49,9 @@ pub(crate) fn resolve(raw: RawConfig, src: &Source<'_>) -> Result<Config> {
     let lanes = resolve_lanes(raw.lane, &lcores, &lcore_spans, &ports, src)?;
     let control = resolve_control(raw.control, &lanes, src)?;
     let tuning = resolve_tuning(raw.tuning, &eal, src)?;
+    let landing = crate::landing::resolve(raw.landing, src)?;
     Ok(Config {
+        landing,
         eal,
         shm,
         mempools,
@@ -62,7 +64,13 @@ pub(crate) fn resolve(raw: RawConfig, src: &Source<'_>) -> Result<Config> {
 }
 
 /// `value` as checked to lie in `min..=max`; the message names `key` and the range.
-fn in_range(src: &Source<'_>, value: &Spanned<i64>, key: &str, min: i64, max: i64) -> Result<i64> {
+pub(crate) fn in_range(
+    src: &Source<'_>,
+    value: &Spanned<i64>,
+    key: &str,
+    min: i64,
+    max: i64,
+) -> Result<i64> {
     let n = *value.get_ref();
     if n < min || n > max {
         return Err(src.error(
@@ -92,7 +100,7 @@ fn power_of_two(
 }
 
 /// An optional integer checked with `check`, or `default` when absent.
-fn optional(
+pub(crate) fn optional(
     value: &Option<Spanned<i64>>,
     default: i64,
     check: impl FnOnce(&Spanned<i64>) -> Result<i64>,
@@ -1543,27 +1551,45 @@ fn rpc_lane_ids(
 
 /// `rpc_upstream`: an `http://host[:port][/path][?query]` URL.
 fn rpc_upstream(src: &Source<'_>, value: &Spanned<String>) -> Result<RpcUpstream> {
+    plain_url(src, value, "rpc_upstream", "http")
+}
+
+/// A `<scheme>://host[:port][/path][?query]` URL (`scheme` is `http` or `ws`; the TLS variant
+/// is refused with a hint), as the value of `key`.
+pub(crate) fn plain_url(
+    src: &Source<'_>,
+    value: &Spanned<String>,
+    key: &str,
+    scheme: &str,
+) -> Result<RpcUpstream> {
     let url = value.get_ref();
+    let article = if scheme == "http" { "an" } else { "a" };
     let bad = |why: &str| {
         src.error(
             value,
             format!(
-                "`rpc_upstream` = {url:?} {why}; expected an http URL like \
-                 \"http://127.0.0.1:8899\" or \"http://rpc.example:8899/path\""
+                "`{key}` = {url:?} {why}; expected {article} {scheme} URL like \
+                 \"{scheme}://127.0.0.1:8899\" or \"{scheme}://rpc.example:8899/path\""
             ),
         )
     };
     let lower = url.to_ascii_lowercase();
-    if lower.starts_with("https://") {
-        return Err(bad(
-            "is https, which the control plane does not speak to upstreams (it carries no \
-             HTTP client stack); run a local TLS proxy to the provider and name it here",
-        ));
+    if lower.starts_with(&format!("{scheme}s://")) {
+        return Err(bad(&format!(
+            "is {scheme}s, which the control plane does not speak to upstreams (it carries no \
+             {stack}); run a local TLS proxy to the provider and name it here",
+            stack = if scheme == "http" {
+                "HTTP client stack"
+            } else {
+                "TLS client for it"
+            }
+        )));
     }
-    if !lower.starts_with("http://") {
-        return Err(bad("is not an http:// URL"));
+    let prefix = format!("{scheme}://");
+    if !lower.starts_with(&prefix) {
+        return Err(bad(&format!("is not an {prefix} URL")));
     }
-    let rest = &url["http://".len()..];
+    let rest = &url[prefix.len()..];
     if let Some(c) = rest.chars().find(|c| !matches!(c, '!'..='~')) {
         return Err(bad(&format!("contains {c:?}")));
     }

@@ -52,6 +52,9 @@ pub struct SlotRef<'a> {
     pub lease_gen: u32,
     /// Length the client claimed (may exceed [`MAX_TX_SIZE`] if the client misbehaves).
     pub tx_len: u16,
+    /// The slot's flags ([`crate::layout::SLOT_WATCH_LANDING`]), untrusted, passed on to the
+    /// control plane with the hand-off.
+    pub flags: u16,
     /// The transaction, `tx_len` bytes clamped to [`MAX_TX_SIZE`], in the consumer's own memory.
     pub tx: &'a [u8],
 }
@@ -158,7 +161,7 @@ impl SubmitConsumer {
         // (within the slot's `SLOT_DATA_SIZE` data) into `self.copy`, which no other process
         // can reach. Any value read is acceptable: lengths are clamped here, everything else is
         // validated on the copy, and nothing reads the slot again.
-        let (tag, lanes, submit_tsc, lease_gen, tx_len, n) = unsafe {
+        let (tag, lanes, submit_tsc, lease_gen, tx_len, flags, n) = unsafe {
             let s = self.slots.add(idx);
             let tx_len = std::ptr::read_volatile(&(*s).tx_len);
             let n = (tx_len as usize).min(MAX_TX_SIZE);
@@ -169,6 +172,7 @@ impl SubmitConsumer {
                 std::ptr::read_volatile(&(*s).submit_tsc),
                 std::ptr::read_volatile(&(*s).lease_gen),
                 tx_len,
+                std::ptr::read_volatile(&(*s).flags),
                 n,
             )
         };
@@ -178,6 +182,7 @@ impl SubmitConsumer {
             submit_tsc,
             lease_gen,
             tx_len,
+            flags,
             tx: &self.copy[..n],
         }
     }
@@ -282,6 +287,8 @@ pub struct Handoff {
     /// control plane completes it there (after checking it, see [`DelegatedSend::verify`]).
     /// `None`: the control plane sends.
     pub delegated: Option<DelegatedSend>,
+    /// The slot's flags as the client wrote them ([`crate::layout::SLOT_WATCH_LANDING`]).
+    pub flags: u16,
 }
 
 /// A TX lcore's end of its hand-off ring (dataplane -> control plane).
@@ -363,6 +370,7 @@ impl HandoffProducer {
             (*r).tx_len = n as u16;
             (*r).ring = ring as u16;
             (*r).has_delegated = u32::from(delegated.is_some());
+            (*r).flags = slot.flags;
             (*r).delegated = delegated.copied().unwrap_or_default();
             std::ptr::copy_nonoverlapping(slot.tx.as_ptr(), (*r).tx.as_mut_ptr(), n);
         }
@@ -415,6 +423,7 @@ impl HandoffConsumer {
             let delegated = std::ptr::read_volatile(&(*r).has_delegated) != 0;
             Handoff {
                 delegated: delegated.then(|| std::ptr::read_volatile(&(*r).delegated)),
+                flags: std::ptr::read_volatile(&(*r).flags),
                 ring: std::ptr::read_volatile(&(*r).ring),
                 lanes: std::ptr::read_volatile(&(*r).lanes),
                 tag: std::ptr::read_volatile(&(*r).tag),
