@@ -127,6 +127,8 @@ struct Pending {
     lease_gen: u32,
     tag: u64,
     lane: u8,
+    /// The lane id the completion carries: `lane`, or the QUIC lane that fell back to it.
+    report_as: u8,
     submit_tsc: u64,
     /// The data plane sent it first (a delegated send).
     fast: bool,
@@ -142,6 +144,7 @@ impl Pending {
             lease_gen: job.lease_gen,
             tag: job.tag,
             lane,
+            report_as: job.report_as.unwrap_or(lane),
             submit_tsc: job.submit_tsc,
             fast: job.delegated.is_some(),
             watch,
@@ -546,7 +549,7 @@ impl Relay {
         let c = Completion {
             tag: p.tag,
             lease_gen: p.lease_gen,
-            lane: p.lane,
+            lane: p.report_as,
             status: status as u8,
             reason: code | if p.fast { RELAY_FAST } else { 0 },
             submit_tsc: p.submit_tsc,

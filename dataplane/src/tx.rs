@@ -289,6 +289,8 @@ struct Output {
     quic: Option<QuicLanes>,
     /// Lanes sent over `quic`.
     quic_mask: u64,
+    /// For each QUIC lane, the http lane it falls back to (`u8::MAX`: none).
+    quic_fallback: [u8; MAX_LANES],
     fast_out: usize,
     /// TSC when this poll's first delegated send was queued (0: none yet).
     fast_queued: u64,
@@ -358,6 +360,7 @@ impl TxWorker {
                 fast_queued: 0,
                 fast: parts.fast,
                 quic_mask: parts.quic.as_ref().map_or(0, |q| q.mask()),
+                quic_fallback: parts.lanes.quic_fallbacks(),
                 quic: parts.quic,
                 ctl: parts.ctl,
                 paths: parts.paths,
@@ -626,10 +629,10 @@ impl Output {
     /// Writes a submission on each of its QUIC lanes' connections; one that cannot be sent now
     /// is completed at once with the reason (not sent).
     fn send_quic(&mut self, r: usize, slot: &SlotRef<'_>, lanes: u64) {
-        let Some(q) = &mut self.quic else { return };
-        let out = &mut self.paths[self.fast_out].forward;
         for lane in lanes_of(lanes) {
             let p = Pending::of(r, slot, lane);
+            let Some(q) = &mut self.quic else { return };
+            let out = &mut self.paths[self.fast_out].forward;
             match q.send(lane, slot.tx, p, dpdk::tsc(), &self.pool, out) {
                 Ok(()) => {
                     self.stats.lane_sent(lane as usize);
@@ -638,6 +641,10 @@ impl Output {
                     if self.fast_queued == 0 {
                         self.fast_queued = dpdk::tsc();
                     }
+                }
+                Err(reason) if self.fall_back(r, slot, lane, reason) => {
+                    self.stats.lane_sent(lane as usize);
+                    self.stats.add(Counter::HandedOff, 1);
                 }
                 Err(reason) => {
                     self.stats.lane_dropped(lane as usize);
@@ -651,6 +658,22 @@ impl Output {
                     );
                 }
             }
+        }
+    }
+
+    /// Hands a QUIC lane's submission that was not sent (`reason`) to its fallback http lane,
+    /// if it has one and the control plane is there; the completion comes back as the QUIC
+    /// lane's. `false`: no fallback.
+    fn fall_back(&mut self, r: usize, slot: &SlotRef<'_>, lane: u8, reason: u16) -> bool {
+        let http = self.quic_fallback[lane as usize];
+        if http == u8::MAX || !swqos_shm::layout::not_sent(reason) {
+            return false;
+        }
+        match &mut self.handoff {
+            Some(h) if self.ctl.control_alive(CONTROL_TIMEOUT_NS) => {
+                h.push_fallback(r, slot, http, lane)
+            }
+            _ => false,
         }
     }
 

@@ -636,6 +636,10 @@ pub struct QuicLane {
     pub ca_files: Vec<PathBuf>,
     /// Accept any server certificate (for tests; the data plane warns).
     pub insecure_skip_verify: bool,
+    /// The id of the http lane a transaction goes to when this lane cannot send it (no
+    /// connection): Astralane's "QUIC with HTTP fallback". Its completion still carries this
+    /// lane.
+    pub fallback: Option<usize>,
 }
 
 impl fmt::Debug for QuicLane {
@@ -650,6 +654,7 @@ impl fmt::Debug for QuicLane {
             .field("mev", &self.mev)
             .field("ca_files", &self.ca_files)
             .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .field("fallback", &self.fallback)
             .finish()
     }
 }

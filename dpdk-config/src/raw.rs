@@ -188,6 +188,7 @@ pub(crate) struct RawLane {
     pub(crate) insecure_skip_verify: Option<Spanned<bool>>,
     pub(crate) keypair_file: Option<Spanned<String>>,
     pub(crate) mev: Option<Spanned<bool>>,
+    pub(crate) fallback: Option<Spanned<String>>,
 }
 
 /// `[control]`.

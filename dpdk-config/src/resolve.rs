@@ -836,6 +836,7 @@ fn resolve_lanes(
 
     every_tx_lcore_reaches_every_lane(&raw, &lanes, lcores, lcore_spans, ports, src)?;
     quic_lanes_have_their_lcore(&raw, &lanes, lcores, ports, src)?;
+    resolve_fallbacks(&raw, &mut lanes, src)?;
     Ok(lanes)
 }
 
@@ -972,7 +973,35 @@ fn resolve_quic_lane(lane: &RawLane, index: usize, src: &Source<'_>) -> Result<Q
             .insecure_skip_verify
             .as_ref()
             .is_some_and(|v| *v.get_ref()),
+        fallback: None, // resolved once every lane is known (`resolve_fallbacks`)
     })
+}
+
+/// Each quic lane's `fallback`: the name of an http lane (defined anywhere in the file).
+fn resolve_fallbacks(raw: &[RawLane], lanes: &mut [LaneConfig], src: &Source<'_>) -> Result<()> {
+    let http: Vec<(usize, String)> = lanes
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| matches!(l.kind, LaneKind::Http(_)))
+        .map(|(i, l)| (i, l.name.clone()))
+        .collect();
+    for (lane, r) in lanes.iter_mut().zip(raw) {
+        let (LaneKind::Quic(q), Some(name)) = (&mut lane.kind, &r.fallback) else {
+            continue;
+        };
+        let Some(&(id, _)) = http.iter().find(|(_, n)| n == name.get_ref()) else {
+            return Err(src.error(
+                name,
+                format!(
+                    "`fallback` = {:?} is not an http lane; expected one of {}",
+                    name.get_ref(),
+                    list_names(http.iter().map(|(_, n)| n.as_str()))
+                ),
+            ));
+        };
+        q.fallback = Some(id);
+    }
+    Ok(())
 }
 
 /// QUIC-only keys on another kind of lane.
@@ -980,6 +1009,7 @@ fn reject_quic_keys(lane: &RawLane, src: &Source<'_>) -> Result<()> {
     for (key, at) in [
         ("keypair_file", lane.keypair_file.as_ref().map(|v| v.span())),
         ("mev", lane.mev.as_ref().map(|v| v.span())),
+        ("fallback", lane.fallback.as_ref().map(|v| v.span())),
     ] {
         if let Some(span) = at {
             return Err(src.error_at(

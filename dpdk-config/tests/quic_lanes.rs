@@ -172,3 +172,24 @@ fn quic_keys_on_other_lanes_are_mistakes() {
     ]);
     check(&text, "25:16", "`keypair_file` is for quic lanes");
 }
+
+#[test]
+fn a_fallback_names_an_http_lane() {
+    let text = edit(&[(
+        "keypair_file = \"/etc/swqos/wallet.json\"",
+        "keypair_file = \"/w.json\"\nfallback = \"nope\"",
+    )])
+        + "\n[[lane]]\nname = \"h\"\nkind = \"http\"\nprovider = \"jito\"\nport = \"nic\"\n\
+           dst_ip = \"10.0.0.2\"\ntoken = \"t\"\n";
+    check(
+        &text,
+        "27:12",
+        "`fallback` = \"nope\" is not an http lane; expected one of `h`",
+    );
+    let ok = text.replace("fallback = \"nope\"", "fallback = \"h\"");
+    let c = Config::parse(&ok, Path::new("t.toml")).unwrap();
+    let LaneKind::Quic(q) = &c.lanes[0].kind else {
+        panic!("not a quic lane")
+    };
+    assert_eq!(q.fallback, Some(1));
+}

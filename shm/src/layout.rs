@@ -305,7 +305,9 @@ pub struct HandoffRecord {
     pub has_delegated: u32,
     /// The slot's [`Slot::flags`] as the client wrote them (untrusted).
     pub flags: u16,
-    _reserved: u16,
+    /// 0, or 1 + the lane id the completion is reported as: a QUIC lane that could not send
+    /// and falls back to this record's (one) HTTP lane (`fallback`, docs/quic-lanes.md).
+    pub report_as: u16,
     /// The delegated send (valid when `has_delegated` is 1).
     pub delegated: DelegatedSend,
     _pad: [u8; 48],
@@ -504,6 +506,16 @@ pub mod quic_outcome {
     pub fn maybe_delivered(reason: u16) -> bool {
         !(REFUSED..REFUSED + 1000).contains(&reason)
             && !(AUTH_REFUSED..AUTH_REFUSED + 256).contains(&reason)
+    }
+}
+
+/// Whether a `RelayError` reason says the transaction was certainly not sent (HTTP and QUIC
+/// lanes alike): safe to send elsewhere.
+pub fn not_sent(reason: u16) -> bool {
+    if quic_outcome::is_quic(reason) {
+        !quic_outcome::maybe_delivered(reason)
+    } else {
+        reason < 100 && !relay_failure::maybe_delivered(reason)
     }
 }
 

@@ -289,6 +289,9 @@ pub struct Handoff {
     pub delegated: Option<DelegatedSend>,
     /// The slot's flags as the client wrote them ([`crate::layout::SLOT_WATCH_LANDING`]).
     pub flags: u16,
+    /// The lane the completion is reported as, when it is not the record's lane: a QUIC lane
+    /// falling back to this HTTP lane.
+    pub report_as: Option<u8>,
 }
 
 /// A TX lcore's end of its hand-off ring (dataplane -> control plane).
@@ -345,6 +348,34 @@ impl HandoffProducer {
         lanes: u64,
         delegated: Option<&DelegatedSend>,
     ) -> bool {
+        self.write(ring, slot, lanes, delegated, slot.flags, 0)
+    }
+
+    /// Copies a submission of QUIC lane `quic_lane`, which could not send it, for its fallback
+    /// HTTP lane `http_lane`: the control plane sends it there and reports the completion as
+    /// `quic_lane`'s. The submission's landing watch stays with its own relay lanes (the client
+    /// reserved none for this one). `false` if the ring is full.
+    pub fn push_fallback(
+        &mut self,
+        ring: usize,
+        slot: &SlotRef<'_>,
+        http_lane: u8,
+        quic_lane: u8,
+    ) -> bool {
+        let flags = slot.flags & !crate::layout::SLOT_WATCH_LANDING;
+        let report_as = u16::from(quic_lane) + 1;
+        self.write(ring, slot, 1 << http_lane, None, flags, report_as)
+    }
+
+    fn write(
+        &mut self,
+        ring: usize,
+        slot: &SlotRef<'_>,
+        lanes: u64,
+        delegated: Option<&DelegatedSend>,
+        flags: u16,
+        report_as: u16,
+    ) -> bool {
         let cap = HANDOFF_SLOTS;
         if self.tail.wrapping_sub(self.head) >= cap {
             self.head = self
@@ -370,7 +401,8 @@ impl HandoffProducer {
             (*r).tx_len = n as u16;
             (*r).ring = ring as u16;
             (*r).has_delegated = u32::from(delegated.is_some());
-            (*r).flags = slot.flags;
+            (*r).flags = flags;
+            (*r).report_as = report_as;
             (*r).delegated = delegated.copied().unwrap_or_default();
             std::ptr::copy_nonoverlapping(slot.tx.as_ptr(), (*r).tx.as_mut_ptr(), n);
         }
@@ -424,6 +456,10 @@ impl HandoffConsumer {
             Handoff {
                 delegated: delegated.then(|| std::ptr::read_volatile(&(*r).delegated)),
                 flags: std::ptr::read_volatile(&(*r).flags),
+                report_as: match std::ptr::read_volatile(&(*r).report_as) {
+                    0 => None,
+                    n => u8::try_from(n - 1).ok(),
+                },
                 ring: std::ptr::read_volatile(&(*r).ring),
                 lanes: std::ptr::read_volatile(&(*r).lanes),
                 tag: std::ptr::read_volatile(&(*r).tag),

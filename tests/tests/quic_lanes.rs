@@ -4,7 +4,8 @@
 //! its exact shape: ALPN, SNI, the client certificate's CN or key, the authentication stream,
 //! one stream per transaction. Every transaction reaches each relay exactly once per lane, and
 //! tshark, decrypting the relay-side capture with the relay's key log, finds its bytes in the
-//! QUIC STREAM frames. Faults: 20% loss, a relay restart, a wrong key, an untrusted relay.
+//! QUIC STREAM frames. Faults: 20% loss, a relay restart, a wrong key, an untrusted relay; a
+//! QUIC lane that cannot send falls back to its http lane (Astralane's QUIC with HTTP fallback).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -12,7 +13,9 @@ use std::process::Command;
 
 use serde_json::Value;
 use swqos_tests::quic_rig::{QuicOptions, QuicRig, PROVIDERS};
-use swqos_tests::{have_root, samples, Sample};
+use swqos_tests::rig::{Rig, TOKEN};
+use swqos_tests::{have_root, samples, swqos, Sample};
+use swqos_wire::relay::Provider;
 
 fn valid() -> Vec<Sample> {
     samples()
@@ -288,4 +291,86 @@ fn a_wrong_key_and_an_untrusted_relay_fail_with_their_reasons() {
     assert!(log.contains("unknown API key"), "{log}");
     let (finished, _) = rig.stop();
     assert!(finished.status.success(), "{}", finished.stderr);
+}
+
+#[test]
+fn a_quic_lane_that_cannot_send_falls_back_to_its_http_lane() {
+    if !have_root("a_quic_lane_that_cannot_send_falls_back_to_its_http_lane") {
+        return;
+    }
+    // Astralane's "QUIC with HTTP fallback": the QUIC lane's relay is unreachable (no QUIC
+    // peer, and a MAC nobody has), so each transaction goes to the http lane instead, once,
+    // and its completion still names the QUIC lane.
+    let extra = format!(
+        "\n[[lane]]\nname = \"astralane-quic\"\nkind = \"quic\"\nprovider = \"astralane\"\n\
+         port = \"nic\"\nsrc_ip = \"198.18.77.1\"\ndst_ip = \"198.18.77.2\"\n\
+         dst_mac = \"02:00:00:00:00:99\"\ntoken = \"{TOKEN}\"\nfallback = \"astralane\"\n"
+    );
+    let lanes = [("astralane".to_string(), Provider::Astralane)];
+    let rig = Rig::start_with("quicfallback", &lanes, 1, &[], "", &extra);
+    let txs = valid();
+    let (warmup, checked) = txs.split_first().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !swqos(
+        &[
+            "submit",
+            "--config",
+            rig.cfg(),
+            "--lane",
+            "astralane",
+            "--timeout",
+            "5",
+            "-",
+        ],
+        format!("{}\n", warmup.line).as_bytes(),
+    )
+    .status
+    .success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the http lane never answered"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let input: String = checked.iter().map(|s| format!("{}\n", s.line)).collect();
+    let out = swqos(
+        &[
+            "submit",
+            "--config",
+            rig.cfg(),
+            "--lane",
+            "astralane-quic",
+            "--json",
+            "--timeout",
+            "10",
+            "-",
+        ],
+        input.as_bytes(),
+    );
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(out.status.code(), Some(0), "{lines:#?}");
+    assert_eq!(lines.len(), checked.len());
+    for v in &lines {
+        let l = &v["lanes"][0];
+        assert_eq!(
+            (l["lane"].as_str(), l["status"].as_str(), l["path"].as_str()),
+            (Some("astralane-quic"), Some("sent"), Some("fallback")),
+            "{v}"
+        );
+    }
+    let seen = rig.delivered();
+    for s in checked {
+        let n = seen
+            .get(&("astralane".to_string(), s.signature.clone().unwrap()))
+            .copied()
+            .unwrap_or(0);
+        assert_eq!(n, 1, "{} reached the http relay {n} times", s.name);
+    }
+    let done = rig.stop();
+    assert!(done.status.success(), "{}", done.stderr);
 }
