@@ -241,7 +241,10 @@ pub(crate) fn spawn(config: &Config, stop: Arc<AtomicBool>) -> Result<Option<Rel
         .lock()
         .unwrap_or_else(|e| e.into_inner()) = config.lanes.iter().map(|l| l.name.clone()).collect();
     let landing = match config.landing.clone() {
-        Some(cfg) => Some(Book::start(cfg, stop.clone()).map_err(|e| e.to_string())?),
+        Some(cfg) => {
+            crate::landing::register_lanes(specs.iter().map(|s| s.name.as_str()));
+            Some(Book::start(cfg, stop.clone()).map_err(|e| e.to_string())?)
+        }
         None => None,
     };
     for s in &specs {

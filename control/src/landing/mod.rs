@@ -68,6 +68,15 @@ pub(crate) fn metrics_snapshot() -> Option<BTreeMap<String, LaneLanding>> {
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
+/// Zero counters for each of `lanes` (the relay lanes) and for none, so every series a
+/// dashboard or an alert names exists from the start (not only after a first verdict).
+pub(crate) fn register_lanes<'a>(lanes: impl IntoIterator<Item = &'a str>) {
+    let mut m = LANDING_METRICS.lock().unwrap_or_else(|e| e.into_inner());
+    for lane in lanes.into_iter().chain([UNATTRIBUTED]) {
+        m.entry(lane.to_owned()).or_default();
+    }
+}
+
 /// Where a watched submission's landing completion goes, and what is known of it.
 struct Entry {
     ring: usize,
