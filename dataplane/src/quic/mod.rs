@@ -43,6 +43,10 @@ use lane::{QuicLane, Transmitter};
 /// it is completed as `TIMEOUT` (maybe delivered).
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Bytes of the buffer the relays' datagrams are copied into for quinn-proto (see
+/// [`QuicLanes::receive`]).
+const RX_BUFFER: usize = 16 * 1024;
+
 /// The lcore's clock for quinn-proto: TSC ticks as `Instant`s, without reading the system
 /// clock per poll.
 #[derive(Debug, Clone, Copy)]
@@ -88,6 +92,10 @@ pub struct QuicLanes {
     mask: u64,
     clock: Clock,
     out: Transmitter,
+    /// The relays' datagrams are copied here and split off for quinn-proto, which takes each as
+    /// a `BytesMut` of its own: once it has dropped the earlier ones, the buffer is taken back
+    /// instead of allocating one per datagram.
+    rx: BytesMut,
 }
 
 impl QuicLanes {
@@ -110,6 +118,7 @@ impl QuicLanes {
             mask,
             clock: Clock::new(),
             out: Transmitter::new(),
+            rx: BytesMut::with_capacity(RX_BUFFER),
         })
     }
 
@@ -170,7 +179,11 @@ impl QuicLanes {
             return;
         };
         let now = self.clock.at(now_tsc);
-        let data = BytesMut::from(payload);
+        // No allocation unless quinn-proto still holds part of the buffer (or on the first
+        // split, which makes it shared): `reserve` reclaims it when no datagram is left in it.
+        self.rx.reserve(payload.len());
+        self.rx.extend_from_slice(payload);
+        let data = self.rx.split();
         drop(m);
         let remote = l.remote();
         match self
