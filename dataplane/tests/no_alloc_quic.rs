@@ -630,9 +630,10 @@ fn check(costs: &[Cost]) {
     eprintln!(
         "{} of {} transactions cost more than {SEND_ALLOCATIONS} allocations ({SEND_BYTES_BEYOND_TX} \
          bytes + the transaction) to send and {ACK_ALLOCATIONS} ({ACK_BYTES} bytes) to \
-         acknowledge: {over:?}",
+         acknowledge: {:?}",
         over.len(),
-        costs.len()
+        costs.len(),
+        &over[..over.len().min(OUTLIERS + 1)]
     );
     assert!(
         over.len() <= OUTLIERS,

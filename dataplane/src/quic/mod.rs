@@ -4,9 +4,10 @@
 //! that bridges the lane's port: that lcore reads the port's RX queue, so the relay's datagrams
 //! for the lane's local UDP port come here ([`QuicLanes::claims`]) and never reach the kernel.
 //! Its datagrams are written into mbufs behind the lane's Ethernet/IPv4/UDP template and leave
-//! with the bridge's NIC burst. Nothing here makes a syscall; quinn-proto's own buffers (a
-//! stream's copy of the transaction, a received datagram, its frame queues) are its
-//! allocations, counted by `dataplane/tests/no_alloc_quic.rs`.
+//! with the bridge's NIC burst. Nothing here makes a syscall; quinn-proto allocates (a stream's
+//! state, its copy of the transaction, its send queue, the acknowledged ranges: 3 allocations
+//! to send a transaction, 1 to process its acknowledgement), counted and bounded by
+//! `dataplane/tests/no_alloc_quic.rs`.
 //!
 //! Per transaction ([`QuicLanes::send`]): open a stream (uni, or bi for a provider that
 //! replies), write the transaction, finish it, and write the datagrams out at once. The
