@@ -52,6 +52,26 @@ impl Pending {
         self.submit_tsc
     }
 
+    /// A submission with `tag` for `lane`, outside any ring: for tests that drive a lane engine
+    /// (`dataplane/tests/no_alloc_quic.rs`) without the shared-memory rings.
+    #[doc(hidden)]
+    pub fn detached(lane: u8, tag: u64, submit_tsc: u64) -> Pending {
+        Pending {
+            ring: 0,
+            lane,
+            lease_gen: 0,
+            tag,
+            submit_tsc,
+            len: 0,
+        }
+    }
+
+    /// The submission's tag (for tests that match completions to submissions).
+    #[doc(hidden)]
+    pub fn tag(&self) -> u64 {
+        self.tag
+    }
+
     /// What a frame (or answer) for `lane` of a slot of ring `r` must remember.
     fn of(r: usize, slot: &SlotRef<'_>, lane: u8) -> Pending {
         Pending {

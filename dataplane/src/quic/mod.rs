@@ -4,9 +4,10 @@
 //! that bridges the lane's port: that lcore reads the port's RX queue, so the relay's datagrams
 //! for the lane's local UDP port come here ([`QuicLanes::claims`]) and never reach the kernel.
 //! Its datagrams are written into mbufs behind the lane's Ethernet/IPv4/UDP template and leave
-//! with the bridge's NIC burst. Nothing here makes a syscall; quinn-proto's own buffers (a
-//! stream's copy of the transaction, a received datagram, its frame queues) are its
-//! allocations, counted by `dataplane/tests/no_alloc_quic.rs`.
+//! with the bridge's NIC burst. Nothing here makes a syscall; quinn-proto allocates (a stream's
+//! state, its copy of the transaction, its send queue, the acknowledged ranges: 3 allocations
+//! to send a transaction, 1 to process its acknowledgement), counted and bounded by
+//! `dataplane/tests/no_alloc_quic.rs`.
 //!
 //! Per transaction ([`QuicLanes::send`]): open a stream (uni, or bi for a provider that
 //! replies), write the transaction, finish it, and write the datagrams out at once. The
@@ -42,6 +43,10 @@ use lane::{QuicLane, Transmitter};
 /// How long a written transaction may wait for the relay's acknowledgement (or reply) before
 /// it is completed as `TIMEOUT` (maybe delivered).
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Bytes of the buffer the relays' datagrams are copied into for quinn-proto (see
+/// [`QuicLanes::receive`]).
+const RX_BUFFER: usize = 16 * 1024;
 
 /// The lcore's clock for quinn-proto: TSC ticks as `Instant`s, without reading the system
 /// clock per poll.
@@ -88,6 +93,10 @@ pub struct QuicLanes {
     mask: u64,
     clock: Clock,
     out: Transmitter,
+    /// The relays' datagrams are copied here and split off for quinn-proto, which takes each as
+    /// a `BytesMut` of its own: once it has dropped the earlier ones, the buffer is taken back
+    /// instead of allocating one per datagram.
+    rx: BytesMut,
 }
 
 impl QuicLanes {
@@ -110,6 +119,7 @@ impl QuicLanes {
             mask,
             clock: Clock::new(),
             out: Transmitter::new(),
+            rx: BytesMut::with_capacity(RX_BUFFER),
         })
     }
 
@@ -170,7 +180,11 @@ impl QuicLanes {
             return;
         };
         let now = self.clock.at(now_tsc);
-        let data = BytesMut::from(payload);
+        // No allocation unless quinn-proto still holds part of the buffer (or on the first
+        // split, which makes it shared): `reserve` reclaims it when no datagram is left in it.
+        self.rx.reserve(payload.len());
+        self.rx.extend_from_slice(payload);
+        let data = self.rx.split();
         drop(m);
         let remote = l.remote();
         match self
