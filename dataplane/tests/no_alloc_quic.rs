@@ -53,9 +53,9 @@ use swqos_wire::quic_relay::QuicProvider;
 use swqos_wire::udp::UdpPacket;
 use swqos_wire::udp_lane::{ChecksumMode, UdpLaneTemplate, UDP_FRAME_HEADER_LEN};
 
-const ROUNDS: usize = 2000;
+const ROUNDS: usize = 1000;
 /// Rounds compared at the start and at the end (the counts must not grow).
-const WINDOW: usize = 500;
+const WINDOW: usize = 250;
 const LOCAL_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x78, 0x01];
 const RELAY_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x78, 0x02];
 const LOCAL: Ipv4Addr = Ipv4Addr::new(198, 18, 78, 1);
