@@ -115,10 +115,19 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------
+# On-CPU nanoseconds of the thread of process $1 named like $2 (its schedstat's first field).
+thread_oncpu_ns() {
+    local tid
+    tid=$(ps -L -o tid=,comm= -p "$1" | awk -v n="$2" '$2 ~ n { print $1; exit }')
+    [ -n "$tid" ] && awk '{ print $1 }' "/proc/$1/task/$tid/schedstat" 2>/dev/null
+}
+
 # testpmd txonly on net_null0 for ~WINDOW seconds; sets TP_PPS to the mean Tx-pps of the full
-# 1-second stats periods (the first period, partly spent starting up, is left out).
+# 1-second stats periods (the first period, partly spent starting up, is left out), and
+# TP_ONCPU_PPS to all its packets per second its forwarding lcore's thread was on a CPU (read
+# just before it is stopped; the thread blocks until forwarding starts).
 run_testpmd() {
-    local len=$1 log=$LOGS/testpmd-$1.log pid pps
+    local len=$1 log=$LOGS/testpmd-$1.log pid pps oncpu
     dpdk-testpmd -l 0-1 --no-pci --vdev net_null0 --file-prefix "$TP_PREFIX" "${TP_MEM[@]}" \
         --log-level=notice -- \
         --forward-mode=txonly --txpkts="$len" --nb-cores=1 --total-num-mbufs=8192 \
@@ -126,17 +135,23 @@ run_testpmd() {
     pid=$!
     BG_PIDS+=("$pid")
     sleep $((WINDOW + 2))
+    oncpu=$(thread_oncpu_ns "$pid" 'worker') || oncpu=
     stop_and_wait "$pid" "dpdk-testpmd (--txpkts=$len, log $log)" 10
     pps=$(awk '/Tx-pps:/ { v = $2 + 0; if (v > 0) { n++; if (n > 1) { s += v; m++ } } }
                END { if (m > 0) printf "%.0f", s / m }' "$log")
     [ -n "$pps" ] || die "no Tx-pps in testpmd output ($log)"
     TP_PPS=$pps
+    TP_ONCPU_PPS=$(awk -v ns="$oncpu" '/Accumulated forward statistics/ { acc = 1 }
+        acc && /TX-packets:/ { if (ns > 0) printf "%.0f", $2 / (ns / 1e9); exit }' "$log")
+    [ -n "$TP_ONCPU_PPS" ] || TP_ONCPU_PPS=0
 }
 
 say "dpdk-testpmd txonly, 64-byte frames, ${WINDOW}s"
 run_testpmd 64
 TP64=$TP_PPS
-echo "testpmd txonly 64 B: $TP64 pkt/s on one forwarding lcore (log $LOGS/testpmd-64.log)"
+TP64_CPU=$TP_ONCPU_PPS
+echo "testpmd txonly 64 B: $TP64 pkt/s on one forwarding lcore, $TP64_CPU per on-cpu second" \
+    "(log $LOGS/testpmd-64.log)"
 
 # ---------------------------------------------------------------------------------------------
 say "swqos-dataplane with $PROFILE"
@@ -186,12 +201,14 @@ FRAME=$(printf '%.0f' "$FRAME")
 say "dpdk-testpmd txonly, ${FRAME}-byte frames (our average lane frame), ${WINDOW}s"
 run_testpmd "$FRAME"
 TPM=$TP_PPS
-echo "testpmd txonly $FRAME B: $TPM pkt/s on one forwarding lcore (log $LOGS/testpmd-$FRAME.log)"
+TPM_CPU=$TP_ONCPU_PPS
+echo "testpmd txonly $FRAME B: $TPM pkt/s on one forwarding lcore, $TPM_CPU per on-cpu second" \
+    "(log $LOGS/testpmd-$FRAME.log)"
 
 # ---------------------------------------------------------------------------------------------
 say "summary ($(nproc) cpus, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), hugepages: $HUGE)"
 gbps() { awk -v p="$1" -v b="$2" 'BEGIN { printf "%.2f", p * b * 8 / 1e9 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "-" }'; }
 printf '%-44s %14s %10s %12s %12s\n' "sender (net_null0, one tx lcore)" "pkt/s" "Gbit/s" "vs tp 64B" "vs tp ${FRAME}B"
 printf '%-44s %14s %10s %12s %12s\n' "testpmd txonly 64 B" "$TP64" "$(gbps "$TP64" 64)" "1.000" "-"
 printf '%-44s %14s %10s %12s %12s\n' "testpmd txonly $FRAME B" "$TPM" "$(gbps "$TPM" "$FRAME")" "$(ratio "$TPM" "$TP64")" "1.000"
@@ -200,11 +217,30 @@ for lanes in 8 1; do
         lcore=$(sed -E 's/^lcore ([0-9]+) .*/\1/' <<<"$line")
         pps=$(sed -E 's/^[^:]*: ([0-9]+) lane pkt\/s.*/\1/' <<<"$line")
         g=$(sed -E 's/.* lane pkt\/s, ([0-9.]+) Gbit\/s.*/\1/' <<<"$line")
-        subs=$(grep -E '^client:' "$LOGS/throughput-$lanes.txt" | sed -E 's/^client: ([0-9]+) .*/\1/')
+        subs=$(grep -E '^client: [0-9]+ submissions' "$LOGS/throughput-$lanes.txt" |
+            sed -E 's/^client: ([0-9]+) .*/\1/')
         printf '%-44s %14s %10s %12s %12s\n' \
             "swqos lcore $lcore, $lanes lane(s) ($subs subm/s)" "$pps" "$g" \
             "$(ratio "$pps" "$TP64")" "$(ratio "$pps" "$TPM")"
     done < <(tx_lines "$LOGS/throughput-$lanes.txt")
+done
+echo
+# The same, per second its thread was on a CPU (the host is shared: wall-clock rates fall
+# with the share of the core a busy-polling thread gets, these do not).
+printf '%-44s %14s %10s %12s %12s\n' "per on-cpu second of the lcore's thread" "pkt/s" "ns/pkt" \
+    "vs tp 64B" "vs tp ${FRAME}B"
+nspp() { awk -v p="$1" 'BEGIN { if (p > 0) printf "%.1f", 1e9 / p; else print "-" }'; }
+printf '%-44s %14s %10s %12s %12s\n' "testpmd txonly 64 B" "$TP64_CPU" "$(nspp "$TP64_CPU")" "1.000" "-"
+printf '%-44s %14s %10s %12s %12s\n' "testpmd txonly $FRAME B" "$TPM_CPU" "$(nspp "$TPM_CPU")" \
+    "$(ratio "$TPM_CPU" "$TP64_CPU")" "1.000"
+for lanes in 8 1; do
+    grep -E '^lcore [0-9]+ \(tx\) on-cpu: [0-9.]+ s' "$LOGS/throughput-$lanes.txt" | while read -r line; do
+        lcore=$(sed -E 's/^lcore ([0-9]+) .*/\1/' <<<"$line")
+        pps=$(sed -E 's/.*, ([0-9]+) lane pkt per on-cpu second.*/\1/' <<<"$line")
+        share=$(sed -E 's/.* \(([0-9]+)%, thread.*/\1/' <<<"$line")
+        printf '%-44s %14s %10s %12s %12s\n' "swqos lcore $lcore, $lanes lane(s) (on cpu ${share}%)" \
+            "$pps" "$(nspp "$pps")" "$(ratio "$pps" "$TP64_CPU")" "$(ratio "$pps" "$TPM_CPU")"
+    done
 done
 echo
 printf '%-34s %10s %10s %10s %10s\n' "submit-to-tx_burst latency (us)" "p50" "p99" "p99.9" "max"

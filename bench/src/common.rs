@@ -269,3 +269,87 @@ impl Budget {
         );
     }
 }
+
+/// The thread of `pid` that runs EAL lcore `lcore` (DPDK names it `dpdk-worker<N>` or
+/// `lcore-worker-<N>`).
+pub(crate) fn lcore_thread(pid: u32, lcore: u32) -> Option<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    tasks.flatten().find_map(|t| {
+        let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+        let comm = comm.trim();
+        let digits = comm.trim_start_matches(|c: char| !c.is_ascii_digit());
+        (comm.contains("worker") && digits == lcore.to_string())
+            .then(|| t.file_name().to_str()?.parse().ok())
+            .flatten()
+    })
+}
+
+/// Nanoseconds thread `tid` of `pid` has spent on a CPU (the first field of its
+/// `/proc/<pid>/task/<tid>/schedstat`): the time it ran, whatever else shared its core.
+pub(crate) fn thread_oncpu_ns(pid: u32, tid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+/// The data plane's process id, from the segment header.
+pub(crate) fn dataplane_pid(client: &Client) -> u32 {
+    client
+        .segment()
+        .header()
+        .dataplane_pid
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Moves this process off the CPUs the data plane's lcore threads `lcores` may run on, so a
+/// busy-polling lcore never shares its core with the client it waits for (the scheduler put
+/// the client there on a loaded 2-core host: both then crawled). Returns the CPUs kept, or why
+/// nothing changed.
+pub(crate) fn avoid_lcore_cpus(pid: u32, lcores: &[u32]) -> Result<Vec<usize>, String> {
+    // SAFETY: `cpu_set_t` is plain data; all-zero is the empty set.
+    let mut mine: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: `mine` is a valid, writable `cpu_set_t` of `size` bytes; 0 is this thread.
+    if unsafe { libc::sched_getaffinity(0, size, &mut mine) } != 0 {
+        return Err(format!(
+            "sched_getaffinity: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    for &lcore in lcores {
+        let Some(tid) = lcore_thread(pid, lcore) else {
+            return Err(format!("no thread of pid {pid} runs lcore {lcore}"));
+        };
+        // SAFETY: as above.
+        let mut theirs: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `theirs` is a valid, writable `cpu_set_t` of `size` bytes.
+        if unsafe { libc::sched_getaffinity(tid as libc::pid_t, size, &mut theirs) } != 0 {
+            return Err(format!(
+                "sched_getaffinity({tid}): {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        for cpu in 0..libc::CPU_SETSIZE as usize {
+            // SAFETY: `cpu < CPU_SETSIZE`, within both sets.
+            unsafe {
+                if libc::CPU_ISSET(cpu, &theirs) {
+                    libc::CPU_CLR(cpu, &mut mine);
+                }
+            }
+        }
+    }
+    // SAFETY: `cpu < CPU_SETSIZE`, within the set.
+    let kept: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &mine) })
+        .collect();
+    if kept.is_empty() {
+        return Err("every CPU of this process runs a data-plane lcore".into());
+    }
+    // SAFETY: `mine` is a valid `cpu_set_t` of `size` bytes; 0 is this (single) thread.
+    if unsafe { libc::sched_setaffinity(0, size, &mine) } != 0 {
+        return Err(format!(
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(kept)
+}

@@ -28,11 +28,34 @@ pub(crate) fn throughput(
         tsc_hz as f64 / 1e9
     );
 
+    let pid = dataplane_pid(&client);
+    let lcores: Vec<(u32, Option<u32>)> = snapshot(client.segment())
+        .iter()
+        .filter(|s| s.role == role::TX || s.role == role::RX)
+        .map(|s| (s.lcore_id, lcore_thread(pid, s.lcore_id)))
+        .collect();
+    let ids: Vec<u32> = lcores.iter().map(|&(id, _)| id).collect();
+    match avoid_lcore_cpus(pid, &ids) {
+        Ok(cpus) => {
+            println!("client: runs on cpu(s) {cpus:?}, off the data plane's lcores {ids:?}")
+        }
+        Err(e) => println!("client: not moved off the lcores' cpus ({e})"),
+    }
+    let oncpu = || -> Vec<Option<u64>> {
+        lcores
+            .iter()
+            .map(|&(_, tid)| tid.and_then(|t| thread_oncpu_ns(pid, t)))
+            .collect()
+    };
+
+    let idle_ns = idle_poll_ns(&client, &lcores, pid);
     let mut by_status = [0u64; 5];
     let before = snapshot(client.segment());
+    let cpu_before = oncpu();
     let start = Instant::now();
     let (submitted_in_window, full_spins) = flood(&mut client, txs, mask, window, &mut by_status)?;
     let after = snapshot(client.segment());
+    let cpu_after = oncpu();
     let secs = start.elapsed().as_secs_f64();
 
     // Collect what is still owed so every submission is accounted for.
@@ -59,6 +82,14 @@ pub(crate) fn throughput(
     );
 
     let (total_pkts, total_bytes, total_drops) = print_lcores(&before, &after, secs, tsc_hz);
+    print_oncpu(
+        &before,
+        &after,
+        &lcores,
+        (&cpu_before, &cpu_after),
+        &idle_ns,
+        secs,
+    );
     println!(
         "total: {:.0} lane pkt/s, {:.2} Gbit/s (Ethernet frames, no preamble/FCS), dropped {total_drops}",
         total_pkts as f64 / secs,
@@ -130,6 +161,88 @@ fn flood(
         }
     }
     Ok((submitted, full_spins))
+}
+
+/// For each TX lcore, the time its thread was on a CPU during the window and the lane packets
+/// per second of that time: what the lcore does when it runs, whatever else shares its core.
+/// On a loaded host the wall-clock rate falls with the share of the core the lcore gets; this
+/// one does not (testpmd's is computed the same way by `scripts/bench.sh`).
+fn print_oncpu(
+    before: &[stats::StatsSnapshot],
+    after: &[stats::StatsSnapshot],
+    lcores: &[(u32, Option<u32>)],
+    (cpu_before, cpu_after): (&[Option<u64>], &[Option<u64>]),
+    idle_ns: &[Option<f64>],
+    secs: f64,
+) {
+    for (k, &(id, tid)) in lcores.iter().enumerate() {
+        let Some(a) = after
+            .iter()
+            .find(|s| s.lcore_id == id && s.role == role::TX)
+        else {
+            continue;
+        };
+        let Some(b) = before.iter().find(|s| s.lcore_id == id) else {
+            continue;
+        };
+        let d = |c: Counter| a.get(c).wrapping_sub(b.get(c));
+        let pkts = d(Counter::TxPackets);
+        let idle_polls = d(Counter::Polls).saturating_sub(d(Counter::WorkPolls));
+        match (tid, cpu_before[k], cpu_after[k]) {
+            (Some(tid), Some(x), Some(y)) if y > x => {
+                let on = (y - x) as f64 / 1e9;
+                println!(
+                    "lcore {id} (tx) on-cpu: {on:.3} s of {secs:.3} s ({:.0}%, thread {tid}), \
+                     {:.0} lane pkt per on-cpu second, {:.1} ns per lane packet",
+                    on * 100.0 / secs,
+                    pkts as f64 / on,
+                    on * 1e9 / pkts.max(1) as f64,
+                );
+                // Less the polls that found nothing (the lcore waiting for the client), at
+                // what an empty poll cost with nothing submitted: the rate when always fed.
+                if let Some(c) = idle_ns[k] {
+                    let busy = (on - idle_polls as f64 * c / 1e9).max(on * 0.01);
+                    println!(
+                        "lcore {id} (tx) fed: {idle_polls} empty polls x {c:.1} ns = {:.3} s \
+                         waiting for the client; {busy:.3} s working: {:.0} lane pkt per \
+                         working second, {:.1} ns per lane packet",
+                        on - busy,
+                        pkts as f64 / busy,
+                        busy * 1e9 / pkts.max(1) as f64,
+                    );
+                }
+            }
+            _ => println!("lcore {id} (tx) on-cpu: unknown (no schedstat for its thread)"),
+        }
+    }
+}
+
+/// What one empty poll costs each lcore's thread, in on-CPU nanoseconds: measured over 300 ms
+/// with nothing submitted, before the window.
+fn idle_poll_ns(client: &Client, lcores: &[(u32, Option<u32>)], pid: u32) -> Vec<Option<f64>> {
+    let cpu = || -> Vec<Option<u64>> {
+        lcores
+            .iter()
+            .map(|&(_, tid)| tid.and_then(|t| thread_oncpu_ns(pid, t)))
+            .collect()
+    };
+    let (s0, c0) = (snapshot(client.segment()), cpu());
+    std::thread::sleep(Duration::from_millis(300));
+    let (s1, c1) = (snapshot(client.segment()), cpu());
+    lcores
+        .iter()
+        .enumerate()
+        .map(|(k, &(id, _))| {
+            let polls = |s: &[stats::StatsSnapshot]| {
+                s.iter()
+                    .find(|x| x.lcore_id == id)
+                    .map(|x| x.get(Counter::Polls))
+            };
+            let n = polls(&s1)?.checked_sub(polls(&s0)?)?;
+            let ns = c1[k]?.checked_sub(c0[k]?)?;
+            (n > 0).then(|| ns as f64 / n as f64)
+        })
+        .collect()
 }
 
 /// One line per lcore from the stats blocks before and after the window; returns the TX

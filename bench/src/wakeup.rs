@@ -93,20 +93,6 @@ fn first_tx_lcore(client: &Client) -> Result<(usize, StatsSnapshot), Failure> {
         .ok_or_else(|| Failure::Setup("the data plane has no tx lcore".into()))
 }
 
-/// The thread of `pid` that runs EAL lcore `lcore` (DPDK names it `dpdk-worker<N>` or
-/// `lcore-worker-<N>`).
-fn lcore_thread(pid: u32, lcore: u32) -> Option<u32> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    tasks.flatten().find_map(|t| {
-        let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
-        let comm = comm.trim();
-        let digits = comm.trim_start_matches(|c: char| !c.is_ascii_digit());
-        (comm.contains("worker") && digits == lcore.to_string())
-            .then(|| t.file_name().to_str()?.parse().ok())
-            .flatten()
-    })
-}
-
 /// utime + stime of thread `tid` of `pid`, in clock ticks.
 fn thread_cpu_ticks(pid: u32, tid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;

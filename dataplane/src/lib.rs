@@ -16,4 +16,5 @@ pub mod quic;
 pub mod report;
 pub mod runtime;
 pub mod rx;
+pub mod tally;
 pub mod tx;

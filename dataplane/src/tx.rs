@@ -18,6 +18,7 @@ use swqos_wire::solana::{Transaction, TxError};
 use crate::fast::{FastPath, Miss};
 use crate::lanes::{LaneSend, LaneTable};
 use crate::quic::QuicLanes;
+use crate::tally::LaneTally;
 
 /// A control plane whose heartbeat is older than this is considered gone (500 ms: generous, so a
 /// loaded host that delays its relay thread does not turn into spurious drops).
@@ -321,6 +322,8 @@ struct Output {
     lane_path: [u8; MAX_LANES],
     pool: Arc<Mempool>,
     stats: StatsWriter,
+    /// Per-lane counts of the burst being flushed (one stats update per lane per burst).
+    tally: LaneTally,
     ip_ident: u16,
     tx_timeout_ticks: u64,
 }
@@ -388,6 +391,7 @@ impl TxWorker {
                 lane_path,
                 pool: parts.pool,
                 stats: parts.stats,
+                tally: LaneTally::new(),
                 ip_ident: 0,
                 tx_timeout_ticks: parts.tx_timeout_ticks,
             },
@@ -474,6 +478,9 @@ fn take_submissions(submit: &mut SubmitConsumer, r: usize, out: &mut Output) -> 
     };
     let mut taken = 0;
     while taken < ready {
+        if taken + 1 < ready {
+            submit.prefetch(taken + 1);
+        }
         let read = dpdk::tsc();
         let slot = submit.slot(taken);
         let copied = dpdk::tsc();
@@ -770,6 +777,7 @@ impl Output {
             paths,
             completes,
             stats,
+            tally,
             tx_timeout_ticks,
             ..
         } = self;
@@ -783,11 +791,10 @@ impl Output {
             let done = dpdk::tsc();
             let sent = path.queue.tx_burst(&mut path.burst, |p: Pending| {
                 bytes += p.len as u64;
-                stats.lane_sent(p.lane as usize);
-                stats.lane_bytes(p.lane as usize, p.len as u64);
-                stats.latency_since(p.submit_tsc, done);
+                tally.sent(stats, p.lane, p.len, p.submit_tsc, done);
                 push_completion(completes, stats, p, Status::Sent, 0, done);
             });
+            tally.flush(stats, done);
             stats.add(Counter::TxPackets, sent as u64);
             stats.add(Counter::TxBytes, bytes);
             sent_total += sent;

@@ -94,6 +94,7 @@ impl ControlLayout {
     }
 
     /// Offset of record 0 of hand-off ring `i`.
+    #[inline]
     pub fn handoff_records(&self, i: usize) -> usize {
         self.handoff_ring(i) + size_of::<CompletionControl>()
     }
@@ -292,6 +293,7 @@ impl ControlSegment {
     }
 
     /// Hand-off ring `i`'s control words (`i` = the TX lcore's stats block index).
+    #[inline]
     pub(crate) fn handoff_control(&self, i: usize) -> &CompletionControl {
         assert!(i < self.layout.n_lcores as usize);
         // SAFETY: offset within the mapping per `ControlLayout`, page aligned, fields atomics.
@@ -299,6 +301,7 @@ impl ControlSegment {
     }
 
     /// Hand-off ring `i`'s first record.
+    #[inline]
     pub(crate) fn handoff_records(&self, i: usize) -> *mut HandoffRecord {
         assert!(i < self.layout.n_lcores as usize);
         // SAFETY: offset within the mapping per `ControlLayout`.

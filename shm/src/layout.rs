@@ -607,6 +607,7 @@ pub struct Completion {
 }
 
 /// The lane ids set in a lane mask, lowest first.
+#[inline]
 pub fn lanes_of(mut mask: u64) -> impl Iterator<Item = u8> {
     std::iter::from_fn(move || {
         if mask == 0 {
@@ -784,32 +785,38 @@ impl Layout {
     }
 
     /// Completion records per completion ring.
+    #[inline]
     pub fn completion_capacity(&self) -> usize {
         Self::completion_capacity_of(self.ring_slots)
     }
 
     /// Offset of ring `i`'s control block; its slots follow it.
+    #[inline]
     pub fn ring(&self, i: usize) -> usize {
         self.rings_offset + i * self.ring_stride
     }
 
     /// Offset of slot 0 of ring `i`.
+    #[inline]
     pub fn slots(&self, i: usize) -> usize {
         self.ring(i) + size_of::<RingControl>()
     }
 
     /// Offset of completion ring `i`'s control block: `i < n_rings` are written by the
     /// dataplane, `n_rings + r` by the control plane for client ring `r`.
+    #[inline]
     pub fn completion_ring(&self, i: usize) -> usize {
         self.completions_offset + i * self.completion_stride
     }
 
     /// Offset of record 0 of completion ring `i`.
+    #[inline]
     pub fn completion_records(&self, i: usize) -> usize {
         self.completion_ring(i) + size_of::<CompletionControl>()
     }
 
     /// Offset of stats block `i`.
+    #[inline]
     pub fn stats(&self, i: usize) -> usize {
         self.stats_offset + i * size_of::<LcoreStats>()
     }

@@ -456,11 +456,13 @@ impl Segment {
     }
 
     /// The layout in use.
+    #[inline]
     pub fn layout(&self) -> &Layout {
         &self.layout
     }
 
     /// The header.
+    #[inline]
     pub fn header(&self) -> &Header {
         // SAFETY: the mapping is at least a header long (checked in `map`) and page aligned;
         // shared fields of `Header` are atomics, the rest is written once before `magic`.
@@ -491,6 +493,7 @@ impl Segment {
     }
 
     /// Ring `i`'s control words.
+    #[inline]
     pub(crate) fn ring_control(&self, i: usize) -> &RingControl {
         assert!(i < self.layout.n_rings as usize);
         // SAFETY: offset within the mapping per `Layout`, aligned (page-aligned stride), and all
@@ -499,6 +502,7 @@ impl Segment {
     }
 
     /// Ring `i`'s first slot.
+    #[inline]
     pub(crate) fn slots(&self, i: usize) -> *mut Slot {
         assert!(i < self.layout.n_rings as usize);
         // SAFETY: offset within the mapping per `Layout`.
@@ -506,6 +510,7 @@ impl Segment {
     }
 
     /// Completion ring `i`'s control words.
+    #[inline]
     pub(crate) fn completion_control(&self, i: usize) -> &CompletionControl {
         assert!(i < 2 * self.layout.n_rings as usize);
         // SAFETY: offset within the mapping per `Layout`, aligned, fields are atomics.
@@ -513,6 +518,7 @@ impl Segment {
     }
 
     /// Completion ring `i`'s first record.
+    #[inline]
     pub(crate) fn completion_records(&self, i: usize) -> *mut Completion {
         assert!(i < 2 * self.layout.n_rings as usize);
         // SAFETY: offset within the mapping per `Layout`.
@@ -555,6 +561,7 @@ impl Segment {
     }
 
     /// Stats block `i` (for readers).
+    #[inline]
     pub fn stats(&self, i: usize) -> &LcoreStats {
         assert!(i < self.layout.n_lcores as usize);
         // SAFETY: offset within the mapping per `Layout`, 128-aligned (page-aligned base, block

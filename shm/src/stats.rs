@@ -184,6 +184,7 @@ pub const N_STAGES: usize = Stage::TxBurst as usize + 1;
 pub const STAGE_BUCKETS: usize = 8 + 30 * 4;
 
 /// The bucket of `ticks` in a stage's histogram.
+#[inline]
 pub fn stage_bucket_of(ticks: u64) -> usize {
     if ticks < 8 {
         return ticks as usize;
@@ -255,6 +256,7 @@ pub const HISTOGRAM_BUCKETS: usize =
     (SUB as usize) * 2 + ((MAX_MSB - SUB_BITS) as usize) * SUB as usize;
 
 /// Bucket of a value: exact below `2*SUB`, then `SUB` log-linear sub-buckets per power of two.
+#[inline]
 pub fn bucket_of(v: u64) -> usize {
     if v < 2 * SUB {
         return v as usize;
@@ -354,6 +356,7 @@ pub mod poll_mode {
     }
 }
 
+#[inline]
 fn bump(c: &AtomicU64, by: u64) {
     // One writer per block: a relaxed load and store is an exact increment without a locked op.
     c.store(
@@ -467,6 +470,13 @@ impl StatsWriter {
         bump(&self.block().lane_packets[lane % MAX_LANES], 1);
     }
 
+    /// Counts `n` packets sent on `lane` (one update for a burst's packets of one lane).
+    #[inline]
+    pub fn lane_sent_many(&mut self, lane: usize, n: u64) {
+        self.touch();
+        bump(&self.block().lane_packets[lane % MAX_LANES], n);
+    }
+
     /// Counts one packet dropped on `lane`.
     #[inline]
     pub fn lane_dropped(&mut self, lane: usize) {
@@ -509,6 +519,20 @@ impl StatsWriter {
             self.touch();
             bump(&self.block().latency[bucket_of(ticks)], 1);
         }
+    }
+
+    /// Records `n` submit-to-`tx_burst` latency samples with the same stamps (the lanes of one
+    /// submission that left in one `tx_burst` call), bounded as [`StatsWriter::latency_since`]
+    /// (an implausible stamp is counted once per sample).
+    #[inline]
+    pub fn latency_since_many(&mut self, submit_tsc: u64, done: u64, n: u64) {
+        let ticks = done.wrapping_sub(submit_tsc);
+        if submit_tsc == 0 || submit_tsc > done || ticks > self.max_latency_ticks {
+            self.add(Counter::BadTimestamp, n);
+            return;
+        }
+        self.touch();
+        bump(&self.block().latency[bucket_of(ticks)], n);
     }
 
     /// Records one delegated send's submit-to-`tx_burst` latency sample on relay lane `lane`,

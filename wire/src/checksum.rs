@@ -38,45 +38,50 @@ fn fold64(acc: u64) -> u32 {
     s as u32
 }
 
-/// Returns the unfolded partial checksum of `data` (big-endian 16-bit words, see the module
-/// docs).
+/// Returns the partial checksum of `data` (big-endian 16-bit words, see the module docs).
 ///
-/// Processes 32 bytes per loop iteration as four big-endian `u64` words added with end-around
-/// carry; works for any length and alignment. The result can be passed to [`combine`], [`fold`]
-/// or [`finish`].
+/// Adds the data as native little-endian `u64` words, 32 bytes per loop iteration into two
+/// independent accumulators (two carry chains in flight), and swaps the bytes of the folded
+/// result once: a ones'-complement sum is independent of byte order up to that swap (RFC 1071,
+/// section 2(B)). Works for any length and alignment. The result can be passed to [`combine`],
+/// [`fold`] or [`finish`].
 #[inline]
 pub fn sum(data: &[u8]) -> u32 {
-    let mut acc: u64 = 0;
+    let (mut x, mut y): (u64, u64) = (0, 0);
     let mut chunks = data.chunks_exact(32);
     for c in &mut chunks {
         let (a, rest) = split8(c);
         let (b, rest) = split8(rest);
         let (d, rest) = split8(rest);
         let (e, _) = split8(rest);
-        acc = add64(acc, a);
-        acc = add64(acc, b);
-        acc = add64(acc, d);
-        acc = add64(acc, e);
+        x = add64(x, a);
+        y = add64(y, b);
+        x = add64(x, d);
+        y = add64(y, e);
     }
+    let mut acc = add64(x, y);
     let mut rest = chunks.remainder();
     while let Some((w, tail)) = rest.split_first_chunk::<8>() {
-        acc = add64(acc, u64::from_be_bytes(*w));
+        acc = add64(acc, u64::from_le_bytes(*w));
         rest = tail;
     }
     if !rest.is_empty() {
         // 1..=7 bytes: pad with zeros on the right, which keeps them in the same word halves.
         let mut last = [0u8; 8];
         last[..rest.len()].copy_from_slice(rest);
-        acc = add64(acc, u64::from_be_bytes(last));
+        acc = add64(acc, u64::from_le_bytes(last));
     }
-    fold64(acc)
+    // The sum of little-endian words, folded to 16 bits, is the byte-swapped sum of big-endian
+    // words.
+    u32::from(fold(fold64(acc)).swap_bytes())
 }
 
-/// Splits the first 8 bytes off as a big-endian `u64`; `0` if fewer (never, by construction).
+/// Splits the first 8 bytes off as a little-endian `u64`; `0` if fewer (never, by
+/// construction).
 #[inline(always)]
 fn split8(b: &[u8]) -> (u64, &[u8]) {
     match b.split_first_chunk::<8>() {
-        Some((w, rest)) => (u64::from_be_bytes(*w), rest),
+        Some((w, rest)) => (u64::from_le_bytes(*w), rest),
         None => (0, &[]),
     }
 }
