@@ -70,6 +70,7 @@ mkdir -p "$LOGS"
 # ---------------------------------------------------------------------------------------------
 say "building release binaries"
 cargo build --release --workspace --quiet || die "cargo build failed"
+cargo build --release -p swqos-dataplane --example fast_send --quiet || die "cargo build failed"
 [ -x "$BIN/swqos-dataplane" ] && [ -x "$BIN/swqos" ] || die "binaries missing in $BIN"
 
 # ---------------------------------------------------------------------------------------------
@@ -198,6 +199,12 @@ FRAME=$(printf '%.0f' "$FRAME")
 [ "$FRAME" -ge 60 ] || die "could not read the average frame size"
 
 # ---------------------------------------------------------------------------------------------
+say "delegated sends on a synthetic armed relay connection (examples/fast_send), ${WINDOW}s per mode"
+"$BIN/examples/fast_send" "$WINDOW" </dev/null 2>&1 | tee "$LOGS/fast-send.txt" ||
+    die "examples/fast_send failed"
+grep -q '^fast_send tls:' "$LOGS/fast-send.txt" || die "no fast_send figures ($LOGS/fast-send.txt)"
+
+# ---------------------------------------------------------------------------------------------
 say "dpdk-testpmd txonly, ${FRAME}-byte frames (our average lane frame), ${WINDOW}s"
 run_testpmd "$FRAME"
 TPM=$TP_PPS
@@ -240,7 +247,20 @@ for lanes in 8 1; do
         share=$(sed -E 's/.* \(([0-9]+)%, thread.*/\1/' <<<"$line")
         printf '%-44s %14s %10s %12s %12s\n' "swqos lcore $lcore, $lanes lane(s) (on cpu ${share}%)" \
             "$pps" "$(nspp "$pps")" "$(ratio "$pps" "$TP64_CPU")" "$(ratio "$pps" "$TPM_CPU")"
+        # Less its empty polls (waiting for the client), at an empty poll's cost at rest.
+        fed=$(grep -E "^lcore $lcore \(tx\) fed:" "$LOGS/throughput-$lanes.txt" |
+            sed -E 's/.* ([0-9]+) lane pkt per working second.*/\1/')
+        [ -n "$fed" ] && printf '%-44s %14s %10s %12s %12s\n' \
+            "  the same, working polls only (fed)" "$fed" "$(nspp "$fed")" \
+            "$(ratio "$fed" "$TP64_CPU")" "$(ratio "$fed" "$TPM_CPU")"
     done
+done
+printf '%-44s %14s %10s %12s\n' "delegated HTTP requests (Jito), one lcore" "req/s" "ns/req" "req/on-cpu s"
+for mode in plain tls; do
+    line=$(grep -E "^fast_send $mode:" "$LOGS/fast-send.txt")
+    rps=$(sed -E 's/.*: ([0-9]+) req\/s,.*/\1/' <<<"$line")
+    cpu=$(sed -E 's/.* ([0-9]+) req per on-cpu second.*/\1/' <<<"$line")
+    printf '%-44s %14s %10s %12s\n' "synthetic armed session, $mode" "$rps" "$(nspp "$cpu")" "$cpu"
 done
 echo
 printf '%-34s %10s %10s %10s %10s\n' "submit-to-tx_burst latency (us)" "p50" "p99" "p99.9" "max"

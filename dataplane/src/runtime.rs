@@ -258,6 +258,12 @@ impl Dataplane {
         &self.ctl
     }
 
+    /// TX queue `q` of port `port` (a config index) if no worker took it: for driving a port
+    /// directly (benchmarks), beside the workers.
+    pub fn take_tx_queue(&mut self, port: usize, q: u16) -> Option<dpdk::TxQueue> {
+        self.ports.get_mut(port)?.take_tx_queue(q)
+    }
+
     /// Takes the built workers, for driving them directly (tests); `run` then has none to launch.
     pub fn take_workers(&mut self) -> Vec<(u32, Worker)> {
         std::mem::take(&mut self.workers)

@@ -148,7 +148,10 @@ impl Counter {
 #[repr(usize)]
 pub enum Stage {
     /// The client's submit stamp to the TX lcore starting to read the slot: how long the
-    /// slot waited in the ring (includes the rest of the lcore's poll loop).
+    /// slot waited in the ring (includes the rest of the lcore's poll loop). This stage,
+    /// [`Stage::CopyOut`] and [`Stage::Validate`] are timed on the first slot the lcore takes
+    /// from a ring in each poll (every slot while they come one at a time; one per batch under
+    /// load, where three TSC reads per slot would cost a third of the slot's time).
     Poll = 0,
     /// Copying the slot out of shared memory (once, before anything reads it).
     CopyOut,
