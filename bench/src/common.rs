@@ -255,7 +255,7 @@ impl Budget {
                 n,
                 match stage {
                     stats::Stage::Poll | stats::Stage::CopyOut | stats::Stage::Validate =>
-                        "per submission",
+                        "per submission (the first of a ring's in each poll)",
                     stats::Stage::Queue | stats::Stage::TxBurst => "per poll with fast sends",
                     _ => "per delegated send",
                 }
