@@ -18,7 +18,7 @@ use swqos_wire::quic_relay::{
 };
 use tracing::{info, warn};
 
-use super::identity::client_cert;
+use swqos_tls::client_identity::client_cert;
 use super::Clock;
 use crate::lanes::UdpFrame;
 use crate::tx::{Pending, BURST};
