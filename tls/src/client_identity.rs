@@ -6,11 +6,11 @@
 
 use std::path::Path;
 
+use crate::client_config::ClientCert;
 use rcgen::{
     CertificateParams, CustomExtension, DnType, KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ED25519,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use crate::client_config::ClientCert;
 use swqos_wire::quic_relay::{ClientIdentity, LUNAR_LANDER_MEV_OID, LUNAR_LANDER_MEV_VALUE};
 use zeroize::Zeroizing;
 

@@ -42,6 +42,10 @@ const E2E_NOTE_QUIC: &str = "the data-plane path opens a stream on the TX lcore'
 /// How long one request may take on any path before the run fails.
 const E2E_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the quinn connections run after connecting, before the measured run (path MTU
+/// discovery).
+const QUINN_SETTLE: Duration = Duration::from_secs(1);
+
 /// How long the data-plane path sleeps between completion polls. On a 2-core host a polling
 /// client takes the CPU the relay (and `swqos control`) need while the request is under way, so
 /// it sleeps (with a 1 us timer slack); the round trip includes up to about this much, the
@@ -316,7 +320,10 @@ fn relay_lanes(
             name: name.clone(),
             id,
             addr,
-            baseline_addr: std::net::SocketAddrV4::new(baseline_ip.unwrap_or(*addr.ip()), addr.port()),
+            baseline_addr: std::net::SocketAddrV4::new(
+                baseline_ip.unwrap_or(*addr.ip()),
+                addr.port(),
+            ),
             proto,
         };
         if let Some(other) = lanes.iter().find(|l| l.is_quic() != new.is_quic()) {
@@ -703,6 +710,12 @@ impl Baselines {
                 _ => return Err(Failure::Setup(format!("lane `{}`: no baseline", l.name))),
             }
         }
+        if !b.quinn.is_empty() {
+            // quinn's path MTU discovery probes (PING + padding, up to 1452 bytes) follow the
+            // handshake; let them finish before the measured windows, where a probe would look
+            // like a transaction's datagram.
+            b.rt.block_on(async { tokio::time::sleep(QUINN_SETTLE).await });
+        }
         Ok(b)
     }
 
@@ -855,7 +868,10 @@ fn print_tables(requests: &[Request], lane_counts: &[u32], routes: &[Route]) {
 fn print_summary(quant: &[Vec<Vec<[f64; 2]>>], lane_counts: &[u32], routes: &[Route]) {
     println!();
     println!("summary, submit->receipt (us): per request, and per submission (last lane received)");
-    let (mut top, mut head) = (format!("{:>5} {:<12}", "", ""), format!("{:>5} {:<12}", "lanes", "per"));
+    let (mut top, mut head) = (
+        format!("{:>5} {:<12}", "", ""),
+        format!("{:>5} {:<12}", "lanes", "per"),
+    );
     for r in routes {
         top.push_str(&format!(" {:>9} {:>9}", r.short().0, ""));
         head.push_str(&format!(" {:>9} {:>9}", "p50", "p99"));
@@ -887,9 +903,13 @@ fn print_summary(quant: &[Vec<Vec<[f64; 2]>>], lane_counts: &[u32], routes: &[Ro
         .collect();
     println!("(ratio: of medians, {})", names.join(", "));
     if routes == Route::QUIC {
-        println!("(submit->receipt: monotonic_ns() just before the submission (Client::submit, the");
+        println!(
+            "(submit->receipt: monotonic_ns() just before the submission (Client::submit, the"
+        );
         println!(" quinn sends' open_uni) to the relay's CLOCK_MONOTONIC when that lane's stream");
-        println!(" FIN arrived; last-receipt: the last lane of each submission; round-trip: to that");
+        println!(
+            " FIN arrived; last-receipt: the last lane of each submission; round-trip: to that"
+        );
         println!(" lane's completion (the relay acknowledged the stream; Node1: its reply). The");
         println!(
             " data-plane client polls for completions every ~{} us)",

@@ -63,9 +63,11 @@ fn client_config(name: &str, q: &QuicLane) -> Result<quinn::ClientConfig, String
         .map_err(|e| format!("quinn lane {name}: QUIC TLS: {e}"))?;
     let (keep_alive, idle) = q.provider.sdk_keep_alive_idle();
     let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(keep_alive)).max_idle_timeout(Some(
-        quinn::IdleTimeout::try_from(idle).map_err(|e| format!("quinn lane {name}: {e}"))?,
-    ));
+    transport
+        .keep_alive_interval(Some(keep_alive))
+        .max_idle_timeout(Some(
+            quinn::IdleTimeout::try_from(idle).map_err(|e| format!("quinn lane {name}: {e}"))?,
+        ));
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(Arc::new(transport));
     Ok(config)
@@ -85,9 +87,8 @@ impl QuinnLane {
             format!("quinn lane {name}: {what} {addr} ({}): {e}", q.provider)
         };
         rt.block_on(async {
-            let endpoint =
-                quinn::Endpoint::client(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
-                    .map_err(|e| fail("endpoint for", &e))?;
+            let endpoint = quinn::Endpoint::client(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+                .map_err(|e| fail("endpoint for", &e))?;
             let connecting = endpoint
                 .connect_with(config, addr.into(), &q.server_name)
                 .map_err(|e| fail("connect to", &e))?;
@@ -153,7 +154,9 @@ impl QuinnLane {
         };
         tokio::time::timeout(E2E_TIMEOUT, exchange)
             .await
-            .map_err(|_| format!("quinn path ({provider}): no acknowledgement within {E2E_TIMEOUT:?}"))?
+            .map_err(|_| {
+                format!("quinn path ({provider}): no acknowledgement within {E2E_TIMEOUT:?}")
+            })?
             .map_err(|e| format!("quinn path ({provider}): {e}"))?;
         Ok(swqos_shm::time::monotonic_ns())
     }
@@ -170,7 +173,11 @@ impl QuinnLane {
 
 /// The provider's authentication stream: Glaive's uni-stream (no answer), Node1's bi-stream
 /// answered with one byte, [`NODE1_AUTH_OK`] when accepted.
-async fn authenticate(conn: &quinn::Connection, kind: StreamKind, auth: &[u8]) -> Result<(), String> {
+async fn authenticate(
+    conn: &quinn::Connection,
+    kind: StreamKind,
+    auth: &[u8],
+) -> Result<(), String> {
     match kind {
         StreamKind::Uni => {
             let mut s = conn.open_uni().await.map_err(|e| e.to_string())?;

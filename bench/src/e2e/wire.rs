@@ -331,6 +331,8 @@ pub(crate) struct Window {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct OnWire {
     pub(crate) requests: Vec<(u64, u64)>,
+    /// QUIC: per request, how many datagrams it took (above [`QUIC_TX_MIN_PAYLOAD`]).
+    pub(crate) datagrams: Vec<u32>,
 }
 
 /// Per flow: the first data sequence number seen, and the highest end (relative to it).
@@ -394,8 +396,10 @@ pub(crate) fn on_wire_quic(path: &Path, windows: &[Window]) -> Result<Vec<OnWire
         let k = *index[w].entry(d.flow).or_insert(n);
         if k == n {
             out[w].requests.push((d.ts_ns, d.ts_ns));
+            out[w].datagrams.push(1);
         } else {
             out[w].requests[k].1 = d.ts_ns;
+            out[w].datagrams[k] += 1;
         }
     }
     Ok(out)
@@ -470,6 +474,8 @@ struct Samples {
     all: Vec<u64>,
     /// Submissions whose window held a different number of requests than lanes.
     odd: u32,
+    /// QUIC: transactions that took more than one datagram.
+    split: u32,
 }
 
 /// p50, p99, p99.9 of unsorted ns samples, in us.
@@ -533,6 +539,9 @@ pub(crate) fn report(
                 let (f, l) = (first.saturating_sub(start), last.saturating_sub(start));
                 s.first.push(f);
                 s.last.push(l);
+                if got.datagrams.get(j).is_some_and(|&d| d > 1) {
+                    s.split += 1;
+                }
                 all = all.max(l);
                 csv.push_str(&format!(
                     "{},{lanes},{k},{j},{:.3},{:.3}\n",
@@ -664,6 +673,15 @@ fn print_table(
         if quic { "datagram" } else { "byte" }
     );
     if quic {
+        let split: Vec<String> = samples
+            .iter()
+            .map(|((n, path), s)| format!("{path} {n}: {}", s.split))
+            .collect();
+        println!(
+            "(transactions that took more than one datagram > {QUIC_TX_MIN_PAYLOAD} bytes, of \
+             the measured ones: {})",
+            split.join(", ")
+        );
         print_quic_ratios(lane_counts, samples);
     } else {
         print_ratios(lane_counts, samples);
@@ -676,7 +694,15 @@ fn print_quic_ratios(lane_counts: &[u32], samples: &BTreeMap<(u32, &str), Sample
     println!("ratios, submit -> last datagram of the transaction at the relay's NIC (data plane / quinn)");
     println!(
         "{:>5} {:>10} {:>10} {:>10} {:>10} {:>10} {:>11} {:>11} {:>10}",
-        "lanes", "p50 dp/qn", "p99 dp/qn", "p50 dp", "p50 qn", "p99 dp", "p99 qn", "p99.9 dp", "p99.9 qn"
+        "lanes",
+        "p50 dp/qn",
+        "p99 dp/qn",
+        "p50 dp",
+        "p50 qn",
+        "p99 dp",
+        "p99 qn",
+        "p99.9 dp",
+        "p99.9 qn"
     );
     for &n in lane_counts {
         let q = |r: Route| samples.get(&(n, r.name())).map(|s| quantiles(&s.last));
@@ -803,6 +829,69 @@ mod tests {
         let got = on_wire(&path, &windows).unwrap();
         assert_eq!(got[0].requests, vec![(1_000, 1_100), (1_300, 1_300)]);
         assert_eq!(got[1].requests, vec![(5_000, 5_000)]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn udp_frame(payload: usize, sport: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 8];
+        f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&((20 + 8 + payload) as u16).to_be_bytes());
+        f[23] = 17;
+        f[26..30].copy_from_slice(&[198, 18, 79, 1]);
+        f[30..34].copy_from_slice(&[198, 18, 79, 2]);
+        f[34..36].copy_from_slice(&sport.to_be_bytes());
+        f[36..38].copy_from_slice(&9000u16.to_be_bytes());
+        f[38..40].copy_from_slice(&((8 + payload) as u16).to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn quic_windows_keep_the_transaction_datagrams_not_acks_or_pings() {
+        let dir = std::env::temp_dir().join(format!("swqos-wire-quic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("q.pcap");
+        let mut file = Vec::new();
+        for v in [0xa1b2_3c4du32, 0x0004_0002, 0, 0, 128, 1] {
+            file.extend_from_slice(&v.to_le_bytes());
+        }
+        let mut put = |ts: u64, len: usize, sport: u16| {
+            let f = udp_frame(len, sport);
+            for v in [0u32, ts as u32, f.len() as u32, (f.len()) as u32] {
+                file.extend_from_slice(&v.to_le_bytes());
+            }
+            file.extend_from_slice(&f);
+        };
+        put(100, 1300, 1); // before any window (a handshake, a probe)
+        put(1_000, 35, 1); // an ACK: not the transaction
+        put(1_100, 1263, 1); // flow 1's transaction
+        put(1_150, 90, 1); // small: an ACK/PING, even after the transaction
+        put(1_200, 1170, 2); // flow 2's transaction in two datagrams
+        put(1_300, 240, 2);
+        put(5_000, 30, 1); // a PING alone in window 1: no request
+        std::fs::write(&path, &file).unwrap();
+        let windows = [
+            Window {
+                start_ns: 900,
+                end_ns: 2_000,
+                lanes: 2,
+            },
+            Window {
+                start_ns: 4_000,
+                end_ns: 6_000,
+                lanes: 1,
+            },
+        ];
+        let got = on_wire_quic(&path, &windows).unwrap();
+        assert_eq!(got[0].requests, vec![(1_100, 1_100), (1_200, 1_300)]);
+        assert_eq!(got[0].datagrams, vec![1, 2]);
+        assert!(got[1].requests.is_empty());
+        let d = parse_datagram(&udp_frame(1263, 7)).unwrap();
+        assert_eq!((d.len, d.flow.1, d.flow.3), (1263, 7, 9000));
+        assert!(
+            parse_datagram(&frame(1, 10, 7)).is_none(),
+            "TCP is not a datagram"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
