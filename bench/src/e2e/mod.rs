@@ -930,6 +930,17 @@ fn print_summary(quant: &[Vec<Vec<[f64; 2]>>], lane_counts: &[u32], routes: &[Ro
     println!("note: {E2E_NOTE}");
 }
 
+/// What each path of `routes` sends on, for the plots.
+fn paths_note(routes: &[Route]) -> &'static str {
+    if routes == Route::QUIC {
+        "data plane: a stream on its own QUIC connection per lane (quinn-proto on the TX lcore); \
+         quinn: its own connections over kernel UDP sockets"
+    } else {
+        "data plane: delegated sends on swqos control's idle kernel connections; reqwest and the \
+         kernel socket: their own keep-alive connections"
+    }
+}
+
 /// Writes `latency.csv` (every request) and the relay-receipt plots; returns the files.
 fn write_files(
     requests: &[Request],
@@ -990,13 +1001,7 @@ fn write_files(
                 what: [
                     "submit/send (client CLOCK_MONOTONIC) to the relay having received the whole \
                      request (relay CLOCK_MONOTONIC, same host)",
-                    if routes == Route::QUIC {
-                        "data plane: a stream on its own QUIC connection per lane (quinn-proto on \
-                         the TX lcore); quinn: its own connections over kernel UDP sockets"
-                    } else {
-                        "data plane: delegated sends on swqos control's idle kernel connections; \
-                         reqwest and the kernel socket: their own keep-alive connections"
-                    },
+                    paths_note(routes),
                 ],
                 axis: "submit/send &#8594; relay receipt",
             },

@@ -19,7 +19,7 @@
 //! so a datagram that carries (part of) a transaction is told from the connection's ACK and
 //! PING datagrams by its size: a UDP payload above [`QUIC_TX_MIN_PAYLOAD`] bytes. Every sample
 //! transaction is 267 to 1232 bytes (the payload adds ~30 bytes of QUIC header, frame header
-//! and tag), an ACK or PING datagram is 25 to 60 bytes. For each lane's flow (its 5-tuple) in a
+//! and tag), an ACK or PING datagram is 30 to 60 bytes. For each lane's flow (its 5-tuple) in a
 //! window, the first and the last such datagram are the transaction's first and last datagram.
 
 use std::collections::{BTreeMap, HashMap};
