@@ -1,7 +1,7 @@
 //! `swqos-bench`: benchmarks against a running data plane, through the same client library a
 //! trading app links (`swqos bench ...` runs this program). They print numbers; they are not
-//! tests (docs/benchmarks.md). A program of its own so that its HTTP client stack (reqwest,
-//! tokio) ships in no production binary.
+//! tests (docs/benchmarks.md). A program of its own so that its baselines' client stacks
+//! (reqwest, quinn, tokio) ship in no production binary.
 //!
 //! - `throughput` ([`throughput`]): lane packets per second per TX lcore;
 //! - `tx-latency` ([`tx_latency`]): submit to `tx_burst`, the data plane alone, and the latency
