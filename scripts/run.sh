@@ -4,10 +4,11 @@
 #   scripts/run.sh            relays: a network namespace with a mock relay for every provider,
 #                             the dataplane owning one end of a veth pair and bridging a TAP that
 #                             carries the host's IP, `swqos control` with its relay connections;
-#                             the sample transactions go to a UDP lane and fourteen relay lanes,
-#                             one per provider (four of them over TLS, through nginx), and each
-#                             lane's completion and latency is printed; it fails unless the relay
-#                             accepted every provider's requests and refused none.
+#                             the sample transactions go to a UDP lane, fourteen HTTP relay lanes
+#                             (four of them over TLS, through nginx) and seven QUIC lanes (the
+#                             dataplane's own connections to an aioquic peer): all seventeen
+#                             providers; each lane's completion and latency is printed; it fails
+#                             unless the relays accepted every lane's transactions and refused none.
 #   scripts/run.sh --pcap     the dataplane on a net_pcap port sends the sample transactions to
 #                             two UDP lanes; tshark reads back what DPDK wrote.
 #
@@ -104,6 +105,28 @@ scripts/tls-relay.sh "$ca" 198.18.77.2 8443 8080 "TLSv1.2 TLSv1.3"
 ip netns exec swqos-peer nginx -c "$ca/nginx.conf" -p "$ca" >"$work/nginx.out" 2>&1 &
 pids+=($!)
 
+# The QUIC lanes reach the QUIC relay peer (aioquic), every provider on its own port, with a
+# test CA and a demo wallet the profile names.
+quic=/tmp/swqos-demo-quic
+echo "==> QUIC relay peer for every QUIC provider on 198.18.77.2 (tests/relay/quic_relay.py)" >&2
+rm -rf "$quic"
+python3 tests/relay/quic_pki.py "$quic" --ip 198.18.77.2 --keypair demo >/dev/null
+quic_args=()
+for lp in node1=16666 astralane=7000 soyas=9000 speedlanding=17778 solami=11000 glaive=4000 lunarlander=16888; do
+    quic_args+=(--listen "198.18.77.2:${lp#*=}=${lp%%=*}")
+done
+node1_key=$(awk -F'"' '/^provider = "node1"/ {g=1} g && /^token =/ {print $2; exit}' <(sed -n '/kind = "quic"/,$p' "$profile"))
+wallet=$(cat "$quic/keypair-demo.pubkey")
+ip netns exec swqos-peer python3 -u tests/relay/quic_relay.py "${quic_args[@]}" \
+    --cert "$quic/server.pem" --key "$quic/server.key" \
+    --key "node1=$node1_key" --key "glaive=$glaive_key" --key astralane=demo-token \
+    --key lunarlander=demo-token --keypair-pubkey "soyas=$wallet" \
+    --keypair-pubkey "speedlanding=$wallet" --keypair-pubkey "solami=$wallet" \
+    --log "$work/quic.jsonl" >"$work/quic-relay.out" 2>"$work/quic-relay.err" &
+pids+=($!)
+for _ in $(seq 1 50); do grep -q "listening on" "$work/quic-relay.out" && break; sleep 0.1; done
+grep -q "listening on" "$work/quic-relay.out" || { cat "$work/quic-relay.err" >&2; echo "error: the QUIC relay peer did not start" >&2; exit 1; }
+
 start_dataplane "$profile"
 ip addr add 198.18.77.1/24 dev swqos-k0
 ip link set swqos-k0 up
@@ -131,32 +154,37 @@ wire = {m[1]: (m[2], m[3]) for m in re.finditer(
 answer = {}
 for m in re.finditer(r"^\s+(\S+)\s+sent in\s+([\d.]+) us", open(sys.argv[2]).read(), re.M):
     answer.setdefault(m[1], []).append(float(m[2]))
-print(f"  {'lane':<12} {'data plane: submit -> tx_burst':>32} {'relay answered (median)':>25}")
+print(f"  {'lane':<16} {'data plane: submit -> tx_burst':>32} {'relay answered (median)':>25}")
 for lane, (fast, us) in wire.items():
     a = answer.get(lane)
     med = f"{statistics.median(a):.0f} us" if a else "-"
-    print(f"  {lane:<12} {us + ' us (mean of ' + fast + ' fast)':>32} {med:>25}")
-print("  (the answer time is the Python mock relay's and swqos control's, not the data plane's:")
+    print(f"  {lane:<16} {us + ' us (mean of ' + fast + ' fast)':>32} {med:>25}")
+print("  (the answer time is the Python relays' and swqos control's (QUIC: the aioquic peer's")
+print("   acknowledgement), not the data plane's:")
 print("   scripts/bench-e2e.sh times the request on the relay's wire)")
 PY
 grep -h "TLS" "$work/control.log" | grep "conn 0" | sed 's/^swqos control: /control: /' >&2 || true
-echo "==> the relay's log: requests accepted per provider (each transaction once, plus the warm-up)" >&2
-python3 - "$work/relay.jsonl" "$profile" <<'PY'
+echo "==> the relays' logs: transactions accepted per lane (each once, plus the warm-up)" >&2
+python3 - "$work/relay.jsonl" "$work/quic.jsonl" "$profile" <<'PY'
 import collections, json, re, sys
 ok = collections.Counter(); bad = collections.Counter()
-for line in open(sys.argv[1]):
-    v = json.loads(line)
-    (ok if v.get("ok") else bad)[v.get("provider")] += 1
-# Every provider the profile has a lane for, in its order, then anything else the relay saw.
-lanes = re.findall(r'^provider = "([^"]+)"', open(sys.argv[2]).read(), re.M)
+for path, kind in ((sys.argv[1], "http"), (sys.argv[2], "quic")):
+    for line in open(path):
+        v = json.loads(line)
+        (ok if v.get("ok") else bad)[(kind, v.get("provider"))] += 1
+# Every lane of the profile, in its order (kind and provider), then anything else seen.
+lanes = [(m[2] if m[2] in ("http", "quic") else "http", m[3]) for m in re.finditer(
+    r'^name = "([^"]+)"\nkind = "([^"]+)"\nprovider = "([^"]+)"', open(sys.argv[3]).read(), re.M)]
 lanes += sorted((set(ok) | set(bad)) - set(lanes), key=str)
 failed = []
-for p in lanes:
-    flag = "" if ok[p] and not bad[p] else "  <-- FAILED"
-    print(f"  {p:<12} {ok[p]:4d} accepted  {bad[p]:3d} refused{flag}")
+for kind, p in lanes:
+    flag = "" if ok[kind, p] and not bad[kind, p] else "  <-- FAILED"
+    print(f"  {p:<12} {kind:<4} {ok[kind, p]:4d} accepted  {bad[kind, p]:3d} refused{flag}")
     if flag:
-        failed.append(str(p))
+        failed.append(f"{p} ({kind})")
 if failed:
-    sys.exit(f"error: the relay did not accept every request of: {', '.join(failed)}")
-print(f"  all {len(lanes)} relay lanes accepted")
+    sys.exit(f"error: the relays did not accept every transaction of: {', '.join(failed)}")
+providers = {p for _, p in lanes}
+print(f"  all {len(lanes)} relay lanes accepted: {len(providers)} providers, "
+      f"{sum(k == 'quic' for k, _ in lanes)} over QUIC")
 PY

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Prepares this host to build and run swqos: Debian packages, then hugepages.
+# Prepares this host to build and run swqos: Debian packages, the relay peers' Python packages,
+# then hugepages.
 # Idempotent: installs only what is missing and never shrinks a hugepage reservation.
 #
 #   SWQOS_HUGEPAGES   2 MiB pages to reserve (default 512 = 1 GiB)
@@ -53,6 +54,16 @@ rustc_minor=$(rustc --version | awk '{split($2, v, "."); print v[2]}')
 if [ "${rustc_minor:-0}" -lt 88 ]; then
     echo "error: $(rustc --version) is too old; the dependencies need Rust 1.88 or newer (rustup update)" >&2
     exit 1
+fi
+
+# --- Python packages -------------------------------------------------------------------------
+# The QUIC relay peer (tests/relay/quic_relay.py) that scripts/run.sh and the tests run: aioquic,
+# pinned (it reaches into aioquic's TLS internals for the client certificate). PEP 668:
+# PIP_BREAK_SYSTEM_PACKAGES lets Debian's own python3 take it.
+if ! python3 -c 'import aioquic, sys; sys.exit(aioquic.__version__ != "1.7.2")' 2>/dev/null; then
+    say "installing aioquic 1.7.2 (the QUIC relay peer)"
+    PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check \
+        --root-user-action=ignore 'aioquic==1.7.2'
 fi
 
 # --- Hugepages -------------------------------------------------------------------------------

@@ -5,10 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
-echo "==> Python packages for the tests (solana-py: tests/tests/rpc_upstream.rs; aioquic: tests/tests/quic_relay.rs, quic_latency_report.rs)" >&2
+echo "==> Python packages for the tests (solana-py: tests/tests/rpc_upstream.rs; setup.sh: aioquic)" >&2
 # Pinned; PIP_BREAK_SYSTEM_PACKAGES lets Debian's own python3 take it (PEP 668).
 PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check \
-    --root-user-action=ignore 'solana==0.36.12' 'aioquic==1.7.2'
+    --root-user-action=ignore 'solana==0.36.12'
 
 echo "==> cargo fmt --check" >&2
 cargo fmt --all -- --check

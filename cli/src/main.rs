@@ -7,6 +7,7 @@
 
 mod doctor;
 mod input;
+mod landing_stats;
 mod stats;
 mod submit;
 
@@ -56,6 +57,11 @@ enum Command {
         /// Skip validation in the client and leave it to the dataplane (for testing it).
         #[arg(long)]
         no_client_check: bool,
+        /// Also wait for each transaction's landing answer (`[landing]` in the control
+        /// plane's config: landed in which slot, credited to which lane, or expired) and print
+        /// it. Only submissions with a relay lane are watched.
+        #[arg(long)]
+        landing: bool,
         /// Seconds to wait for completions after the last submission.
         #[arg(long, default_value_t = 10.0)]
         timeout: f64,
@@ -111,12 +117,13 @@ fn main() -> ExitCode {
             verbose,
             sequential,
             no_client_check,
+            landing,
             timeout,
             file,
         } => submit_command(
             config,
             lanes,
-            (json, verbose, sequential),
+            (json, verbose, sequential, landing),
             !no_client_check,
             timeout,
             file,
@@ -169,7 +176,7 @@ fn bench(args: Vec<std::ffi::OsString>) -> ExitCode {
 fn submit_command(
     config: PathBuf,
     lane_names: Vec<String>,
-    (json, verbose, sequential): (bool, bool, bool),
+    (json, verbose, sequential, landing): (bool, bool, bool, bool),
     client_check: bool,
     timeout: f64,
     file: Option<PathBuf>,
@@ -225,6 +232,7 @@ fn submit_command(
         json,
         verbose,
         sequential,
+        landing,
         timeout: Duration::from_secs_f64(timeout.max(0.0)),
     };
     let stdout = std::io::stdout().lock();

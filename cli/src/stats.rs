@@ -70,12 +70,24 @@ pub(crate) fn run(args: StatsArgs) -> ExitCode {
         }
         let later = Snapshot::read(&seg);
         let rates = Rates::between(&earlier, &later);
+        let landing = config
+            .landing
+            .as_ref()
+            .map(|_| crate::landing_stats::fetch(config.control.metrics_listen));
         let out = if args.json {
-            let mut s = render_json(&later, &rates).to_string();
+            let mut v = render_json(&later, &rates);
+            if let Some(l) = &landing {
+                v["landing"] = crate::landing_stats::render_json(l);
+            }
+            let mut s = v.to_string();
             s.push('\n');
             s
         } else {
-            render_text(path, &later, &rates)
+            let mut s = render_text(path, &later, &rates);
+            if let Some(l) = &landing {
+                crate::landing_stats::render_text(&mut s, l);
+            }
+            s
         };
         let mut stdout = std::io::stdout().lock();
         if clear {

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
+use swqos_shm::layout::landing;
 use swqos_shm::{Client, Completion, Event, GiveUp, SubmitError};
 use swqos_wire::solana::Transaction;
 
@@ -23,6 +24,8 @@ pub(crate) struct SubmitOptions {
     pub(crate) verbose: bool,
     /// Submit the next transaction only when every lane has answered the previous one.
     pub(crate) sequential: bool,
+    /// Wait for and print each transaction's landing answer.
+    pub(crate) landing: bool,
     /// How long to wait for completions after the last submission.
     pub(crate) timeout: Duration,
 }
@@ -40,6 +43,20 @@ struct Entry {
     local_error: Option<String>,
     /// A blank or comment line: nothing was submitted.
     skipped: bool,
+    /// Its landing answer is still to come (counted in `waiting`).
+    landing_pending: bool,
+    /// Its landing answer: (status word, slot, credited lane, text).
+    landing: Option<LandingResult>,
+}
+
+/// A transaction's landing answer, as printed.
+#[derive(Debug, Clone)]
+struct LandingResult {
+    /// `landed`, `landed_with_error`, `expired`, `unknown` or `not_watched`.
+    status: &'static str,
+    slot: Option<u64>,
+    lane: Option<String>,
+    text: String,
 }
 
 impl Entry {
@@ -48,6 +65,8 @@ impl Entry {
             line,
             signature: None,
             waiting: 0,
+            landing_pending: false,
+            landing: None,
             lanes: Vec::new(),
             local_error: None,
             skipped: false,
@@ -147,6 +166,17 @@ struct Run<'a, W: Write> {
     gone: Option<String>,
 }
 
+impl LandingResult {
+    fn plain(status: &'static str, text: String) -> LandingResult {
+        LandingResult {
+            status,
+            slot: None,
+            lane: None,
+            text,
+        }
+    }
+}
+
 impl<W: Write> Run<'_, W> {
     fn entry(&mut self, tag: u64) -> Option<&mut Entry> {
         let i = tag.checked_sub(self.first_tag)? as usize;
@@ -163,6 +193,17 @@ impl<W: Write> Run<'_, W> {
         {
             n += 1;
             let (tag, result) = match ev {
+                Event::Done(c) if c.is_landing() => {
+                    self.last_progress = Instant::now();
+                    let l = self.landing_of(&c);
+                    self.set_landing(c.tag, l);
+                    continue;
+                }
+                Event::GaveUp { tag, lane, why } if lane == landing::LANE => {
+                    let text = format!("landing unknown: {why}");
+                    self.set_landing(tag, LandingResult::plain("unknown", text));
+                    continue;
+                }
                 Event::Done(c) => {
                     self.last_progress = Instant::now();
                     let r = LaneResult {
@@ -191,7 +232,51 @@ impl<W: Write> Run<'_, W> {
                 e.waiting = e.waiting.saturating_sub(1);
             }
         }
+        // Landing answers that will not come: the submission never reached the control plane.
+        for i in 0..self.entries.len() {
+            let tag = self.first_tag + i as u64;
+            if self.entries[i].landing_pending && !self.client.landing_owed(tag) {
+                let text = "landing not watched (the submission never reached the control plane)";
+                self.set_landing(tag, LandingResult::plain("not_watched", text.into()));
+            }
+        }
         n
+    }
+
+    fn landing_of(&self, c: &Completion) -> LandingResult {
+        let lane = self.client.lane_names().get(c.lane as usize).cloned();
+        match c.slot() {
+            Some(slot) => LandingResult {
+                status: if c.landed_with_error() {
+                    "landed_with_error"
+                } else {
+                    "landed"
+                },
+                slot: Some(slot),
+                text: format!(
+                    "landed in slot {slot}{}, credited to {}",
+                    if c.landed_with_error() {
+                        " with an error"
+                    } else {
+                        ""
+                    },
+                    lane.as_deref().unwrap_or("no relay lane")
+                ),
+                lane,
+            },
+            None => LandingResult {
+                lane,
+                ..LandingResult::plain("expired", c.outcome().err().unwrap_or_default())
+            },
+        }
+    }
+
+    fn set_landing(&mut self, tag: u64, l: LandingResult) {
+        if let Some(e) = self.entry(tag).filter(|e| e.landing_pending) {
+            e.landing_pending = false;
+            e.landing = Some(l);
+            e.waiting = e.waiting.saturating_sub(1);
+        }
     }
 
     /// Prints finished entries from the front.
@@ -284,6 +369,9 @@ impl<W: Write> Run<'_, W> {
         if self.opts.verbose {
             self.print_lanes(e)?;
         }
+        if let Some(l) = &e.landing {
+            writeln!(self.out, "    landing: {}", l.text)?;
+        }
         Ok(())
     }
 
@@ -291,17 +379,26 @@ impl<W: Write> Run<'_, W> {
         let ticks_per_us = self.client.tsc_hz() as f64 / 1e6;
         let mut lanes: Vec<_> = e.lanes.iter().collect();
         lanes.sort_by_key(|r| r.lane);
+        // Every lane name's width, so the columns line up.
+        let w = self
+            .client
+            .lane_names()
+            .iter()
+            .map(String::len)
+            .max()
+            .unwrap_or(0)
+            .max(12);
         for r in lanes {
             let name = self.lane_name(r.lane);
             let path = r.path.map(|p| format!(" ({p})")).unwrap_or_default();
             match &r.outcome {
                 Outcome::Sent => writeln!(
                     self.out,
-                    "    {name:<12} sent in {:>9.1} us{path}",
+                    "    {name:<w$} sent in {:>9.1} us{path}",
                     r.ticks as f64 / ticks_per_us
                 )?,
-                Outcome::Failed(why) => writeln!(self.out, "    {name:<12} failed: {why}{path}")?,
-                Outcome::Unknown(why) => writeln!(self.out, "    {name:<12} {why}")?,
+                Outcome::Failed(why) => writeln!(self.out, "    {name:<w$} failed: {why}{path}")?,
+                Outcome::Unknown(why) => writeln!(self.out, "    {name:<w$} {why}")?,
             }
         }
         Ok(())
@@ -348,6 +445,11 @@ impl<W: Write> Run<'_, W> {
         }
         if let Some(why) = reason.filter(|_| status != "accepted") {
             v["reason"] = why.into();
+        }
+        if let Some(l) = &e.landing {
+            v["landing"] = serde_json::json!({
+                "status": l.status, "slot": l.slot, "lane": l.lane, "text": l.text,
+            });
         }
         writeln!(self.out, "{v}")
     }
@@ -404,6 +506,10 @@ impl<W: Write> Run<'_, W> {
             entry.waiting = 0;
         } else {
             self.last_progress = Instant::now();
+            if self.client.landing_owed(tag) {
+                entry.landing_pending = true;
+                entry.waiting += 1;
+            }
         }
         self.entries.push_back(entry);
         self.drain_completions();
@@ -451,6 +557,8 @@ pub(crate) fn run<R: BufRead, W: Write>(
     out: W,
     opts: &SubmitOptions,
 ) -> Result<Totals, String> {
+    let mut client = client;
+    client.set_watch_landing(opts.landing);
     let mut run = Run {
         client,
         opts,
@@ -556,6 +664,7 @@ mod tests {
                 json: false,
                 verbose: false,
                 sequential: false,
+                landing: false,
                 timeout,
             };
             let mut out = Vec::new();

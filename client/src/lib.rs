@@ -40,6 +40,7 @@ use std::fmt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use swqos_shm::layout::landing;
 pub use swqos_shm::{Completion, GiveUp, SubmitError};
 
 /// Submissions whose unread outcomes are kept (the oldest are dropped beyond this).
@@ -229,6 +230,57 @@ impl fmt::Display for LaneOutcome {
     }
 }
 
+/// Whether a submission landed on chain ([`Client::wait_landed`]): landing feedback, when the
+/// control plane watches landings (`[landing]` in its config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Landing {
+    /// On chain at the control plane's commitment.
+    Landed {
+        /// The slot it landed in.
+        slot: u64,
+        /// The lane credited with landing it: the relay lane whose relay accepted it first
+        /// (`None` when no relay lane accepted it; it may have landed through a UDP lane).
+        lane: Option<String>,
+        /// It landed with an error: the transaction failed on chain (the control plane logs
+        /// the error).
+        with_error: bool,
+        /// From [`Client::submit`] to this answer being read.
+        elapsed: Duration,
+    },
+    /// Not seen on chain within the control plane's landing window (or the control plane
+    /// stopped before it could tell; the text says which).
+    Expired(String),
+    /// No landing answer came: the control plane or data plane went away, or the timeout
+    /// (plus the landing window) passed.
+    NoAnswer(GiveUp),
+    /// The submission is not watched: landing feedback is off, the submission has no relay
+    /// lane (only relay lanes' submissions reach the control plane), or it never reached the
+    /// control plane (rejected or dropped by the data plane).
+    NotWatched,
+}
+
+impl fmt::Display for Landing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Landing::Landed {
+                slot,
+                lane,
+                with_error,
+                elapsed,
+            } => write!(
+                f,
+                "landed in slot {slot}{} after {:.3} s, credited to {}",
+                if *with_error { " WITH AN ERROR" } else { "" },
+                elapsed.as_secs_f64(),
+                lane.as_deref().unwrap_or("no relay lane")
+            ),
+            Landing::Expired(why) => f.write_str(why),
+            Landing::NoAnswer(why) => write!(f, "landing unknown: {why}"),
+            Landing::NotWatched => f.write_str("landing not watched"),
+        }
+    }
+}
+
 /// Every lane's outcome when none sent the transaction ([`Client::wait_first_success`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("sent on no lane: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
@@ -246,6 +298,10 @@ pub struct Client {
     submitted: BTreeMap<u64, (Instant, u64)>,
     /// When the last submission was made (the timeout counts from it).
     last_submit: Instant,
+    /// Landing answers read and not yet taken, by tag.
+    landings: BTreeMap<u64, Landing>,
+    /// Submissions whose landing answer may come: tag -> when submitted.
+    landing_at: BTreeMap<u64, Instant>,
 }
 
 impl fmt::Debug for Client {
@@ -267,8 +323,11 @@ impl Client {
     }
 
     /// Wraps an attached [`swqos_shm::Client`].
-    pub fn from_shm(shm: swqos_shm::Client) -> Client {
+    pub fn from_shm(mut shm: swqos_shm::Client) -> Client {
+        shm.set_watch_landing(true);
         Client {
+            landings: BTreeMap::new(),
+            landing_at: BTreeMap::new(),
             shm,
             next_tag: 1,
             timeout: DEFAULT_TIMEOUT,
@@ -294,6 +353,45 @@ impl Client {
         self.timeout = timeout;
     }
 
+    /// Whether to ask for landing answers (on by default; they cost one completion record per
+    /// submission with a relay lane while the control plane watches landings).
+    pub fn set_watch_landing(&mut self, on: bool) {
+        self.shm.set_watch_landing(on);
+    }
+
+    /// The control plane's landing window when it watches landings, `None` when it does not.
+    pub fn landing_window(&self) -> Option<Duration> {
+        self.shm.landing_window()
+    }
+
+    /// Whether `s` landed on chain: blocks until the control plane's landing answer for it
+    /// comes (after its relay lanes' completions; at most the landing window after it reached
+    /// the control plane), or [`Landing::NotWatched`] at once when none will come. Lane
+    /// outcomes read meanwhile stay readable with [`Client::completions`].
+    pub fn wait_landed(&mut self, s: &Submission) -> Landing {
+        let mut backoff = Backoff::default();
+        loop {
+            if let Some(l) = self.landings.remove(&s.tag) {
+                return l;
+            }
+            let mut any = false;
+            while self.pump() {
+                any = true;
+            }
+            if let Some(l) = self.landings.remove(&s.tag) {
+                return l;
+            }
+            if !self.shm.landing_owed(s.tag) {
+                self.landing_at.remove(&s.tag);
+                return Landing::NotWatched;
+            }
+            if any {
+                backoff.reset();
+            }
+            backoff.wait();
+        }
+    }
+
     /// The underlying ring client.
     pub fn shm(&self) -> &swqos_shm::Client {
         &self.shm
@@ -312,6 +410,12 @@ impl Client {
         let at = Instant::now();
         self.last_submit = at;
         self.submitted.insert(tag, (at, lanes.mask));
+        if self.shm.landing_owed(tag) {
+            self.landing_at.insert(tag, at);
+            while self.landing_at.len() > MAX_BUFFERED_SUBMISSIONS {
+                self.landing_at.pop_first();
+            }
+        }
         Ok(Submission {
             tag,
             lanes: lanes.clone(),
@@ -336,6 +440,16 @@ impl Client {
             return false;
         };
         let (tag, lane, outcome, completion) = match event {
+            swqos_shm::Event::Done(c) if c.is_landing() => {
+                self.landed(c);
+                return true;
+            }
+            swqos_shm::Event::GaveUp { tag, lane, why } if lane == landing::LANE => {
+                if self.landing_at.remove(&tag).is_some() {
+                    self.landings.insert(tag, Landing::NoAnswer(why));
+                }
+                return true;
+            }
             swqos_shm::Event::Done(c) => {
                 let outcome = match (c.outcome(), c.path()) {
                     (Ok(()), path) => Outcome::Sent {
@@ -370,6 +484,26 @@ impl Client {
             self.unread.pop_first();
         }
         true
+    }
+
+    /// Keeps a landing record for [`Client::wait_landed`].
+    fn landed(&mut self, c: Completion) {
+        let Some(at) = self.landing_at.remove(&c.tag) else {
+            return;
+        };
+        let landing = match c.slot() {
+            Some(slot) => Landing::Landed {
+                slot,
+                lane: self.shm.lane_names().get(c.lane as usize).cloned(),
+                with_error: c.landed_with_error(),
+                elapsed: at.elapsed(),
+            },
+            None => Landing::Expired(c.outcome().err().unwrap_or_default()),
+        };
+        self.landings.insert(c.tag, landing);
+        while self.landings.len() > MAX_BUFFERED_SUBMISSIONS {
+            self.landings.pop_first();
+        }
     }
 
     /// Lanes of `s` whose outcome has not been taken yet.

@@ -309,6 +309,7 @@ fn serve(
         ("GET" | "HEAD", "/metrics") => {
             let mut body = metrics::render(attachment.snapshot().as_ref());
             metrics::render_relay(&mut body, &relay_lanes::METRICS);
+            metrics::render_landing(&mut body);
             if let Some(m) = monitor {
                 metrics::render_wakeup_latency(&mut body, m.stats());
             }

@@ -11,6 +11,7 @@
 //!   ([`logging`]).
 
 mod daemon;
+mod landing;
 pub mod logging;
 mod metrics;
 mod relay;

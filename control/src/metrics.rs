@@ -368,6 +368,60 @@ pub(crate) fn render_relay(o: &mut String, m: &crate::relay_lanes::RelayMetrics)
     let _ = writeln!(o, "{name}{{reason=\"mismatch\"}} {mismatch}");
 }
 
+/// Appends the landing feedback counters (`[landing]`): nothing when landing feedback is off.
+pub(crate) fn render_landing(o: &mut String) {
+    let Some(lanes) = crate::landing::metrics_snapshot() else {
+        return;
+    };
+    let counters = [
+        (
+            "swqos_landing_landed_total",
+            "Watched submissions seen on chain at the configured commitment, by the lane credited with landing them (the first relay lane whose relay accepted it; lane=\"none\" when no relay accepted it).",
+        ),
+        (
+            "swqos_landing_landed_with_error_total",
+            "Of swqos_landing_landed_total: landed with an error (the transaction failed on chain).",
+        ),
+        (
+            "swqos_landing_expired_total",
+            "Watched submissions not seen on chain within the landing window (or left when the control plane stopped), by the credited lane as for landed.",
+        ),
+    ];
+    for (i, (name, help)) in counters.iter().enumerate() {
+        header(o, name, "counter", help);
+        for (lane, c) in &lanes {
+            let v = [c.landed, c.landed_with_error, c.expired][i];
+            let _ = writeln!(o, "{name}{{lane=\"{}\"}} {v}", esc(lane));
+        }
+    }
+    let name = "swqos_landing_latency_seconds";
+    header(
+        o,
+        name,
+        "histogram",
+        "From the client's submit to the landing verdict (WebSocket notification or status poll) of landed submissions, by credited lane.",
+    );
+    for (lane, c) in &lanes {
+        let lane = esc(lane);
+        let mut cumulative = 0;
+        for (le, n) in crate::landing::LATENCY_BUCKETS.iter().zip(&c.buckets) {
+            cumulative += n;
+            let _ = writeln!(
+                o,
+                "{name}_bucket{{lane=\"{lane}\",le=\"{}\"}} {cumulative}",
+                fmt_le(*le)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "{name}_bucket{{lane=\"{lane}\",le=\"+Inf\"}} {}",
+            c.landed
+        );
+        let _ = writeln!(o, "{name}_sum{{lane=\"{lane}\"}} {}", c.latency_sum);
+        let _ = writeln!(o, "{name}_count{{lane=\"{lane}\"}} {}", c.landed);
+    }
+}
+
 /// Appends the control plane's wake-up latency histogram (from `swqos_rt::LatencyMonitor`).
 pub(crate) fn render_wakeup_latency(o: &mut String, stats: &swqos_rt::LatencyStats) {
     let name = "swqos_control_wakeup_latency_seconds";

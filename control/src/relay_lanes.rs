@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::landing::{Book, Ready};
 use crate::relay::{Delegated, LaneTls, Outcome, RelayLaneSpec, RelayPool, Reply};
 use crate::sessions::SessionBoard;
 use crate::tls::TlsSettings;
@@ -126,21 +127,27 @@ struct Pending {
     lease_gen: u32,
     tag: u64,
     lane: u8,
+    /// The lane id the completion carries: `lane`, or the QUIC lane that fell back to it.
+    report_as: u8,
     submit_tsc: u64,
     /// The data plane sent it first (a delegated send).
     fast: bool,
+    /// The landing watch of its submission ([`Book::watch`]).
+    watch: Option<u64>,
 }
 
 impl Pending {
     /// Where the completion of hand-off record `job`'s lane `lane` goes.
-    fn of(job: &Handoff, lane: u8) -> Pending {
+    fn of(job: &Handoff, lane: u8, watch: Option<u64>) -> Pending {
         Pending {
             ring: job.ring as usize,
             lease_gen: job.lease_gen,
             tag: job.tag,
             lane,
+            report_as: job.report_as.unwrap_or(lane),
             submit_tsc: job.submit_tsc,
             fast: job.delegated.is_some(),
+            watch,
         }
     }
 }
@@ -165,7 +172,7 @@ struct Attached {
 }
 
 impl Attached {
-    fn attach(path: &Path) -> Result<Attached, String> {
+    fn attach(path: &Path, landing_ms: u32) -> Result<Attached, String> {
         let seg = Arc::new(Segment::attach(path).map_err(|e| e.to_string())?);
         let ctl = Arc::new(ControlSegment::attach(&seg).map_err(|e| e.to_string())?);
         let taken = |pid| format!("another swqos control (pid {pid}) serves this data plane");
@@ -176,6 +183,8 @@ impl Attached {
             ctl.release_control();
             return Err(taken(pid));
         }
+        // Clients read it when they submit: whether to ask for landing answers.
+        seg.set_landing_ms(landing_ms);
         let l = *seg.layout();
         Ok(Attached {
             handoffs: (0..l.n_lcores as usize)
@@ -220,8 +229,24 @@ pub(crate) type RelayThread = (JoinHandle<()>, Sender<BundleJob>);
 pub(crate) fn spawn(config: &Config, stop: Arc<AtomicBool>) -> Result<Option<RelayThread>, String> {
     let (specs, lane_ids) = lane_specs(config)?;
     if specs.is_empty() {
+        if config.landing.is_some() {
+            warn!(
+                "[landing] is set but no relay lane is configured: landing feedback watches \
+                 relay lanes' submissions only, so nothing is watched"
+            );
+        }
         return Ok(None);
     }
+    *crate::landing::LANE_NAMES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = config.lanes.iter().map(|l| l.name.clone()).collect();
+    let landing = match config.landing.clone() {
+        Some(cfg) => {
+            crate::landing::register_lanes(specs.iter().map(|s| s.name.as_str()));
+            Some(Book::start(cfg, stop.clone()).map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
     for s in &specs {
         info!(
             "relay lane {}: {} -> {} with {} connection(s)",
@@ -246,13 +271,20 @@ pub(crate) fn spawn(config: &Config, stop: Arc<AtomicBool>) -> Result<Option<Rel
                 connections,
             };
             let pool = RelayPool::start_with_board(specs, tx, board.clone());
-            let mut relay = Relay::default();
+            let (book, watcher) = landing.unzip();
+            let mut relay = Relay {
+                book,
+                ..Relay::default()
+            };
             relay.run(&path, &pool, &board, &rx, &bundles, &routes, &stop);
             board.attach(None, 0);
             pool.stop();
             // Every request still owed an answer gets one: the pool answered those it held
             // when it stopped (above); what is left has no answer coming.
             relay.fail_pending(&rx);
+            if let Some(w) = watcher {
+                let _ = w.join();
+            }
         })
         .map_err(|e| e.to_string())?;
     Ok(Some((handle, bundles_tx)))
@@ -318,6 +350,8 @@ struct Relay {
     next_id: u64,
     /// Delegated sends naming a connection of another lane (answered as stale).
     misrouted: u64,
+    /// Landing feedback (`[landing]`), when on.
+    book: Option<Book>,
 }
 
 impl Relay {
@@ -348,7 +382,8 @@ impl Relay {
             }
             if self.attached.is_none() && last_try.elapsed() >= Duration::from_secs(1) {
                 last_try = Instant::now();
-                match Attached::attach(path) {
+                let landing_ms = self.book.as_ref().map_or(0, |b| b.window_ms);
+                match Attached::attach(path, landing_ms) {
                     Ok(a) => {
                         info!("relay lanes attached to the data plane");
                         last_error.clear();
@@ -372,6 +407,7 @@ impl Relay {
                 work += 1;
                 self.complete(o, routes);
             }
+            work += self.take_landing();
             self.publish();
             if work > 0 {
                 wait = BUSY_WAIT;
@@ -411,8 +447,9 @@ impl Relay {
         for h in &mut a.handoffs {
             while let Some(job) = h.pop() {
                 work += 1;
+                let watch = self.book.as_mut().and_then(|b| b.watch(&job));
                 for lane in (0..64u8).filter(|l| job.lanes & (1 << l) != 0) {
-                    let pending = Pending::of(&job, lane);
+                    let pending = Pending::of(&job, lane, watch);
                     let Some(pl) = pool_lane(lane) else {
                         unserved.push(pending);
                         continue;
@@ -505,10 +542,17 @@ impl Relay {
         let Some(a) = self.attached.as_mut() else {
             return; // the client's data plane is gone: nobody to tell
         };
+        let tsc_hz = a.seg.header().tsc_hz;
+        let landing = match (&mut self.book, p.watch) {
+            (Some(book), Some(id)) => {
+                book.relay_done(id, p.lane, status == Status::Relayed, tsc_hz)
+            }
+            _ => None,
+        };
         let c = Completion {
             tag: p.tag,
             lease_gen: p.lease_gen,
-            lane: p.lane,
+            lane: p.report_as,
             status: status as u8,
             reason: code | if p.fast { RELAY_FAST } else { 0 },
             submit_tsc: p.submit_tsc,
@@ -519,6 +563,35 @@ impl Relay {
                 warn!("a client's relay completion ring is full (it does not read completions)");
             }
         }
+        if let Some(r) = landing {
+            self.push_landing(r);
+        }
+    }
+
+    /// Writes a landing completion to its client's relay completion ring.
+    fn push_landing(&mut self, r: Ready) {
+        let Some(a) = self.attached.as_mut() else {
+            return;
+        };
+        if let Some(ring) = a.completions.get_mut(r.ring) {
+            if !ring.push(r.completion) {
+                warn!("a client's relay completion ring is full (it does not read completions)");
+            }
+        }
+    }
+
+    /// The landing watcher's verdicts whose submissions have all their relay completions:
+    /// their landing completions go out. Returns how many.
+    fn take_landing(&mut self) -> usize {
+        let (Some(book), Some(a)) = (self.book.as_mut(), self.attached.as_ref()) else {
+            return 0;
+        };
+        let ready = book.take_answers(a.seg.header().tsc_hz);
+        let n = ready.len();
+        for r in ready {
+            self.push_landing(r);
+        }
+        n
     }
 
     fn publish(&mut self) {
@@ -544,7 +617,9 @@ impl Relay {
         if let Some(a) = self.attached.as_mut() {
             for h in &mut a.handoffs {
                 while let Some(job) = h.pop() {
-                    left.extend(lanes_of(job.lanes).map(|lane| Pending::of(&job, lane)));
+                    // Watched too, so its client gets the landing answer (control stopped).
+                    let watch = self.book.as_mut().and_then(|b| b.watch(&job));
+                    left.extend(lanes_of(job.lanes).map(|lane| Pending::of(&job, lane, watch)));
                 }
             }
         }
@@ -561,6 +636,11 @@ impl Relay {
                 "stopped with {} relay request(s) unanswered; their clients were told",
                 left.len()
             );
+        }
+        self.take_landing();
+        let unanswered = self.book.as_mut().map(Book::stop_all).unwrap_or_default();
+        for r in unanswered {
+            self.push_landing(r);
         }
         self.publish();
     }

@@ -41,6 +41,8 @@ pub struct Lane {
     pub port: usize,
     /// How its submissions leave.
     pub send: LaneSend,
+    /// A QUIC lane's fallback http lane (its id), if it has one.
+    pub fallback: Option<usize>,
 }
 
 /// How a lane's submissions leave the host.
@@ -124,6 +126,10 @@ impl LaneTable {
                     name: lane.name.clone(),
                     port: lane.port,
                     send,
+                    fallback: match &lane.kind {
+                        LaneKind::Quic(q) => q.fallback,
+                        _ => None,
+                    },
                 }
             })
             .collect();
@@ -146,6 +152,17 @@ impl LaneTable {
             .enumerate()
             .filter(|(_, l)| matches!(l.send, LaneSend::Quic(_)))
             .fold(0, |m, (i, _)| m | 1 << i)
+    }
+
+    /// For each QUIC lane with a `fallback`, the http lane's id (`u8::MAX` elsewhere).
+    pub fn quic_fallbacks(&self) -> [u8; swqos_shm::layout::MAX_LANES] {
+        let mut out = [u8::MAX; swqos_shm::layout::MAX_LANES];
+        for (id, lane) in self.0.iter().enumerate() {
+            if let (LaneSend::Quic(_), Some(f)) = (&lane.send, lane.fallback) {
+                out[id] = f as u8;
+            }
+        }
+        out
     }
 
     /// A description of each lane for the startup log (tokens never appear).

@@ -70,8 +70,11 @@ impl Report {
                 name: l.name.clone(),
                 sent: lcores.iter().map(|s| s.lane_packets[id]).sum(),
                 dropped: lcores.iter().map(|s| s.lane_dropped[id]).sum(),
-                fast: matches!(l.kind, dpdk_config::LaneKind::Http(_))
-                    .then(|| lcores.iter().map(|s| s.lane_fast[id]).sum()),
+                fast: matches!(
+                    l.kind,
+                    dpdk_config::LaneKind::Http(_) | dpdk_config::LaneKind::Quic(_)
+                )
+                .then(|| lcores.iter().map(|s| s.lane_fast[id]).sum()),
                 fast_ticks: lcores.iter().map(|s| s.lane_fast_ticks[id]).sum(),
             })
             .collect();

@@ -812,10 +812,12 @@ fn tx_loop(mut worker: TxWorker, stop: &AtomicBool, mut idle: Idle, drain: u64, 
             break; // nothing new for a while: a client racing the state change has landed
         }
         if now.wrapping_sub(start) > drain {
-            worker.abandon_pending();
             break;
         }
     }
+    // What is still queued is dropped, and the QUIC lanes' connections are closed (what they
+    // still have in flight completed as maybe delivered).
+    worker.abandon_pending();
 }
 
 /// The RX lcore's loop: poll until stopped, backing off while idle if the lcore polls

@@ -52,6 +52,26 @@ impl Pending {
         self.submit_tsc
     }
 
+    /// A submission with `tag` for `lane`, outside any ring: for tests that drive a lane engine
+    /// (`dataplane/tests/no_alloc_quic.rs`) without the shared-memory rings.
+    #[doc(hidden)]
+    pub fn detached(lane: u8, tag: u64, submit_tsc: u64) -> Pending {
+        Pending {
+            ring: 0,
+            lane,
+            lease_gen: 0,
+            tag,
+            submit_tsc,
+            len: 0,
+        }
+    }
+
+    /// The submission's tag (for tests that match completions to submissions).
+    #[doc(hidden)]
+    pub fn tag(&self) -> u64 {
+        self.tag
+    }
+
     /// What a frame (or answer) for `lane` of a slot of ring `r` must remember.
     fn of(r: usize, slot: &SlotRef<'_>, lane: u8) -> Pending {
         Pending {
@@ -289,6 +309,8 @@ struct Output {
     quic: Option<QuicLanes>,
     /// Lanes sent over `quic`.
     quic_mask: u64,
+    /// For each QUIC lane, the http lane it falls back to (`u8::MAX`: none).
+    quic_fallback: [u8; MAX_LANES],
     fast_out: usize,
     /// TSC when this poll's first delegated send was queued (0: none yet).
     fast_queued: u64,
@@ -358,6 +380,7 @@ impl TxWorker {
                 fast_queued: 0,
                 fast: parts.fast,
                 quic_mask: parts.quic.as_ref().map_or(0, |q| q.mask()),
+                quic_fallback: parts.lanes.quic_fallbacks(),
                 quic: parts.quic,
                 ctl: parts.ctl,
                 paths: parts.paths,
@@ -413,9 +436,11 @@ impl TxWorker {
         &mut self.out.stats
     }
 
-    /// Whether any packet is still waiting for the NIC.
+    /// Whether any packet is still waiting for the NIC, or a QUIC lane's transaction for the
+    /// relay's acknowledgement.
     pub fn has_pending(&self) -> bool {
         self.out.paths.iter().any(|p| !p.burst.is_empty())
+            || self.out.quic.as_ref().is_some_and(|q| q.in_flight() > 0)
     }
 
     /// Whether any ring has published slots not yet taken.
@@ -624,17 +649,22 @@ impl Output {
     /// Writes a submission on each of its QUIC lanes' connections; one that cannot be sent now
     /// is completed at once with the reason (not sent).
     fn send_quic(&mut self, r: usize, slot: &SlotRef<'_>, lanes: u64) {
-        let Some(q) = &mut self.quic else { return };
-        let out = &mut self.paths[self.fast_out].forward;
         for lane in lanes_of(lanes) {
             let p = Pending::of(r, slot, lane);
+            let Some(q) = &mut self.quic else { return };
+            let out = &mut self.paths[self.fast_out].forward;
             match q.send(lane, slot.tx, p, dpdk::tsc(), &self.pool, out) {
                 Ok(()) => {
                     self.stats.lane_sent(lane as usize);
+                    self.stats.lane_fast(lane as usize);
                     self.stats.lane_bytes(lane as usize, slot.tx.len() as u64);
                     if self.fast_queued == 0 {
                         self.fast_queued = dpdk::tsc();
                     }
+                }
+                Err(reason) if self.fall_back(r, slot, lane, reason) => {
+                    self.stats.lane_sent(lane as usize);
+                    self.stats.add(Counter::HandedOff, 1);
                 }
                 Err(reason) => {
                     self.stats.lane_dropped(lane as usize);
@@ -648,6 +678,22 @@ impl Output {
                     );
                 }
             }
+        }
+    }
+
+    /// Hands a QUIC lane's submission that was not sent (`reason`) to its fallback http lane,
+    /// if it has one and the control plane is there; the completion comes back as the QUIC
+    /// lane's. `false`: no fallback.
+    fn fall_back(&mut self, r: usize, slot: &SlotRef<'_>, lane: u8, reason: u16) -> bool {
+        let http = self.quic_fallback[lane as usize];
+        if http == u8::MAX || !swqos_shm::layout::not_sent(reason) {
+            return false;
+        }
+        match &mut self.handoff {
+            Some(h) if self.ctl.control_alive(CONTROL_TIMEOUT_NS) => {
+                h.push_fallback(r, slot, http, lane)
+            }
+            _ => false,
         }
     }
 

@@ -16,6 +16,7 @@
 //! The shipped profiles are in `profiles/` next to this crate's `Cargo.toml`.
 
 mod error;
+mod landing;
 mod raw;
 mod resolve;
 mod syntax;
@@ -28,6 +29,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use error::ConfigError;
+pub use landing::{Commitment, LandingConfig};
 pub use swqos_wire::quic_relay::QuicProvider;
 pub use swqos_wire::relay::Provider;
 use swqos_wire::relay::{Endpoint, RelayError, RequestTemplate};
@@ -56,6 +58,8 @@ pub struct Config {
     pub control: ControlConfig,
     /// `[tuning]`: memory locking and scheduling of the processes; defaults when absent.
     pub tuning: TuningConfig,
+    /// `[landing]`: landing feedback by the control plane; `None` (absent): off.
+    pub landing: Option<LandingConfig>,
 }
 
 /// `[control]`.
@@ -632,6 +636,10 @@ pub struct QuicLane {
     pub ca_files: Vec<PathBuf>,
     /// Accept any server certificate (for tests; the data plane warns).
     pub insecure_skip_verify: bool,
+    /// The id of the http lane a transaction goes to when this lane cannot send it (no
+    /// connection): Astralane's "QUIC with HTTP fallback". Its completion still carries this
+    /// lane.
+    pub fallback: Option<usize>,
 }
 
 impl fmt::Debug for QuicLane {
@@ -646,6 +654,7 @@ impl fmt::Debug for QuicLane {
             .field("mev", &self.mev)
             .field("ca_files", &self.ca_files)
             .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .field("fallback", &self.fallback)
             .finish()
     }
 }

@@ -28,6 +28,7 @@ pub(crate) struct RawConfig {
     pub(crate) lane: Vec<RawLane>,
     pub(crate) control: Option<RawControl>,
     pub(crate) tuning: Option<RawTuning>,
+    pub(crate) landing: Option<Spanned<crate::landing::RawLanding>>,
 }
 
 /// `[eal]`.
@@ -187,6 +188,7 @@ pub(crate) struct RawLane {
     pub(crate) insecure_skip_verify: Option<Spanned<bool>>,
     pub(crate) keypair_file: Option<Spanned<String>>,
     pub(crate) mev: Option<Spanned<bool>>,
+    pub(crate) fallback: Option<Spanned<String>>,
 }
 
 /// `[control]`.

@@ -49,7 +49,9 @@ pub(crate) fn resolve(raw: RawConfig, src: &Source<'_>) -> Result<Config> {
     let lanes = resolve_lanes(raw.lane, &lcores, &lcore_spans, &ports, src)?;
     let control = resolve_control(raw.control, &lanes, src)?;
     let tuning = resolve_tuning(raw.tuning, &eal, src)?;
+    let landing = crate::landing::resolve(raw.landing, src)?;
     Ok(Config {
+        landing,
         eal,
         shm,
         mempools,
@@ -62,7 +64,13 @@ pub(crate) fn resolve(raw: RawConfig, src: &Source<'_>) -> Result<Config> {
 }
 
 /// `value` as checked to lie in `min..=max`; the message names `key` and the range.
-fn in_range(src: &Source<'_>, value: &Spanned<i64>, key: &str, min: i64, max: i64) -> Result<i64> {
+pub(crate) fn in_range(
+    src: &Source<'_>,
+    value: &Spanned<i64>,
+    key: &str,
+    min: i64,
+    max: i64,
+) -> Result<i64> {
     let n = *value.get_ref();
     if n < min || n > max {
         return Err(src.error(
@@ -92,7 +100,7 @@ fn power_of_two(
 }
 
 /// An optional integer checked with `check`, or `default` when absent.
-fn optional(
+pub(crate) fn optional(
     value: &Option<Spanned<i64>>,
     default: i64,
     check: impl FnOnce(&Spanned<i64>) -> Result<i64>,
@@ -828,6 +836,7 @@ fn resolve_lanes(
 
     every_tx_lcore_reaches_every_lane(&raw, &lanes, lcores, lcore_spans, ports, src)?;
     quic_lanes_have_their_lcore(&raw, &lanes, lcores, ports, src)?;
+    resolve_fallbacks(&raw, &mut lanes, src)?;
     Ok(lanes)
 }
 
@@ -964,7 +973,35 @@ fn resolve_quic_lane(lane: &RawLane, index: usize, src: &Source<'_>) -> Result<Q
             .insecure_skip_verify
             .as_ref()
             .is_some_and(|v| *v.get_ref()),
+        fallback: None, // resolved once every lane is known (`resolve_fallbacks`)
     })
+}
+
+/// Each quic lane's `fallback`: the name of an http lane (defined anywhere in the file).
+fn resolve_fallbacks(raw: &[RawLane], lanes: &mut [LaneConfig], src: &Source<'_>) -> Result<()> {
+    let http: Vec<(usize, String)> = lanes
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| matches!(l.kind, LaneKind::Http(_)))
+        .map(|(i, l)| (i, l.name.clone()))
+        .collect();
+    for (lane, r) in lanes.iter_mut().zip(raw) {
+        let (LaneKind::Quic(q), Some(name)) = (&mut lane.kind, &r.fallback) else {
+            continue;
+        };
+        let Some(&(id, _)) = http.iter().find(|(_, n)| n == name.get_ref()) else {
+            return Err(src.error(
+                name,
+                format!(
+                    "`fallback` = {:?} is not an http lane; expected one of {}",
+                    name.get_ref(),
+                    list_names(http.iter().map(|(_, n)| n.as_str()))
+                ),
+            ));
+        };
+        q.fallback = Some(id);
+    }
+    Ok(())
 }
 
 /// QUIC-only keys on another kind of lane.
@@ -972,6 +1009,7 @@ fn reject_quic_keys(lane: &RawLane, src: &Source<'_>) -> Result<()> {
     for (key, at) in [
         ("keypair_file", lane.keypair_file.as_ref().map(|v| v.span())),
         ("mev", lane.mev.as_ref().map(|v| v.span())),
+        ("fallback", lane.fallback.as_ref().map(|v| v.span())),
     ] {
         if let Some(span) = at {
             return Err(src.error_at(
@@ -1543,27 +1581,45 @@ fn rpc_lane_ids(
 
 /// `rpc_upstream`: an `http://host[:port][/path][?query]` URL.
 fn rpc_upstream(src: &Source<'_>, value: &Spanned<String>) -> Result<RpcUpstream> {
+    plain_url(src, value, "rpc_upstream", "http")
+}
+
+/// A `<scheme>://host[:port][/path][?query]` URL (`scheme` is `http` or `ws`; the TLS variant
+/// is refused with a hint), as the value of `key`.
+pub(crate) fn plain_url(
+    src: &Source<'_>,
+    value: &Spanned<String>,
+    key: &str,
+    scheme: &str,
+) -> Result<RpcUpstream> {
     let url = value.get_ref();
+    let article = if scheme == "http" { "an" } else { "a" };
     let bad = |why: &str| {
         src.error(
             value,
             format!(
-                "`rpc_upstream` = {url:?} {why}; expected an http URL like \
-                 \"http://127.0.0.1:8899\" or \"http://rpc.example:8899/path\""
+                "`{key}` = {url:?} {why}; expected {article} {scheme} URL like \
+                 \"{scheme}://127.0.0.1:8899\" or \"{scheme}://rpc.example:8899/path\""
             ),
         )
     };
     let lower = url.to_ascii_lowercase();
-    if lower.starts_with("https://") {
-        return Err(bad(
-            "is https, which the control plane does not speak to upstreams (it carries no \
-             HTTP client stack); run a local TLS proxy to the provider and name it here",
-        ));
+    if lower.starts_with(&format!("{scheme}s://")) {
+        return Err(bad(&format!(
+            "is {scheme}s, which the control plane does not speak to upstreams (it carries no \
+             {stack}); run a local TLS proxy to the provider and name it here",
+            stack = if scheme == "http" {
+                "HTTP client stack"
+            } else {
+                "TLS client for it"
+            }
+        )));
     }
-    if !lower.starts_with("http://") {
-        return Err(bad("is not an http:// URL"));
+    let prefix = format!("{scheme}://");
+    if !lower.starts_with(&prefix) {
+        return Err(bad(&format!("is not an {prefix} URL")));
     }
-    let rest = &url["http://".len()..];
+    let rest = &url[prefix.len()..];
     if let Some(c) = rest.chars().find(|c| !matches!(c, '!'..='~')) {
         return Err(bad(&format!("contains {c:?}")));
     }

@@ -334,7 +334,7 @@ fn unknown_lane_kind_lists_supported() {
     check(
         &edit(&[("kind = \"udp\"", "kind = \"https\"")]),
         "17:8",
-        "unknown variant `https`, expected `udp` or `http`",
+        "unknown variant `https`, expected one of `udp`, `http`, `quic`",
     );
 }
 

@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use swqos_wire::solana::{Transaction, TxError};
 
 use crate::layout::{
-    lanes_of, relay_failure, Completion, DropReason, LaneKind, RingControl, Slot, State, Status,
-    MAX_TX_SIZE, RELAY_FAST,
+    landing, lanes_of, quic_outcome, relay_failure, Completion, DropReason, LaneKind, RingControl,
+    Slot, State, Status, MAX_TX_SIZE, RELAY_FAST, SLOT_WATCH_LANDING,
 };
 use crate::ring::{pack, unpack};
 use crate::segment::{pid_alive, Segment, SegmentError, HEARTBEAT_TIMEOUT};
@@ -103,7 +103,16 @@ pub struct Client {
     gave_up: VecDeque<(u64, u8, GiveUp)>,
     /// When the producers' liveness was last checked.
     last_check: Instant,
+    /// Whether this client asks for landing answers ([`Client::set_watch_landing`]).
+    watch_landing: bool,
+    /// The longest landing window of a submission of this lease (landing answers are given
+    /// up on this long after the caller's timeout).
+    landing_window: Duration,
 }
+
+/// How long after its landing window a landing answer is still waited for (the control plane
+/// answers when the window ends; this covers its polling interval and a slow RPC).
+pub const LANDING_GRACE: Duration = Duration::from_secs(5);
 
 /// How long a client that took over a dead client's ring keeps counting the completions its
 /// predecessor was still owed against its own credit (longer than any relay request takes).
@@ -121,6 +130,13 @@ struct OwedEntry {
     lanes: u64,
     /// The one answer of a submission with no lanes (lane `u8::MAX`) is still to come.
     no_lane: bool,
+    /// The slot's `submit_tsc`: a landing answer names its submission by (tag, submit_tsc).
+    submit_tsc: u64,
+    /// A landing answer may still come ([`SLOT_WATCH_LANDING`] was set).
+    landing: bool,
+    /// A relay lane's completion came from the control plane: it got the hand-off, so the
+    /// landing answer will come.
+    handed: bool,
 }
 
 /// A (submission, lane) whose completion has not arrived: see [`Client::owed`].
@@ -128,7 +144,8 @@ struct OwedEntry {
 pub struct Owed {
     /// The submission's tag.
     pub tag: u64,
-    /// The lane id (`u8::MAX` for a submission that named no lane).
+    /// The lane id (`u8::MAX` for a submission that named no lane, [`landing::LANE`] for its
+    /// landing answer).
     pub lane: u8,
 }
 
@@ -156,7 +173,8 @@ pub enum Event {
     GaveUp {
         /// The submission's tag.
         tag: u64,
-        /// The lane id (`u8::MAX` for a submission that named no lane).
+        /// The lane id (`u8::MAX` for a submission that named no lane, [`landing::LANE`] for
+        /// its landing answer).
         lane: u8,
         /// Why.
         why: GiveUp,
@@ -263,6 +281,8 @@ impl Client {
             owed_lanes: 0,
             gave_up: VecDeque::new(),
             last_check: Instant::now(),
+            watch_landing: false,
+            landing_window: Duration::ZERO,
         }
     }
 
@@ -308,8 +328,32 @@ impl Client {
         &self.seg
     }
 
+    /// Asks for landing answers (off by default): while the control plane watches landings
+    /// (`[landing]` in its config, [`Client::landing_window`]), each later submission with a
+    /// relay lane that reaches the control plane gets one more completion after its lanes'
+    /// ones: [`Status::Landed`] or [`Status::Expired`]. Only relay lanes' submissions are
+    /// watched (the control plane never sees the others).
+    pub fn set_watch_landing(&mut self, on: bool) {
+        self.watch_landing = on;
+    }
+
+    /// The control plane's landing window when it watches landings (`[landing] expire_ms`),
+    /// `None` when it does not (or no control plane runs).
+    pub fn landing_window(&self) -> Option<Duration> {
+        match self.seg.landing_ms() {
+            0 => None,
+            ms => Some(Duration::from_millis(ms as u64)),
+        }
+    }
+
+    /// Whether a landing answer of submission `tag` may still come.
+    pub fn landing_owed(&self, tag: u64) -> bool {
+        self.owed.iter().any(|e| e.tag == tag && e.landing)
+    }
+
     /// Completion records still owed to this client: one per lane of every submission of this
-    /// lease not yet answered (or given up on), plus what a dead predecessor on the same ring
+    /// lease not yet answered (or given up on), one per landing answer that may still come,
+    /// plus what a dead predecessor on the same ring
     /// was still owed when this lease began (never more than the completion ring holds, and
     /// forgiven after [`INHERITED_GRACE`]). Never wraps, whatever the predecessor left behind.
     pub fn outstanding(&self) -> u32 {
@@ -331,6 +375,12 @@ impl Client {
                 v.push(Owed {
                     tag: e.tag,
                     lane: u8::MAX,
+                });
+            }
+            if e.landing {
+                v.push(Owed {
+                    tag: e.tag,
+                    lane: landing::LANE,
                 });
             }
         }
@@ -360,7 +410,9 @@ impl Client {
         if state != Some(State::Running) {
             return Err(SubmitError::NotRunning(state));
         }
-        let owed = lanes.count_ones().max(1);
+        let window = self.seg.landing_ms();
+        let landing = self.watch_landing && window > 0 && lanes & self.relay_mask != 0;
+        let owed = lanes.count_ones().max(1) + u32::from(landing);
         let head = self.ctl().head.0.load(Ordering::Acquire) as u32;
         if self.tail.wrapping_sub(head) > self.mask + 1 {
             // Not a state this client made (someone wrote a control word): continue from the
@@ -376,6 +428,7 @@ impl Client {
             return Err(SubmitError::Full);
         }
         let idx = (self.tail & self.mask) as usize;
+        let submit_tsc = tsc();
         // SAFETY: `idx` is within the ring and the slot is free (the dataplane's head is past
         // it); the dataplane reads it only after the release store of the tail below.
         unsafe {
@@ -384,9 +437,13 @@ impl Client {
             (*s).lanes = lanes;
             (*s).lease_gen = self.lease_gen;
             (*s).tx_len = tx.len() as u16;
-            (*s).flags = 0;
+            (*s).flags = if landing { SLOT_WATCH_LANDING } else { 0 };
             std::ptr::copy_nonoverlapping(tx.as_ptr(), (*s).tx.as_mut_ptr(), tx.len());
-            (*s).submit_tsc = tsc();
+            (*s).submit_tsc = submit_tsc;
+        }
+        if landing {
+            let w = Duration::from_millis(window as u64);
+            self.landing_window = self.landing_window.max(w);
         }
         self.tail = self.tail.wrapping_add(1);
         self.promised = self.promised.wrapping_add(owed);
@@ -395,6 +452,9 @@ impl Client {
             tag,
             lanes,
             no_lane: lanes == 0,
+            submit_tsc,
+            landing,
+            handed: false,
         });
         self.owed_lanes += owed;
         self.ctl()
@@ -447,14 +507,18 @@ impl Client {
         }
         if self.gave_up.is_empty() && self.owed_lanes > 0 {
             let now = Instant::now();
-            if now.saturating_duration_since(since) >= timeout {
-                self.give_up(u64::MAX, true, GiveUp::Deadline(timeout));
+            let waited = now.saturating_duration_since(since);
+            let landing_deadline = timeout + self.landing_window + LANDING_GRACE;
+            if waited >= landing_deadline {
+                self.give_up(u64::MAX, true, true, GiveUp::Deadline(landing_deadline));
+            } else if waited >= timeout {
+                self.give_up(u64::MAX, true, false, GiveUp::Deadline(timeout));
             } else if now.duration_since(self.last_check) >= LIVENESS_CHECK {
                 self.last_check = now;
                 if self.seg.check_running().is_err() {
-                    self.give_up(u64::MAX, true, GiveUp::DataPlaneGone);
+                    self.give_up(u64::MAX, true, true, GiveUp::DataPlaneGone);
                 } else if !self.seg.control_alive(HEARTBEAT_TIMEOUT.as_nanos() as u64) {
-                    self.give_up(self.relay_mask, false, GiveUp::ControlPlaneGone);
+                    self.give_up(self.relay_mask, false, true, GiveUp::ControlPlaneGone);
                 }
             }
         }
@@ -463,9 +527,9 @@ impl Client {
             .map(|(tag, lane, why)| Event::GaveUp { tag, lane, why })
     }
 
-    /// Stops waiting for the owed lanes in `lanes` (and the no-lane answers with `no_lane`),
-    /// queueing one [`Event::GaveUp`] for each.
-    fn give_up(&mut self, lanes: u64, no_lane: bool, why: GiveUp) {
+    /// Stops waiting for the owed lanes in `lanes` (the no-lane answers with `no_lane`, the
+    /// landing answers with `landing`), queueing one [`Event::GaveUp`] for each.
+    fn give_up(&mut self, lanes: u64, no_lane: bool, landing: bool, why: GiveUp) {
         for e in &mut self.owed {
             for lane in lanes_of(e.lanes & lanes) {
                 self.gave_up.push_back((e.tag, lane, why.clone()));
@@ -473,46 +537,66 @@ impl Client {
             if e.no_lane && no_lane {
                 self.gave_up.push_back((e.tag, u8::MAX, why.clone()));
             }
-            let n = (e.lanes & lanes).count_ones() + u32::from(e.no_lane && no_lane);
+            if e.landing && landing {
+                self.gave_up.push_back((e.tag, landing::LANE, why.clone()));
+            }
+            let n = (e.lanes & lanes).count_ones()
+                + u32::from(e.no_lane && no_lane)
+                + u32::from(e.landing && landing);
             self.owed_lanes -= n;
             e.lanes &= !lanes;
             e.no_lane &= !no_lane;
+            e.landing &= !landing;
         }
         self.pop_answered();
     }
 
     fn pop_answered(&mut self) {
-        while self
-            .owed
-            .front()
-            .is_some_and(|e| e.lanes == 0 && !e.no_lane)
-        {
+        while self.owed.front().is_some_and(OwedEntry::done) {
             self.owed.pop_front();
         }
     }
 
-    /// Marks (tag, lane) answered; `false` if this lease does not wait for it. Finished
-    /// entries are removed at once, wherever they are, so there are never more entries than
-    /// lanes owed (and the deque never grows past the capacity reserved at the lease).
-    fn answered(&mut self, tag: u64, lane: u8) -> bool {
+    /// Marks what completion `c` answers (a lane, or the landing answer) answered; `false` if
+    /// this lease does not wait for it. `from_control`: it came from the control plane's ring.
+    /// Finished entries are removed at once, wherever they are, so there are never more
+    /// entries than records owed (and the deque never grows past the capacity reserved at the
+    /// lease).
+    fn answered(&mut self, c: &Completion, from_control: bool) -> bool {
+        let (tag, lane) = (c.tag, c.lane);
+        let is_landing = c.is_landing();
         let bit = if lane < 64 { 1u64 << lane } else { 0 };
-        let found = self
-            .owed
-            .iter()
-            .position(|e| e.tag == tag && (e.lanes & bit != 0 || (lane == u8::MAX && e.no_lane)));
+        let found = self.owed.iter().position(|e| {
+            e.tag == tag
+                && if is_landing {
+                    e.landing && e.submit_tsc == c.submit_tsc
+                } else {
+                    e.lanes & bit != 0 || (lane == u8::MAX && e.no_lane)
+                }
+        });
         let Some(i) = found else {
             return false;
         };
+        let relay_mask = self.relay_mask;
         let e = &mut self.owed[i];
-        if lane == u8::MAX {
+        if is_landing {
+            e.landing = false;
+        } else if lane == u8::MAX {
             e.no_lane = false;
         } else {
             e.lanes &= !bit;
-        }
-        if e.lanes == 0 && !e.no_lane {
-            self.owed.remove(i);
+            e.handed |= from_control && bit & relay_mask != 0;
         }
         self.owed_lanes -= 1;
+        if e.landing && !e.handed && e.lanes & relay_mask == 0 {
+            // Every relay lane was answered by the data plane (rejected, dropped): the control
+            // plane never saw the submission, no landing answer comes.
+            e.landing = false;
+            self.owed_lanes -= 1;
+        }
+        if e.done() {
+            self.owed.remove(i);
+        }
         true
     }
 
@@ -541,20 +625,53 @@ impl Client {
                 .store(self.comp_heads[which] as u64, Ordering::Release);
             if c.lease_gen != self.lease_gen {
                 self.inherited = self.inherited.saturating_sub(1);
-            } else if self.answered(c.tag, c.lane) {
+            } else if self.answered(&c, which == 1) {
                 return Some(c);
             }
         }
     }
 }
 
+impl OwedEntry {
+    /// Nothing more to come for it.
+    fn done(&self) -> bool {
+        self.lanes == 0 && !self.no_lane && !self.landing
+    }
+}
+
 impl Completion {
+    /// Whether this is a landing answer ([`Status::Landed`] or [`Status::Expired`]).
+    pub fn is_landing(&self) -> bool {
+        matches!(
+            Status::from_u8(self.status),
+            Some(Status::Landed | Status::Expired)
+        )
+    }
+
+    /// The slot a [`Status::Landed`] transaction landed in (`None` for other records).
+    pub fn slot(&self) -> Option<u64> {
+        (Status::from_u8(self.status) == Some(Status::Landed)).then_some(self.done_tsc)
+    }
+
+    /// For a [`Status::Landed`] record: whether the transaction landed with an error (it
+    /// failed on chain; the control plane logs the error).
+    pub fn landed_with_error(&self) -> bool {
+        Status::from_u8(self.status) == Some(Status::Landed)
+            && self.reason & landing::WITH_ERROR != 0
+    }
+
     /// How the transaction left: `"fast"` when the data plane sent it (UDP lanes, and relay
     /// lanes' delegated sends), `"fallback"` when the control plane's kernel socket did, `None`
     /// when it did not leave.
     pub fn path(&self) -> Option<&'static str> {
         match Status::from_u8(self.status) {
             Some(Status::Sent) => Some("fast"),
+            // A QUIC lane's transaction is the data plane's own send, unless it never left.
+            Some(Status::Relayed) | Some(Status::RelayError)
+                if quic_outcome::is_quic(self.reason) =>
+            {
+                quic_outcome::maybe_delivered(self.reason).then_some("fast")
+            }
             // A relay request that never left has no path.
             Some(Status::RelayError)
                 if self.reason & !RELAY_FAST < 100
@@ -583,12 +700,27 @@ impl Completion {
                 "dropped: {}",
                 DropReason::from_u16(self.reason).map_or("unknown reason", DropReason::as_str)
             )),
+            Some(Status::RelayError) if quic_outcome::is_quic(self.reason) => {
+                let (what, code) = quic_outcome::describe(self.reason);
+                Err(format!("relay error: {what} {code}"))
+            }
             Some(Status::RelayError) if self.reason & !RELAY_FAST < 100 => Err(format!(
                 "relay error: {} (see swqos control's log)",
                 relay_failure::describe(self.reason & !RELAY_FAST)
             )),
             Some(Status::RelayError) => {
                 Err(format!("relay error: HTTP {}", self.reason & !RELAY_FAST))
+            }
+            Some(Status::Landed) if self.landed_with_error() => Err(format!(
+                "landed in slot {} with an error (see swqos control's log)",
+                self.done_tsc
+            )),
+            Some(Status::Landed) => Ok(()),
+            Some(Status::Expired) if self.reason == landing::CONTROL_STOPPED => {
+                Err("landing unknown: the control plane stopped before it could tell".into())
+            }
+            Some(Status::Expired) => {
+                Err("expired: not seen on chain within the landing window".into())
             }
             None => Err(format!("unknown completion status {}", self.status)),
         }

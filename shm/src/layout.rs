@@ -37,7 +37,9 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SWQOSSHM");
 /// 10: polling that fits the host: [`LcoreStats`] records its lcore's poll mode and start time,
 /// and the `work_polls`, `idle_sleeps` and `sleep_ns` counters.
 /// 11: no `stage_samples` (a stage's timings are its histogram's sum).
-/// 12: [`LaneKind::Quic`] lanes.
+/// 12: landing feedback: [`Status::Landed`] and [`Status::Expired`] completions,
+/// [`SLOT_WATCH_LANDING`] passed on in [`HandoffRecord::flags`], and the control plane's landing
+/// window in [`ControlRole`] (`landing_ms`, was reserved); [`LaneKind::Quic`] lanes.
 pub const LAYOUT_VERSION: u32 = 12;
 /// The largest transaction a slot holds: Solana's packet data size.
 pub const MAX_TX_SIZE: usize = 1232;
@@ -266,12 +268,18 @@ pub struct Slot {
     pub lease_gen: u32,
     /// Transaction length in bytes.
     pub tx_len: u16,
-    /// Reserved, zero.
+    /// [`SLOT_WATCH_LANDING`], or zero.
     pub flags: u16,
     _reserved: [u8; SLOT_HEADER_SIZE - 32],
     /// The signed transaction (first `tx_len` bytes).
     pub tx: [u8; SLOT_DATA_SIZE],
 }
+
+/// [`Slot::flags`] bit: the client wants this submission's landing answer (a
+/// [`Status::Landed`] or [`Status::Expired`] completion after its relay lanes' completions).
+/// The control plane watches only hand-off records with it set, so the client can reserve
+/// the record's room; the data plane only passes it on ([`HandoffRecord::flags`]).
+pub const SLOT_WATCH_LANDING: u16 = 1;
 
 /// Slot payload capacity: [`MAX_TX_SIZE`] rounded up to a cache line.
 pub const SLOT_DATA_SIZE: usize = MAX_TX_SIZE.div_ceil(64) * 64;
@@ -295,7 +303,11 @@ pub struct HandoffRecord {
     /// 1 when the data plane already sent the request on a connection (`delegated` says
     /// which and what), 0 when the control plane is to send it.
     pub has_delegated: u32,
-    _reserved: u32,
+    /// The slot's [`Slot::flags`] as the client wrote them (untrusted).
+    pub flags: u16,
+    /// 0, or 1 + the lane id the completion is reported as: a QUIC lane that could not send
+    /// and falls back to this record's (one) HTTP lane (`fallback`, docs/quic-lanes.md).
+    pub report_as: u16,
     /// The delegated send (valid when `has_delegated` is 1).
     pub delegated: DelegatedSend,
     _pad: [u8; 48],
@@ -331,6 +343,33 @@ pub enum Status {
     /// a [`relay_failure`] code when no response came (the control plane logs the details),
     /// with [`RELAY_FAST`] as for `Relayed`.
     RelayError = 6,
+    /// Landing feedback (`[landing]`): the transaction is on chain at the watched commitment.
+    /// One per submission, written by the control plane after the submission's relay
+    /// completions. `lane` is the lane credited with landing it (the relay lane whose relay
+    /// accepted it first, `u8::MAX` when none did), `reason` has [`landing::WITH_ERROR`] set
+    /// when it landed with an error (the transaction failed on chain), and `done_tsc` holds
+    /// the slot it landed in instead of a time (see [`Completion::slot`]).
+    Landed = 7,
+    /// Landing feedback: the transaction was not seen on chain within the landing window;
+    /// `reason` is a [`landing`] code, `lane` as for [`Status::Landed`], `done_tsc` is 0.
+    Expired = 8,
+}
+
+/// Landing feedback: the `reason` of [`Status::Landed`] and [`Status::Expired`] completions,
+/// and the lane that stands for the landing answer in [`crate::client::Owed`] and
+/// [`crate::client::Event::GaveUp`].
+pub mod landing {
+    /// [`super::Status::Landed`]: the transaction landed with an error (its status's `err`).
+    pub const WITH_ERROR: u16 = 1;
+    /// [`super::Status::Expired`]: not seen on chain within the landing window.
+    pub const NOT_SEEN: u16 = 0;
+    /// [`super::Status::Expired`]: the control plane stopped before it could tell.
+    pub const CONTROL_STOPPED: u16 = 1;
+    /// The lane id standing for a submission's landing answer where a lane id is expected
+    /// ([`crate::client::Owed::lane`], [`crate::client::Event::GaveUp`]).
+    pub const LANE: u8 = 0xFE;
+    /// The `lane` of a landing completion when no relay lane accepted the transaction.
+    pub const NO_LANE: u8 = u8::MAX;
 }
 
 /// Why a relay request got no HTTP response: [`Status::RelayError`] reasons below 100. Each
@@ -470,6 +509,16 @@ pub mod quic_outcome {
     }
 }
 
+/// Whether a `RelayError` reason says the transaction was certainly not sent (HTTP and QUIC
+/// lanes alike): safe to send elsewhere.
+pub fn not_sent(reason: u16) -> bool {
+    if quic_outcome::is_quic(reason) {
+        !quic_outcome::maybe_delivered(reason)
+    } else {
+        reason < 100 && !relay_failure::maybe_delivered(reason)
+    }
+}
+
 /// Bit of a relay completion's `reason`: the data plane sent the request (the fast path).
 pub const RELAY_FAST: u16 = 0x8000;
 
@@ -483,6 +532,8 @@ impl Status {
             4 => Some(Status::Dropped),
             5 => Some(Status::Relayed),
             6 => Some(Status::RelayError),
+            7 => Some(Status::Landed),
+            8 => Some(Status::Expired),
             _ => None,
         }
     }
@@ -574,7 +625,9 @@ pub fn lanes_of(mut mask: u64) -> impl Iterator<Item = u8> {
 pub struct ControlRole {
     /// Process id of the control plane (0: none).
     pid: AtomicU32,
-    _reserved: u32,
+    /// Landing feedback: the landing window in milliseconds (`[landing] expire_ms`), 0 when
+    /// the control plane does not watch landings. Only the segment's copy is used.
+    landing_ms: AtomicU32,
     /// `CLOCK_MONOTONIC` nanoseconds, refreshed by the control plane every few milliseconds.
     heartbeat_ns: AtomicU64,
 }
@@ -603,9 +656,20 @@ impl ControlRole {
         }
     }
 
+    /// Publishes the landing window (milliseconds, 0: landing feedback off).
+    pub fn set_landing_ms(&self, ms: u32) {
+        self.landing_ms.store(ms, Ordering::Release);
+    }
+
+    /// The landing window the control plane published (0: landing feedback off).
+    pub fn landing_ms(&self) -> u32 {
+        self.landing_ms.load(Ordering::Acquire)
+    }
+
     /// Gives the role back (a clean exit).
     pub fn release(&self) {
         self.heartbeat_ns.store(0, Ordering::Release);
+        self.landing_ms.store(0, Ordering::Release);
         let _ =
             self.pid
                 .compare_exchange(std::process::id(), 0, Ordering::AcqRel, Ordering::Relaxed);

@@ -52,6 +52,9 @@ pub struct SlotRef<'a> {
     pub lease_gen: u32,
     /// Length the client claimed (may exceed [`MAX_TX_SIZE`] if the client misbehaves).
     pub tx_len: u16,
+    /// The slot's flags ([`crate::layout::SLOT_WATCH_LANDING`]), untrusted, passed on to the
+    /// control plane with the hand-off.
+    pub flags: u16,
     /// The transaction, `tx_len` bytes clamped to [`MAX_TX_SIZE`], in the consumer's own memory.
     pub tx: &'a [u8],
 }
@@ -158,7 +161,7 @@ impl SubmitConsumer {
         // (within the slot's `SLOT_DATA_SIZE` data) into `self.copy`, which no other process
         // can reach. Any value read is acceptable: lengths are clamped here, everything else is
         // validated on the copy, and nothing reads the slot again.
-        let (tag, lanes, submit_tsc, lease_gen, tx_len, n) = unsafe {
+        let (tag, lanes, submit_tsc, lease_gen, tx_len, flags, n) = unsafe {
             let s = self.slots.add(idx);
             let tx_len = std::ptr::read_volatile(&(*s).tx_len);
             let n = (tx_len as usize).min(MAX_TX_SIZE);
@@ -169,6 +172,7 @@ impl SubmitConsumer {
                 std::ptr::read_volatile(&(*s).submit_tsc),
                 std::ptr::read_volatile(&(*s).lease_gen),
                 tx_len,
+                std::ptr::read_volatile(&(*s).flags),
                 n,
             )
         };
@@ -178,6 +182,7 @@ impl SubmitConsumer {
             submit_tsc,
             lease_gen,
             tx_len,
+            flags,
             tx: &self.copy[..n],
         }
     }
@@ -282,6 +287,11 @@ pub struct Handoff {
     /// control plane completes it there (after checking it, see [`DelegatedSend::verify`]).
     /// `None`: the control plane sends.
     pub delegated: Option<DelegatedSend>,
+    /// The slot's flags as the client wrote them ([`crate::layout::SLOT_WATCH_LANDING`]).
+    pub flags: u16,
+    /// The lane the completion is reported as, when it is not the record's lane: a QUIC lane
+    /// falling back to this HTTP lane.
+    pub report_as: Option<u8>,
 }
 
 /// A TX lcore's end of its hand-off ring (dataplane -> control plane).
@@ -338,6 +348,34 @@ impl HandoffProducer {
         lanes: u64,
         delegated: Option<&DelegatedSend>,
     ) -> bool {
+        self.write(ring, slot, lanes, delegated, slot.flags, 0)
+    }
+
+    /// Copies a submission of QUIC lane `quic_lane`, which could not send it, for its fallback
+    /// HTTP lane `http_lane`: the control plane sends it there and reports the completion as
+    /// `quic_lane`'s. The submission's landing watch stays with its own relay lanes (the client
+    /// reserved none for this one). `false` if the ring is full.
+    pub fn push_fallback(
+        &mut self,
+        ring: usize,
+        slot: &SlotRef<'_>,
+        http_lane: u8,
+        quic_lane: u8,
+    ) -> bool {
+        let flags = slot.flags & !crate::layout::SLOT_WATCH_LANDING;
+        let report_as = u16::from(quic_lane) + 1;
+        self.write(ring, slot, 1 << http_lane, None, flags, report_as)
+    }
+
+    fn write(
+        &mut self,
+        ring: usize,
+        slot: &SlotRef<'_>,
+        lanes: u64,
+        delegated: Option<&DelegatedSend>,
+        flags: u16,
+        report_as: u16,
+    ) -> bool {
         let cap = HANDOFF_SLOTS;
         if self.tail.wrapping_sub(self.head) >= cap {
             self.head = self
@@ -363,6 +401,8 @@ impl HandoffProducer {
             (*r).tx_len = n as u16;
             (*r).ring = ring as u16;
             (*r).has_delegated = u32::from(delegated.is_some());
+            (*r).flags = flags;
+            (*r).report_as = report_as;
             (*r).delegated = delegated.copied().unwrap_or_default();
             std::ptr::copy_nonoverlapping(slot.tx.as_ptr(), (*r).tx.as_mut_ptr(), n);
         }
@@ -415,6 +455,11 @@ impl HandoffConsumer {
             let delegated = std::ptr::read_volatile(&(*r).has_delegated) != 0;
             Handoff {
                 delegated: delegated.then(|| std::ptr::read_volatile(&(*r).delegated)),
+                flags: std::ptr::read_volatile(&(*r).flags),
+                report_as: match std::ptr::read_volatile(&(*r).report_as) {
+                    0 => None,
+                    n => u8::try_from(n - 1).ok(),
+                },
                 ring: std::ptr::read_volatile(&(*r).ring),
                 lanes: std::ptr::read_volatile(&(*r).lanes),
                 tag: std::ptr::read_volatile(&(*r).tag),

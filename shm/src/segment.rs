@@ -532,6 +532,18 @@ impl Segment {
         self.header().control.release();
     }
 
+    /// Publishes whether the control plane watches landings, and its landing window in
+    /// milliseconds (0: off). Clients read it when they submit ([`Segment::landing_ms`]).
+    pub fn set_landing_ms(&self, ms: u32) {
+        self.header().control.set_landing_ms(ms);
+    }
+
+    /// The landing window of the control plane serving this data plane, in milliseconds; 0
+    /// when it does not watch landings (or no control plane runs).
+    pub fn landing_ms(&self) -> u32 {
+        self.header().control.landing_ms()
+    }
+
     /// Refreshes the control plane's heartbeat.
     pub fn control_heartbeat(&self) {
         self.header().control.beat();

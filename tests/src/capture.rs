@@ -21,6 +21,11 @@ pub struct RelayCapture {
 impl RelayCapture {
     /// Captures every TCP frame on the peer's veth end into `file`.
     pub fn start(topo: &Topology, file: PathBuf) -> RelayCapture {
+        RelayCapture::start_filtered(topo, file, "tcp")
+    }
+
+    /// Captures the frames on the peer's veth end that match the pcap `filter` into `file`.
+    pub fn start_filtered(topo: &Topology, file: PathBuf, filter: &str) -> RelayCapture {
         // Immediate mode and a flush per packet: every frame is in the file as soon as it is
         // captured. (dumpcap, used before, reads the kernel's ring a block at a time and drops
         // the block still being filled when it is stopped: a short test lost every frame after
@@ -37,7 +42,7 @@ impl RelayCapture {
             "--time-stamp-precision=nano",
             "-w",
             file.to_str().expect("utf-8 path"),
-            "tcp",
+            filter,
         ]);
         wait_for_stderr(&mut c, "listening on");
         RelayCapture {

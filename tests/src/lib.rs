@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 
 pub mod capture;
+pub mod quic_rig;
 pub mod rig;
 pub mod tls_relays;
 pub mod topology;

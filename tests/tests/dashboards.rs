@@ -127,14 +127,15 @@ fn dashboard_and_alerts_name_only_live_metrics_and_promtool_accepts_them() {
         }
     }
 
-    // A live control plane with a data plane and a relay lane that has sent.
+    // A live control plane with a data plane and a relay lane that has sent, and landing
+    // feedback on (its RPC is never reached: its series are there from the start).
     let rig = Rig::start_with(
         "dashboards",
         &[("jito".to_string(), Provider::Jito)],
         1,
         &[],
         "",
-        "",
+        "\n[landing]\nrpc_url = \"http://127.0.0.1:9\"\n",
     );
     let config = std::fs::read_to_string(&rig.config).unwrap();
     let port: u16 = config

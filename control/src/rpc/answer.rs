@@ -5,7 +5,7 @@
 //! ([`code::NOT_SENT`]: safe to send again; [`code::MAYBE_SENT`]: check the signature first).
 
 use serde_json::{json, Value};
-use swqos_shm::layout::{relay_failure, Status, RELAY_FAST};
+use swqos_shm::layout::{quic_outcome, relay_failure, Status, RELAY_FAST};
 use swqos_shm::Completion;
 
 /// JSON-RPC 2.0 error codes: the standard ones, Solana's where one fits, and the project's own
@@ -72,10 +72,12 @@ impl Lane {
             let code = c.reason & !RELAY_FAST;
             // A relay lane's failure without an answer says whether the request was written
             // (the relay may have it) or refused before anything was sent.
-            if status == Some(Status::RelayError)
-                && code < 100
-                && relay_failure::maybe_delivered(code)
-            {
+            let maybe = if quic_outcome::is_quic(c.reason) {
+                quic_outcome::maybe_delivered(c.reason)
+            } else {
+                code < 100 && relay_failure::maybe_delivered(code)
+            };
+            if status == Some(Status::RelayError) && maybe {
                 return Lane::Unknown(format!("{why}; the relay may have received it"));
             }
             return Lane::Failed(why);

@@ -23,7 +23,7 @@ mod answer;
 mod params;
 mod server;
 mod submitter;
-mod upstream;
+pub(crate) mod upstream;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;

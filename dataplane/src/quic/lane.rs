@@ -145,6 +145,8 @@ struct InFlight {
     /// Lowest stream index that may still be in flight, and one past the highest written.
     tail: u64,
     head: u64,
+    /// Transactions in flight.
+    len: usize,
 }
 
 impl InFlight {
@@ -153,6 +155,7 @@ impl InFlight {
             slots: vec![None; MAX_IN_FLIGHT].into_boxed_slice(),
             tail: 0,
             head: 0,
+            len: 0,
         }
     }
 
@@ -167,6 +170,7 @@ impl InFlight {
         }
         self.head = index + 1;
         self.slots[index as usize % MAX_IN_FLIGHT] = Some(w);
+        self.len += 1;
     }
 
     fn get(&mut self, id: StreamId) -> Option<&mut Written> {
@@ -178,6 +182,7 @@ impl InFlight {
         let slot = &mut self.slots[id.index() as usize % MAX_IN_FLIGHT];
         if slot.is_some_and(|w| w.id == id) {
             let w = slot.take();
+            self.len -= 1;
             self.advance();
             return w;
         }
@@ -205,6 +210,7 @@ impl InFlight {
             match self.slots[self.tail as usize % MAX_IN_FLIGHT] {
                 Some(w) if w.deadline <= now_tsc => {
                     self.slots[self.tail as usize % MAX_IN_FLIGHT] = None;
+                    self.len -= 1;
                     f(w);
                 }
                 Some(_) => break,
@@ -223,6 +229,7 @@ impl InFlight {
         }
         self.tail = 0;
         self.head = 0;
+        self.len = 0;
     }
 }
 
@@ -240,6 +247,10 @@ pub(crate) struct QuicLane {
     timer: u64,
     /// Something happened that [`QuicLane::step`] must look at.
     dirty: bool,
+    /// Lcore time spent on the handshake under way (TSC ticks), and its longest step: what a
+    /// handshake takes from the other lanes' sends, logged when the connection is ready.
+    handshake_ticks: u64,
+    handshake_longest: u64,
 }
 
 impl QuicLane {
@@ -253,6 +264,8 @@ impl QuicLane {
             in_flight: InFlight::new(),
             timer: u64::MAX,
             dirty: true,
+            handshake_ticks: 0,
+            handshake_longest: 0,
         })
     }
 
@@ -268,8 +281,35 @@ impl QuicLane {
         self.conn.as_ref().map(|c| c.handle)
     }
 
+    /// Transactions written and not yet completed.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.len
+    }
+
     pub(crate) fn is_connected(&self) -> bool {
         self.conn.as_ref().is_some_and(|c| c.ready && !c.lost)
+    }
+
+    /// Counts `start..end` (TSC) as handshake time while the connection is not ready.
+    pub(crate) fn charge_handshake(&mut self, start: u64, end: u64) {
+        if self.conn.as_ref().is_some_and(|c| !c.ready && !c.lost) {
+            let t = end.saturating_sub(start);
+            self.handshake_ticks += t;
+            self.handshake_longest = self.handshake_longest.max(t);
+        }
+    }
+
+    /// The handshake's cost for the log line, and a fresh count for the next one.
+    fn take_handshake_cost(&mut self) -> String {
+        let us = |t: u64| t as f64 * 1e6 / dpdk::tsc_hz().max(1) as f64;
+        let cost = format!(
+            "handshake: {:.0} us of lcore time, longest step {:.0} us",
+            us(self.handshake_ticks),
+            us(self.handshake_longest)
+        );
+        self.handshake_ticks = 0;
+        self.handshake_longest = 0;
+        cost
     }
 
     /// A datagram's event for this lane's connection.
@@ -452,13 +492,18 @@ impl QuicLane {
                 }
             }
         }
-        info!(
-            "lane {}: QUIC connection to {} ({}) up{}",
-            self.s.name,
-            self.s.remote,
-            self.s.provider,
-            if c.ready { "" } else { ", authenticating" }
-        );
+        if c.ready {
+            let cost = self.take_handshake_cost();
+            info!(
+                "lane {}: QUIC connection to {} ({}) up ({cost})",
+                self.s.name, self.s.remote, self.s.provider
+            );
+        } else {
+            info!(
+                "lane {}: QUIC connection to {} ({}) up, authenticating",
+                self.s.name, self.s.remote, self.s.provider
+            );
+        }
     }
 
     /// The relay's one-byte answer to the authentication stream (Node1).
@@ -477,7 +522,8 @@ impl QuicLane {
         c.auth_stream = None;
         if answer == NODE1_AUTH_OK {
             c.ready = true;
-            info!("lane {}: authenticated", self.s.name);
+            let cost = self.take_handshake_cost();
+            info!("lane {}: authenticated ({cost})", self.s.name);
         } else {
             warn!(
                 "lane {}: the relay refused the API key (answer {answer}); closing",

@@ -4,9 +4,10 @@
 //! that bridges the lane's port: that lcore reads the port's RX queue, so the relay's datagrams
 //! for the lane's local UDP port come here ([`QuicLanes::claims`]) and never reach the kernel.
 //! Its datagrams are written into mbufs behind the lane's Ethernet/IPv4/UDP template and leave
-//! with the bridge's NIC burst. Nothing here makes a syscall; quinn-proto's own buffers (a
-//! stream's copy of the transaction, a received datagram, its frame queues) are its
-//! allocations, counted by `dataplane/tests/no_alloc_quic.rs`.
+//! with the bridge's NIC burst. Nothing here makes a syscall; quinn-proto allocates (a stream's
+//! state, its copy of the transaction, its send queue, the acknowledged ranges: 3 allocations
+//! to send a transaction, 1 to process its acknowledgement), counted and bounded by
+//! `dataplane/tests/no_alloc_quic.rs`.
 //!
 //! Per transaction ([`QuicLanes::send`]): open a stream (uni, or bi for a provider that
 //! replies), write the transaction, finish it, and write the datagrams out at once. The
@@ -41,6 +42,10 @@ use lane::{QuicLane, Transmitter};
 /// How long a written transaction may wait for the relay's acknowledgement (or reply) before
 /// it is completed as `TIMEOUT` (maybe delivered).
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Bytes of the buffer the relays' datagrams are copied into for quinn-proto (see
+/// [`QuicLanes::receive`]).
+const RX_BUFFER: usize = 16 * 1024;
 
 /// The lcore's clock for quinn-proto: TSC ticks as `Instant`s, without reading the system
 /// clock per poll.
@@ -87,6 +92,10 @@ pub struct QuicLanes {
     mask: u64,
     clock: Clock,
     out: Transmitter,
+    /// The relays' datagrams are copied here and split off for quinn-proto, which takes each as
+    /// a `BytesMut` of its own: once it has dropped the earlier ones, the buffer is taken back
+    /// instead of allocating one per datagram.
+    rx: BytesMut,
 }
 
 impl QuicLanes {
@@ -109,6 +118,7 @@ impl QuicLanes {
             mask,
             clock: Clock::new(),
             out: Transmitter::new(),
+            rx: BytesMut::with_capacity(RX_BUFFER),
         })
     }
 
@@ -131,7 +141,10 @@ impl QuicLanes {
         burst: &mut TxBurst<u64, BURST>,
     ) -> Result<(), u16> {
         let i = self.index[lane as usize];
-        let l = self.lanes.get_mut(i as usize).ok_or(0u16)?;
+        let l = self
+            .lanes
+            .get_mut(i as usize)
+            .ok_or(swqos_shm::layout::relay_failure::NOT_SENT)?;
         let now = self.clock.at(now_tsc);
         let deadline = now_tsc + self.clock.ticks(ACK_TIMEOUT);
         l.send(tx, pending, deadline)?;
@@ -166,7 +179,11 @@ impl QuicLanes {
             return;
         };
         let now = self.clock.at(now_tsc);
-        let data = BytesMut::from(payload);
+        // No allocation unless quinn-proto still holds part of the buffer (or on the first
+        // split, which makes it shared): `reserve` reclaims it when no datagram is left in it.
+        self.rx.reserve(payload.len());
+        self.rx.extend_from_slice(payload);
+        let data = self.rx.split();
         drop(m);
         let remote = l.remote();
         match self
@@ -176,6 +193,7 @@ impl QuicLanes {
             Some(DatagramEvent::ConnectionEvent(h, event)) => {
                 if let Some(l) = self.lanes.iter_mut().find(|l| l.handle() == Some(h)) {
                     l.on_event(event);
+                    l.charge_handshake(now_tsc, dpdk::tsc());
                 }
             }
             // A stateless reset or version negotiation for a connection we no longer have:
@@ -198,9 +216,11 @@ impl QuicLanes {
             if !l.due(now_tsc) {
                 continue;
             }
+            let start = dpdk::tsc();
             l.step(&mut self.endpoint, now, now_tsc, &self.clock, &mut complete);
             self.out.flush(l, now, pool, burst, 0);
             l.arm_timer(&self.clock);
+            l.charge_handshake(start, dpdk::tsc());
         }
     }
 
@@ -218,6 +238,11 @@ impl QuicLanes {
             l.close(now, &mut complete);
             self.out.flush(l, now, pool, burst, 0);
         }
+    }
+
+    /// Transactions written on any lane and not yet completed.
+    pub fn in_flight(&self) -> usize {
+        self.lanes.iter().map(|l| l.in_flight()).sum()
     }
 
     /// Whether any lane has a connection up (for logs and tests).
