@@ -3,6 +3,7 @@
 #
 #   sudo scripts/bench-e2e.sh          # plain HTTP relay lanes
 #   sudo scripts/bench-e2e.sh --tls    # HTTPS relay lanes (nginx terminating TLS for the relay)
+#   sudo scripts/bench-e2e.sh --quic   # QUIC relay lanes beside a quinn client (sol-trade-sdk's)
 #
 # 1. builds the release binaries;
 # 2. sets up the relay-lane test topology (as tests/src/topology.rs does): a peer network
@@ -29,11 +30,22 @@
 #    latency.svg (1 lane) and latency-<N>lanes.svg; then stops the dataplane and prints its
 #    fast/fallback counts per lane.
 #
+# --quic: the lanes are `kind = "quic"` (the data plane's own QUIC connections: source address
+# the host's on the TAP, UDP port 20000 + lane index, dst_mac the relay's), one per provider of
+# BENCH_E2E_QUIC_PROVIDERS (a provider named again gets its own relay port: default + 1, ...),
+# to tests/relay/quic_relay.py (aioquic, every provider's shape; certificates from
+# tests/relay/quic_pki.py: a test CA both clients verify with) listening on both links; no
+# swqos control (QUIC lanes need none) and no tx-latency run. The baseline is quinn configured
+# as sol-trade-sdk configures it, on the baselines' own link; the wire truth is each
+# transaction's first and last datagram at the relay's NIC (docs/benchmarks.md, "QUIC lanes").
+#
 # Environment: BENCH_E2E_COUNT (submissions per path and lane count, default 500),
 # BENCH_E2E_WARMUP (default 20), BENCH_E2E_LANES (lane counts, default 1,4,8),
 # BENCH_E2E_PROVIDERS (the lanes' relay formats, in order, default
-# "jito bloxroute nextblock 0slot temporal helius astralane node1"), BENCH_LOG_DIR (logs and
-# output, default $CARGO_TARGET_DIR/bench/e2e).
+# "jito bloxroute nextblock 0slot temporal helius astralane node1"), BENCH_E2E_QUIC_PROVIDERS
+# (--quic, default "soyas speedlanding solami glaive astralane lunarlander soyas speedlanding"),
+# BENCH_LOG_DIR (logs and output, default $CARGO_TARGET_DIR/bench/e2e, -tls, -quic),
+# BENCH_E2E_BIN (use the binaries in this directory instead of building release ones).
 # Idempotent (removes what an earlier run left behind); exits non-zero if any step fails; a
 # trap stops every process it started and removes the namespace and interfaces.
 
@@ -48,14 +60,19 @@ WARMUP=${BENCH_E2E_WARMUP:-20}
 LANE_COUNTS=${BENCH_E2E_LANES:-1,4,8}
 PROVIDERS=${BENCH_E2E_PROVIDERS:-jito bloxroute nextblock 0slot temporal helius astralane node1}
 TXLAT_COUNT=${BENCH_TXLAT_COUNT:-1000}
+QUIC_PROVIDERS=${BENCH_E2E_QUIC_PROVIDERS:-soyas speedlanding solami glaive astralane lunarlander soyas speedlanding}
 TLS=0
+QUIC=0
 case "${1:-}" in
     --tls) TLS=1 ;;
+    --quic) QUIC=1 ;;
     "") ;;
-    *) echo "usage: $0 [--tls]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--tls | --quic]" >&2; exit 2 ;;
 esac
 SUFFIX=""
 [ "$TLS" -eq 1 ] && SUFFIX=-tls
+[ "$QUIC" -eq 1 ] && SUFFIX=-quic
+[ -n "${BENCH_E2E_BIN:-}" ] && BIN=$BENCH_E2E_BIN
 OUT=${BENCH_LOG_DIR:-$CARGO_TARGET_DIR/bench/e2e$SUFFIX}
 
 NS=swqos-e2e-peer
@@ -112,11 +129,16 @@ trap 'exit 130' INT TERM
 for tool in ip ethtool python3 tcpdump $([ "$TLS" -eq 1 ] && echo openssl nginx); do
     command -v "$tool" >/dev/null || die "$tool not found (scripts/setup.sh installs it)"
 done
+if [ "$QUIC" -eq 1 ]; then
+    python3 -c "import aioquic" 2>/dev/null || die "python3 has no aioquic (scripts/test.sh installs it)"
+fi
 mkdir -p "$OUT"
 
 # ---------------------------------------------------------------------------------------------
-say "building release binaries"
-cargo build --release --workspace --bins --quiet || die "cargo build failed"
+if [ -z "${BENCH_E2E_BIN:-}" ]; then
+    say "building release binaries"
+    cargo build --release --workspace --bins --quiet || die "cargo build failed"
+fi
 [ -x "$BIN/swqos-dataplane" ] && [ -x "$BIN/swqos" ] && [ -x "$BIN/swqos-test-relay" ] \
     || die "binaries missing in $BIN"
 
@@ -147,8 +169,69 @@ ip netns exec "$NS" ip link set "$BPEER_IF" up
 ip addr add "$BASE_HOST_IP/24" dev "$BASE_IF"
 ip link set "$BASE_IF" up
 
+# --quic: the test PKI, one QUIC lane per provider of $QUIC_PROVIDERS in $CFG, and the QUIC
+# peer's arguments (QUIC_ARGS: a listener per lane on both links, the keys it checks);
+# QUIC_LANES: the lanes' names.
+QUIC_ARGS=()
+QUIC_LANES=()
+quic_config() {
+    local pki=$OUT/quic-pki mac p port name seen k
+    local glaive_key=00112233-4455-4677-8899-aabbccddeeff lane_key=bench-e2e-api-key
+    rm -rf "$pki"
+    python3 "$ROOT/tests/relay/quic_pki.py" "$pki" --ip "$RELAY_IP" --ip "$BASE_RELAY_IP" \
+        --keypair w1 >/dev/null || die "tests/relay/quic_pki.py failed"
+    mac=$(ip netns exec "$NS" cat "/sys/class/net/$PEER_IF/address")
+    QUIC_ARGS=(--cert "$pki/server.pem" --key "$pki/server.key"
+        --key "glaive=$glaive_key" --key "astralane=$lane_key" --key "lunarlander=$lane_key")
+    for p in soyas speedlanding solami; do
+        QUIC_ARGS+=(--keypair-pubkey "$p=$(cat "$pki/keypair-w1.pubkey")")
+    done
+    seen=" "
+    for p in $QUIC_PROVIDERS; do
+        case $p in
+            soyas) port=9000 ;; speedlanding) port=17778 ;; solami) port=11000 ;;
+            glaive) port=4000 ;; astralane) port=7000 ;; lunarlander) port=16888 ;;
+            node1) port=16666 ;;
+            *) die "BENCH_E2E_QUIC_PROVIDERS: $p is not a QUIC provider" ;;
+        esac
+        # A provider named again: its next port, a lane and listener of its own.
+        name=$p
+        k=1
+        while [[ "$seen" == *" $name "* ]]; do
+            k=$((k + 1))
+            name=$p-$k
+            port=$((port + 1))
+        done
+        seen="$seen$name "
+        QUIC_LANES+=("$name")
+        QUIC_ARGS+=(--listen "$RELAY_IP:$port=$p" --listen "$BASE_RELAY_IP:$port=$p")
+        cat >>"$CFG" <<EOF
+
+[[lane]]
+name = "$name"
+kind = "quic"
+provider = "$p"
+port = "nic"
+src_ip = "$HOST_IP"
+dst_ip = "$RELAY_IP"
+dst_port = $port
+dst_mac = "$mac"
+ca_files = ["$pki/ca.pem"]
+EOF
+        case $p in
+            soyas | speedlanding | solami) echo "keypair_file = \"$pki/keypair-w1.json\"" >>"$CFG" ;;
+            glaive | node1) echo "token = \"$glaive_key\"" >>"$CFG" ;;
+            *) echo "token = \"$lane_key\"" >>"$CFG" ;;
+        esac
+    done
+}
+
 # ---------------------------------------------------------------------------------------------
-say "config $CFG: relay lanes $PROVIDERS (each -> $RELAY_IP:$RELAY_PORT, 1 connection)"
+if [ "$QUIC" -eq 1 ]; then
+    say "config $CFG: QUIC lanes $QUIC_PROVIDERS (each -> $RELAY_IP, the provider's port)"
+else
+    say "config $CFG: relay lanes $PROVIDERS (each -> $RELAY_IP:$RELAY_PORT, 1 connection)"
+fi
 cat >"$CFG" <<EOF
 [eal]
 lcores = "0-1"
@@ -192,6 +275,9 @@ if [ "$TLS" -eq 1 ]; then
 tls = true
 ca_files = [\"$PKI/ca.pem\"]"
 fi
+if [ "$QUIC" -eq 1 ]; then
+    quic_config
+else
 for p in $PROVIDERS; do
     cat >>"$CFG" <<EOF
 
@@ -207,13 +293,20 @@ token = "$TOKEN"
 $LANE_TLS
 EOF
 done
+fi
 
 # ---------------------------------------------------------------------------------------------
-say "relay (swqos-test-relay, compiled, a thread per connection) in $NS, log $RELAY_LOG"
 : >"$RELAY_LOG"
-ip netns exec "$NS" "$BIN/swqos-test-relay" \
-    --listen "$RELAY_IP:$RELAY_PORT" --listen "$BASE_RELAY_IP:$RELAY_PORT" --token-all "$TOKEN" --log "$RELAY_LOG" \
-    >"$OUT/relay.out" 2>"$OUT/relay.err" &
+if [ "$QUIC" -eq 1 ]; then
+    say "QUIC relay (tests/relay/quic_relay.py, aioquic) in $NS, log $RELAY_LOG"
+    ip netns exec "$NS" python3 "$ROOT/tests/relay/quic_relay.py" "${QUIC_ARGS[@]}" \
+        --log "$RELAY_LOG" >"$OUT/relay.out" 2>"$OUT/relay.err" &
+else
+    say "relay (swqos-test-relay, compiled, a thread per connection) in $NS, log $RELAY_LOG"
+    ip netns exec "$NS" "$BIN/swqos-test-relay" \
+        --listen "$RELAY_IP:$RELAY_PORT" --listen "$BASE_RELAY_IP:$RELAY_PORT" --token-all "$TOKEN" --log "$RELAY_LOG" \
+        >"$OUT/relay.out" 2>"$OUT/relay.err" &
+fi
 BG_PIDS+=($!)
 for _ in $(seq 100); do grep -q "listening on" "$OUT/relay.out" && break; sleep 0.1; done
 grep -q "listening on" "$OUT/relay.out" || die "relay did not start: $(cat "$OUT/relay.err")"
@@ -243,9 +336,13 @@ ip link show "$TAP" >/dev/null 2>&1 || die "the dataplane did not create $TAP"
 ip addr add "$HOST_IP/24" dev "$TAP"
 ip link set "$TAP" up
 
-say "swqos control"
-"$BIN/swqos" control --config "$CFG" >/dev/null 2>"$OUT/control.err" &
-BG_PIDS+=($!)
+if [ "$QUIC" -eq 0 ]; then
+    say "swqos control"
+    "$BIN/swqos" control --config "$CFG" >/dev/null 2>"$OUT/control.err" &
+    BG_PIDS+=($!)
+else
+    : >"$OUT/control.err"
+fi
 
 say "warm-up: one submission to every relay lane until the relay answers on all"
 WARM_TX=$(awk '!/"invalid"/ { print; exit }' "$ROOT/wire/tests/data/solana-txs.jsonl")
@@ -263,14 +360,22 @@ control plane: $(tail -5 "$OUT/control.err")"
 cat "$OUT/warmup.out"
 
 # ---------------------------------------------------------------------------------------------
-say "swqos bench tx-latency --lanes $LANE_COUNTS --count $TXLAT_COUNT (delegated sends)"
-"$BIN/swqos" bench tx-latency --config "$CFG" --lanes "$LANE_COUNTS" --count "$TXLAT_COUNT" \
-    | tee "$OUT/tx-latency.txt" || die "swqos bench tx-latency failed"
+if [ "$QUIC" -eq 0 ]; then
+    say "swqos bench tx-latency --lanes $LANE_COUNTS --count $TXLAT_COUNT (delegated sends)"
+    "$BIN/swqos" bench tx-latency --config "$CFG" --lanes "$LANE_COUNTS" --count "$TXLAT_COUNT" \
+        | tee "$OUT/tx-latency.txt" || die "swqos bench tx-latency failed"
+else
+    : >"$OUT/tx-latency.txt"
+fi
 
 # ---------------------------------------------------------------------------------------------
 say "swqos bench latency --lanes $LANE_COUNTS --count $COUNT --warmup $WARMUP (load average $(cut -d' ' -f1-3 /proc/loadavg))"
 LANE_ARGS=()
-for p in $PROVIDERS; do LANE_ARGS+=(--lane "$p"); done
+if [ "$QUIC" -eq 1 ]; then
+    for p in "${QUIC_LANES[@]}"; do LANE_ARGS+=(--lane "$p"); done
+else
+    for p in $PROVIDERS; do LANE_ARGS+=(--lane "$p"); done
+fi
 if ! "$BIN/swqos" bench latency --config "$CFG" "${LANE_ARGS[@]}" --lanes "$LANE_COUNTS" \
     --count "$COUNT" --warmup "$WARMUP" --relay-log "$RELAY_LOG" --out "$OUT" \
     --baseline-ip "$BASE_RELAY_IP" --capture-netns "$NS" \

@@ -1,7 +1,7 @@
 //! `swqos-bench`: benchmarks against a running data plane, through the same client library a
 //! trading app links (`swqos bench ...` runs this program). They print numbers; they are not
-//! tests (docs/benchmarks.md). A program of its own so that its HTTP client stack (reqwest,
-//! tokio) ships in no production binary.
+//! tests (docs/benchmarks.md). A program of its own so that its baselines' client stacks
+//! (reqwest, quinn, tokio) ship in no production binary.
 //!
 //! - `throughput` ([`throughput`]): lane packets per second per TX lcore;
 //! - `tx-latency` ([`tx_latency`]): submit to `tx_burst`, the data plane alone, and the latency
@@ -9,7 +9,8 @@
 //! - `wakeup` ([`wakeup`]): submit to `tx_burst` of submissions that find the TX lcore idle,
 //!   and the CPU the idle lcore uses (busy against adaptive polling);
 //! - `latency` / `e2e` ([`e2e`]): relay lanes end to end beside reqwest and a kernel-socket
-//!   client, timed on the relay's side of the wire by an independent capture.
+//!   client (HTTP lanes) or a quinn client (QUIC lanes), timed on the relay's side of the wire
+//!   by an independent capture.
 
 mod common;
 mod e2e;
@@ -88,16 +89,18 @@ enum BenchCommand {
         idle_secs: f64,
     },
     /// End to end through relay lanes: the data-plane path beside a reqwest client and a
-    /// kernel-socket HTTP client to the same relays, one submission (to N lanes at once) in
-    /// flight; prints a table and writes latency.csv and one SVG plot per lane count. Needs the
-    /// relay's request log (the mock relay's `--log`) on this host.
+    /// kernel-socket HTTP client (HTTP lanes) or a quinn client configured as sol-trade-sdk's
+    /// (QUIC lanes) to the same relays, one submission (to N lanes at once) in flight; prints a
+    /// table and writes latency.csv and one SVG plot per lane count. Needs the relay's request
+    /// log (the mock relay's or the QUIC peer's `--log`) on this host.
     #[command(name = "latency", alias = "e2e")]
     Latency {
         /// The dataplane's TOML configuration (shared-memory path and the lanes' relays).
         #[arg(long, short = 'c')]
         config: PathBuf,
-        /// A relay lane (`kind = "http"`) to measure (repeatable, in order); default: every
-        /// relay lane of the config. Their providers must differ.
+        /// A relay lane (`kind = "http"` or `"quic"`, all of one kind) to measure (repeatable,
+        /// in order); default: every relay lane of the config. Their providers must differ
+        /// (QUIC lanes: or their relay ports).
         #[arg(long)]
         lane: Vec<String>,
         /// Lane counts to measure: each submission goes to the first N of those lanes at once.
@@ -116,14 +119,14 @@ enum BenchCommand {
         /// Folder for latency.csv and latency.svg (created if missing).
         #[arg(long, default_value = "target/bench/e2e")]
         out: PathBuf,
-        /// The baselines (reqwest, kernel socket) reach the relays at this address instead of
-        /// the lanes' `dst_ip` (on the lanes' ports): a kernel-owned interface of their own,
-        /// as users without the data plane run them.
+        /// The baselines (reqwest, kernel socket; quinn) reach the relays at this address
+        /// instead of the lanes' `dst_ip` (on the lanes' ports): a kernel-owned interface of
+        /// their own, as users without the data plane run them.
         #[arg(long)]
         baseline_ip: Option<std::net::Ipv4Addr>,
         /// Wire truth: capture the relay's side of both links in this network namespace
         /// (tcpdump, nanosecond stamps) and report submit to the first and last byte of each
-        /// request at the relay's NIC.
+        /// request (QUIC: the first and last datagram of each transaction) at the relay's NIC.
         #[arg(long, requires_all = ["capture_dataplane_iface", "capture_baseline_iface"])]
         capture_netns: Option<String>,
         /// With --capture-netns: the relay's end of the data plane's link.

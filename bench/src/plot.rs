@@ -307,10 +307,15 @@ fn legend(s: &mut String, data: &[(Route, Vec<f64>)]) {
         s,
         r##"<rect x="{lx}" y="{ly}" width="{lw}" height="{lh}" fill="#ffffff" fill-opacity="0.92" stroke="#bbb"/>"##
     );
+    let quic = data.iter().any(|(r, _)| *r == Route::Quinn);
     for (k, (route, v)) in data.iter().enumerate() {
         let yy = ly + 20.0 + 20.0 * k as f64;
         let label = match route {
+            Route::Dataplane if quic => {
+                "data plane: Client::submit \u{2192} its own QUIC connection"
+            }
             Route::Dataplane => "data plane: Client::submit \u{2192} delegated send",
+            Route::Quinn => "quinn: sol-trade-sdk's QUIC client, kernel UDP, tokio",
             Route::Reqwest => "reqwest: HTTP/1.1 keep-alive, TCP_NODELAY, tokio",
             Route::Kernel => "kernel socket: own TcpStream, keep-alive, TCP_NODELAY",
         };

@@ -30,6 +30,8 @@
 
 #[cfg(feature = "client-config")]
 pub mod client_config;
+#[cfg(feature = "client-identity")]
+pub mod client_identity;
 
 use core::fmt;
 use core::mem::MaybeUninit;

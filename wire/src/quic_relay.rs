@@ -198,6 +198,22 @@ impl QuicProvider {
         )
     }
 
+    /// The keep-alive interval and idle timeout sol-trade-sdk's client sets for this provider
+    /// (the rest of its quinn transport is quinn's default); the benchmark's quinn baseline
+    /// uses them.
+    pub const fn sdk_keep_alive_idle(self) -> (core::time::Duration, core::time::Duration) {
+        let s = core::time::Duration::from_secs;
+        match self {
+            QuicProvider::Node1 => (s(15), s(60)),
+            QuicProvider::Astralane => (s(25), s(30)),
+            QuicProvider::Soyas | QuicProvider::Speedlanding | QuicProvider::Solami => {
+                (s(25), s(300))
+            }
+            QuicProvider::Glaive => (s(10), s(30)),
+            QuicProvider::LunarLander => (s(2), s(6)),
+        }
+    }
+
     /// The stream kind that carries one transaction.
     pub const fn tx_stream(self) -> StreamKind {
         match self {

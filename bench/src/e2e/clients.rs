@@ -4,7 +4,23 @@
 
 use std::time::Duration;
 
-use super::{RelayLane, E2E_TIMEOUT};
+use super::{Proto, RelayLane, E2E_TIMEOUT};
+
+/// The request template and TLS settings of an HTTP lane.
+fn http_of(
+    lane: &RelayLane,
+) -> Result<
+    (
+        &swqos_wire::relay::RequestTemplate,
+        Option<&swqos_tls::client_config::TlsSettings>,
+    ),
+    String,
+> {
+    match &lane.proto {
+        Proto::Http { template, tls } => Ok((template, tls.as_ref())),
+        Proto::Quic(_) => Err(format!("lane {}: not an HTTP lane", lane.name)),
+    }
+}
 
 /// A minimal HTTP/1.1 client on one kernel TCP connection (HTTP/1.1, keep-alive,
 /// `TCP_NODELAY`), writing exactly the bytes the lane's [`RequestTemplate`] produces. It has
@@ -53,7 +69,8 @@ impl std::io::Write for KernelStream {
 
 impl KernelClient {
     pub(super) fn new(lane: &RelayLane) -> Result<Self, String> {
-        let tls = match &lane.tls {
+        let (template, tls) = http_of(lane)?;
+        let tls = match tls {
             Some(t) => Some((
                 swqos_tls::client_config::client_config(&lane.name, t)?,
                 t.server_name.clone(),
@@ -62,7 +79,7 @@ impl KernelClient {
         };
         Ok(KernelClient {
             addr: lane.baseline_addr,
-            template: lane.template.clone(),
+            template: template.clone(),
             tls,
             stream: None,
             request: Vec::with_capacity(4096),
@@ -198,7 +215,8 @@ impl ReqwestLane {
             .timeout(E2E_TIMEOUT);
         // HTTPS: rustls (ring) with its bundled roots plus the lane's CA files, the relay's
         // name resolved to the baselines' address of the relay (as DNS would).
-        let origin = match &lane.tls {
+        let (template, tls) = http_of(lane)?;
+        let origin = match tls {
             None => format!("http://{}", lane.baseline_addr),
             Some(t) => {
                 builder = builder
@@ -223,8 +241,8 @@ impl ReqwestLane {
             .build()
             .map_err(|e| format!("reqwest client: {e}"))?;
         // The request line and headers of the template, from one request written by it.
-        let mut raw = vec![0u8; lane.template.len(tx.len())];
-        lane.template.write(tx, &mut [&mut raw[..]]);
+        let mut raw = vec![0u8; template.len(tx.len())];
+        template.write(tx, &mut [&mut raw[..]]);
         let mut parsed = [httparse::EMPTY_HEADER; 16];
         let mut req = httparse::Request::new(&mut parsed);
         match req.parse(&raw) {
@@ -254,7 +272,7 @@ impl ReqwestLane {
             client,
             url,
             headers,
-            template: lane.template.clone(),
+            template: template.clone(),
             body: Vec::new(),
             scratch: Vec::with_capacity(4096),
         })

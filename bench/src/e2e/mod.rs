@@ -1,12 +1,15 @@
 //! `latency` (alias `e2e`): relay lanes end to end, one submission to 1, 4, 8... lanes at
-//! once, on the data-plane path beside a reqwest client and a kernel-socket HTTP client sending
-//! the same requests to the same relays, alternating one submission at a time. Each request is
-//! matched to the relay's log line (its `CLOCK_MONOTONIC` receipt time) and, with `--capture`,
-//! to its TCP segments in an independent capture on the relay's side of each path's link
-//! ([`wire`]): submit to the first and the last byte on the relay's NIC. Prints tables and
-//! writes `latency.csv`, `wire.csv` and SVG plots.
+//! once, on the data-plane path beside the clients bots use today, sending the same
+//! transactions to the same relays, alternating one submission at a time: for HTTP lanes a
+//! reqwest client and a kernel-socket HTTP client, for QUIC lanes a quinn client
+//! ([`quic_client`]). Each request is matched to the relay's log line (its `CLOCK_MONOTONIC`
+//! receipt time) and, with `--capture`, to its TCP segments or UDP datagrams in an independent
+//! capture on the relay's side of each path's link ([`wire`]): submit to the first and the last
+//! byte (datagram) on the relay's NIC. Prints tables and writes `latency.csv`, `wire.csv` and
+//! SVG plots.
 
 mod clients;
+mod quic_client;
 mod receipts;
 mod wire;
 
@@ -20,6 +23,7 @@ use swqos_shm::{Client, SubmitError};
 use crate::common::*;
 use crate::plot::svg;
 use clients::{join_all, KernelClient, ReqwestLane};
+use quic_client::QuinnLane;
 use receipts::{match_receipts, read_relay_log, signature_of, Receipt};
 
 /// What the data-plane path is, printed with every report and drawn on the plot.
@@ -29,8 +33,18 @@ const E2E_NOTE: &str = "the data-plane path writes each relay request as TCP seg
      ran: `lane X: ... (fast N, fallback M)`. reqwest and the kernel socket use their own \
      keep-alive connections to the same relay, across the same data-plane bridge";
 
+/// What the data-plane path is for QUIC lanes.
+const E2E_NOTE_QUIC: &str = "the data-plane path opens a stream on the TX lcore's own QUIC \
+     connection of the lane (quinn-proto, no kernel) and sends its datagrams with tx_burst; a \
+     lane's completion comes when the relay acknowledged the stream. The quinn client uses its \
+     own connections (kernel UDP sockets) to the same relay";
+
 /// How long one request may take on any path before the run fails.
 const E2E_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the quinn connections run after connecting, before the measured run (path MTU
+/// discovery).
+const QUINN_SETTLE: Duration = Duration::from_secs(1);
 
 /// How long the data-plane path sleeps between completion polls. On a 2-core host a polling
 /// client takes the CPU the relay (and `swqos control`) need while the request is under way, so
@@ -66,24 +80,50 @@ pub(crate) enum Route {
     Reqwest,
     /// This process's own keep-alive `TcpStream`s to the relay, writing the template's bytes.
     Kernel,
+    /// quinn 0.11 on tokio, one connection per QUIC lane, configured as sol-trade-sdk does.
+    Quinn,
 }
 
 impl Route {
-    const ALL: [Route; 3] = [Route::Dataplane, Route::Reqwest, Route::Kernel];
+    /// The paths of a run of HTTP lanes.
+    const HTTP: [Route; 3] = [Route::Dataplane, Route::Reqwest, Route::Kernel];
+    /// The paths of a run of QUIC lanes.
+    const QUIC: [Route; 2] = [Route::Dataplane, Route::Quinn];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Route::Dataplane => "dataplane",
             Route::Reqwest => "reqwest",
             Route::Kernel => "kernel-socket",
+            Route::Quinn => "quinn",
         }
     }
 
-    pub(crate) fn describe(self) -> &'static str {
+    /// Its name in the summary's columns, and in ratios (`dp/rq`).
+    pub(crate) fn short(self) -> (&'static str, &'static str) {
         match self {
+            Route::Dataplane => ("dataplane", "dp"),
+            Route::Reqwest => ("reqwest", "rq"),
+            Route::Kernel => ("kernel", "ks"),
+            Route::Quinn => ("quinn", "qn"),
+        }
+    }
+
+    pub(crate) fn describe(self, quic: bool) -> &'static str {
+        match self {
+            Route::Dataplane if quic => {
+                "Client::submit (one submission, N lanes) -> TX lcore -> a stream on the lane's \
+                 own QUIC connection (quinn-proto), datagrams in mbufs -> tx_burst"
+            }
             Route::Dataplane => {
                 "Client::submit (one submission, N lanes) -> TX lcore -> delegated send on swqos \
                  control's connections (fallback: hand-off to its socket)"
+            }
+            Route::Quinn => {
+                "quinn 0.11 (tokio current-thread runtime), one endpoint and connection per \
+                 lane, sol-trade-sdk's ALPN/SNI/client certificate/keep-alive per provider, the \
+                 data plane's certificate verification; N sends joined: open_uni, write_all, \
+                 finish, until acknowledged (Node1: bi-stream and its reply)"
             }
             Route::Reqwest => {
                 "reqwest 0.12 (hyper; rustls for https lanes), http1_only, tcp_nodelay, \
@@ -103,6 +143,7 @@ impl Route {
             Route::Dataplane => "#d95f02",
             Route::Reqwest => "#33a02c",
             Route::Kernel => "#1f78b4",
+            Route::Quinn => "#7570b3",
         }
     }
 }
@@ -141,7 +182,7 @@ impl Request {
     }
 }
 
-/// A measured relay lane: its dataplane id, relay address and request template.
+/// A measured relay lane: its dataplane id, relay address and protocol.
 struct RelayLane {
     name: String,
     id: u8,
@@ -149,92 +190,159 @@ struct RelayLane {
     /// Where the baselines reach the same relay: `--baseline-ip` (their own interface), or
     /// `addr`.
     baseline_addr: std::net::SocketAddrV4,
-    template: swqos_wire::relay::RequestTemplate,
-    /// HTTPS: the lane's TLS settings, which the reqwest and kernel-socket clients use too.
-    tls: Option<swqos_tls::client_config::TlsSettings>,
+    proto: Proto,
 }
 
-/// The relay lanes to measure: the named ones, or every `kind = "http"` lane of the config.
-fn relay_lanes(
-    config: &dpdk_config::Config,
-    client: &Client,
+/// What a measured lane speaks.
+enum Proto {
+    /// An HTTP relay: its request template and, for HTTPS, the lane's TLS settings (which the
+    /// reqwest and kernel-socket clients use too).
+    Http {
+        template: swqos_wire::relay::RequestTemplate,
+        tls: Option<swqos_tls::client_config::TlsSettings>,
+    },
+    /// A QUIC relay: the lane's settings, which the quinn client uses too.
+    Quic(Box<dpdk_config::QuicLane>),
+}
+
+impl RelayLane {
+    /// The provider's name (what the relay logs).
+    fn provider(&self) -> &'static str {
+        match &self.proto {
+            Proto::Http { template, .. } => template.provider().name(),
+            Proto::Quic(q) => q.provider.name(),
+        }
+    }
+
+    /// What tells this lane's requests apart in the relay's log: the provider, and for QUIC
+    /// lanes (several of one provider on different ports) the relay's port too.
+    fn log_key(&self) -> String {
+        match &self.proto {
+            Proto::Http { .. } => self.provider().to_string(),
+            Proto::Quic(_) => format!("{}:{}", self.provider(), self.addr.port()),
+        }
+    }
+
+    fn is_quic(&self) -> bool {
+        matches!(self.proto, Proto::Quic(_))
+    }
+}
+
+/// The config's lanes named `names`, or every relay lane (`kind = "http"` or `"quic"`).
+fn wanted_lanes<'a>(
+    config: &'a dpdk_config::Config,
     names: &[String],
-    baseline_ip: Option<std::net::Ipv4Addr>,
-) -> Result<Vec<RelayLane>, Failure> {
-    let wanted: Vec<&dpdk_config::LaneConfig> = if names.is_empty() {
-        config
+) -> Result<Vec<&'a dpdk_config::LaneConfig>, Failure> {
+    if names.is_empty() {
+        return Ok(config
             .lanes
             .iter()
-            .filter(|l| matches!(l.kind, dpdk_config::LaneKind::Http(_)))
-            .collect()
-    } else {
-        names
-            .iter()
-            .map(|name| {
-                config
-                    .lanes
-                    .iter()
-                    .find(|l| &l.name == name)
-                    .ok_or_else(|| {
-                        let have: Vec<&str> =
-                            config.lanes.iter().map(|l| l.name.as_str()).collect();
-                        Failure::Setup(format!(
-                            "no lane `{name}`; the config has: {}",
-                            have.join(", ")
-                        ))
-                    })
+            .filter(|l| {
+                matches!(
+                    l.kind,
+                    dpdk_config::LaneKind::Http(_) | dpdk_config::LaneKind::Quic(_)
+                )
             })
-            .collect::<Result<_, _>>()?
-    };
-    let mut lanes: Vec<RelayLane> = Vec::new();
-    for lane in wanted {
-        let name = &lane.name;
-        let dpdk_config::LaneKind::Http(h) = &lane.kind else {
-            return Err(Failure::Setup(format!(
-                "lane `{name}` is not a relay lane (kind = \"http\")"
-            )));
-        };
-        let template = swqos_wire::relay::RequestTemplate::new(
-            h.provider,
-            swqos_wire::relay::Endpoint {
-                host: &h.host,
-                path: h.path.as_deref(),
-                token: h.token.as_ref().map(|t| t.expose()),
-            },
-        )
-        .map_err(|e| Failure::Setup(format!("lane `{name}`: {e}")))?;
-        if let Some(other) = lanes
-            .iter()
-            .find(|l| l.template.provider() == template.provider())
-        {
-            return Err(Failure::Setup(format!(
-                "lanes `{}` and `{name}` are both {}: the relay's log could not tell their \
-                 requests apart (measure lanes of distinct providers)",
-                other.name,
-                template.provider().name()
-            )));
-        }
-        let id = client.lane_id(name).ok_or_else(|| {
-            Failure::Setup(format!(
-                "the running dataplane has no lane `{name}` (it has: {})",
-                client.lane_names().join(", ")
-            ))
-        })?;
-        lanes.push(RelayLane {
-            name: name.clone(),
-            id,
-            addr: std::net::SocketAddrV4::new(h.dst_ip, h.dst_port),
-            baseline_addr: std::net::SocketAddrV4::new(baseline_ip.unwrap_or(h.dst_ip), h.dst_port),
-            template,
-            tls: h
+            .collect());
+    }
+    names
+        .iter()
+        .map(|name| {
+            config
+                .lanes
+                .iter()
+                .find(|l| &l.name == name)
+                .ok_or_else(|| {
+                    let have: Vec<&str> = config.lanes.iter().map(|l| l.name.as_str()).collect();
+                    Failure::Setup(format!(
+                        "no lane `{name}`; the config has: {}",
+                        have.join(", ")
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// A lane's protocol and relay address from its configuration.
+fn lane_proto(lane: &dpdk_config::LaneConfig) -> Result<(Proto, std::net::SocketAddrV4), Failure> {
+    let name = &lane.name;
+    match &lane.kind {
+        dpdk_config::LaneKind::Http(h) => {
+            let template = swqos_wire::relay::RequestTemplate::new(
+                h.provider,
+                swqos_wire::relay::Endpoint {
+                    host: &h.host,
+                    path: h.path.as_deref(),
+                    token: h.token.as_ref().map(|t| t.expose()),
+                },
+            )
+            .map_err(|e| Failure::Setup(format!("lane `{name}`: {e}")))?;
+            let tls = h
                 .tls
                 .as_ref()
                 .map(|t| swqos_tls::client_config::TlsSettings {
                     server_name: t.server_name.clone(),
                     ca_files: t.ca_files.clone(),
                     insecure_skip_verify: t.insecure_skip_verify,
-                }),
-        });
+                });
+            let addr = std::net::SocketAddrV4::new(h.dst_ip, h.dst_port);
+            Ok((Proto::Http { template, tls }, addr))
+        }
+        dpdk_config::LaneKind::Quic(q) => {
+            let addr = std::net::SocketAddrV4::new(q.dst_ip, q.dst_port);
+            Ok((Proto::Quic(Box::new(q.clone())), addr))
+        }
+        dpdk_config::LaneKind::Udp(_) => Err(Failure::Setup(format!(
+            "lane `{name}` is not a relay lane (kind = \"http\" or \"quic\")"
+        ))),
+    }
+}
+
+/// The relay lanes to measure: the named ones, or every relay lane of the config; all HTTP or
+/// all QUIC.
+fn relay_lanes(
+    config: &dpdk_config::Config,
+    client: &Client,
+    names: &[String],
+    baseline_ip: Option<std::net::Ipv4Addr>,
+) -> Result<Vec<RelayLane>, Failure> {
+    let mut lanes: Vec<RelayLane> = Vec::new();
+    for lane in wanted_lanes(config, names)? {
+        let name = &lane.name;
+        let (proto, addr) = lane_proto(lane)?;
+        let id = client.lane_id(name).ok_or_else(|| {
+            Failure::Setup(format!(
+                "the running dataplane has no lane `{name}` (it has: {})",
+                client.lane_names().join(", ")
+            ))
+        })?;
+        let new = RelayLane {
+            name: name.clone(),
+            id,
+            addr,
+            baseline_addr: std::net::SocketAddrV4::new(
+                baseline_ip.unwrap_or(*addr.ip()),
+                addr.port(),
+            ),
+            proto,
+        };
+        if let Some(other) = lanes.iter().find(|l| l.is_quic() != new.is_quic()) {
+            return Err(Failure::Setup(format!(
+                "lanes `{}` and `{name}`: measure HTTP lanes or QUIC lanes in one run, not both \
+                 (their baselines differ)",
+                other.name
+            )));
+        }
+        if let Some(other) = lanes.iter().find(|l| l.log_key() == new.log_key()) {
+            return Err(Failure::Setup(format!(
+                "lanes `{}` and `{name}` are both {} (at the same relay port): the relay's log \
+                 could not tell their requests apart (measure lanes of distinct providers, or \
+                 QUIC lanes on distinct ports)",
+                other.name,
+                new.provider()
+            )));
+        }
+        lanes.push(new);
     }
     if lanes.is_empty() {
         return Err(Failure::Setup("the config has no relay lane".into()));
@@ -359,6 +467,22 @@ fn reqwest_request(
     Ok((send_ns, done))
 }
 
+/// One submission on the quinn path: N sends joined on the runtime, the submit time taken just
+/// before them (before the first `open_uni`); returns send_ns and each lane's done_ns.
+fn quinn_request(
+    rt: &tokio::runtime::Runtime,
+    lanes: &[QuinnLane],
+    tx: &[u8],
+) -> Result<(u64, Vec<u64>), Failure> {
+    let send_ns = swqos_shm::time::monotonic_ns();
+    let results = rt.block_on(join_all(lanes.iter().map(|l| l.send(tx)).collect()));
+    results
+        .into_iter()
+        .map(|r| r.map_err(Failure::Run))
+        .collect::<Result<Vec<u64>, _>>()
+        .map(|done| (send_ns, done))
+}
+
 /// p50, p90, p99 and max of unsorted nanosecond samples, in microseconds.
 fn summary(samples: &[u64]) -> [f64; 4] {
     let mut s = samples.to_vec();
@@ -402,6 +526,8 @@ struct Plan {
     lanes: Vec<RelayLane>,
     lane_counts: Vec<u32>,
     txs: Vec<Vec<u8>>,
+    /// The paths measured: [`Route::HTTP`] or [`Route::QUIC`].
+    routes: &'static [Route],
 }
 
 /// `swqos bench latency`: the run, then the relay-log match, the tables, the files and, with
@@ -412,9 +538,10 @@ pub(crate) fn e2e(config_path: &Path, opts: &E2eOptions) -> Result<(), Failure> 
         lanes,
         lane_counts,
         txs,
+        routes,
     } = plan(config_path, opts)?;
-    let providers: Vec<&str> = lanes.iter().map(|l| l.template.provider().name()).collect();
-    print_plan(opts, &lanes, &lane_counts, &providers, txs.len());
+    let providers: Vec<&str> = lanes.iter().map(RelayLane::provider).collect();
+    print_plan(opts, &lanes, &lane_counts, routes, txs.len());
     // Start from an empty completion ring.
     let deadline = Instant::now() + STALL;
     while client.outstanding() > 0 && Instant::now() < deadline {
@@ -428,7 +555,8 @@ pub(crate) fn e2e(config_path: &Path, opts: &E2eOptions) -> Result<(), Failure> 
     let clock_before = wire::ClockMap::sample();
     let budget_before = snapshot(client.segment());
 
-    let (mut requests, reconnects) = measure(&mut client, &lanes, &lane_counts, &txs, opts)?;
+    let (mut requests, reconnects) =
+        measure(&mut client, &lanes, &lane_counts, routes, &txs, opts)?;
 
     let clock = wire::ClockMap::new(clock_before, wire::ClockMap::sample());
     let budget = crate::common::budget(&budget_before, &snapshot(client.segment()));
@@ -436,18 +564,24 @@ pub(crate) fn e2e(config_path: &Path, opts: &E2eOptions) -> Result<(), Failure> 
         Some(c) => Some(c.stop().map_err(Failure::Run)?),
         None => None,
     };
-    let others = match_relay_log(&mut requests, opts, &lanes, &providers)?;
+    let others = match_relay_log(&mut requests, opts, &lanes)?;
+    let quic = routes == Route::QUIC;
     println!(
-        "relay log: all {} requests received exactly once (matched by provider and signature \
+        "relay log: all {} requests received exactly once (matched by provider{} and signature \
          inside each request's send..done window); {others} other accepted request(s) of these \
-         providers during the run (warm-ups of the later lane counts); kernel socket: \
-         {reconnects} reconnect(s)",
+         providers during the run (warm-ups of the later lane counts){}",
         requests.len(),
+        if quic { ", relay port" } else { "" },
+        if quic {
+            String::new()
+        } else {
+            format!("; kernel socket: {reconnects} reconnect(s)")
+        }
     );
-    print_tables(&requests, &lane_counts);
-    let mut written = write_files(&requests, &lanes, &providers, &lane_counts, opts)?;
+    print_tables(&requests, &lane_counts, routes);
+    let mut written = write_files(&requests, &lanes, &providers, &lane_counts, routes, opts)?;
     if let Some(pcaps) = &pcaps {
-        let files = wire::report(pcaps, &requests, &clock, &lane_counts, &opts.out)
+        let files = wire::report(pcaps, &requests, &clock, &lane_counts, routes, &opts.out)
             .map_err(Failure::Run)?;
         written.extend(files);
     }
@@ -486,11 +620,17 @@ fn plan(config_path: &Path, opts: &E2eOptions) -> Result<Plan, Failure> {
             opts.relay_log.display()
         )));
     }
+    let routes: &'static [Route] = if lanes[0].is_quic() {
+        &Route::QUIC
+    } else {
+        &Route::HTTP
+    };
     Ok(Plan {
         client,
         lanes,
         lane_counts,
         txs,
+        routes,
     })
 }
 
@@ -498,30 +638,103 @@ fn print_plan(
     opts: &E2eOptions,
     lanes: &[RelayLane],
     lane_counts: &[u32],
-    providers: &[&str],
+    routes: &[Route],
     samples: usize,
 ) {
     let counts_text: Vec<String> = lane_counts.iter().map(u32::to_string).collect();
+    let paths: Vec<&str> = routes
+        .iter()
+        .map(|r| match r {
+            Route::Dataplane => "data plane",
+            Route::Kernel => "kernel socket",
+            r => r.name(),
+        })
+        .collect();
     println!(
         "e2e: lane counts {}, {} measured submissions per path and lane count after {} warm-up \
-         each, alternating data plane / reqwest / kernel socket, one submission in flight, \
-         {samples} sample transactions cycled",
+         each, alternating {}, one submission in flight, {samples} sample transactions cycled",
         counts_text.join(","),
         opts.count,
         opts.warmup,
+        paths.join(" / "),
     );
+    let quic = routes == Route::QUIC;
     for (k, l) in lanes.iter().enumerate() {
         println!(
-            "  lane {:<2} {:<14} {} at {} (baselines: {})",
+            "  lane {:<2} {:<14} {}{} at {} (baselines: {})",
             k + 1,
             l.name,
-            providers[k],
+            l.provider(),
+            if quic { " (quic)" } else { "" },
             l.addr,
             l.baseline_addr
         );
     }
-    for r in Route::ALL {
-        println!("  {:<14} {}", r.name(), r.describe());
+    for &r in routes {
+        println!("  {:<14} {}", r.name(), r.describe(quic));
+    }
+}
+
+/// The baselines' clients: reqwest and the kernel socket for HTTP lanes, quinn for QUIC lanes.
+struct Baselines {
+    rt: tokio::runtime::Runtime,
+    kernel: Vec<KernelClient>,
+    reqwest: Vec<ReqwestLane>,
+    quinn: Vec<QuinnLane>,
+}
+
+impl Baselines {
+    /// The clients of `routes` for `lanes`, connected (quinn) or ready to connect.
+    fn new(lanes: &[RelayLane], routes: &[Route], tx: &[u8]) -> Result<Baselines, Failure> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Failure::Setup(format!("tokio runtime: {e}")))?;
+        let mut b = Baselines {
+            rt,
+            kernel: Vec::new(),
+            reqwest: Vec::new(),
+            quinn: Vec::new(),
+        };
+        for l in lanes {
+            match (&l.proto, routes.contains(&Route::Quinn)) {
+                (Proto::Quic(q), true) => b.quinn.push(
+                    QuinnLane::connect(&b.rt, &l.name, q, l.baseline_addr)
+                        .map_err(Failure::Setup)?,
+                ),
+                (Proto::Http { .. }, false) => {
+                    b.kernel.push(KernelClient::new(l).map_err(Failure::Setup)?);
+                    b.reqwest
+                        .push(ReqwestLane::new(l, tx).map_err(Failure::Setup)?);
+                }
+                _ => return Err(Failure::Setup(format!("lane `{}`: no baseline", l.name))),
+            }
+        }
+        if !b.quinn.is_empty() {
+            // quinn's path MTU discovery probes (PING + padding, up to 1452 bytes) follow the
+            // handshake; let them finish before the measured windows, where a probe would look
+            // like a transaction's datagram.
+            b.rt.block_on(async { tokio::time::sleep(QUINN_SETTLE).await });
+        }
+        Ok(b)
+    }
+
+    /// One submission to the first `n` lanes on `route` (not the data plane).
+    fn request(&mut self, route: Route, n: usize, tx: &[u8]) -> Result<(u64, Vec<u64>), Failure> {
+        match route {
+            Route::Reqwest => reqwest_request(&self.rt, &mut self.reqwest[..n], tx),
+            Route::Kernel => kernel_request(&mut self.kernel[..n], tx),
+            Route::Quinn => quinn_request(&self.rt, &self.quinn[..n], tx),
+            Route::Dataplane => Err(Failure::Run("the data plane is not a baseline".into())),
+        }
+    }
+
+    /// Closes the quinn connections; returns the kernel-socket client's reconnects.
+    fn finish(self) -> u32 {
+        for q in self.quinn {
+            q.close(&self.rt);
+        }
+        self.kernel.iter().map(|k| k.reconnects).sum()
     }
 }
 
@@ -532,34 +745,22 @@ fn measure(
     client: &mut Client,
     lanes: &[RelayLane],
     lane_counts: &[u32],
+    routes: &[Route],
     txs: &[Vec<u8>],
     opts: &E2eOptions,
 ) -> Result<(Vec<Request>, u32), Failure> {
     // Sleeps in the data-plane path's poll loop should be as short as asked.
     // SAFETY: PR_SET_TIMERSLACK takes one integer argument and only affects this thread.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1u64, 0u64, 0u64, 0u64) };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::Setup(format!("tokio runtime: {e}")))?;
-    let mut kernel: Vec<KernelClient> = lanes
-        .iter()
-        .map(KernelClient::new)
-        .collect::<Result<_, _>>()
-        .map_err(Failure::Setup)?;
-    let mut reqwest_lanes: Vec<ReqwestLane> = lanes
-        .iter()
-        .map(|l| ReqwestLane::new(l, &txs[0]))
-        .collect::<Result<_, _>>()
-        .map_err(Failure::Setup)?;
+    let mut baselines = Baselines::new(lanes, routes, &txs[0])?;
     let per_n: usize = lane_counts.iter().map(|&n| n as usize).sum();
-    let mut requests = Vec::with_capacity(opts.count as usize * 3 * per_n);
+    let mut requests = Vec::with_capacity(opts.count as usize * routes.len() * per_n);
     let (mut tag, mut next_tx, mut submission) = (1u64 << 41, 0usize, 0u32);
     for &n in lane_counts {
         let n_us = n as usize;
         let ids: Vec<u8> = lanes[..n_us].iter().map(|l| l.id).collect();
         for i in 0..opts.warmup + opts.count {
-            for route in Route::ALL {
+            for &route in routes {
                 let t = next_tx % txs.len();
                 next_tx += 1;
                 let tx = &txs[t];
@@ -568,8 +769,7 @@ fn measure(
                         tag += 1;
                         dataplane_request(client, tx, &ids, tag)?
                     }
-                    Route::Reqwest => reqwest_request(&rt, &mut reqwest_lanes[..n_us], tx)?,
-                    Route::Kernel => kernel_request(&mut kernel[..n_us], tx)?,
+                    _ => baselines.request(route, n_us, tx)?,
                 };
                 if i < opts.warmup {
                     continue;
@@ -592,7 +792,7 @@ fn measure(
             }
         }
     }
-    Ok((requests, kernel.iter().map(|k| k.reconnects).sum()))
+    Ok((requests, baselines.finish()))
 }
 
 /// Matches every request to the relay's log (waiting up to 3 s for the last lines); fails
@@ -601,13 +801,15 @@ fn match_relay_log(
     requests: &mut [Request],
     opts: &E2eOptions,
     lanes: &[RelayLane],
-    providers: &[&str],
 ) -> Result<usize, Failure> {
+    let keys: Vec<String> = lanes.iter().map(RelayLane::log_key).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let by_port = lanes.iter().any(RelayLane::is_quic);
     // The relay writes its log line around its answer: give the last ones a moment.
     let deadline = Instant::now() + Duration::from_secs(3);
     let others = loop {
-        let log = read_relay_log(&opts.relay_log).map_err(Failure::Run)?;
-        let others = match_receipts(requests, &log, providers).map_err(Failure::Run)?;
+        let log = read_relay_log(&opts.relay_log, by_port).map_err(Failure::Run)?;
+        let others = match_receipts(requests, &log, &keys).map_err(Failure::Run)?;
         if requests.iter().all(|r| r.receipt.is_some()) || Instant::now() > deadline {
             break others;
         }
@@ -630,17 +832,17 @@ fn match_relay_log(
 }
 
 /// The relay-receipt tables: every metric, then the summary with ratios.
-fn print_tables(requests: &[Request], lane_counts: &[u32]) {
+fn print_tables(requests: &[Request], lane_counts: &[u32], routes: &[Route]) {
     println!();
     println!(
         "{:>5} {:<14} {:<16} {:>6} {:>10} {:>10} {:>10} {:>10}",
         "lanes", "path", "metric (us)", "n", "p50", "p90", "p99", "max"
     );
     // (p50, p99) per lane count, metric and path, for the summary.
-    let mut quant = vec![[[[0f64; 2]; 3]; 3]; lane_counts.len()];
+    let mut quant = vec![vec![vec![[0f64; 2]; routes.len()]; METRICS.len()]; lane_counts.len()];
     for (c, &n) in lane_counts.iter().enumerate() {
         for (m, metric) in METRICS.into_iter().enumerate() {
-            for (p, route) in Route::ALL.into_iter().enumerate() {
+            for (p, &route) in routes.iter().enumerate() {
                 let s = metric_samples(requests, n, route, metric);
                 let q = summary(&s);
                 quant[c][m][p] = [q[0], q[2]];
@@ -658,40 +860,64 @@ fn print_tables(requests: &[Request], lane_counts: &[u32]) {
             }
         }
     }
-    print_summary(&quant, lane_counts);
+    print_summary(&quant, lane_counts, routes);
 }
 
-/// The summary: p50/p99 of submit->receipt per request and per submission (last lane).
-fn print_summary(quant: &[[[[f64; 2]; 3]; 3]], lane_counts: &[u32]) {
+/// The summary: p50/p99 of submit->receipt per request and per submission (last lane), per
+/// path, and the data plane's median over each baseline's.
+fn print_summary(quant: &[Vec<Vec<[f64; 2]>>], lane_counts: &[u32], routes: &[Route]) {
     println!();
     println!("summary, submit->receipt (us): per request, and per submission (last lane received)");
-    println!(
-        "{:>5} {:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}",
-        "", "", "dataplane", "", "reqwest", "", "kernel", "", "ratio", "ratio"
+    let (mut top, mut head) = (
+        format!("{:>5} {:<12}", "", ""),
+        format!("{:>5} {:<12}", "lanes", "per"),
     );
-    println!(
-        "{:>5} {:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}",
-        "lanes", "per", "p50", "p99", "p50", "p99", "p50", "p99", "dp/rq", "dp/ks"
-    );
+    for r in routes {
+        top.push_str(&format!(" {:>9} {:>9}", r.short().0, ""));
+        head.push_str(&format!(" {:>9} {:>9}", "p50", "p99"));
+    }
+    let mut ratios = Vec::new();
+    for r in &routes[1..] {
+        top.push_str(&format!(" {:>8}", "ratio"));
+        head.push_str(&format!(" {:>8}", format!("dp/{}", r.short().1)));
+        ratios.push(r.short());
+    }
+    println!("{top}");
+    println!("{head}");
     for (c, &n) in lane_counts.iter().enumerate() {
         for (m, per) in [(0, "request"), (1, "submission")] {
             let q = &quant[c][m];
-            println!(
-                "{:>5} {:<12} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>7.2}x {:>7.2}x",
-                n,
-                per,
-                q[0][0],
-                q[0][1],
-                q[1][0],
-                q[1][1],
-                q[2][0],
-                q[2][1],
-                q[0][0] / q[1][0],
-                q[0][0] / q[2][0]
-            );
+            let mut line = format!("{n:>5} {per:<12}");
+            for v in q {
+                line.push_str(&format!(" {:>9.1} {:>9.1}", v[0], v[1]));
+            }
+            for v in &q[1..] {
+                line.push_str(&format!(" {:>7.2}x", q[0][0] / v[0]));
+            }
+            println!("{line}");
         }
     }
-    println!("(ratio: of medians, dataplane / reqwest and dataplane / kernel socket)");
+    let names: Vec<String> = ratios
+        .iter()
+        .map(|(long, short)| format!("dataplane / {long} (dp/{short})"))
+        .collect();
+    println!("(ratio: of medians, {})", names.join(", "));
+    if routes == Route::QUIC {
+        println!(
+            "(submit->receipt: monotonic_ns() just before the submission (Client::submit, the"
+        );
+        println!(" quinn sends' open_uni) to the relay's CLOCK_MONOTONIC when that lane's stream");
+        println!(
+            " FIN arrived; last-receipt: the last lane of each submission; round-trip: to that"
+        );
+        println!(" lane's completion (the relay acknowledged the stream; Node1: its reply). The");
+        println!(
+            " data-plane client polls for completions every ~{} us)",
+            E2E_POLL_SLEEP.as_micros()
+        );
+        println!("note: {E2E_NOTE_QUIC}");
+        return;
+    }
     println!("(submit->receipt: monotonic_ns() just before the submission (Client::submit, the");
     println!(" reqwest futures, the first socket write) to the relay's CLOCK_MONOTONIC when that");
     println!(" lane's request body was fully received; last-receipt: the last lane of each");
@@ -704,12 +930,24 @@ fn print_summary(quant: &[[[[f64; 2]; 3]; 3]], lane_counts: &[u32]) {
     println!("note: {E2E_NOTE}");
 }
 
+/// What each path of `routes` sends on, for the plots.
+fn paths_note(routes: &[Route]) -> &'static str {
+    if routes == Route::QUIC {
+        "data plane: a stream on its own QUIC connection per lane (quinn-proto on the TX lcore); \
+         quinn: its own connections over kernel UDP sockets"
+    } else {
+        "data plane: delegated sends on swqos control's idle kernel connections; reqwest and the \
+         kernel socket: their own keep-alive connections"
+    }
+}
+
 /// Writes `latency.csv` (every request) and the relay-receipt plots; returns the files.
 fn write_files(
     requests: &[Request],
     lanes: &[RelayLane],
     providers: &[&str],
     lane_counts: &[u32],
+    routes: &[Route],
     opts: &E2eOptions,
 ) -> Result<Vec<String>, Failure> {
     let write = |path: &Path, text: &str| {
@@ -745,9 +983,9 @@ fn write_files(
     write(&csv, &text)?;
     let mut written = vec![csv.display().to_string()];
     for (c, &n) in lane_counts.iter().enumerate() {
-        let data: Vec<(Route, Vec<f64>)> = Route::ALL
-            .into_iter()
-            .map(|route| {
+        let data: Vec<(Route, Vec<f64>)> = routes
+            .iter()
+            .map(|&route| {
                 let v = metric_samples(requests, n, route, METRICS[0]);
                 (route, v.into_iter().map(|ns| ns as f64 / 1e3).collect())
             })
@@ -763,8 +1001,7 @@ fn write_files(
                 what: [
                     "submit/send (client CLOCK_MONOTONIC) to the relay having received the whole \
                      request (relay CLOCK_MONOTONIC, same host)",
-                    "data plane: delegated sends on swqos control's idle kernel connections; \
-                     reqwest and the kernel socket: their own keep-alive connections",
+                    paths_note(routes),
                 ],
                 axis: "submit/send &#8594; relay receipt",
             },

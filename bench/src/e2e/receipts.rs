@@ -29,11 +29,15 @@ pub(super) struct LogLine {
     pub(super) t_first_ns: u64,
     pub(super) conn: u64,
     pub(super) seq: u64,
+    /// The lane key it belongs to: the provider, or with `by_port` the provider and the port
+    /// of the relay's listener (`provider:port`).
     pub(super) provider: String,
     pub(super) signature: String,
 }
 
-pub(super) fn read_relay_log(path: &Path) -> Result<Vec<LogLine>, String> {
+/// The `ok` lines of the relay's log at `path`; `by_port` keys them by provider and listener
+/// port (QUIC lanes: several lanes of one provider on different ports).
+pub(super) fn read_relay_log(path: &Path, by_port: bool) -> Result<Vec<LogLine>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut lines = Vec::new();
     for line in text.lines() {
@@ -41,7 +45,8 @@ pub(super) fn read_relay_log(path: &Path) -> Result<Vec<LogLine>, String> {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
-        if v["ok"] != true {
+        // The QUIC peer also logs authentication streams and connections.
+        if v["ok"] != true || v["kind"].as_str().is_some_and(|k| k != "tx") {
             continue;
         }
         let num = |k: &str| v[k].as_u64().unwrap_or(0);
@@ -51,14 +56,20 @@ pub(super) fn read_relay_log(path: &Path) -> Result<Vec<LogLine>, String> {
             t_first_ns: num("t_first_ns"),
             conn: num("conn"),
             seq: num("seq"),
-            provider: text("provider"),
+            provider: if by_port {
+                let port = text("listen").rsplit(':').next().unwrap_or("").to_string();
+                format!("{}:{port}", text("provider"))
+            } else {
+                text("provider")
+            },
             signature: text("signature"),
         });
     }
     Ok(lines)
 }
 
-/// Matches every request to the relay log line of its lane's provider with its signature
+/// Matches every request to the relay log line of its lane's key (`providers`: per lane, the
+/// provider, or provider and relay port) with its signature
 /// received inside its window (`send_ns ..= done_ns`; one submission in flight and distinct
 /// providers per submission, so windows of the same (provider, signature) do not overlap).
 /// Returns how many accepted requests of these providers the log has inside the run but

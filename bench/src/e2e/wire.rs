@@ -14,6 +14,13 @@
 //! not counted; the fallback's kernel write is new bytes and is. For each connection with new
 //! bytes in a window: the first byte is the first such segment, the last byte the segment that
 //! completed the connection's new bytes.
+//!
+//! QUIC lanes: the capture keeps the client -> relay UDP datagrams. Their payload is encrypted,
+//! so a datagram that carries (part of) a transaction is told from the connection's ACK and
+//! PING datagrams by its size: a UDP payload above [`QUIC_TX_MIN_PAYLOAD`] bytes. Every sample
+//! transaction is 267 to 1232 bytes (the payload adds ~30 bytes of QUIC header, frame header
+//! and tag), an ACK or PING datagram is 30 to 60 bytes. For each lane's flow (its 5-tuple) in a
+//! window, the first and the last such datagram are the transaction's first and last datagram.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
@@ -23,6 +30,10 @@ use std::time::{Duration, Instant};
 
 use super::{RelayLane, Request, Route};
 use crate::common::pct;
+
+/// UDP payloads above this many bytes carry a transaction's stream data (see the module's
+/// notes); smaller ones are ACK/PING datagrams.
+pub(crate) const QUIC_TX_MIN_PAYLOAD: u32 = 200;
 
 /// Where to capture: the relay's network namespace and its ends of the two links.
 #[derive(Debug, Clone)]
@@ -44,20 +55,27 @@ pub(crate) struct Capture {
 }
 
 impl Capture {
-    /// Starts `tcpdump` on `iface` in `netns`, keeping TCP segments with data towards `ports`;
-    /// returns once it is capturing.
+    /// The capture filter: TCP segments with data towards `ports`, or (`quic`) UDP datagrams
+    /// towards them.
+    pub(crate) fn filter(ports: &[u16], quic: bool) -> String {
+        let ports: Vec<String> = ports.iter().map(|p| format!("dst port {p}")).collect();
+        if quic {
+            return format!("udp and ({})", ports.join(" or "));
+        }
+        // TCP with a payload: IP total length minus the IP and TCP header lengths.
+        format!(
+            "tcp and ({}) and (ip[2:2] - ((ip[0] & 0xf) << 2) - ((tcp[12] & 0xf0) >> 2)) != 0",
+            ports.join(" or ")
+        )
+    }
+
+    /// Starts `tcpdump` on `iface` in `netns` with `filter`; returns once it is capturing.
     pub(crate) fn start(
         netns: &str,
         iface: &str,
-        ports: &[u16],
+        filter: &str,
         path: &Path,
     ) -> Result<Capture, String> {
-        let ports: Vec<String> = ports.iter().map(|p| format!("dst port {p}")).collect();
-        // TCP with a payload: IP total length minus the IP and TCP header lengths.
-        let filter = format!(
-            "tcp and ({}) and (ip[2:2] - ((ip[0] & 0xf) << 2) - ((tcp[12] & 0xf0) >> 2)) != 0",
-            ports.join(" or ")
-        );
         let _ = std::fs::remove_file(path);
         let mut child = Command::new("ip")
             .args(["netns", "exec", netns, "tcpdump", "-i", iface, "-n", "-w"])
@@ -72,7 +90,7 @@ impl Capture {
                 "128",
                 "-B",
                 "32768",
-                &filter,
+                filter,
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -150,12 +168,13 @@ struct Segment {
     len: u32,
 }
 
-/// The data-carrying TCP segments of a pcap file (Ethernet, IPv4), in capture order.
+/// The data-carrying TCP segments (`quic`: the UDP datagrams, `seq` 0, `len` the UDP payload)
+/// of a pcap file (Ethernet, IPv4), in capture order.
 ///
 /// The classic pcap format is read here directly (a 24-byte file header, then a 16-byte header
 /// per record): the `pcap-file` crate (2.0) refuses records whose original length exceeds the
 /// snap length, which is every record of a capture snapped to its headers, as this one is.
-fn read_segments(path: &Path) -> Result<Vec<Segment>, String> {
+fn read_segments(path: &Path, quic: bool) -> Result<Vec<Segment>, String> {
     let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let bad = |what: &str| format!("{}: not a pcap file ({what})", path.display());
     let magic = data.get(..4).ok_or_else(|| bad("too short"))?;
@@ -188,7 +207,12 @@ fn read_segments(path: &Path) -> Result<Vec<Segment>, String> {
         let Some(frame) = data.get(at + 16..at + 16 + incl) else {
             break; // a record cut short by the end of the capture
         };
-        if let Some(mut s) = parse_segment(frame) {
+        let parsed = if quic {
+            parse_datagram(frame)
+        } else {
+            parse_segment(frame)
+        };
+        if let Some(mut s) = parsed {
             s.ts_ns = sec * 1_000_000_000 + if nanos { frac } else { frac * 1_000 };
             out.push(s);
         }
@@ -218,6 +242,23 @@ fn parse_segment(f: &[u8]) -> Option<Segment> {
         flow: (be32(26)?, be16(tcp)?, be32(30)?, be16(tcp + 2)?),
         seq: be32(tcp + 4)?,
         len: len as u32,
+    })
+}
+
+/// Ethernet/IPv4/UDP headers of a (possibly snapped) frame: the flow and the UDP payload's
+/// length; `None` for anything else.
+fn parse_datagram(f: &[u8]) -> Option<Segment> {
+    let be16 = |i: usize| Some(u16::from_be_bytes([*f.get(i)?, *f.get(i + 1)?]));
+    let be32 = |i: usize| Some(u32::from_be_bytes(f.get(i..i + 4)?.try_into().ok()?));
+    if be16(12)? != 0x0800 || *f.get(23)? != 17 {
+        return None;
+    }
+    let udp = 14 + usize::from(f.get(14)? & 0x0f) * 4;
+    Some(Segment {
+        ts_ns: 0,
+        flow: (be32(26)?, be16(udp)?, be32(30)?, be16(udp + 2)?),
+        seq: 0,
+        len: u32::from(be16(udp + 4)?.checked_sub(8)?),
     })
 }
 
@@ -290,6 +331,8 @@ pub(crate) struct Window {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct OnWire {
     pub(crate) requests: Vec<(u64, u64)>,
+    /// QUIC: per request, how many datagrams it took (above [`QUIC_TX_MIN_PAYLOAD`]).
+    pub(crate) datagrams: Vec<u32>,
 }
 
 /// Per flow: the first data sequence number seen, and the highest end (relative to it).
@@ -301,7 +344,7 @@ struct FlowState {
 /// The first and last new byte per connection in each of `windows` (sorted by start, not
 /// overlapping), from the segments of the pcap file at `path`.
 pub(crate) fn on_wire(path: &Path, windows: &[Window]) -> Result<Vec<OnWire>, String> {
-    let mut segments = read_segments(path)?;
+    let mut segments = read_segments(path, false)?;
     segments.sort_by_key(|s| s.ts_ns);
     let mut flows: HashMap<Flow, FlowState> = HashMap::new();
     // Per window: flow -> index in its `requests`.
@@ -335,11 +378,39 @@ pub(crate) fn on_wire(path: &Path, windows: &[Window]) -> Result<Vec<OnWire>, St
     Ok(out)
 }
 
+/// The first and last transaction-carrying datagram (UDP payload above
+/// [`QUIC_TX_MIN_PAYLOAD`]) per flow in each of `windows` (sorted by start, not overlapping),
+/// from the datagrams of the pcap file at `path`.
+pub(crate) fn on_wire_quic(path: &Path, windows: &[Window]) -> Result<Vec<OnWire>, String> {
+    let mut datagrams = read_segments(path, true)?;
+    datagrams.sort_by_key(|s| s.ts_ns);
+    let mut out: Vec<OnWire> = vec![OnWire::default(); windows.len()];
+    let mut index: Vec<HashMap<Flow, usize>> = vec![HashMap::new(); windows.len()];
+    for d in datagrams.iter().filter(|d| d.len > QUIC_TX_MIN_PAYLOAD) {
+        let w = windows.partition_point(|w| w.start_ns <= d.ts_ns);
+        if w == 0 || d.ts_ns > windows[w - 1].end_ns {
+            continue;
+        }
+        let w = w - 1;
+        let n = out[w].requests.len();
+        let k = *index[w].entry(d.flow).or_insert(n);
+        if k == n {
+            out[w].requests.push((d.ts_ns, d.ts_ns));
+            out[w].datagrams.push(1);
+        } else {
+            out[w].requests[k].1 = d.ts_ns;
+            out[w].datagrams[k] += 1;
+        }
+    }
+    Ok(out)
+}
+
 /// The two captures of a run.
 pub(crate) struct Captures {
     spec: CaptureSpec,
     dataplane: Capture,
     baseline: Capture,
+    quic: bool,
 }
 
 /// The pcap files of a finished run.
@@ -347,6 +418,8 @@ pub(crate) struct Pcaps {
     spec: CaptureSpec,
     dataplane: PathBuf,
     baseline: PathBuf,
+    /// UDP datagrams of QUIC lanes, not TCP segments.
+    quic: bool,
 }
 
 impl Captures {
@@ -359,22 +432,25 @@ impl Captures {
         let mut ports: Vec<u16> = lanes.iter().map(|l| l.addr.port()).collect();
         ports.sort_unstable();
         ports.dedup();
+        let quic = lanes.iter().any(RelayLane::is_quic);
+        let filter = Capture::filter(&ports, quic);
         let dataplane = Capture::start(
             &spec.netns,
             &spec.dataplane_iface,
-            &ports,
+            &filter,
             &out.join("wire-dataplane.pcap"),
         )?;
         let baseline = Capture::start(
             &spec.netns,
             &spec.baseline_iface,
-            &ports,
+            &filter,
             &out.join("wire-baselines.pcap"),
         )?;
         Ok(Captures {
             spec: spec.clone(),
             dataplane,
             baseline,
+            quic,
         })
     }
 
@@ -384,6 +460,7 @@ impl Captures {
             spec: self.spec,
             dataplane: self.dataplane.stop()?,
             baseline: self.baseline.stop()?,
+            quic: self.quic,
         })
     }
 }
@@ -397,6 +474,8 @@ struct Samples {
     all: Vec<u64>,
     /// Submissions whose window held a different number of requests than lanes.
     odd: u32,
+    /// QUIC: transactions that took more than one datagram.
+    split: u32,
 }
 
 /// p50, p99, p99.9 of unsorted ns samples, in us.
@@ -417,6 +496,7 @@ pub(crate) fn report(
     requests: &[Request],
     clock: &ClockMap,
     lane_counts: &[u32],
+    routes: &[Route],
     out: &Path,
 ) -> Result<Vec<String>, String> {
     // One window per measured submission: (route, lanes, submit, last completion), real time.
@@ -443,7 +523,11 @@ pub(crate) fn report(
                 lanes,
             })
             .collect();
-        let seen = on_wire(pcap, &windows)?;
+        let seen = if pcaps.quic {
+            on_wire_quic(pcap, &windows)?
+        } else {
+            on_wire(pcap, &windows)?
+        };
         for ((&(k, route, lanes, start), w), got) in mine.iter().zip(&windows).zip(&seen) {
             let s = samples.entry((lanes, route.name())).or_default();
             if got.requests.len() != w.lanes as usize {
@@ -455,6 +539,9 @@ pub(crate) fn report(
                 let (f, l) = (first.saturating_sub(start), last.saturating_sub(start));
                 s.first.push(f);
                 s.last.push(l);
+                if got.datagrams.get(j).is_some_and(|&d| d > 1) {
+                    s.split += 1;
+                }
                 all = all.max(l);
                 csv.push_str(&format!(
                     "{},{lanes},{k},{j},{:.3},{:.3}\n",
@@ -466,12 +553,12 @@ pub(crate) fn report(
             s.all.push(all);
         }
     }
-    print_table(&pcaps.spec, clock, lane_counts, &samples);
+    print_table(&pcaps.spec, clock, lane_counts, routes, &samples);
     let mut written = Vec::new();
     let path = out.join("wire.csv");
     std::fs::write(&path, csv).map_err(|e| format!("{}: {e}", path.display()))?;
     written.push(path.display().to_string());
-    written.extend(write_plots(&samples, lane_counts, out)?);
+    written.extend(write_plots(&samples, lane_counts, routes, out)?);
     Ok(written)
 }
 
@@ -479,13 +566,15 @@ pub(crate) fn report(
 fn write_plots(
     samples: &BTreeMap<(u32, &str), Samples>,
     lane_counts: &[u32],
+    routes: &[Route],
     out: &Path,
 ) -> Result<Vec<String>, String> {
     let mut written = Vec::new();
+    let quic = routes == Route::QUIC;
     for &n in lane_counts {
-        let data: Vec<(Route, Vec<f64>)> = Route::ALL
-            .into_iter()
-            .map(|r| {
+        let data: Vec<(Route, Vec<f64>)> = routes
+            .iter()
+            .map(|&r| {
                 let v = samples.get(&(n, r.name())).map_or(Vec::new(), |s| {
                     s.last.iter().map(|&ns| ns as f64 / 1e3).collect()
                 });
@@ -493,8 +582,12 @@ fn write_plots(
             })
             .collect();
         let title = format!(
-            "swqos wire truth: submit \u{2192} last byte of the request at the relay's NIC, \
-             {n} lane(s)"
+            "swqos wire truth: submit \u{2192} last {} at the relay's NIC, {n} lane(s)",
+            if quic {
+                "datagram of the transaction"
+            } else {
+                "byte of the request"
+            }
         );
         let path = out.join(format!("wire-{n}lanes.svg"));
         let labels = crate::plot::Labels {
@@ -502,10 +595,19 @@ fn write_plots(
             what: [
                 "submit (client CLOCK_MONOTONIC, mapped to CLOCK_REALTIME) to the kernel's receive \
                  stamp of the request's last byte on the relay's interface (tcpdump)",
-                "data plane: its own NIC link; reqwest and the kernel socket: their own \
-                 kernel-owned link to the same relay",
+                if quic {
+                    "data plane: its own NIC link; quinn: its own kernel-owned link to the same \
+                     relay"
+                } else {
+                    "data plane: its own NIC link; reqwest and the kernel socket: their own \
+                     kernel-owned link to the same relay"
+                },
             ],
-            axis: "submit &#8594; last byte at the relay's NIC",
+            axis: if quic {
+                "submit &#8594; last datagram at the relay's NIC"
+            } else {
+                "submit &#8594; last byte at the relay's NIC"
+            },
         };
         std::fs::write(&path, crate::plot::svg(&labels, &data))
             .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -519,13 +621,20 @@ fn print_table(
     spec: &CaptureSpec,
     clock: &ClockMap,
     lane_counts: &[u32],
+    routes: &[Route],
     samples: &BTreeMap<(u32, &str), Samples>,
 ) {
+    let quic = routes == Route::QUIC;
     println!();
     println!(
-        "wire truth: submit -> the request's first / last byte at the relay's NIC (tcpdump in \
-         {} on {} (data plane) and {} (baselines, their own kernel-owned link); kernel receive \
-         stamps; submit times mapped from CLOCK_MONOTONIC, offset drift {} ns over the run)",
+        "wire truth: submit -> the {} at the relay's NIC (tcpdump in {} on {} (data plane) and \
+         {} (baselines, their own kernel-owned link); kernel receive stamps; submit times mapped \
+         from CLOCK_MONOTONIC, offset drift {} ns over the run)",
+        if quic {
+            "transaction's first / last datagram (UDP payload > 200 bytes: not an ACK or PING)"
+        } else {
+            "request's first / last byte"
+        },
         spec.netns,
         spec.dataplane_iface,
         spec.baseline_iface,
@@ -547,7 +656,7 @@ fn print_table(
         "odd"
     );
     for &n in lane_counts {
-        for r in Route::ALL {
+        for &r in routes {
             let Some(s) = samples.get(&(n, r.name())) else {
                 continue;
             };
@@ -559,10 +668,60 @@ fn print_table(
         }
     }
     println!(
-        "(us; first/last: per request; all: the last byte of the submission's last lane; odd: \
-         submissions whose window did not hold one request per lane, left out)"
+        "(us; first/last: per request; all: the last {} of the submission's last lane; odd: \
+         submissions whose window did not hold one request per lane, left out)",
+        if quic { "datagram" } else { "byte" }
     );
-    print_ratios(lane_counts, samples);
+    if quic {
+        let split: Vec<String> = samples
+            .iter()
+            .map(|((n, path), s)| format!("{path} {n}: {}", s.split))
+            .collect();
+        println!(
+            "(transactions that took more than one datagram > {QUIC_TX_MIN_PAYLOAD} bytes, of \
+             the measured ones: {})",
+            split.join(", ")
+        );
+        print_quic_ratios(lane_counts, samples);
+    } else {
+        print_ratios(lane_counts, samples);
+    }
+}
+
+/// The ratios of the data plane's submit -> last datagram to the quinn client's.
+fn print_quic_ratios(lane_counts: &[u32], samples: &BTreeMap<(u32, &str), Samples>) {
+    println!();
+    println!("ratios, submit -> last datagram of the transaction at the relay's NIC (data plane / quinn)");
+    println!(
+        "{:>5} {:>10} {:>10} {:>10} {:>10} {:>10} {:>11} {:>11} {:>10}",
+        "lanes",
+        "p50 dp/qn",
+        "p99 dp/qn",
+        "p50 dp",
+        "p50 qn",
+        "p99 dp",
+        "p99 qn",
+        "p99.9 dp",
+        "p99.9 qn"
+    );
+    for &n in lane_counts {
+        let q = |r: Route| samples.get(&(n, r.name())).map(|s| quantiles(&s.last));
+        let (Some(dp), Some(qn)) = (q(Route::Dataplane), q(Route::Quinn)) else {
+            continue;
+        };
+        println!(
+            "{:>5} {:>9.3}x {:>9.3}x {:>10.1} {:>10.1} {:>10.1} {:>11.1} {:>11.1} {:>10.1}",
+            n,
+            dp[0] / qn[0],
+            dp[1] / qn[1],
+            dp[0],
+            qn[0],
+            dp[1],
+            qn[1],
+            dp[2],
+            qn[2]
+        );
+    }
 }
 
 /// The ratios of the data plane's submit -> last byte to the baselines', and the targets of
@@ -670,6 +829,69 @@ mod tests {
         let got = on_wire(&path, &windows).unwrap();
         assert_eq!(got[0].requests, vec![(1_000, 1_100), (1_300, 1_300)]);
         assert_eq!(got[1].requests, vec![(5_000, 5_000)]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn udp_frame(payload: usize, sport: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 8];
+        f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&((20 + 8 + payload) as u16).to_be_bytes());
+        f[23] = 17;
+        f[26..30].copy_from_slice(&[198, 18, 79, 1]);
+        f[30..34].copy_from_slice(&[198, 18, 79, 2]);
+        f[34..36].copy_from_slice(&sport.to_be_bytes());
+        f[36..38].copy_from_slice(&9000u16.to_be_bytes());
+        f[38..40].copy_from_slice(&((8 + payload) as u16).to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn quic_windows_keep_the_transaction_datagrams_not_acks_or_pings() {
+        let dir = std::env::temp_dir().join(format!("swqos-wire-quic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("q.pcap");
+        let mut file = Vec::new();
+        for v in [0xa1b2_3c4du32, 0x0004_0002, 0, 0, 128, 1] {
+            file.extend_from_slice(&v.to_le_bytes());
+        }
+        let mut put = |ts: u64, len: usize, sport: u16| {
+            let f = udp_frame(len, sport);
+            for v in [0u32, ts as u32, f.len() as u32, (f.len()) as u32] {
+                file.extend_from_slice(&v.to_le_bytes());
+            }
+            file.extend_from_slice(&f);
+        };
+        put(100, 1300, 1); // before any window (a handshake, a probe)
+        put(1_000, 35, 1); // an ACK: not the transaction
+        put(1_100, 1263, 1); // flow 1's transaction
+        put(1_150, 90, 1); // small: an ACK/PING, even after the transaction
+        put(1_200, 1170, 2); // flow 2's transaction in two datagrams
+        put(1_300, 240, 2);
+        put(5_000, 30, 1); // a PING alone in window 1: no request
+        std::fs::write(&path, &file).unwrap();
+        let windows = [
+            Window {
+                start_ns: 900,
+                end_ns: 2_000,
+                lanes: 2,
+            },
+            Window {
+                start_ns: 4_000,
+                end_ns: 6_000,
+                lanes: 1,
+            },
+        ];
+        let got = on_wire_quic(&path, &windows).unwrap();
+        assert_eq!(got[0].requests, vec![(1_100, 1_100), (1_200, 1_300)]);
+        assert_eq!(got[0].datagrams, vec![1, 2]);
+        assert!(got[1].requests.is_empty());
+        let d = parse_datagram(&udp_frame(1263, 7)).unwrap();
+        assert_eq!((d.len, d.flow.1, d.flow.3), (1263, 7, 9000));
+        assert!(
+            parse_datagram(&frame(1, 10, 7)).is_none(),
+            "TCP is not a datagram"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -18,10 +18,10 @@ use swqos_wire::quic_relay::{
 };
 use tracing::{info, warn};
 
-use super::identity::client_cert;
 use super::Clock;
 use crate::lanes::UdpFrame;
 use crate::tx::{Pending, BURST};
+use swqos_tls::client_identity::client_cert;
 
 /// Transactions in flight per lane (awaiting the relay's acknowledgement or reply).
 const MAX_IN_FLIGHT: usize = 1024;

@@ -21,7 +21,6 @@
 //! lane per poll between the lcore's other work; a connection that fails is retried with
 //! backoff (100 ms doubling to 5 s).
 
-mod identity;
 mod lane;
 
 use std::net::{IpAddr, SocketAddr};

@@ -1,15 +1,16 @@
 //! The client certificate a QUIC lane presents, as each provider expects ([`ClientIdentity`]):
 //! none, self-signed of a fresh key (with the API key or the wallet's public key as its subject
 //! CN), or of the user's Solana keypair itself (Ed25519). Built once at start; private key bytes
-//! read from a file are zeroized after use.
+//! read from a file are zeroized after use. Feature `client-identity`: the data plane's QUIC
+//! lanes and the benchmark's quinn baseline present the same certificates.
 
 use std::path::Path;
 
+use crate::client_config::ClientCert;
 use rcgen::{
     CertificateParams, CustomExtension, DnType, KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ED25519,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use swqos_tls::client_config::ClientCert;
 use swqos_wire::quic_relay::{ClientIdentity, LUNAR_LANDER_MEV_OID, LUNAR_LANDER_MEV_VALUE};
 use zeroize::Zeroizing;
 
@@ -24,7 +25,7 @@ const DEFAULT_CN: &str = "Solana node";
 /// The certificate and key of `identity` (`None` for [`ClientIdentity::None`]): `api_key` is
 /// the lane's key, `keypair_file` its Solana keypair file, `mev_extension` adds Lunar Lander's
 /// MEV-protection extension. Errors name the file and what is wrong, never a key.
-pub(crate) fn client_cert(
+pub fn client_cert(
     identity: ClientIdentity,
     api_key: Option<&str>,
     keypair_file: Option<&Path>,
