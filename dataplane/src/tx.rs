@@ -576,8 +576,27 @@ impl Output {
         if quic != 0 {
             self.send_quic(r, &slot, quic);
         }
+        self.send_udp(r, &slot, slot.lanes & !relay & !quic, mbufs);
+        if slot.lanes == 0 {
+            self.stats.add(Counter::UnknownLane, 1);
+            self.complete(pending(u8::MAX), Status::UnknownLane, 0, dpdk::tsc());
+        }
+        true
+    }
+
+    /// Writes the slot's frame for each of `lanes` (its UDP lanes, and lanes that do not exist,
+    /// answered at once) into `mbufs` (one per UDP lane) and queues them.
+    fn send_udp(
+        &mut self,
+        r: usize,
+        slot: &SlotRef<'_>,
+        lanes: u64,
+        mut mbufs: ArrayVec<Mbuf, MAX_LANES>,
+    ) {
+        let n_lanes = self.lanes.len() as u32;
+        let pending = |lane: u8| Pending::of(r, slot, lane);
         let payload_sum = checksum::sum(slot.tx);
-        for lane in lanes_of(slot.lanes & !relay & !quic) {
+        for lane in lanes_of(lanes) {
             if (lane as u32) >= n_lanes {
                 self.stats.add(Counter::UnknownLane, 1);
                 self.complete(pending(lane), Status::UnknownLane, 0, dpdk::tsc());
@@ -601,11 +620,6 @@ impl Output {
                 Err(reason) => self.drop_packet(pending(lane), reason),
             }
         }
-        if slot.lanes == 0 {
-            self.stats.add(Counter::UnknownLane, 1);
-            self.complete(pending(u8::MAX), Status::UnknownLane, 0, dpdk::tsc());
-        }
-        true
     }
 
     /// Passes a submission's relay lanes to the control plane, which answers their completions;

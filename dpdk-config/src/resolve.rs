@@ -885,66 +885,20 @@ fn quic_lanes_have_their_lcore(
 pub(crate) const QUIC_DEFAULT_SRC_PORT: u16 = 20000;
 
 fn resolve_quic_lane(lane: &RawLane, index: usize, src: &Source<'_>) -> Result<QuicLane> {
-    let name = lane.name.get_ref();
-    let missing = |key: &str, what: &str| {
-        src.error(
-            &lane.kind,
-            format!("quic lane `{name}` has no `{key}`; expected {what}"),
-        )
-    };
-    let provider_text = lane.provider.as_ref().ok_or_else(|| {
-        missing(
-            "provider",
-            "one of the QUIC relay providers, e.g. \"soyas\"",
-        )
-    })?;
-    let provider: QuicProvider = provider_text.get_ref().parse().map_err(|_| {
-        src.error(
-            provider_text,
-            format!(
-                "unknown QUIC provider {:?}; expected one of {}",
-                provider_text.get_ref(),
-                list_names(QuicProvider::ALL.iter().map(|p| p.name()))
-            ),
-        )
-    })?;
+    let provider = quic_provider(lane, src)?;
     reject_http_keys_on_quic(lane, src)?;
-    let addr = |key: &str, value: Option<&Spanned<String>>| -> Result<std::net::Ipv4Addr> {
-        let value = value.ok_or_else(|| missing(key, "an IPv4 address like \"10.0.0.1\""))?;
-        syntax::parse_ipv4(value.get_ref()).ok_or_else(|| {
-            src.error(
-                value,
-                format!(
-                    "`{key}` = {:?} is not an IPv4 address; expected a dotted quad",
-                    value.get_ref()
-                ),
-            )
-        })
-    };
-    let src_ip = addr("src_ip", lane.src_ip.as_ref())?;
-    let dst_ip = addr("dst_ip", lane.dst_ip.as_ref())?;
-    let src_port = match &lane.src_port {
-        Some(p) => in_range(src, p, "src_port", 1, 65535)? as u16,
-        None => QUIC_DEFAULT_SRC_PORT + index as u16,
-    };
     let mev = lane.mev.as_ref().is_some_and(|m| *m.get_ref());
     if let (Some(m), false) = (&lane.mev, provider.has_mev()) {
         return Err(src.error(
             m,
-            format!("`mev` is not a setting of {provider}; only glaive and astralane have one"),
+            format!(
+                "`mev` is not a setting of {provider}; only glaive, astralane and lunarlander \
+                 have one"
+            ),
         ));
     }
-    let dst_port = match &lane.dst_port {
-        Some(p) => in_range(src, p, "dst_port", 1, 65535)? as u16,
-        None => provider.default_port(mev),
-    };
-    let dst_mac = lane.dst_mac.as_ref().ok_or_else(|| {
-        missing(
-            "dst_mac",
-            "the relay's (or the gateway's) MAC address like \"02:00:00:00:00:02\"",
-        )
-    })?;
-    let dst_mac = mac(src, dst_mac, "dst_mac")?;
+    let (src_ip, src_port, dst_ip, dst_port, dst_mac) =
+        quic_addresses(lane, index, provider.default_port(mev), src)?;
     let token = resolve_quic_key(lane, provider, src)?;
     let keypair_file = resolve_keypair_file(lane, provider, src)?;
     let server_name = match &lane.server_name {
@@ -975,6 +929,84 @@ fn resolve_quic_lane(lane: &RawLane, index: usize, src: &Source<'_>) -> Result<Q
             .is_some_and(|v| *v.get_ref()),
         fallback: None, // resolved once every lane is known (`resolve_fallbacks`)
     })
+}
+
+/// A quic lane's `provider`.
+fn quic_provider(lane: &RawLane, src: &Source<'_>) -> Result<QuicProvider> {
+    let text = lane.provider.as_ref().ok_or_else(|| {
+        src.error(
+            &lane.kind,
+            format!(
+                "quic lane `{}` has no `provider`; expected one of the QUIC relay providers, \
+                 e.g. \"soyas\"",
+                lane.name.get_ref()
+            ),
+        )
+    })?;
+    text.get_ref().parse().map_err(|_| {
+        src.error(
+            text,
+            format!(
+                "unknown QUIC provider {:?}; expected one of {}",
+                text.get_ref(),
+                list_names(QuicProvider::ALL.iter().map(|p| p.name()))
+            ),
+        )
+    })
+}
+
+/// A quic lane's (src_ip, src_port, dst_ip, dst_port, dst_mac); `src_port` defaults to
+/// [`QUIC_DEFAULT_SRC_PORT`] + the lane's `index`, `dst_port` to `default_port`.
+fn quic_addresses(
+    lane: &RawLane,
+    index: usize,
+    default_port: u16,
+    src: &Source<'_>,
+) -> Result<(std::net::Ipv4Addr, u16, std::net::Ipv4Addr, u16, [u8; 6])> {
+    let missing = |key: &str, what: &str| {
+        src.error(
+            &lane.kind,
+            format!(
+                "quic lane `{}` has no `{key}`; expected {what}",
+                lane.name.get_ref()
+            ),
+        )
+    };
+    let addr = |key: &str, value: Option<&Spanned<String>>| -> Result<std::net::Ipv4Addr> {
+        let value = value.ok_or_else(|| missing(key, "an IPv4 address like \"10.0.0.1\""))?;
+        syntax::parse_ipv4(value.get_ref()).ok_or_else(|| {
+            src.error(
+                value,
+                format!(
+                    "`{key}` = {:?} is not an IPv4 address; expected a dotted quad",
+                    value.get_ref()
+                ),
+            )
+        })
+    };
+    let src_ip = addr("src_ip", lane.src_ip.as_ref())?;
+    let dst_ip = addr("dst_ip", lane.dst_ip.as_ref())?;
+    let src_port = match &lane.src_port {
+        Some(p) => in_range(src, p, "src_port", 1, 65535)? as u16,
+        None => QUIC_DEFAULT_SRC_PORT + index as u16,
+    };
+    let dst_port = match &lane.dst_port {
+        Some(p) => in_range(src, p, "dst_port", 1, 65535)? as u16,
+        None => default_port,
+    };
+    let dst_mac = lane.dst_mac.as_ref().ok_or_else(|| {
+        missing(
+            "dst_mac",
+            "the relay's (or the gateway's) MAC address like \"02:00:00:00:00:02\"",
+        )
+    })?;
+    Ok((
+        src_ip,
+        src_port,
+        dst_ip,
+        dst_port,
+        mac(src, dst_mac, "dst_mac")?,
+    ))
 }
 
 /// Each quic lane's `fallback`: the name of an http lane (defined anywhere in the file).
@@ -1584,6 +1616,39 @@ fn rpc_upstream(src: &Source<'_>, value: &Spanned<String>) -> Result<RpcUpstream
     plain_url(src, value, "rpc_upstream", "http")
 }
 
+/// A URL's `host[:port]` (an IPv6 host in brackets), checked; `Err` says what is wrong.
+fn split_authority(authority: &str) -> std::result::Result<(&str, Option<&str>), &'static str> {
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let Some((addr, after)) = v6.split_once(']') else {
+            return Err("has an unclosed `[`");
+        };
+        if addr.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err("has an invalid IPv6 address");
+        }
+        match after {
+            "" => (addr, None),
+            p if p.starts_with(':') => (addr, Some(&p[1..])),
+            _ => return Err("has text after the IPv6 address"),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("has no host");
+    }
+    if !authority.starts_with('[')
+        && !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+    {
+        return Err("has an invalid host name");
+    }
+    Ok((host, port))
+}
+
 /// A `<scheme>://host[:port][/path][?query]` URL (`scheme` is `http` or `ws`; the TLS variant
 /// is refused with a hint), as the value of `key`.
 pub(crate) fn plain_url(
@@ -1631,34 +1696,7 @@ pub(crate) fn plain_url(
     if authority.contains('@') {
         return Err(bad("carries credentials (user@host)"));
     }
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let Some((addr, after)) = v6.split_once(']') else {
-            return Err(bad("has an unclosed `[`"));
-        };
-        if addr.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(bad("has an invalid IPv6 address"));
-        }
-        match after {
-            "" => (addr, None),
-            p if p.starts_with(':') => (addr, Some(&p[1..])),
-            _ => return Err(bad("has text after the IPv6 address")),
-        }
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
-        }
-    };
-    if host.is_empty() {
-        return Err(bad("has no host"));
-    }
-    if !authority.starts_with('[')
-        && !host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
-    {
-        return Err(bad("has an invalid host name"));
-    }
+    let (host, port) = split_authority(authority).map_err(&bad)?;
     let port = match port {
         None => 80,
         Some(p) => match p.parse::<u16>() {
