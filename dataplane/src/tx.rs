@@ -424,7 +424,7 @@ impl TxWorker {
         }
         self.next_ring = self.next_ring.wrapping_add(1);
         work += out.flush(false);
-        out.drive_quic();
+        out.step_quic(false);
         if out.fast.is_some() || out.quic.is_some() {
             // Delegated sends (and QUIC datagrams) queued just now leave in this poll.
             let queued = std::mem::take(&mut out.fast_queued);
@@ -459,7 +459,7 @@ impl TxWorker {
     pub fn abandon_pending(&mut self) {
         let out = &mut self.out;
         out.stats.begin();
-        out.close_quic();
+        out.step_quic(true);
         out.flush(true);
         out.publish_completions();
         out.stats.end();
@@ -729,8 +729,9 @@ impl Output {
         }
     }
 
-    /// One step of the QUIC lanes: handshakes, timers, acknowledgements into completions.
-    fn drive_quic(&mut self) {
+    /// One step of the QUIC lanes (handshakes, timers, acknowledgements into completions); or,
+    /// `closing` (shutdown), their connections closed and what they hold completed.
+    fn step_quic(&mut self, closing: bool) {
         let Output {
             quic,
             paths,
@@ -742,32 +743,19 @@ impl Output {
         } = self;
         let Some(q) = quic else { return };
         let now = dpdk::tsc();
-        q.drive(
-            now,
-            pool,
-            &mut paths[*fast_out].forward,
-            |p, status, reason| push_completion(completes, stats, p, status, reason, now),
-        );
-    }
-
-    /// Closes the QUIC lanes' connections (shutdown).
-    fn close_quic(&mut self) {
-        let Output {
-            quic,
-            paths,
-            completes,
-            stats,
-            pool,
-            fast_out,
-            ..
-        } = self;
-        let Some(q) = quic else { return };
-        let now = dpdk::tsc();
-        let out = &mut paths[*fast_out].forward;
-        q.close_all(now, pool, out, |p, status, reason| {
-            push_completion(completes, stats, p, status, reason, now)
-        });
-        flush_forward(&mut paths[*fast_out], stats);
+        let path = &mut paths[*fast_out];
+        {
+            let complete =
+                |p, status, reason| push_completion(completes, stats, p, status, reason, now);
+            if closing {
+                q.close_all(now, pool, &mut path.forward, complete);
+            } else {
+                q.drive(now, pool, &mut path.forward, complete);
+            }
+        }
+        if closing {
+            flush_forward(path, stats);
+        }
     }
 
     /// Writes lane `lane`'s Ethernet/IPv4/UDP headers and the transaction into `mbuf`.

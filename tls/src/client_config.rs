@@ -33,30 +33,10 @@ pub struct TlsSettings {
 /// and `ca_files`; TLS 1.3 and 1.2 with the ring provider's AES-GCM and ChaCha20-Poly1305
 /// suites; ALPN `http/1.1`; secret extraction on (for the kernel-connection hand-over).
 pub fn client_config(lane: &str, s: &TlsSettings) -> Result<Arc<ClientConfig>, String> {
-    ServerName::try_from(s.server_name.as_str()).map_err(|_| {
-        format!(
-            "lane {lane}: server_name {:?} is not a DNS name or IP address",
-            s.server_name
-        )
-    })?;
-    let provider = Arc::new(ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| format!("lane {lane}: TLS: {e}"))?;
-    let mut config = if s.insecure_skip_verify {
-        warn_insecure(lane);
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
-            .with_no_client_auth()
-    } else {
-        builder
-            .with_root_certificates(roots(lane, &s.ca_files)?)
-            .with_no_client_auth()
-    };
+    let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
+    let mut config = build(lane, s, &versions, None)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config.enable_secret_extraction = true;
-    key_log(&mut config);
     Ok(Arc::new(config))
 }
 
@@ -75,6 +55,19 @@ pub fn quic_client_config(
     alpn: Option<&[u8]>,
     cert: Option<ClientCert>,
 ) -> Result<ClientConfig, String> {
+    let mut config = build(lane, s, &[&rustls::version::TLS13], cert)?;
+    config.alpn_protocols = alpn.map(|a| vec![a.to_vec()]).unwrap_or_default();
+    Ok(config)
+}
+
+/// What both lanes' configs share: the server name checked, the ring provider with `versions`,
+/// the relay verified (or not, loudly) as `s` says, the client certificate if any, key logging.
+fn build(
+    lane: &str,
+    s: &TlsSettings,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    cert: Option<ClientCert>,
+) -> Result<ClientConfig, String> {
     ServerName::try_from(s.server_name.as_str()).map_err(|_| {
         format!(
             "lane {lane}: server_name {:?} is not a DNS name or IP address",
@@ -83,7 +76,7 @@ pub fn quic_client_config(
     })?;
     let provider = Arc::new(ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
+        .with_protocol_versions(versions)
         .map_err(|e| format!("lane {lane}: TLS: {e}"))?;
     let builder = if s.insecure_skip_verify {
         warn_insecure(lane);
@@ -99,7 +92,6 @@ pub fn quic_client_config(
             .map_err(|e| format!("lane {lane}: client certificate: {e}"))?,
         None => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = alpn.map(|a| vec![a.to_vec()]).unwrap_or_default();
     key_log(&mut config);
     Ok(config)
 }

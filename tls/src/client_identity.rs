@@ -6,12 +6,14 @@
 
 use std::path::Path;
 
-use crate::client_config::ClientCert;
+use crate::client_config::{quic_client_config, ClientCert, TlsSettings};
 use rcgen::{
     CertificateParams, CustomExtension, DnType, KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ED25519,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use swqos_wire::quic_relay::{ClientIdentity, LUNAR_LANDER_MEV_OID, LUNAR_LANDER_MEV_VALUE};
+use swqos_wire::quic_relay::{
+    ClientIdentity, QuicProvider, LUNAR_LANDER_MEV_OID, LUNAR_LANDER_MEV_VALUE,
+};
 use zeroize::Zeroizing;
 
 /// The PKCS#8 v1 prefix of an Ed25519 private key (RFC 8410): the 32-byte seed follows.
@@ -21,6 +23,24 @@ const ED25519_PKCS8_PREFIX: [u8; 16] = [
 
 /// The subject CN of certificates that carry no API key (what Solana's own tools write).
 const DEFAULT_CN: &str = "Solana node";
+
+/// The rustls configuration of QUIC lane `lane` of `provider`: its identity (from `api_key` or
+/// `keypair_file`; `mev` adds Lunar Lander's extension), the provider's ALPN, and the relay's
+/// verification as `tls` says. The one recipe both the data plane's lanes and the benchmark's
+/// quinn baseline use.
+pub fn quic_lane_config(
+    lane: &str,
+    provider: QuicProvider,
+    api_key: Option<&str>,
+    keypair_file: Option<&Path>,
+    mev: bool,
+    tls: &TlsSettings,
+) -> Result<rustls::ClientConfig, String> {
+    let mev_extension = mev && provider == QuicProvider::LunarLander;
+    let cert = client_cert(provider.identity(), api_key, keypair_file, mev_extension)
+        .map_err(|e| format!("lane {lane}: {e}"))?;
+    quic_client_config(lane, tls, provider.alpn(), cert)
+}
 
 /// The certificate and key of `identity` (`None` for [`ClientIdentity::None`]): `api_key` is
 /// the lane's key, `keypair_file` its Solana keypair file, `mev_extension` adds Lunar Lander's

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dpdk_config::QuicLane;
-use swqos_tls::client_config::{quic_client_config, TlsSettings};
-use swqos_tls::client_identity::client_cert;
+use swqos_tls::client_config::TlsSettings;
+use swqos_tls::client_identity::quic_lane_config;
 use swqos_wire::quic_relay::{
     QuicProvider, Reply, StreamKind, MAX_AUTH_LEN, NODE1_AUTH_OK, REPLY_HEADER_LEN,
 };
@@ -45,20 +45,19 @@ pub(super) struct QuinnLane {
 /// transport settings for the provider.
 fn client_config(name: &str, q: &QuicLane) -> Result<quinn::ClientConfig, String> {
     let key = q.token.as_ref().map(|t| t.expose());
-    let mev_extension = q.mev && q.provider == QuicProvider::LunarLander;
-    let cert = client_cert(
-        q.provider.identity(),
-        key,
-        q.keypair_file.as_deref(),
-        mev_extension,
-    )
-    .map_err(|e| format!("quinn lane {name}: {e}"))?;
     let tls = TlsSettings {
         server_name: q.server_name.clone(),
         ca_files: q.ca_files.clone(),
         insecure_skip_verify: q.insecure_skip_verify,
     };
-    let rustls = quic_client_config(name, &tls, q.provider.alpn(), cert)?;
+    let rustls = quic_lane_config(
+        name,
+        q.provider,
+        key,
+        q.keypair_file.as_deref(),
+        q.mev,
+        &tls,
+    )?;
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(rustls)
         .map_err(|e| format!("quinn lane {name}: QUIC TLS: {e}"))?;
     let (keep_alive, idle) = q.provider.sdk_keep_alive_idle();

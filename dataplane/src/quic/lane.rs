@@ -11,7 +11,8 @@ use quinn_proto::{
     Event, StreamEvent, StreamId, TransportConfig, VarInt,
 };
 use swqos_shm::layout::{quic_outcome, relay_failure, Status};
-use swqos_tls::client_config::{quic_client_config, TlsSettings};
+use swqos_tls::client_config::TlsSettings;
+use swqos_tls::client_identity::quic_lane_config;
 use swqos_wire::checksum;
 use swqos_wire::quic_relay::{
     QuicProvider, Reply, StreamKind, MAX_AUTH_LEN, NODE1_AUTH_OK, REPLY_HEADER_LEN,
@@ -21,7 +22,6 @@ use tracing::{info, warn};
 use super::Clock;
 use crate::lanes::UdpFrame;
 use crate::tx::{Pending, BURST};
-use swqos_tls::client_identity::client_cert;
 
 /// Transactions in flight per lane (awaiting the relay's acknowledgement or reply).
 const MAX_IN_FLIGHT: usize = 1024;
@@ -66,20 +66,19 @@ impl QuicLaneSetup {
         mtu: u16,
     ) -> Result<QuicLaneSetup, String> {
         let key = q.token.as_ref().map(|t| t.expose());
-        let mev_extension = q.mev && q.provider == QuicProvider::LunarLander;
-        let cert = client_cert(
-            q.provider.identity(),
-            key,
-            q.keypair_file.as_deref(),
-            mev_extension,
-        )
-        .map_err(|e| format!("lane {name}: {e}"))?;
         let tls = TlsSettings {
             server_name: q.server_name.clone(),
             ca_files: q.ca_files.clone(),
             insecure_skip_verify: q.insecure_skip_verify,
         };
-        let rustls = quic_client_config(name, &tls, q.provider.alpn(), cert)?;
+        let rustls = quic_lane_config(
+            name,
+            q.provider,
+            key,
+            q.keypair_file.as_deref(),
+            q.mev,
+            &tls,
+        )?;
         let crypto = quinn_proto::crypto::rustls::QuicClientConfig::try_from(rustls)
             .map_err(|e| format!("lane {name}: QUIC TLS: {e}"))?;
         let mut transport = TransportConfig::default();
