@@ -280,6 +280,12 @@ impl QuicLane {
         self.conn.as_ref().map(|c| c.handle)
     }
 
+    /// Whether the lane's handshake is under way (its datagrams cost the most lcore time:
+    /// certificate checks, key exchange, signatures).
+    pub(crate) fn is_handshaking(&self) -> bool {
+        self.conn.as_ref().is_some_and(|c| !c.connected && !c.lost)
+    }
+
     /// Transactions written and not yet completed.
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.len

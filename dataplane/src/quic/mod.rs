@@ -23,6 +23,7 @@
 
 mod lane;
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -96,7 +97,18 @@ pub struct QuicLanes {
     /// a `BytesMut` of its own: once it has dropped the earlier ones, the buffer is taken back
     /// instead of allocating one per datagram.
     rx: BytesMut,
+    /// Handshake datagrams waiting for a later poll: one handshake step per poll, so several
+    /// lanes connecting at once (start, a relay's restart) do not hold one poll for all of
+    /// their handshakes while submissions wait (`receive`).
+    deferred: VecDeque<(usize, Mbuf)>,
+    /// A handshake datagram was taken in this poll.
+    handshake_stepped: bool,
+    /// Handshake datagrams dropped because too many were waiting (QUIC sends them again).
+    deferred_dropped: u64,
 }
+
+/// Handshake datagrams kept for later polls, at most.
+const MAX_DEFERRED: usize = 64;
 
 impl QuicLanes {
     /// The lanes of `setups`, each connecting at once.
@@ -119,6 +131,9 @@ impl QuicLanes {
             clock: Clock::new(),
             out: Transmitter::new(),
             rx: BytesMut::with_capacity(RX_BUFFER),
+            deferred: VecDeque::with_capacity(MAX_DEFERRED),
+            handshake_stepped: false,
+            deferred_dropped: 0,
         })
     }
 
@@ -172,6 +187,28 @@ impl QuicLanes {
 
     /// Takes a datagram [`QuicLanes::claims`] said is lane `i`'s into its connection.
     pub fn receive(&mut self, i: usize, m: Mbuf, now_tsc: u64) {
+        let Some(l) = self.lanes.get(i) else {
+            return;
+        };
+        // One handshake step per poll; the rest, and whatever follows them for that lane (in
+        // order), waits for the next polls.
+        let behind = !self.deferred.is_empty() && self.deferred.iter().any(|(d, _)| *d == i);
+        let handshaking = l.is_handshaking();
+        if behind || (handshaking && self.handshake_stepped) {
+            if self.deferred.len() < MAX_DEFERRED {
+                self.deferred.push_back((i, m));
+            } else {
+                self.deferred_dropped += 1; // QUIC's loss recovery sends it again
+            }
+            return;
+        }
+        self.handshake_stepped |= handshaking;
+        self.take(i, m, now_tsc);
+    }
+
+    /// Gives a lane's datagram to its connection.
+    fn take(&mut self, i: usize, m: Mbuf, now_tsc: u64) {
+        let start = dpdk::tsc();
         let Some(payload) = udp_payload(m.data()) else {
             return;
         };
@@ -193,7 +230,7 @@ impl QuicLanes {
             Some(DatagramEvent::ConnectionEvent(h, event)) => {
                 if let Some(l) = self.lanes.iter_mut().find(|l| l.handle() == Some(h)) {
                     l.on_event(event);
-                    l.charge_handshake(now_tsc, dpdk::tsc());
+                    l.charge_handshake(start, dpdk::tsc());
                 }
             }
             // A stateless reset or version negotiation for a connection we no longer have:
@@ -211,6 +248,13 @@ impl QuicLanes {
         burst: &mut TxBurst<u64, BURST>,
         mut complete: impl FnMut(Pending, Status, u16),
     ) {
+        // A handshake datagram left from an earlier poll, if this poll took none.
+        if !self.handshake_stepped {
+            if let Some((i, m)) = self.deferred.pop_front() {
+                self.take(i, m, now_tsc);
+            }
+        }
+        self.handshake_stepped = false;
         let now = self.clock.at(now_tsc);
         for l in &mut self.lanes {
             if !l.due(now_tsc) {
@@ -250,9 +294,10 @@ impl QuicLanes {
         self.lanes.iter().filter(|l| l.is_connected()).count()
     }
 
-    /// The datagrams of lanes that could not be written because the burst was full.
+    /// Datagrams dropped: lanes' that found the burst full, and relays' handshake datagrams that
+    /// found too many waiting (QUIC sends both again).
     pub fn dropped(&self) -> u64 {
-        self.out.dropped()
+        self.out.dropped() + self.deferred_dropped
     }
 }
 
