@@ -1038,39 +1038,39 @@ fn resolve_fallbacks(raw: &[RawLane], lanes: &mut [LaneConfig], src: &Source<'_>
 
 /// QUIC-only keys on another kind of lane.
 fn reject_quic_keys(lane: &RawLane, src: &Source<'_>) -> Result<()> {
-    for (key, at) in [
+    let keys = [
         ("keypair_file", lane.keypair_file.as_ref().map(|v| v.span())),
         ("mev", lane.mev.as_ref().map(|v| v.span())),
         ("fallback", lane.fallback.as_ref().map(|v| v.span())),
-    ] {
-        if let Some(span) = at {
-            return Err(src.error_at(
-                span.start,
-                format!("`{key}` is for quic lanes (kind = \"quic\")"),
-            ));
-        }
-    }
-    Ok(())
+    ];
+    reject_keys(src, keys, "is for quic lanes (kind = \"quic\")")
 }
 
 /// HTTP-only keys on a quic lane: mistakes, not silently ignored settings.
 fn reject_http_keys_on_quic(lane: &RawLane, src: &Source<'_>) -> Result<()> {
-    for (key, at) in [
+    let keys = [
         ("host", lane.host.as_ref().map(|v| v.span())),
         ("path", lane.path.as_ref().map(|v| v.span())),
         ("connections", lane.connections.as_ref().map(|v| v.span())),
         ("tls", lane.tls.as_ref().map(|v| v.span())),
-    ] {
-        if let Some(span) = at {
-            return Err(src.error_at(
-                span.start,
-                format!(
-                    "`{key}` is for http lanes; a quic lane is always encrypted, on one connection"
-                ),
-            ));
-        }
+    ];
+    reject_keys(
+        src,
+        keys,
+        "is for http lanes; a quic lane is always encrypted, on one connection",
+    )
+}
+
+/// The first of `keys` that is set is an error: "`key` <why>", at its value.
+fn reject_keys<const N: usize>(
+    src: &Source<'_>,
+    keys: [(&str, Option<std::ops::Range<usize>>); N],
+    why: &str,
+) -> Result<()> {
+    match keys.into_iter().find_map(|(k, at)| Some((k, at?))) {
+        Some((key, span)) => Err(src.error_at(span.start, format!("`{key}` {why}"))),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// A quic lane's API key: required by the providers that authenticate with one (a UUID where
@@ -1402,7 +1402,7 @@ fn reject_udp_keys(lane: &RawLane, src: &Source<'_>) -> Result<()> {
 
 /// TLS keys on an http lane without `tls = true`.
 fn reject_tls_keys(lane: &RawLane, src: &Source<'_>) -> Result<()> {
-    for (key, at) in [
+    let keys = [
         ("server_name", lane.server_name.as_ref().map(|v| v.span())),
         (
             "ca_files",
@@ -1414,15 +1414,8 @@ fn reject_tls_keys(lane: &RawLane, src: &Source<'_>) -> Result<()> {
             "insecure_skip_verify",
             lane.insecure_skip_verify.as_ref().map(|v| v.span()),
         ),
-    ] {
-        if let Some(span) = at {
-            return Err(src.error_at(
-                span.start,
-                format!("`{key}` is for TLS lanes; add `tls = true` or remove it"),
-            ));
-        }
-    }
-    Ok(())
+    ];
+    reject_keys(src, keys, "is for TLS lanes; add `tls = true` or remove it")
 }
 
 /// A UUID v4 in its hyphenated form (`8-4-4-4-12` hex digits, version digit `4`): how Glaive
