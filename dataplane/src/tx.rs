@@ -172,8 +172,8 @@ impl Bridge {
             for m in self.rx.drain() {
                 // A QUIC lane's relay datagrams are its connection's, never the kernel's.
                 if let Some(q) = quic.as_deref_mut() {
-                    if let Some(lane) = q.claims(m.data()) {
-                        q.receive(lane, m, now);
+                    if let Some(claim) = q.claims(m.data()) {
+                        q.receive(claim, m, now);
                         continue;
                     }
                 }

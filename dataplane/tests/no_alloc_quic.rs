@@ -435,8 +435,9 @@ impl Harness {
     fn poll(&mut self) {
         let now = dpdk::tsc();
         for m in self.inbox.drain(..) {
-            assert_eq!(self.lanes.claims(m.data()), Some(0), "the lane's frame");
-            self.lanes.receive(0, m, now);
+            let claim = self.lanes.claims(m.data()).expect("the lane's frame");
+            assert_eq!(claim.lane(), 0, "the lane's frame");
+            self.lanes.receive(claim, m, now);
         }
         let completions = &mut self.completions;
         self.lanes

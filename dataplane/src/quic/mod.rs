@@ -100,7 +100,7 @@ pub struct QuicLanes {
     /// Handshake datagrams waiting for a later poll: one handshake step per poll, so several
     /// lanes connecting at once (start, a relay's restart) do not hold one poll for all of
     /// their handshakes while submissions wait (`receive`).
-    deferred: VecDeque<(usize, Mbuf)>,
+    deferred: VecDeque<(Claim, Mbuf)>,
     /// A handshake datagram was taken in this poll.
     handshake_stepped: bool,
     /// Handshake datagrams dropped because too many were waiting (QUIC sends them again).
@@ -168,8 +168,9 @@ impl QuicLanes {
         Ok(())
     }
 
-    /// Whether `frame` is a datagram of one of the lanes' relays to the lane's local port.
-    pub fn claims(&self, frame: &[u8]) -> Option<usize> {
+    /// Whether `frame` is a datagram of one of the lanes' relays to the lane's local port: the
+    /// lane and where its payload is (the frame is parsed once, here).
+    pub fn claims(&self, frame: &[u8]) -> Option<Claim> {
         let eth = EthernetFrame::new_checked(frame).ok()?;
         if eth.ethertype() != ethertype::IPV4 {
             return None;
@@ -180,39 +181,44 @@ impl QuicLanes {
         }
         let udp = UdpPacket::new_checked(ip.payload()).ok()?;
         let from = SocketAddr::new(IpAddr::V4(ip.src_addr()), udp.src_port());
-        self.lanes
+        let lane = self
+            .lanes
             .iter()
-            .position(|l| l.remote() == from && l.local_port() == udp.dst_port())
+            .position(|l| l.remote() == from && l.local_port() == udp.dst_port())?;
+        // `new_checked` bounds each view by its own length field.
+        let start = 14 + ip.header_len() as usize + 8;
+        Some(Claim {
+            lane,
+            payload: start..start + udp.payload().len(),
+        })
     }
 
-    /// Takes a datagram [`QuicLanes::claims`] said is lane `i`'s into its connection.
-    pub fn receive(&mut self, i: usize, m: Mbuf, now_tsc: u64) {
-        let Some(l) = self.lanes.get(i) else {
+    /// Takes a datagram [`QuicLanes::claims`] claimed into its lane's connection.
+    pub fn receive(&mut self, c: Claim, m: Mbuf, now_tsc: u64) {
+        let Some(l) = self.lanes.get(c.lane) else {
             return;
         };
         // One handshake step per poll; the rest, and whatever follows them for that lane (in
         // order), waits for the next polls.
-        let behind = !self.deferred.is_empty() && self.deferred.iter().any(|(d, _)| *d == i);
+        let behind =
+            !self.deferred.is_empty() && self.deferred.iter().any(|(d, _)| d.lane == c.lane);
         let handshaking = l.is_handshaking();
         if behind || (handshaking && self.handshake_stepped) {
             if self.deferred.len() < MAX_DEFERRED {
-                self.deferred.push_back((i, m));
+                self.deferred.push_back((c, m));
             } else {
                 self.deferred_dropped += 1; // QUIC's loss recovery sends it again
             }
             return;
         }
         self.handshake_stepped |= handshaking;
-        self.take(i, m, now_tsc);
+        self.take(c, m, now_tsc);
     }
 
     /// Gives a lane's datagram to its connection.
-    fn take(&mut self, i: usize, m: Mbuf, now_tsc: u64) {
+    fn take(&mut self, c: Claim, m: Mbuf, now_tsc: u64) {
         let start = dpdk::tsc();
-        let Some(payload) = udp_payload(m.data()) else {
-            return;
-        };
-        let Some(l) = self.lanes.get_mut(i) else {
+        let (Some(payload), Some(l)) = (m.data().get(c.payload), self.lanes.get(c.lane)) else {
             return;
         };
         let now = self.clock.at(now_tsc);
@@ -250,8 +256,8 @@ impl QuicLanes {
     ) {
         // A handshake datagram left from an earlier poll, if this poll took none.
         if !self.handshake_stepped {
-            if let Some((i, m)) = self.deferred.pop_front() {
-                self.take(i, m, now_tsc);
+            if let Some((c, m)) = self.deferred.pop_front() {
+                self.take(c, m, now_tsc);
             }
         }
         self.handshake_stepped = false;
@@ -301,14 +307,17 @@ impl QuicLanes {
     }
 }
 
-/// The UDP payload of an Ethernet/IPv4/UDP frame (already checked by [`QuicLanes::claims`]).
-fn udp_payload(frame: &[u8]) -> Option<&[u8]> {
-    let (start, len) = {
-        let eth = EthernetFrame::new_checked(frame).ok()?;
-        let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
-        let udp = UdpPacket::new_checked(ip.payload()).ok()?;
-        // `new_checked` bounds each view by its own length field.
-        (14 + ip.header_len() as usize + 8, udp.payload().len())
-    };
-    frame.get(start..start + len)
+/// A datagram [`QuicLanes::claims`] found to be a lane's: which lane, and its UDP payload's
+/// bytes in the frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    lane: usize,
+    payload: std::ops::Range<usize>,
+}
+
+impl Claim {
+    /// The lane's index among the QUIC lanes.
+    pub fn lane(&self) -> usize {
+        self.lane
+    }
 }
