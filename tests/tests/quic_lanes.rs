@@ -105,6 +105,15 @@ fn decrypted_streams(pcap: &Path, keylog: &Path) -> HashMap<(u16, u16, u64), Vec
         .arg("-o")
         .arg(format!("tls.keylog_file:{}", keylog.display()))
         .args(["-Y", "quic.stream_data", "-T", "json", "-J", "udp quic"])
+        // The relays' ports are not QUIC's registered one: name them, so a connection whose
+        // first Initial went unanswered (retransmitted after 1 s) is still dissected from its
+        // first packet (tshark's heuristic missed that handshake, and so every key of it).
+        .args(PROVIDERS.iter().flat_map(|p| {
+            [
+                "-d".to_string(),
+                format!("udp.port=={},quic", swqos_tests::quic_rig::port_of(p)),
+            ]
+        }))
         .arg("--no-duplicate-keys")
         .output()
         .expect("tshark");
